@@ -1,0 +1,175 @@
+// Package ring holds the ring document the controller publishes and every agent follows, and the
+// consistent hashing over it. Both sides import this package, so both compute the same owner.
+package ring
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Hash algorithms.
+const (
+	AlgorithmRendezvous = "rendezvous"
+	AlgorithmKetama     = "ketama"
+)
+
+// SchemaVersion is bumped on incompatible changes to Document.
+const SchemaVersion = 1
+
+// DocumentKey is the ConfigMap data key holding the JSON document.
+const DocumentKey = "ring.json"
+
+// Document is the versioned description of a fleet that agents route by.
+type Document struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	Fleet         string `json:"fleet"`
+	Namespace     string `json:"namespace"`
+	// Epoch grows by one whenever the content (everything but Epoch and Checksum) changes.
+	Epoch int64 `json:"epoch"`
+	// Checksum is the SHA-256 of the content, so agents and humans can compare documents.
+	Checksum     string       `json:"checksum"`
+	Algorithm    string       `json:"algorithm"`
+	VirtualNodes int          `json:"virtualNodes,omitempty"`
+	Shards       []Shard      `json:"shards"`
+	Tiers        Tiers        `json:"tiers"`
+	Invalidation Invalidation `json:"invalidation"`
+	Auth         Auth         `json:"auth"`
+	// Policies are sorted longest prefix first, then by prefix, so the first match wins.
+	Policies []Policy `json:"policies,omitempty"`
+}
+
+// Shard is one ring member.
+type Shard struct {
+	// Name is the stable ring member ("shard-0"): placement never depends on addresses.
+	Name     string   `json:"name"`
+	Primary  string   `json:"primary"`
+	Replicas []string `json:"replicas,omitempty"`
+}
+
+// Tiers are the fleet-wide cache settings.
+type Tiers struct {
+	L1Enabled        bool  `json:"l1Enabled"`
+	L1MaxMemoryBytes int64 `json:"l1MaxMemoryBytes"`
+	L1MaxTTLMillis   int64 `json:"l1MaxTTLMillis"`
+	DefaultTTLMillis int64 `json:"defaultTTLMillis"`
+	MinUsableMillis  int64 `json:"minUsableTTLMillis"`
+	MaxValueBytes    int64 `json:"maxValueBytes"`
+}
+
+// Invalidation names the bus.
+type Invalidation struct {
+	Channel string    `json:"channel"`
+	Secret  SecretRef `json:"secret"`
+}
+
+// Auth says whether shards need a password and where it is.
+type Auth struct {
+	Enabled bool       `json:"enabled"`
+	Secret  *SecretRef `json:"secret,omitempty"`
+}
+
+// SecretRef names a key of a Secret in the fleet's namespace.
+type SecretRef struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+// Policy is a CachePolicy compiled for the agents; zero values mean "the fleet's setting".
+type Policy struct {
+	Name               string `json:"name"`
+	Prefix             string `json:"prefix"`
+	TTLMillis          int64  `json:"ttlMillis,omitempty"`
+	JitterPercent      int32  `json:"jitterPercent,omitempty"`
+	L1Enabled          bool   `json:"l1Enabled"`
+	L1TTLMillis        int64  `json:"l1TTLMillis,omitempty"`
+	L1Mode             string `json:"l1Mode"`
+	MaxValueBytes      int64  `json:"maxValueBytes,omitempty"`
+	NegativeTTLMillis  int64  `json:"negativeTTLMillis,omitempty"`
+	InvalidateOnWrite  bool   `json:"invalidateOnWrite"`
+	LeaseTTLMillis     int64  `json:"leaseTTLMillis,omitempty"`
+	Compression        string `json:"compression,omitempty"`
+	CompressionMinSize int64  `json:"compressionMinSize,omitempty"`
+}
+
+// SortPolicies orders policies longest prefix first, so PolicyFor can stop at the first match.
+func SortPolicies(ps []Policy) {
+	slices.SortFunc(ps, func(a, b Policy) int {
+		if len(a.Prefix) != len(b.Prefix) {
+			return len(b.Prefix) - len(a.Prefix)
+		}
+		return strings.Compare(a.Prefix, b.Prefix)
+	})
+}
+
+// PolicyFor returns the policy with the longest prefix of key, or nil for the fleet defaults.
+func (d *Document) PolicyFor(key []byte) *Policy {
+	for i := range d.Policies {
+		p := &d.Policies[i]
+		if len(key) >= len(p.Prefix) && string(key[:len(p.Prefix)]) == p.Prefix {
+			return p
+		}
+	}
+	return nil
+}
+
+// ContentChecksum is the SHA-256 of the document without Epoch and Checksum.
+func (d *Document) ContentChecksum() string {
+	c := *d
+	c.Epoch, c.Checksum = 0, ""
+	b, err := json.Marshal(&c)
+	if err != nil {
+		panic(fmt.Sprintf("ring document cannot be encoded: %v", err)) // plain data: cannot happen
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Seal sets Checksum and the Epoch that follows previous: unchanged content keeps the
+// previous epoch, changed content gets previous+1 (starting at 1).
+func (d *Document) Seal(previous *Document) {
+	d.Checksum = d.ContentChecksum()
+	switch {
+	case previous == nil:
+		d.Epoch = 1
+	case previous.Checksum == d.Checksum:
+		d.Epoch = previous.Epoch
+	default:
+		d.Epoch = previous.Epoch + 1
+	}
+}
+
+// Encode renders the document as indented JSON (it is read by people too).
+func (d *Document) Encode() ([]byte, error) {
+	return json.MarshalIndent(d, "", "  ")
+}
+
+// Decode parses and checks a document.
+func Decode(data []byte) (*Document, error) {
+	var d Document
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, fmt.Errorf("decoding ring document: %w", err)
+	}
+	if d.SchemaVersion != SchemaVersion {
+		return nil, fmt.Errorf("ring document schema %d, this build understands %d", d.SchemaVersion, SchemaVersion)
+	}
+	if len(d.Shards) == 0 {
+		return nil, fmt.Errorf("ring document has no shards")
+	}
+	if got := d.ContentChecksum(); got != d.Checksum {
+		return nil, fmt.Errorf("ring document checksum %q does not match its content (%q)", d.Checksum, got)
+	}
+	return &d, nil
+}
+
+// Ring builds the hash ring over the document's shards.
+func (d *Document) Ring() (Ring, error) {
+	names := make([]string, len(d.Shards))
+	for i, s := range d.Shards {
+		names[i] = s.Name
+	}
+	return New(d.Algorithm, names, d.VirtualNodes)
+}
