@@ -25,6 +25,11 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the Go markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
+.PHONY: test-crds
+test-crds: $(CONTROLLER_GEN) ## Generate the ServiceMonitor CRD (from prometheus-operator's types) that tests install.
+	@tmp=$$(mktemp -d); $(CONTROLLER_GEN) crd paths=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1 output:crd:dir=$$tmp; \
+		mkdir -p test/crds; cp $$tmp/monitoring.coreos.com_servicemonitors.yaml test/crds/; rm -rf $$tmp
+
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object paths="./api/..."
@@ -38,10 +43,10 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: verify-generated
-verify-generated: manifests generate fmt ## Fail when generated or formatted files differ from the committed ones.
-	@if [ -n "$$(git status --porcelain -- api config internal cmd)" ]; then \
+verify-generated: manifests generate test-crds fmt ## Fail when generated or formatted files differ from the committed ones.
+	@if [ -n "$$(git status --porcelain -- api config internal cmd test)" ]; then \
 		echo "Generated files are out of date; run 'make manifests generate fmt' and commit:"; \
-		git status --porcelain -- api config internal cmd; git --no-pager diff --stat; exit 1; fi
+		git status --porcelain -- api config internal cmd test; git --no-pager diff --stat; exit 1; fi
 
 .PHONY: envtest-assets
 envtest-assets: ## Build (or reuse from the cache) etcd, kube-apiserver and kubectl; print their directory.

@@ -133,11 +133,11 @@ type CacheFleet struct {
 	// spec is the desired fleet.
 	// +kubebuilder:default={}
 	// +optional
-	Spec CacheFleetSpec `json:"spec,omitempty"`
+	Spec CacheFleetSpec `json:"spec,omitzero"`
 
 	// status is the observed fleet.
 	// +optional
-	Status CacheFleetStatus `json:"status,omitempty"`
+	Status CacheFleetStatus `json:"status,omitzero"`
 }
 
 // +kubebuilder:object:root=true

@@ -17,37 +17,37 @@ type CacheFleetSpec struct {
 	// shards configures the Valkey shards that hold the L2 tier.
 	// +kubebuilder:default={}
 	// +optional
-	Shards ShardsSpec `json:"shards,omitempty"`
+	Shards ShardsSpec `json:"shards,omitzero"`
 
 	// ring configures how keys are mapped to shards.
 	// +kubebuilder:default={}
 	// +optional
-	Ring RingSpec `json:"ring,omitempty"`
+	Ring RingSpec `json:"ring,omitzero"`
 
 	// tiers configures the node-local L1 and the sharded L2.
 	// +kubebuilder:default={}
 	// +optional
-	Tiers TiersSpec `json:"tiers,omitempty"`
+	Tiers TiersSpec `json:"tiers,omitzero"`
 
 	// invalidation configures the channel agents use to invalidate each other's L1.
 	// +kubebuilder:default={}
 	// +optional
-	Invalidation InvalidationSpec `json:"invalidation,omitempty"`
+	Invalidation InvalidationSpec `json:"invalidation,omitzero"`
 
 	// agent configures the per-node agent DaemonSet that applications talk to.
 	// +kubebuilder:default={}
 	// +optional
-	Agent AgentSpec `json:"agent,omitempty"`
+	Agent AgentSpec `json:"agent,omitzero"`
 
 	// auth configures the password shared by shards and agents.
 	// +kubebuilder:default={}
 	// +optional
-	Auth AuthSpec `json:"auth,omitempty"`
+	Auth AuthSpec `json:"auth,omitzero"`
 
 	// monitoring configures Prometheus scraping of the agents.
 	// +kubebuilder:default={}
 	// +optional
-	Monitoring MonitoringSpec `json:"monitoring,omitempty"`
+	Monitoring MonitoringSpec `json:"monitoring,omitzero"`
 }
 
 // EvictionPolicy is a Valkey maxmemory-policy.
@@ -81,7 +81,7 @@ type ShardsSpec struct {
 	// resources of the Valkey container. A memory limit is required unless maxMemory is set.
 	// +kubebuilder:default={limits: {memory: "1Gi"}, requests: {cpu: "100m", memory: "1Gi"}}
 	// +optional
-	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	Resources corev1.ResourceRequirements `json:"resources,omitzero"`
 
 	// maxMemory is Valkey's maxmemory. When absent it is derived as 75% of the memory limit,
 	// leaving headroom for replication buffers and allocator fragmentation.
@@ -98,13 +98,13 @@ type ShardsSpec struct {
 
 	// scheduling places the shard pods. Replicas are kept off their primary's node by default.
 	// +optional
-	Scheduling Scheduling `json:"scheduling,omitempty"`
+	Scheduling Scheduling `json:"scheduling,omitzero"`
 
 	// podDisruptionBudget limits voluntary disruptions to one pod per shard at a time.
 	// It only takes effect when replicas > 0 (a single pod cannot keep serving while evicted).
 	// +kubebuilder:default={}
 	// +optional
-	PodDisruptionBudget PodDisruptionBudgetSpec `json:"podDisruptionBudget,omitempty"`
+	PodDisruptionBudget PodDisruptionBudgetSpec `json:"podDisruptionBudget,omitzero"`
 }
 
 // Scheduling constrains where pods run.
@@ -171,12 +171,12 @@ type TiersSpec struct {
 	// l1 is the per-node cache inside each agent.
 	// +kubebuilder:default={}
 	// +optional
-	L1 L1Spec `json:"l1,omitempty"`
+	L1 L1Spec `json:"l1,omitzero"`
 
 	// l2 is the sharded Valkey tier.
 	// +kubebuilder:default={}
 	// +optional
-	L2 L2Spec `json:"l2,omitempty"`
+	L2 L2Spec `json:"l2,omitzero"`
 }
 
 // L1Spec configures the node-local tier.
@@ -193,7 +193,7 @@ type L1Spec struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
 	// +optional
-	MaxMemory resource.Quantity `json:"maxMemory,omitempty"`
+	MaxMemory resource.Quantity `json:"maxMemory,omitzero"`
 
 	// maxTTL is the longest time a value lives in L1, whatever a policy says: the bound on
 	// staleness if an invalidation is ever lost.
@@ -202,7 +202,7 @@ type L1Spec struct {
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="maxTTL must be positive: it bounds how stale an L1 copy can get"
 	// +optional
-	MaxTTL metav1.Duration `json:"maxTTL,omitempty"`
+	MaxTTL metav1.Duration `json:"maxTTL,omitzero"`
 }
 
 // L2Spec configures the sharded Valkey tier.
@@ -214,14 +214,14 @@ type L2Spec struct {
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="defaultTTL must be positive: a cache entry without expiry is never refreshed"
 	// +optional
-	DefaultTTL metav1.Duration `json:"defaultTTL,omitempty"`
+	DefaultTTL metav1.Duration `json:"defaultTTL,omitzero"`
 
 	// minUsableTTL: values with less life left are not copied into L1 or between tiers.
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:default="5s"
 	// +optional
-	MinUsableTTL metav1.Duration `json:"minUsableTTL,omitempty"`
+	MinUsableTTL metav1.Duration `json:"minUsableTTL,omitzero"`
 
 	// maxValueSize is the largest value the agents accept; larger writes are refused, never truncated.
 	// +kubebuilder:default="1Mi"
@@ -230,7 +230,7 @@ type L2Spec struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
 	// +optional
-	MaxValueSize resource.Quantity `json:"maxValueSize,omitempty"`
+	MaxValueSize resource.Quantity `json:"maxValueSize,omitzero"`
 }
 
 // InvalidationSpec configures the invalidation bus.
@@ -273,7 +273,7 @@ type AgentSpec struct {
 	// resources of the agent container. Size the memory limit above tiers.l1.maxMemory.
 	// +kubebuilder:default={limits: {memory: "256Mi"}, requests: {cpu: "100m", memory: "128Mi"}}
 	// +optional
-	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	Resources corev1.ResourceRequirements `json:"resources,omitzero"`
 
 	// nodeSelector limits the nodes that run an agent.
 	// +kubebuilder:validation:MaxProperties=32
@@ -306,7 +306,7 @@ type MonitoringSpec struct {
 	// serviceMonitor creates a prometheus-operator ServiceMonitor for the agents.
 	// +kubebuilder:default={}
 	// +optional
-	ServiceMonitor ServiceMonitorSpec `json:"serviceMonitor,omitempty"`
+	ServiceMonitor ServiceMonitorSpec `json:"serviceMonitor,omitzero"`
 }
 
 // ServiceMonitorSpec configures the agents' ServiceMonitor.

@@ -39,7 +39,7 @@ type CachePolicySpec struct {
 	// l1 controls the node-local tier for these keys.
 	// +kubebuilder:default={}
 	// +optional
-	L1 PolicyL1 `json:"l1,omitempty"`
+	L1 PolicyL1 `json:"l1,omitzero"`
 
 	// maxValueSize refuses larger values. Defaults to the fleet's tiers.l2.maxValueSize.
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('1')) >= 0 && quantity(string(self)).compareTo(quantity('512Mi')) <= 0",message="maxValueSize must be between 1 byte and 512Mi"
@@ -64,12 +64,12 @@ type CachePolicySpec struct {
 	// stampedeProtection lets one caller across the fleet refill a missing key while the others wait.
 	// +kubebuilder:default={}
 	// +optional
-	StampedeProtection StampedeProtection `json:"stampedeProtection,omitempty"`
+	StampedeProtection StampedeProtection `json:"stampedeProtection,omitzero"`
 
 	// compression of values stored in L2.
 	// +kubebuilder:default={}
 	// +optional
-	Compression Compression `json:"compression,omitempty"`
+	Compression Compression `json:"compression,omitzero"`
 }
 
 // FleetReference names a CacheFleet in the same namespace.
@@ -128,7 +128,7 @@ type StampedeProtection struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:default="10s"
 	// +optional
-	LeaseTTL metav1.Duration `json:"leaseTTL,omitempty"`
+	LeaseTTL metav1.Duration `json:"leaseTTL,omitzero"`
 }
 
 // CompressionAlgorithm compresses values in L2.
@@ -148,7 +148,7 @@ type Compression struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
 	// +optional
-	MinSize resource.Quantity `json:"minSize,omitempty"`
+	MinSize resource.Quantity `json:"minSize,omitzero"`
 }
 
 // Condition types and reasons of a CachePolicy.
@@ -212,7 +212,7 @@ type CachePolicy struct {
 
 	// status is the observed policy.
 	// +optional
-	Status CachePolicyStatus `json:"status,omitempty"`
+	Status CachePolicyStatus `json:"status,omitzero"`
 }
 
 // +kubebuilder:object:root=true

@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
 	"github.com/cachefleet/cachefleet/internal/controller"
 )
 
@@ -38,9 +37,9 @@ func main() {
 
 	scheme := runtime.NewScheme()
 	must(clientgoscheme.AddToScheme(scheme))
-	must(cachev1alpha1.AddToScheme(scheme))
+	must(controller.AddToScheme(scheme))
 
-	cacheOpts := cache.Options{}
+	cacheOpts := cache.Options{ByObject: controller.CacheByObject()}
 	if namespaces != "" {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range strings.Split(namespaces, ",") {

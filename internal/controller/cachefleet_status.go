@@ -1,0 +1,173 @@
+package controller
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
+)
+
+// shardObservation is what the cluster says about one desired shard.
+type shardObservation struct {
+	name         string
+	exists       bool
+	desiredPods  int32
+	readyPods    int32
+	primaryReady bool
+}
+
+// observation is everything the status is computed from; gathered once per reconcile.
+type observation struct {
+	shards          []shardObservation
+	draining        int // StatefulSets of removed shards still waiting for agents to converge
+	agentsExist     bool
+	desiredAgents   int32
+	readyAgents     int32
+	convergedAgents int32
+	ringPublished   bool
+	ringEpoch       int64
+	ringChecksum    string
+	channel         string
+	monitoring      monitoringObservation
+	err             error
+}
+
+type monitoringObservation struct {
+	enabled, crdInstalled, present bool
+}
+
+// computeStatus derives the status from the previous one and the observation. Side-effect free:
+// conditions keep their transition time unless their status changes.
+func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs observation) cachev1alpha1.CacheFleetStatus {
+	st := *prev.DeepCopy()
+	set := func(t string, ok bool, reason, msg string) {
+		s := metav1.ConditionFalse
+		if ok {
+			s = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: generation})
+	}
+
+	st.DesiredShards = int32(len(obs.shards))
+	st.ReadyShards = 0
+	var notReadyPods, noPrimary []string
+	for _, s := range obs.shards {
+		if s.primaryReady {
+			st.ReadyShards++
+		} else {
+			noPrimary = append(noPrimary, s.name)
+		}
+		if !s.exists || s.readyPods < s.desiredPods {
+			notReadyPods = append(notReadyPods, s.name)
+		}
+	}
+	st.Shards = fmt.Sprintf("%d/%d", st.ReadyShards, st.DesiredShards)
+	st.DesiredAgents, st.ReadyAgents, st.ConvergedAgents = obs.desiredAgents, obs.readyAgents, obs.convergedAgents
+	st.Agents = fmt.Sprintf("%d/%d", obs.readyAgents, obs.desiredAgents)
+	st.RingEpoch, st.RingChecksum, st.InvalidationChannel = obs.ringEpoch, obs.ringChecksum, obs.channel
+
+	shardsReady := len(notReadyPods) == 0 && len(obs.shards) > 0
+	if shardsReady {
+		set(cachev1alpha1.ShardsReadyCondition, true, cachev1alpha1.ReasonAllReady, fmt.Sprintf("%d shards ready", len(obs.shards)))
+	} else {
+		set(cachev1alpha1.ShardsReadyCondition, false, cachev1alpha1.ReasonNotAllReady, "shards with pods not ready: "+list(notReadyPods))
+	}
+
+	agentsReady := obs.agentsExist && obs.desiredAgents > 0 && obs.readyAgents >= obs.desiredAgents
+	switch {
+	case agentsReady:
+		set(cachev1alpha1.AgentsReadyCondition, true, cachev1alpha1.ReasonAllReady,
+			fmt.Sprintf("%d agents ready, %d on ring epoch %d", obs.readyAgents, obs.convergedAgents, obs.ringEpoch))
+	case obs.agentsExist && obs.desiredAgents == 0:
+		set(cachev1alpha1.AgentsReadyCondition, false, "NoEligibleNodes", "no node is eligible to run an agent")
+	default:
+		set(cachev1alpha1.AgentsReadyCondition, false, cachev1alpha1.ReasonNotAllReady,
+			fmt.Sprintf("%d of %d agents ready", obs.readyAgents, obs.desiredAgents))
+	}
+
+	if obs.ringPublished {
+		set(cachev1alpha1.RingPublishedCondition, true, cachev1alpha1.ReasonCreated, fmt.Sprintf("epoch %d published", obs.ringEpoch))
+	} else {
+		set(cachev1alpha1.RingPublishedCondition, false, "NotPublished", "the ring document is not published yet")
+	}
+
+	m := obs.monitoring
+	switch {
+	case !m.enabled:
+		set(cachev1alpha1.MonitoringReadyCondition, true, cachev1alpha1.ReasonDisabled, "monitoring is disabled")
+	case !m.crdInstalled:
+		set(cachev1alpha1.MonitoringReadyCondition, false, cachev1alpha1.ReasonCRDNotInstalled,
+			"the monitoring.coreos.com ServiceMonitor CRD is not installed")
+	case m.present:
+		set(cachev1alpha1.MonitoringReadyCondition, true, cachev1alpha1.ReasonCreated, "ServiceMonitor in place")
+	default:
+		set(cachev1alpha1.MonitoringReadyCondition, false, "NotCreated", "ServiceMonitor not created yet")
+	}
+
+	// Degraded needs a fleet that has been up: a primary that never started is provisioning.
+	wasUp := meta.IsStatusConditionTrue(prev.Conditions, cachev1alpha1.ReadyCondition) ||
+		meta.IsStatusConditionTrue(prev.Conditions, cachev1alpha1.DegradedCondition)
+	degraded := wasUp && len(noPrimary) > 0
+	if degraded {
+		set(cachev1alpha1.DegradedCondition, true, cachev1alpha1.ReasonPrimaryNotReady,
+			"shards without a ready primary (reads answer from L1 or miss): "+list(noPrimary))
+	} else {
+		set(cachev1alpha1.DegradedCondition, false, cachev1alpha1.ReasonAsExpected, "every shard has a ready primary or is starting")
+	}
+
+	if obs.draining > 0 {
+		set(cachev1alpha1.ProgressingCondition, true, cachev1alpha1.ReasonScaling,
+			fmt.Sprintf("%d removed shards wait for agents to leave them", obs.draining))
+	} else if !shardsReady || !agentsReady {
+		set(cachev1alpha1.ProgressingCondition, true, cachev1alpha1.ReasonNotAllReady, "waiting for shards and agents")
+	} else {
+		set(cachev1alpha1.ProgressingCondition, false, cachev1alpha1.ReasonAsExpected, "up to date")
+	}
+
+	ready := shardsReady && agentsReady && obs.ringPublished && len(noPrimary) == 0 && obs.err == nil
+	switch {
+	case obs.err != nil:
+		set(cachev1alpha1.ReadyCondition, false, cachev1alpha1.ReasonReconcileError, obs.err.Error())
+	case ready:
+		set(cachev1alpha1.ReadyCondition, true, cachev1alpha1.ReasonAllReady, "shards, agents and ring are ready")
+	default:
+		set(cachev1alpha1.ReadyCondition, false, cachev1alpha1.ReasonNotAllReady, "see ShardsReady, AgentsReady and RingPublished")
+	}
+
+	switch {
+	case degraded:
+		st.Phase = cachev1alpha1.PhaseDegraded
+	case ready:
+		st.Phase = cachev1alpha1.PhaseReady
+	case obs.err != nil && !anyShardExists(obs.shards):
+		st.Phase = cachev1alpha1.PhaseFailed
+	case !anyShardExists(obs.shards):
+		st.Phase = cachev1alpha1.PhasePending
+	default:
+		st.Phase = cachev1alpha1.PhaseProvisioning
+	}
+	if obs.err == nil {
+		st.ObservedGeneration = generation
+	}
+	return st
+}
+
+func anyShardExists(shards []shardObservation) bool {
+	for _, s := range shards {
+		if s.exists {
+			return true
+		}
+	}
+	return false
+}
+
+func list(names []string) string {
+	const most = 8
+	if len(names) > most {
+		return strings.Join(names[:most], ", ") + fmt.Sprintf(" and %d more", len(names)-most)
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,72 @@
+package controller
+
+import (
+	"fmt"
+
+	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
+)
+
+// Label keys. Children carry the recommended app.kubernetes.io labels; the cachefleet.io ones
+// select pods precisely (shard index, role) without depending on names.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelPartOf    = "app.kubernetes.io/part-of"
+	LabelFleet     = "cachefleet.io/fleet"
+	LabelShard     = "cachefleet.io/shard"
+
+	ComponentShard = "shard"
+	ComponentAgent = "agent"
+	ComponentRing  = "ring"
+	ComponentAuth  = "auth"
+
+	// AnnotationInputHash records the hash of the desired object that was last written, so an
+	// unchanged object is never written again.
+	AnnotationInputHash = "cachefleet.io/input-hash"
+	// AnnotationConfigHash rolls shard pods when their Valkey configuration changes.
+	AnnotationConfigHash = "cachefleet.io/config-hash"
+	// AnnotationRingEpoch is set by agents on their Lease: the ring epoch they serve.
+	AnnotationRingEpoch = "cachefleet.io/ring-epoch"
+	// AnnotationPublishedAt is set on the ring ConfigMap: when its epoch was published.
+	AnnotationPublishedAt = "cachefleet.io/published-at"
+
+	// ValkeyPort is the port of every shard pod.
+	ValkeyPort = 6379
+)
+
+// commonLabels are on every child of a fleet.
+func commonLabels(f *cachev1alpha1.CacheFleet, component string) map[string]string {
+	return map[string]string{
+		LabelName:      "cachefleet",
+		LabelInstance:  f.Name,
+		LabelComponent: component,
+		LabelManagedBy: "cachefleet-operator",
+		LabelPartOf:    "cachefleet",
+		LabelFleet:     f.Name,
+	}
+}
+
+// selectorLabels select a fleet's pods of one component; immutable once a workload exists.
+func selectorLabels(f *cachev1alpha1.CacheFleet, component string) map[string]string {
+	return map[string]string{LabelFleet: f.Name, LabelComponent: component}
+}
+
+func shardName(i int) string { return fmt.Sprintf("shard-%d", i) }
+func shardStatefulSetName(f *cachev1alpha1.CacheFleet, i int) string {
+	return fmt.Sprintf("%s-shard-%d", f.Name, i)
+}
+func shardsServiceName(f *cachev1alpha1.CacheFleet) string { return f.Name + "-shards" }
+func shardsConfigName(f *cachev1alpha1.CacheFleet) string  { return f.Name + "-shards-config" }
+func ringConfigMapName(f *cachev1alpha1.CacheFleet) string { return f.Name + "-ring" }
+func agentName(f *cachev1alpha1.CacheFleet) string         { return f.Name + "-agent" }
+func networkPolicyName(f *cachev1alpha1.CacheFleet) string { return f.Name + "-shards" }
+
+// agentLeaseName is the Lease an agent on node renews with the ring epoch it serves.
+func agentLeaseName(fleet, node string) string { return fleet + "-agent-" + node }
+
+// shardPodAddress is the stable DNS name of pod ordinal of shard i, through the headless Service.
+func shardPodAddress(f *cachev1alpha1.CacheFleet, i, ordinal int) string {
+	return fmt.Sprintf("%s-%d.%s.%s.svc:%d", shardStatefulSetName(f, i), ordinal, shardsServiceName(f), f.Namespace, ValkeyPort)
+}

@@ -1,0 +1,104 @@
+package controller
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+)
+
+// buildRingDocument is the unsealed ring document for the fleet and its accepted policies.
+// Shards are listed in index order; their names, not addresses, are the ring's members.
+func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.CachePolicy) *ring.Document {
+	s := f.Spec
+	doc := &ring.Document{
+		SchemaVersion: ring.SchemaVersion,
+		Fleet:         f.Name,
+		Namespace:     f.Namespace,
+		Algorithm:     string(s.Ring.Algorithm),
+		Tiers: ring.Tiers{
+			L1Enabled:        s.Tiers.L1.Enabled,
+			L1MaxMemoryBytes: s.Tiers.L1.MaxMemory.Value(),
+			L1MaxTTLMillis:   s.Tiers.L1.MaxTTL.Milliseconds(),
+			DefaultTTLMillis: s.Tiers.L2.DefaultTTL.Milliseconds(),
+			MinUsableMillis:  s.Tiers.L2.MinUsableTTL.Milliseconds(),
+			MaxValueBytes:    s.Tiers.L2.MaxValueSize.Value(),
+		},
+		Invalidation: ring.Invalidation{
+			Channel: f.InvalidationChannel(),
+			Secret:  ring.SecretRef(f.BusSecret()),
+		},
+		Auth: ring.Auth{Enabled: s.Auth.Enabled},
+	}
+	if doc.Algorithm == ring.AlgorithmKetama {
+		doc.VirtualNodes = int(s.Ring.VirtualNodes)
+	}
+	if s.Auth.Enabled {
+		ref := ring.SecretRef(f.PasswordSecret())
+		doc.Auth.Secret = &ref
+	}
+	for i := 0; i < int(s.Shards.Count); i++ {
+		sh := ring.Shard{Name: shardName(i), Primary: shardPodAddress(f, i, 0)}
+		for r := 1; r <= int(s.Shards.Replicas); r++ {
+			sh.Replicas = append(sh.Replicas, shardPodAddress(f, i, r))
+		}
+		doc.Shards = append(doc.Shards, sh)
+	}
+	for i := range policies {
+		doc.Policies = append(doc.Policies, compilePolicy(&policies[i]))
+	}
+	ring.SortPolicies(doc.Policies)
+	return doc
+}
+
+func millis(d *metav1.Duration) int64 {
+	if d == nil {
+		return 0
+	}
+	return d.Milliseconds()
+}
+
+// compilePolicy turns a CachePolicy into its ring form; zero values mean "the fleet's setting".
+func compilePolicy(p *cachev1alpha1.CachePolicy) ring.Policy {
+	s := p.Spec
+	out := ring.Policy{
+		Name:              p.Name,
+		Prefix:            s.KeyPrefix,
+		TTLMillis:         millis(s.TTL),
+		JitterPercent:     s.TTLJitterPercent,
+		L1Enabled:         s.L1.Enabled,
+		L1TTLMillis:       millis(s.L1.TTL),
+		L1Mode:            string(s.L1.Mode),
+		NegativeTTLMillis: millis(s.NegativeCacheTTL),
+		InvalidateOnWrite: s.InvalidateOnWrite,
+	}
+	if s.MaxValueSize != nil {
+		out.MaxValueBytes = s.MaxValueSize.Value()
+	}
+	if s.StampedeProtection.Enabled {
+		out.LeaseTTLMillis = s.StampedeProtection.LeaseTTL.Milliseconds()
+	}
+	if s.Compression.Algorithm != "" && s.Compression.Algorithm != "none" {
+		out.Compression = string(s.Compression.Algorithm)
+		out.CompressionMinSize = s.Compression.MinSize.Value()
+	}
+	return out
+}
+
+// buildRingConfigMap publishes a sealed document. publishedAt records when its epoch first
+// appeared, which bounds how long a scale-down waits for agents to converge.
+func buildRingConfigMap(f *cachev1alpha1.CacheFleet, doc *ring.Document, publishedAt time.Time) (*corev1.ConfigMap, error) {
+	data, err := doc.Encode()
+	if err != nil {
+		return nil, err
+	}
+	cm := &corev1.ConfigMap{
+		ObjectMeta: objectMeta(f, ringConfigMapName(f), ComponentRing),
+		Data:       map[string]string{ring.DocumentKey: string(data)},
+	}
+	cm.Annotations = map[string]string{AnnotationPublishedAt: publishedAt.UTC().Format(time.RFC3339)}
+	return cm, nil
+}

@@ -1,0 +1,201 @@
+package controller
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
+)
+
+// valkeyUID is the valkey user of the official valkey/valkey images.
+const valkeyUID = 999
+
+// valkeyConfig renders the static part of every shard's valkey.conf. The password and the
+// replica's primary are added at start-up by the container (they must not sit in a ConfigMap).
+func valkeyConfig(f *cachev1alpha1.CacheFleet) string {
+	maxmemory, _ := f.Spec.Shards.EffectiveMaxMemory()
+	lines := []string{
+		fmt.Sprintf("port %d", ValkeyPort),
+		"bind * -::*",
+		// Reachability is limited by auth and the NetworkPolicy, not by loopback-only binding.
+		"protected-mode no",
+		fmt.Sprintf("maxmemory %d", maxmemory.Value()),
+		"maxmemory-policy " + string(f.Spec.Shards.EvictionPolicy),
+		// A cache: no RDB snapshots, no AOF. Replicas sync over the network without disk.
+		`save ""`,
+		"appendonly no",
+		"repl-diskless-sync yes",
+		"repl-diskless-load on-empty-db",
+		"dir /data",
+		"replica-read-only yes",
+		"replica-serve-stale-data yes",
+		// Evictions and expiries free memory in the background instead of stalling clients.
+		"lazyfree-lazy-eviction yes",
+		"lazyfree-lazy-expire yes",
+		"lazyfree-lazy-server-del yes",
+		"tcp-keepalive 60",
+		fmt.Sprintf("proto-max-bulk-len %d", max(f.Spec.Tiers.L2.MaxValueSize.Value(), 1<<20)),
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// buildShardsConfig is the ConfigMap holding valkey.conf for every shard.
+func buildShardsConfig(f *cachev1alpha1.CacheFleet) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: objectMeta(f, shardsConfigName(f), ComponentShard),
+		Data:       map[string]string{"valkey.conf": valkeyConfig(f)},
+	}
+}
+
+// shardStartScript writes the runtime config (password, replicaof) into a tmpfs and execs Valkey:
+// ordinal 0 is the primary, the others replicate from it through its stable DNS name.
+const shardStartScript = `set -eu
+{
+  echo "include /etc/valkey/valkey.conf"
+  if [ -n "${VALKEY_PASSWORD:-}" ]; then
+    printf 'requirepass "%s"\nmasterauth "%s"\n' "$VALKEY_PASSWORD" "$VALKEY_PASSWORD"
+  fi
+  case "$POD_NAME" in
+    *-0) ;;
+    *) echo "replicaof $PRIMARY_HOST ` + "6379" + `" ;;
+  esac
+} > /run/valkey/valkey.conf
+exec valkey-server /run/valkey/valkey.conf
+`
+
+// shardProbeScript authenticates through REDISCLI_AUTH, so the password is not on a command line.
+const shardProbeScript = `valkey-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG`
+
+// buildShardStatefulSet is shard i: pod 0 the primary, pods 1..replicas its replicas.
+func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulSet {
+	s := f.Spec.Shards
+	name := shardStatefulSetName(f, i)
+	selector := selectorLabels(f, ComponentShard)
+	selector[LabelShard] = shardName(i)
+	podLabels := commonLabels(f, ComponentShard)
+	podLabels[LabelShard] = shardName(i)
+	meta := objectMeta(f, name, ComponentShard)
+	meta.Labels[LabelShard] = shardName(i)
+
+	env := []corev1.EnvVar{
+		fieldEnv("POD_NAME", "metadata.name"),
+		{Name: "PRIMARY_HOST", Value: strings.TrimSuffix(shardPodAddress(f, i, 0), fmt.Sprintf(":%d", ValkeyPort))},
+	}
+	if f.Spec.Auth.Enabled {
+		env = append(env, secretEnv("VALKEY_PASSWORD", f.PasswordSecret()), secretEnv("REDISCLI_AUTH", f.PasswordSecret()))
+	}
+	probe := func(period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", shardProbeScript}}},
+			PeriodSeconds:    period,
+			TimeoutSeconds:   3,
+			FailureThreshold: failures,
+		}
+	}
+	affinity := s.Scheduling.Affinity
+	if affinity == nil && s.Replicas > 0 {
+		// A replica on its primary's node dies with it; keep a shard's pods on different nodes.
+		affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: selector},
+				TopologyKey:   corev1.LabelHostname,
+			}},
+		}}
+	}
+	configHash := sha256.Sum256([]byte(valkeyConfig(f)))
+
+	return &appsv1.StatefulSet{
+		ObjectMeta: meta,
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            ptr.To(1 + s.Replicas),
+			ServiceName:         shardsServiceName(f),
+			Selector:            &metav1.LabelSelector{MatchLabels: selector},
+			PodManagementPolicy: appsv1.OrderedReadyPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels:      podLabels,
+					Annotations: map[string]string{AnnotationConfigHash: hex.EncodeToString(configHash[:8])},
+				},
+				Spec: corev1.PodSpec{
+					AutomountServiceAccountToken:  ptr.To(false),
+					EnableServiceLinks:            ptr.To(false),
+					SecurityContext:               restrictedPod(valkeyUID),
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+					NodeSelector:                  s.Scheduling.NodeSelector,
+					Tolerations:                   s.Scheduling.Tolerations,
+					Affinity:                      affinity,
+					TopologySpreadConstraints:     s.Scheduling.TopologySpreadConstraints,
+					Containers: []corev1.Container{{
+						Name:            "valkey",
+						Image:           s.Image,
+						Command:         []string{"sh", "-c", shardStartScript},
+						Env:             env,
+						Ports:           []corev1.ContainerPort{{Name: "valkey", ContainerPort: ValkeyPort, Protocol: corev1.ProtocolTCP}},
+						Resources:       s.Resources,
+						ReadinessProbe:  probe(5, 2),
+						LivenessProbe:   probe(10, 6),
+						SecurityContext: restrictedContainer(),
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "config", MountPath: "/etc/valkey", ReadOnly: true},
+							{Name: "run", MountPath: "/run/valkey"},
+							{Name: "data", MountPath: "/data"},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+							LocalObjectReference: corev1.LocalObjectReference{Name: shardsConfigName(f)}}}},
+						{Name: "run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+							Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("1Mi"))}}},
+						{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+					},
+				},
+			},
+		},
+	}
+}
+
+// buildShardsService is the headless Service giving every shard pod a stable DNS name. Not-ready
+// addresses are published so replicas can find a primary that is still starting.
+func buildShardsService(f *cachev1alpha1.CacheFleet) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: objectMeta(f, shardsServiceName(f), ComponentShard),
+		Spec: corev1.ServiceSpec{
+			ClusterIP:                corev1.ClusterIPNone,
+			PublishNotReadyAddresses: true,
+			Selector:                 selectorLabels(f, ComponentShard),
+			Ports: []corev1.ServicePort{{
+				Name: "valkey", Port: ValkeyPort, TargetPort: intstr.FromString("valkey"), Protocol: corev1.ProtocolTCP,
+			}},
+		},
+	}
+}
+
+// buildShardPDB limits voluntary disruption of shard i to one pod; nil when the shard has no
+// replicas (a lone primary cannot be evicted without an outage anyway) or PDBs are off.
+func buildShardPDB(f *cachev1alpha1.CacheFleet, i int) *policyv1.PodDisruptionBudget {
+	if f.Spec.Shards.Replicas == 0 || !f.Spec.Shards.PodDisruptionBudget.Enabled {
+		return nil
+	}
+	selector := selectorLabels(f, ComponentShard)
+	selector[LabelShard] = shardName(i)
+	meta := objectMeta(f, shardStatefulSetName(f, i), ComponentShard)
+	meta.Labels[LabelShard] = shardName(i)
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: meta,
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+			Selector:       &metav1.LabelSelector{MatchLabels: selector},
+		},
+	}
+}
