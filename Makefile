@@ -56,6 +56,10 @@ envtest-assets: ## Build (or reuse from the cache) etcd, kube-apiserver and kube
 test: verify-generated vet ## Run every test: unit, envtest (real kube-apiserver + etcd), integration.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: golden
+golden: ## Rewrite the golden files of the builders after an intended change.
+	KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test ./internal/controller/ -run Golden -update
+
 ##@ Build
 
 .PHONY: build

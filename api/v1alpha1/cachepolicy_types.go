@@ -194,6 +194,7 @@ type CachePolicyStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=cpol,categories=cachefleet
+// +kubebuilder:selectablefield:JSONPath=`.spec.fleetRef.name`
 // +kubebuilder:printcolumn:name="Fleet",type=string,JSONPath=`.spec.fleetRef.name`
 // +kubebuilder:printcolumn:name="Prefix",type=string,JSONPath=`.spec.keyPrefix`
 // +kubebuilder:printcolumn:name="TTL",type=string,JSONPath=`.spec.ttl`
