@@ -1,0 +1,209 @@
+// Package resp reads Redis protocol commands and writes RESP2/RESP3 replies. Hand-written for
+// the agent's hot path: a command's arguments are slices into one reused buffer, so reading a
+// pipelined GET allocates nothing.
+package resp
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ProtocolError is a malformed frame. The connection cannot be resynchronised after one, so the
+// server answers it and closes that connection (as Valkey does).
+type ProtocolError struct{ Msg string }
+
+func (e *ProtocolError) Error() string { return "Protocol error: " + e.Msg }
+
+func protoErr(format string, args ...any) error {
+	return &ProtocolError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// Limits bound what one command may make the reader buffer.
+type Limits struct {
+	MaxArgs      int // arguments per command
+	MaxBulkBytes int // bytes per argument
+	MaxInline    int // bytes per inline (telnet-style) command line
+}
+
+// DefaultLimits match Valkey's defaults for inline commands and a conservative argument count.
+var DefaultLimits = Limits{MaxArgs: 1 << 20, MaxBulkBytes: 512 << 20, MaxInline: 64 << 10}
+
+// Reader reads commands from a buffered connection.
+type Reader struct {
+	br     *bufio.Reader
+	limits Limits
+	buf    []byte   // argument bytes of the current command
+	ends   []int    // end offset of each argument in buf
+	args   [][]byte // views into buf, rebuilt per command
+}
+
+// NewReader reads commands from br within limits.
+func NewReader(br *bufio.Reader, limits Limits) *Reader {
+	return &Reader{br: br, limits: limits, buf: make([]byte, 0, 512)}
+}
+
+// Buffered reports whether another command's bytes are already buffered (pipelining), so the
+// caller can defer flushing replies.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
+// ReadCommand returns the next command's arguments. They stay valid until the next call.
+// io.EOF means the peer closed cleanly between commands.
+func (r *Reader) ReadCommand() ([][]byte, error) {
+	for {
+		b, err := r.br.ReadByte()
+		if err != nil {
+			return nil, err
+		}
+		if b == '*' {
+			return r.readArray()
+		}
+		if err := r.br.UnreadByte(); err != nil {
+			return nil, err
+		}
+		args, err := r.readInline()
+		if err != nil || len(args) > 0 {
+			return args, err
+		}
+		// Empty inline line: ignored, as by Valkey.
+	}
+}
+
+func (r *Reader) readArray() ([][]byte, error) {
+	n, err := r.readInt()
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		if n < -1 {
+			return nil, protoErr("invalid multibulk length")
+		}
+		return r.ReadCommand() // "*0" / "*-1": nothing to run
+	}
+	if n > int64(r.limits.MaxArgs) {
+		return nil, protoErr("invalid multibulk length")
+	}
+	r.buf, r.ends = r.buf[:0], r.ends[:0]
+	for i := int64(0); i < n; i++ {
+		b, err := r.br.ReadByte()
+		if err != nil {
+			return nil, unexpected(err)
+		}
+		if b != '$' {
+			return nil, protoErr("expected '$', got '%c'", b)
+		}
+		size, err := r.readInt()
+		if err != nil {
+			return nil, err
+		}
+		if size < 0 || size > int64(r.limits.MaxBulkBytes) {
+			return nil, protoErr("invalid bulk length")
+		}
+		start := len(r.buf)
+		need := start + int(size) + 2
+		if cap(r.buf) < need {
+			grown := make([]byte, start, max(need, 2*cap(r.buf)))
+			copy(grown, r.buf)
+			r.buf = grown
+		}
+		r.buf = r.buf[:need]
+		if _, err := io.ReadFull(r.br, r.buf[start:need]); err != nil {
+			return nil, unexpected(err)
+		}
+		if r.buf[need-2] != '\r' || r.buf[need-1] != '\n' {
+			return nil, protoErr("bulk string not terminated by CRLF")
+		}
+		r.buf = r.buf[:need-2]
+		r.ends = append(r.ends, len(r.buf))
+	}
+	return r.views(), nil
+}
+
+// views slices buf into arguments; done after reading because buf may move while growing.
+func (r *Reader) views() [][]byte {
+	r.args = r.args[:0]
+	start := 0
+	for _, end := range r.ends {
+		r.args = append(r.args, r.buf[start:end:end])
+		start = end
+	}
+	return r.args
+}
+
+// readInt reads a decimal integer line ending in CRLF.
+func (r *Reader) readInt() (int64, error) {
+	line, err := r.readLine(32)
+	if err != nil {
+		return 0, err
+	}
+	if len(line) == 0 {
+		return 0, protoErr("empty length")
+	}
+	neg := line[0] == '-'
+	if neg {
+		line = line[1:]
+		if len(line) == 0 {
+			return 0, protoErr("invalid length")
+		}
+	}
+	var n int64
+	for _, c := range line {
+		if c < '0' || c > '9' {
+			return 0, protoErr("invalid length")
+		}
+		n = n*10 + int64(c-'0')
+		if n > 1<<40 {
+			return 0, protoErr("invalid length")
+		}
+	}
+	if neg {
+		n = -n
+	}
+	return n, nil
+}
+
+// readLine reads up to CRLF (or LF) without it, refusing lines longer than limit.
+func (r *Reader) readLine(limit int) ([]byte, error) {
+	line, err := r.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) || len(line) > limit+2 {
+		return nil, protoErr("line too long")
+	}
+	if err != nil {
+		return nil, unexpected(err)
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+func (r *Reader) readInline() ([][]byte, error) {
+	line, err := r.readLine(r.limits.MaxInline)
+	if err != nil {
+		return nil, err
+	}
+	r.buf = append(r.buf[:0], line...)
+	r.ends = r.ends[:0]
+	fields := bytes.Fields(r.buf)
+	r.args = r.args[:0]
+	if len(fields) > r.limits.MaxArgs {
+		return nil, protoErr("too many arguments")
+	}
+	for _, f := range fields {
+		if len(f) > 0 && (f[0] == '"' || f[0] == '\'') {
+			return nil, protoErr("quoted inline arguments are not supported; use the RESP array form")
+		}
+		r.args = append(r.args, f)
+	}
+	return r.args, nil
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

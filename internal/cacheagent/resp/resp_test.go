@@ -1,0 +1,128 @@
+package resp
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func reader(s string, l Limits) *Reader {
+	return NewReader(bufio.NewReaderSize(strings.NewReader(s), 4096), l)
+}
+
+func join(args [][]byte) string {
+	parts := make([]string, len(args))
+	for i, a := range args {
+		parts[i] = string(a)
+	}
+	return strings.Join(parts, "|")
+}
+
+func TestReadCommands(t *testing.T) {
+	in := "*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n" + // array
+		"PING\r\n" + // inline
+		"\r\n" + // empty inline: skipped
+		"*0\r\n" + // empty array: skipped
+		"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n" + // empty argument
+		"set  a   b\n" // inline, LF only, repeated spaces
+	r := reader(in, DefaultLimits)
+	want := []string{"GET|foo", "PING", "SET|k|", "set|a|b"}
+	for _, w := range want {
+		args, err := r.ReadCommand()
+		if err != nil {
+			t.Fatalf("reading %q: %v", w, err)
+		}
+		if got := join(args); got != w {
+			t.Errorf("got %q, want %q", got, w)
+		}
+	}
+	if _, err := r.ReadCommand(); err != io.EOF {
+		t.Errorf("at the end: %v, want EOF", err)
+	}
+}
+
+func TestBinarySafeAndLarge(t *testing.T) {
+	val := strings.Repeat("\r\n\x00x", 5000) // larger than the bufio buffer, full of CRLFs
+	in := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + strconv.Itoa(len(val)) + "\r\n" + val + "\r\n"
+	args, err := reader(in, DefaultLimits).ReadCommand()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(args[2]) != val || string(args[0]) != "SET" {
+		t.Error("value corrupted")
+	}
+}
+
+func TestBadFrames(t *testing.T) {
+	small := Limits{MaxArgs: 4, MaxBulkBytes: 16, MaxInline: 32}
+	tests := map[string]string{
+		"bulk over the limit": "*2\r\n$3\r\nGET\r\n$17\r\n",
+		"too many arguments":  "*5\r\n",
+		"negative bulk":       "*1\r\n$-5\r\n",
+		"missing dollar":      "*1\r\n:3\r\n",
+		"bad length":          "*x\r\n",
+		"unterminated bulk":   "*1\r\n$3\r\nGETXX",
+		"inline too long":     strings.Repeat("a", 100) + "\r\n",
+		"quoted inline":       "SET \"a b\" c\r\n",
+		"negative multibulk":  "*-2\r\n",
+		"huge length":         "*99999999999999\r\n",
+	}
+	for name, in := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := reader(in, small).ReadCommand()
+			var pe *ProtocolError
+			if !errors.As(err, &pe) {
+				t.Errorf("got %v, want a protocol error", err)
+			}
+		})
+	}
+	if _, err := reader("*2\r\n$3\r\nGET\r\n", small).ReadCommand(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("truncated frame: %v, want unexpected EOF", err)
+	}
+}
+
+func TestWriterRESP2AndRESP3(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(bufio.NewWriter(&buf))
+	write := func() {
+		w.OK()
+		w.Int(-7)
+		w.Bulk([]byte("v"))
+		w.Null()
+		w.Map(1)
+		w.BulkString("k")
+		w.Error("ERR x")
+	}
+	write()
+	w.Proto = 3
+	write()
+	w.Flush()
+	want := "+OK\r\n:-7\r\n$1\r\nv\r\n$-1\r\n*2\r\n$1\r\nk\r\n-ERR x\r\n" +
+		"+OK\r\n:-7\r\n$1\r\nv\r\n_\r\n%1\r\n$1\r\nk\r\n-ERR x\r\n"
+	if buf.String() != want {
+		t.Errorf("got %q\nwant %q", buf.String(), want)
+	}
+}
+
+func BenchmarkReadPipelinedGET(b *testing.B) {
+	cmd := "*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000001\r\n"
+	data := []byte(strings.Repeat(cmd, 1024))
+	src := bytes.NewReader(data)
+	br := bufio.NewReaderSize(src, 64<<10)
+	r := NewReader(br, DefaultLimits)
+	b.SetBytes(int64(len(cmd)))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%1024 == 0 {
+			src.Reset(data)
+			br.Reset(src)
+		}
+		if _, err := r.ReadCommand(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
