@@ -9,7 +9,9 @@ import (
 type Writer struct {
 	bw    *bufio.Writer
 	Proto int
-	num   [24]byte
+	// Errors counts error replies written, so callers can attribute results to commands.
+	Errors int
+	num    [24]byte
 }
 
 // NewWriter writes RESP2 replies to bw until Proto is changed.
@@ -37,7 +39,10 @@ func (w *Writer) Simple(s string) { w.line('+', s) }
 func (w *Writer) OK() { w.bw.WriteString("+OK\r\n") }
 
 // Error writes an error reply; msg should start with an error code such as "ERR".
-func (w *Writer) Error(msg string) { w.line('-', msg) }
+func (w *Writer) Error(msg string) {
+	w.Errors++
+	w.line('-', msg)
+}
 
 // Int writes an integer reply.
 func (w *Writer) Int(n int64) { w.header(':', n) }

@@ -1,0 +1,80 @@
+// Package l1 is the agent's local cache for keys in `ttl` mode: bounded by memory, each entry
+// with its own expiry (never later than its remaining L2 TTL). Eviction and expiry come from
+// otter; this package fixes the entry shape and the accounting.
+package l1
+
+import (
+	"strings"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+)
+
+// entryOverhead approximates the bookkeeping bytes of one entry, so many small values cannot
+// exceed the bound that their payload alone would respect.
+const entryOverhead = 96
+
+type entry struct {
+	value     []byte
+	expiresAt time.Time
+}
+
+// Cache is safe for concurrent use.
+type Cache struct {
+	c *otter.Cache[string, entry]
+}
+
+// New returns a cache holding at most maxBytes of keys, values and overhead.
+func New(maxBytes int64) *Cache {
+	c := otter.Must(&otter.Options[string, entry]{
+		MaximumWeight: uint64(max(maxBytes, 1)),
+		Weigher: func(k string, e entry) uint32 {
+			return uint32(min(len(k)+len(e.value)+entryOverhead, 1<<32-1))
+		},
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry]) time.Duration {
+			return time.Until(e.Value.expiresAt)
+		}),
+	})
+	return &Cache{c: c}
+}
+
+// Get returns the value of key if present and not expired.
+func (c *Cache) Get(key string) ([]byte, bool) {
+	e, ok := c.c.GetIfPresent(key)
+	if !ok || !time.Now().Before(e.expiresAt) {
+		return nil, false
+	}
+	return e.value, true
+}
+
+// Set stores a copy of value for ttl. Values whose ttl is not positive are not stored.
+func (c *Cache) Set(key string, value []byte, ttl time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	c.c.Set(key, entry{value: append([]byte(nil), value...), expiresAt: time.Now().Add(ttl)})
+}
+
+// Delete removes key.
+func (c *Cache) Delete(key string) { c.c.Invalidate(key) }
+
+// DeletePrefix removes every key starting with prefix and returns how many it removed.
+func (c *Cache) DeletePrefix(prefix string) int {
+	n := 0
+	for k := range c.c.Keys() {
+		if strings.HasPrefix(k, prefix) {
+			c.c.Invalidate(k)
+			n++
+		}
+	}
+	return n
+}
+
+// Clear removes everything.
+func (c *Cache) Clear() { c.c.InvalidateAll() }
+
+// Len is the approximate number of entries.
+func (c *Cache) Len() int { return c.c.EstimatedSize() }
+
+// Weight is the approximate number of bytes held.
+func (c *Cache) Weight() uint64 { return c.c.WeightedSize() }

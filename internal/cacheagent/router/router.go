@@ -1,0 +1,68 @@
+package router
+
+import (
+	"net"
+	"time"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+)
+
+func netDialer(timeout time.Duration) net.Dialer {
+	return net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+}
+
+// Router maps keys to shards for one ring epoch. Immutable; a new epoch gets a new Router that
+// reuses the shard connections whose name and address did not change.
+type Router struct {
+	Doc    *ring.Document
+	ring   ring.Ring
+	Shards []*Shard
+}
+
+// New builds the router for doc. newShard makes connections for shards not in previous.
+func New(doc *ring.Document, previous *Router, newShard func(ring.Shard) *Shard) (*Router, error) {
+	r, err := doc.Ring()
+	if err != nil {
+		return nil, err
+	}
+	reuse := map[string]*Shard{}
+	if previous != nil {
+		for _, s := range previous.Shards {
+			reuse[s.Name()+"|"+s.Addr()] = s
+		}
+	}
+	out := &Router{Doc: doc, ring: r}
+	for _, sh := range doc.Shards {
+		if s, ok := reuse[sh.Name+"|"+sh.Primary]; ok && s.Config() == newShard(sh).Config() {
+			out.Shards = append(out.Shards, s)
+			delete(reuse, sh.Name+"|"+sh.Primary)
+			continue
+		}
+		out.Shards = append(out.Shards, newShard(sh))
+	}
+	return out, nil
+}
+
+// Retired lists the shards of previous that next no longer uses (to close after in-flight work).
+func Retired(previous, next *Router) []*Shard {
+	if previous == nil {
+		return nil
+	}
+	kept := map[*Shard]bool{}
+	for _, s := range next.Shards {
+		kept[s] = true
+	}
+	var out []*Shard
+	for _, s := range previous.Shards {
+		if !kept[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ShardFor returns the owner of key.
+func (r *Router) ShardFor(key []byte) *Shard { return r.Shards[r.ring.Owner(key)] }
+
+// Index returns the index of key's owner.
+func (r *Router) Index(key []byte) int { return r.ring.Owner(key) }

@@ -1,0 +1,263 @@
+// Package router owns the connections to the shards: one valkey-go client and one circuit
+// breaker per shard, the queue of deletes a down shard still owes, and the ring that picks
+// a key's shard.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"github.com/valkey-io/valkey-go"
+)
+
+// ShardConfig configures one shard connection.
+type ShardConfig struct {
+	Name, Addr string
+	Password   string
+	// CacheBytes bounds valkey-go's tracking cache for this shard; 0 disables client-side caching.
+	CacheBytes int
+	Timeout    time.Duration // per request
+	// FailuresToOpen consecutive failures open the breaker; it half-opens after Cooldown.
+	FailuresToOpen uint32
+	Cooldown       time.Duration
+	MaxQueuedDels  int
+}
+
+// DownError is returned for requests to a shard whose breaker is open or that cannot be reached.
+type DownError struct {
+	Shard string
+	Err   error
+}
+
+func (e *DownError) Error() string {
+	return fmt.Sprintf("CFDOWN shard %s is unavailable: %v", e.Shard, e.Err)
+}
+
+func (e *DownError) Unwrap() error { return e.Err }
+
+// pipelineConns is valkey-go's PipelineMultiplex: 2^1 = 2 connections per shard.
+const pipelineMultiplex = 1
+
+// Shard is one ring member's connection. Safe for concurrent use.
+type Shard struct {
+	cfg     ShardConfig
+	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+
+	mu      sync.Mutex
+	client  valkey.Client
+	pending []string // deletes owed while the shard was down, replayed before any other request
+	closed  bool
+
+	Stats ShardStats
+}
+
+// ShardStats are the shard's counters, exported to Prometheus by the agent.
+type ShardStats struct {
+	Errors, QueuedDeletes, ReplayedDeletes, DroppedDeletes atomic.Int64
+}
+
+// NewShard prepares a shard connection; it connects lazily, so a shard that is down when the
+// agent starts does not stop the agent.
+func NewShard(cfg ShardConfig) *Shard {
+	s := &Shard{cfg: cfg}
+	s.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        cfg.Name,
+		MaxRequests: 1,
+		Timeout:     cfg.Cooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.FailuresToOpen },
+	})
+	return s
+}
+
+// Name is the shard's stable ring name.
+func (s *Shard) Name() string { return s.cfg.Name }
+
+// Addr is the shard's address.
+func (s *Shard) Addr() string { return s.cfg.Addr }
+
+// Config is the configuration the shard was built from.
+func (s *Shard) Config() ShardConfig { return s.cfg }
+
+// BreakerState is 0 closed, 1 half-open, 2 open.
+func (s *Shard) BreakerState() int { return int(s.breaker.State()) }
+
+func (s *Shard) getClient() (valkey.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("shard connection closed")
+	}
+	if s.client != nil {
+		return s.client, nil
+	}
+	opt := valkey.ClientOption{
+		InitAddress:       []string{s.cfg.Addr},
+		Password:          s.cfg.Password,
+		ForceSingleClient: true,
+		DisableRetry:      true,
+		PipelineMultiplex: pipelineMultiplex,
+		ConnWriteTimeout:  s.cfg.Timeout,
+		Dialer:            netDialer(s.cfg.Timeout),
+	}
+	if s.cfg.CacheBytes > 0 {
+		// valkey-go's default is 128 MiB per connection; bound it by the fleet's L1 setting.
+		opt.CacheSizeEachConn = max(s.cfg.CacheBytes/(1<<pipelineMultiplex), 1<<16)
+	} else {
+		opt.DisableCache = true
+	}
+	c, err := valkey.NewClient(opt)
+	if err != nil {
+		return nil, err
+	}
+	s.client = c
+	return c, nil
+}
+
+// Close closes the connection; later requests fail.
+func (s *Shard) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.client != nil {
+		s.client.Close()
+	}
+}
+
+// isFailure says whether a result means the shard is unhealthy (as opposed to a valid answer
+// such as nil or a WRONGTYPE error).
+func isFailure(err error) bool {
+	if err == nil || valkey.IsValkeyNil(err) {
+		return false
+	}
+	if ve, ok := valkey.IsValkeyErr(err); ok {
+		return ve.IsLoading() || ve.IsClusterDown()
+	}
+	return true
+}
+
+// call runs fn through the breaker with the request timeout. fn gets a client and returns the
+// error that decides success.
+func (s *Shard) call(ctx context.Context, fn func(ctx context.Context, c valkey.Client) error) error {
+	done, err := s.breaker.Allow()
+	if err != nil {
+		return &DownError{Shard: s.cfg.Name, Err: err}
+	}
+	c, err := s.getClient()
+	if err != nil {
+		s.Stats.Errors.Add(1)
+		done(err)
+		return &DownError{Shard: s.cfg.Name, Err: err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	if err := s.replayPending(ctx, c); err != nil {
+		s.Stats.Errors.Add(1)
+		done(err)
+		return &DownError{Shard: s.cfg.Name, Err: err}
+	}
+	err = fn(ctx, c)
+	if isFailure(err) {
+		s.Stats.Errors.Add(1)
+		done(err)
+		return &DownError{Shard: s.cfg.Name, Err: err}
+	}
+	done(nil)
+	return nil
+}
+
+// Do runs one command built by build.
+func (s *Shard) Do(ctx context.Context, build func(valkey.Builder) valkey.Completed) (valkey.ValkeyResult, error) {
+	var res valkey.ValkeyResult
+	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+		res = c.Do(ctx, build(c.B()))
+		return res.Error()
+	})
+	return res, err
+}
+
+// DoMulti pipelines commands in order; the shard fails the batch if any command hit the network.
+func (s *Shard) DoMulti(ctx context.Context, build func(valkey.Builder) []valkey.Completed) ([]valkey.ValkeyResult, error) {
+	var res []valkey.ValkeyResult
+	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+		res = c.DoMulti(ctx, build(c.B())...)
+		for _, r := range res {
+			if err := r.Error(); isFailure(err) {
+				return err
+			}
+		}
+		return nil
+	})
+	return res, err
+}
+
+// DoCache reads through valkey-go's server-assisted client-side cache.
+func (s *Shard) DoCache(ctx context.Context, build func(valkey.Builder) valkey.Cacheable, ttl time.Duration) (valkey.ValkeyResult, error) {
+	var res valkey.ValkeyResult
+	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+		res = c.DoCache(ctx, build(c.B()), ttl)
+		return res.Error()
+	})
+	return res, err
+}
+
+// QueueDelete records keys to delete once the shard is back. It returns false when the queue is
+// full (the keys still expire with their TTL; the drop is counted).
+func (s *Shard) QueueDelete(keys ...string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending)+len(keys) > s.cfg.MaxQueuedDels {
+		s.Stats.DroppedDeletes.Add(int64(len(keys)))
+		return false
+	}
+	s.pending = append(s.pending, keys...)
+	s.Stats.QueuedDeletes.Add(int64(len(keys)))
+	return true
+}
+
+// Pending is the number of queued deletes.
+func (s *Shard) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+// replayPending sends queued deletes before anything else reaches the shard, so a read after
+// recovery never sees a value that was deleted while the shard was down.
+func (s *Shard) replayPending(ctx context.Context, c valkey.Client) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		return nil
+	}
+	const batch = 512
+	for len(s.pending) > 0 {
+		n := min(batch, len(s.pending))
+		if err := c.Do(ctx, c.B().Unlink().Key(s.pending[:n]...).Build()).Error(); isFailure(err) {
+			return err
+		}
+		s.pending = s.pending[n:]
+		s.Stats.ReplayedDeletes.Add(int64(n))
+	}
+	s.pending = nil
+	return nil
+}
+
+// DoMultiCache reads several keys through the client-side cache in one round trip.
+func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []valkey.CacheableTTL) ([]valkey.ValkeyResult, error) {
+	var res []valkey.ValkeyResult
+	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+		res = c.DoMultiCache(ctx, build(c.B())...)
+		for _, r := range res {
+			if err := r.Error(); isFailure(err) {
+				return err
+			}
+		}
+		return nil
+	})
+	return res, err
+}

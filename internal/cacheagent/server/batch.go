@@ -1,0 +1,177 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+)
+
+// A batch is the pipelined commands read from one connection in one go. Commands that reach
+// shards are grouped per shard and sent with one DoMulti (or DoMultiCache) per shard, so a
+// client pipeline of N commands costs one round trip per shard, not N; replies are written in
+// the client's order.
+
+type lane uint8
+
+const (
+	plainLane lane = iota // DoMulti: writes and uncached reads, in order
+	cacheLane             // DoMultiCache: reads served by valkey-go's tracking cache
+)
+
+type buildFn func(valkey.Builder) valkey.Completed
+
+type cachedRead struct {
+	build func(valkey.Builder) valkey.Cacheable
+	ttl   time.Duration
+}
+
+// shardWork is one shard's share of a segment: a single lane per segment keeps the order of
+// a write and a later cached read of the same key.
+type shardWork struct {
+	used    bool
+	lane    lane
+	plain   []buildFn
+	cached  []cachedRead
+	results []valkey.ValkeyResult
+	err     error
+}
+
+// part names a job's commands on one shard.
+type part struct {
+	shard, first, n int
+}
+
+// partResult is what a job's finish sees for one part.
+type partResult struct {
+	shard *router.Shard
+	res   []valkey.ValkeyResult
+	err   error
+}
+
+type pending struct {
+	local  func(w *resp.Writer) // written as is, or
+	parts  []part
+	finish func(w *resp.Writer, results []partResult)
+}
+
+type batch struct {
+	s       *Server
+	r       *router.Router
+	work    []shardWork
+	replies []pending
+	flushes int
+}
+
+func (b *batch) reset(r *router.Router) {
+	b.r = r
+	if cap(b.work) < len(r.Shards) {
+		b.work = make([]shardWork, len(r.Shards))
+	}
+	b.work = b.work[:len(r.Shards)]
+	for i := range b.work {
+		b.work[i] = shardWork{plain: b.work[i].plain[:0], cached: b.work[i].cached[:0]}
+	}
+	b.replies = b.replies[:0]
+}
+
+func (b *batch) local(f func(w *resp.Writer)) {
+	b.replies = append(b.replies, pending{local: f})
+}
+
+// laneFree reports whether shard i can take work on lane l in the current segment.
+func (b *batch) laneFree(i int, l lane) bool {
+	w := &b.work[i]
+	return !w.used || w.lane == l
+}
+
+// plain queues commands for shard i; the caller must have checked laneFree.
+func (b *batch) plain(i int, cmds ...buildFn) part {
+	w := &b.work[i]
+	w.used, w.lane = true, plainLane
+	p := part{shard: i, first: len(w.plain), n: len(cmds)}
+	w.plain = append(w.plain, cmds...)
+	return p
+}
+
+func (b *batch) cached(i int, reads ...cachedRead) part {
+	w := &b.work[i]
+	w.used, w.lane = true, cacheLane
+	p := part{shard: i, first: len(w.cached), n: len(reads)}
+	w.cached = append(w.cached, reads...)
+	return p
+}
+
+func (b *batch) job(parts []part, finish func(w *resp.Writer, results []partResult)) {
+	b.replies = append(b.replies, pending{parts: parts, finish: finish})
+}
+
+// segmentNeedsFlush says whether queuing on shard i lane l would reorder this segment.
+func (b *batch) segmentNeedsFlush(i int, l lane) bool { return !b.laneFree(i, l) }
+
+// exec runs the queued shard work and writes every reply so far, in order.
+func (b *batch) exec(ctx context.Context, w *resp.Writer) {
+	var active []int
+	for i := range b.work {
+		if b.work[i].used {
+			active = append(active, i)
+		}
+	}
+	run := func(i int) {
+		sw := &b.work[i]
+		sh := b.r.Shards[i]
+		if sw.lane == cacheLane {
+			sw.results, sw.err = sh.DoMultiCache(ctx, func(bd valkey.Builder) []valkey.CacheableTTL {
+				out := make([]valkey.CacheableTTL, len(sw.cached))
+				for j, c := range sw.cached {
+					out[j] = valkey.CT(c.build(bd), c.ttl)
+				}
+				return out
+			})
+			return
+		}
+		sw.results, sw.err = sh.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
+			out := make([]valkey.Completed, len(sw.plain))
+			for j, f := range sw.plain {
+				out[j] = f(bd)
+			}
+			return out
+		})
+	}
+	switch len(active) {
+	case 0:
+	case 1:
+		run(active[0])
+	default:
+		var wg sync.WaitGroup
+		for _, i := range active[1:] {
+			wg.Add(1)
+			go func() { defer wg.Done(); run(i) }()
+		}
+		run(active[0])
+		wg.Wait()
+	}
+	var results []partResult
+	for _, p := range b.replies {
+		if p.local != nil {
+			p.local(w)
+			continue
+		}
+		results = results[:0]
+		for _, pt := range p.parts {
+			sw := &b.work[pt.shard]
+			pr := partResult{shard: b.r.Shards[pt.shard], err: sw.err}
+			if sw.err == nil {
+				pr.res = sw.results[pt.first : pt.first+pt.n]
+			}
+			results = append(results, pr)
+		}
+		p.finish(w, results)
+	}
+	b.reset(b.r)
+	b.flushes++
+}

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+)
+
+// HTTPHandler serves health, metrics and the debugging API. gatherer is the registry holding
+// the server's collector (passed in: no global registry).
+func (s *Server) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !s.Ready(ctx) {
+			http.Error(w, "no ring loaded or no shard reachable", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/ring", s.httpRing)
+	mux.HandleFunc("GET /v1/keys/{key}", s.httpGetKey)
+	mux.HandleFunc("PUT /v1/keys/{key}", s.httpPutKey)
+	mux.HandleFunc("DELETE /v1/keys/{key}", s.httpDeleteKey)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// httpRing answers the ring document, or with ?key=K the key's owner and rules.
+func (s *Server) httpRing(w http.ResponseWriter, r *http.Request) {
+	rt := s.Router()
+	if rt == nil {
+		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
+		return
+	}
+	key := r.URL.Query().Get("key")
+	if key == "" {
+		writeJSON(w, http.StatusOK, rt.Doc)
+		return
+	}
+	sh := rt.ShardFor([]byte(key))
+	rules := policy.For(rt.Doc, []byte(key))
+	writeJSON(w, http.StatusOK, map[string]any{
+		"key": key, "shard": sh.Name(), "address": sh.Addr(), "epoch": rt.Doc.Epoch,
+		"policy": rules.Name, "ttlSeconds": rules.TTL.Seconds(), "l1": rules.L1, "l1Tracking": rules.L1Tracking,
+	})
+}
+
+func (s *Server) httpGetKey(w http.ResponseWriter, r *http.Request) {
+	rt := s.Router()
+	if rt == nil {
+		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
+		return
+	}
+	key := r.PathValue("key")
+	sh := rt.ShardFor([]byte(key))
+	res, err := sh.DoMulti(r.Context(), func(b valkey.Builder) []valkey.Completed {
+		return []valkey.Completed{b.Get().Key(key).Build(), b.Pttl().Key(key).Build()}
+	})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	v, err := res[0].ToString()
+	if valkey.IsValkeyNil(err) {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	pttl, _ := res[1].AsInt64()
+	writeJSON(w, http.StatusOK, map[string]any{"key": key, "value": v, "shard": sh.Name(), "pttlMillis": pttl})
+}
+
+// httpPutKey stores the request body; ?ttl=SECONDS, else the policy TTL.
+func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
+	rt := s.Router()
+	if rt == nil {
+		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
+		return
+	}
+	key := r.PathValue("key")
+	rules := policy.For(rt.Doc, []byte(key))
+	body, err := io.ReadAll(io.LimitReader(r.Body, rules.MaxValueBytes+1))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if int64(len(body)) > rules.MaxValueBytes {
+		s.Stats.OversizeRejected.Add(1)
+		http.Error(w, "value exceeds the limit of "+strconv.FormatInt(rules.MaxValueBytes, 10)+" bytes", http.StatusRequestEntityTooLarge)
+		return
+	}
+	ttl := rules.WriteTTL(nil)
+	if v := r.URL.Query().Get("ttl"); v != "" {
+		secs, err := strconv.Atoi(v)
+		if err != nil || secs <= 0 {
+			http.Error(w, "ttl must be a positive number of seconds", http.StatusBadRequest)
+			return
+		}
+		ttl = time.Duration(secs) * time.Second
+	}
+	s.forget(key)
+	sh := rt.ShardFor([]byte(key))
+	if _, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed {
+		return b.Set().Key(key).Value(valkey.BinaryString(body)).Px(ttl).Build()
+	}); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) httpDeleteKey(w http.ResponseWriter, r *http.Request) {
+	rt := s.Router()
+	if rt == nil {
+		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
+		return
+	}
+	key := r.PathValue("key")
+	s.forget(key)
+	sh := rt.ShardFor([]byte(key))
+	if _, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed { return b.Unlink().Key(key).Build() }); err != nil {
+		sh.QueueDelete(key)
+		writeJSON(w, http.StatusAccepted, map[string]any{"key": key, "queued": true, "shard": sh.Name()})
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,79 @@
+package server
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+)
+
+// writeResult writes a shard's reply as the client expects it. status names replies that are
+// simple strings (+OK) rather than bulk strings.
+func writeResult(w *resp.Writer, r valkey.ValkeyResult, status bool) {
+	msg, err := r.ToMessage()
+	if err != nil {
+		if valkey.IsValkeyNil(err) {
+			w.Null()
+			return
+		}
+		writeErr(w, err)
+		return
+	}
+	writeMessage(w, &msg, status)
+}
+
+func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
+	switch {
+	case m.IsNil():
+		w.Null()
+	case m.IsInt64():
+		n, _ := m.AsInt64()
+		w.Int(n)
+	case m.IsString():
+		s, _ := m.ToString()
+		if status {
+			w.Simple(s)
+		} else {
+			w.BulkString(s)
+		}
+	case m.IsArray():
+		arr, _ := m.ToArray()
+		w.Array(len(arr))
+		for i := range arr {
+			writeMessage(w, &arr[i], false)
+		}
+	case m.IsFloat64():
+		f, _ := m.AsFloat64()
+		w.BulkString(strconv.FormatFloat(f, 'g', -1, 64))
+	case m.IsBool():
+		b, _ := m.AsBool()
+		if b {
+			w.Int(1)
+		} else {
+			w.Int(0)
+		}
+	default:
+		if err := m.Error(); err != nil {
+			writeErr(w, err)
+			return
+		}
+		s, _ := m.ToString()
+		w.BulkString(s)
+	}
+}
+
+func writeErr(w *resp.Writer, err error) {
+	var down *router.DownError
+	if errors.As(err, &down) {
+		w.Error(down.Error())
+		return
+	}
+	if ve, ok := valkey.IsValkeyErr(err); ok {
+		w.Error(ve.Error())
+		return
+	}
+	w.Error("ERR " + err.Error())
+}

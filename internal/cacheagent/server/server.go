@@ -1,0 +1,274 @@
+// Package server is the agent's Redis-protocol endpoint: it reads client commands, applies
+// the fleet's policies, answers from L1 where it can and routes the rest to the owning shard.
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+)
+
+// Config configures the server.
+type Config struct {
+	// Password is required from clients (AUTH) and sent to shards; empty disables auth.
+	Password         string
+	ShardTimeout     time.Duration
+	FailuresToOpen   uint32
+	Cooldown         time.Duration
+	MaxQueuedDeletes int
+	MaxArgs          int
+	// MaxBatch bounds how many pipelined commands are executed together.
+	MaxBatch int
+}
+
+// DefaultConfig has the documented defaults.
+func DefaultConfig() Config {
+	return Config{ShardTimeout: time.Second, FailuresToOpen: 5, Cooldown: 10 * time.Second,
+		MaxQueuedDeletes: 100_000, MaxArgs: 1 << 16, MaxBatch: 256}
+}
+
+// Server is safe for concurrent use.
+type Server struct {
+	cfg    Config
+	router atomic.Pointer[router.Router]
+	l1     atomic.Pointer[l1.Cache]
+	Stats  *Stats
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+	closing   atomic.Bool
+	clientIDs atomic.Int64
+}
+
+// New returns a server that serves nothing until SetRing gives it a ring.
+func New(cfg Config) *Server {
+	return &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]struct{}{}}
+}
+
+// Router is the router of the current epoch, nil before the first ring.
+func (s *Server) Router() *router.Router { return s.router.Load() }
+
+// L1 is the local cache for ttl-mode keys.
+func (s *Server) L1() *l1.Cache { return s.l1.Load() }
+
+// SetRing switches to a new ring document without dropping client connections; shard
+// connections whose name and address are unchanged are kept (with their breaker and queue).
+func (s *Server) SetRing(doc *ring.Document) error {
+	prev := s.router.Load()
+	// Half of the L1 bound goes to valkey-go's tracking caches (split over shards), half to
+	// the ttl-mode cache.
+	var cacheBytes int
+	if doc.Tiers.L1Enabled && len(doc.Shards) > 0 {
+		cacheBytes = int(doc.Tiers.L1MaxMemoryBytes / 2 / int64(len(doc.Shards)))
+	}
+	next, err := router.New(doc, prev, func(sh ring.Shard) *router.Shard {
+		return router.NewShard(router.ShardConfig{
+			Name: sh.Name, Addr: sh.Primary, Password: s.cfg.Password, CacheBytes: cacheBytes,
+			Timeout: s.cfg.ShardTimeout, FailuresToOpen: s.cfg.FailuresToOpen, Cooldown: s.cfg.Cooldown,
+			MaxQueuedDels: s.cfg.MaxQueuedDeletes,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if s.l1.Load() == nil || prev == nil || prev.Doc.Tiers.L1MaxMemoryBytes != doc.Tiers.L1MaxMemoryBytes {
+		s.l1.Store(l1.New(max(doc.Tiers.L1MaxMemoryBytes/2, 1<<20)))
+	}
+	s.router.Store(next)
+	s.Stats.RingEpoch.Store(doc.Epoch)
+	if retired := router.Retired(prev, next); len(retired) > 0 {
+		// Requests already routed with the old ring finish first.
+		time.AfterFunc(2*s.cfg.ShardTimeout+time.Second, func() {
+			for _, sh := range retired {
+				sh.Close()
+			}
+		})
+	}
+	return nil
+}
+
+// Serve accepts connections until the listener is closed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		s.conns[nc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(nc)
+	}
+}
+
+// Shutdown stops accepting, lets every connection finish the commands it has read, closes
+// them and the shard connections. It returns when all are done or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for nc := range s.conns {
+		// Wakes connections blocked reading; one running a batch finishes it first.
+		nc.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if r := s.router.Load(); r != nil {
+		for _, sh := range r.Shards {
+			sh.Close()
+		}
+	}
+	return err
+}
+
+// Ready reports whether a ring is loaded and at least one shard answers.
+func (s *Server) Ready(ctx context.Context) bool {
+	r := s.router.Load()
+	if r == nil {
+		return false
+	}
+	for _, sh := range r.Shards {
+		if sh.BreakerState() == 2 {
+			continue
+		}
+		if _, err := sh.Do(ctx, pingCmd); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// client is one connection's state.
+type client struct {
+	id      int64
+	name    string
+	authed  bool
+	quit    bool
+	lower   []byte
+	libName string
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+		nc.Close()
+	}()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	s.Stats.Clients.Add(1)
+	defer s.Stats.Clients.Add(-1)
+
+	c := &client{id: s.clientIDs.Add(1), authed: s.cfg.Password == ""}
+	limits := resp.Limits{MaxArgs: s.cfg.MaxArgs, MaxBulkBytes: 512 << 20, MaxInline: 64 << 10}
+	if r := s.router.Load(); r != nil {
+		limits.MaxBulkBytes = int(maxValueBytes(r.Doc)) + 64<<10
+	}
+	rd := resp.NewReader(bufio.NewReaderSize(nc, 16<<10), limits)
+	w := resp.NewWriter(bufio.NewWriterSize(nc, 16<<10))
+	b := &batch{s: s}
+	ctx := context.Background()
+	n := 0
+	for {
+		args, err := rd.ReadCommand()
+		if err != nil {
+			var pe *resp.ProtocolError
+			if errors.As(err, &pe) {
+				s.Stats.ProtocolErrors.Add(1)
+				b.flushTo(ctx, w)
+				w.Error("ERR " + pe.Error())
+			} else {
+				b.flushTo(ctx, w)
+			}
+			w.Flush()
+			if !errors.Is(err, io.EOF) && pe == nil {
+				return
+			}
+			return
+		}
+		if b.r == nil {
+			r := s.router.Load()
+			if r == nil {
+				w.Error("ERR the agent has no ring yet")
+				w.Flush()
+				continue
+			}
+			b.reset(r)
+		}
+		s.dispatch(ctx, b, c, w, args)
+		n++
+		if rd.Buffered() == 0 || n >= s.cfg.MaxBatch || c.quit {
+			b.flushTo(ctx, w)
+			if err := w.Flush(); err != nil || c.quit {
+				return
+			}
+			n = 0
+			b.r = nil // pick up a new ring epoch between batches
+		}
+	}
+}
+
+// flushTo executes what the batch holds, if anything.
+func (b *batch) flushTo(ctx context.Context, w *resp.Writer) {
+	if b.r == nil || len(b.replies) == 0 {
+		return
+	}
+	b.exec(ctx, w)
+}
+
+func maxValueBytes(doc *ring.Document) int64 {
+	m := doc.Tiers.MaxValueBytes
+	for _, p := range doc.Policies {
+		m = max(m, p.MaxValueBytes)
+	}
+	return max(m, 1<<20)
+}
+
+// SetPassword changes the password for new shard connections and new clients (Kubernetes mode
+// reads it from the fleet's Secret with the first ring).
+func (s *Server) SetPassword(p string) {
+	s.mu.Lock()
+	s.cfg.Password = p
+	s.mu.Unlock()
+}

@@ -1,0 +1,102 @@
+package server
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Stats are the agent's counters: plain atomics on the hot path, turned into Prometheus
+// metrics only when scraped (see Collector).
+type Stats struct {
+	requests                        [numCommands][2]atomic.Int64 // ok, error
+	L1Hits, L1Misses                atomic.Int64
+	L2Hits, L2Misses                atomic.Int64
+	OversizeRejected                atomic.Int64
+	ProtocolErrors                  atomic.Int64
+	Clients                         atomic.Int64
+	RingEpoch                       atomic.Int64
+	latency                         prometheus.Histogram
+}
+
+func newStats() *Stats {
+	return &Stats{latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "cachefleet_agent", Name: "request_duration_seconds",
+		Help:    "Time from reading a command to writing its reply.",
+		Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3, 1},
+	})}
+}
+
+// Requests returns the ok and error counts of a command.
+func (s *Stats) Requests(name string) (ok, failed int64) {
+	c := commandTable[name]
+	if c == nil {
+		return 0, 0
+	}
+	return s.requests[c.id][0].Load(), s.requests[c.id][1].Load()
+}
+
+// Collector exports the server's counters and its shards' state.
+func (s *Server) Collector() prometheus.Collector { return &collector{s: s} }
+
+type collector struct{ s *Server }
+
+var (
+	descRequests = prometheus.NewDesc("cachefleet_agent_requests_total", "Commands answered, by command and result.", []string{"command", "result"}, nil)
+	descHits     = prometheus.NewDesc("cachefleet_agent_cache_hits_total", "Reads answered by a tier.", []string{"tier"}, nil)
+	descMisses   = prometheus.NewDesc("cachefleet_agent_cache_misses_total", "Reads a tier could not answer.", []string{"tier"}, nil)
+	descOversize = prometheus.NewDesc("cachefleet_agent_oversize_rejected_total", "Writes refused for exceeding the value size limit.", nil, nil)
+	descProto    = prometheus.NewDesc("cachefleet_agent_protocol_errors_total", "Connections closed for malformed frames.", nil, nil)
+	descClients  = prometheus.NewDesc("cachefleet_agent_clients", "Open client connections.", nil, nil)
+	descEpoch    = prometheus.NewDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
+	descBreaker  = prometheus.NewDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
+	descShardErr = prometheus.NewDesc("cachefleet_agent_shard_errors_total", "Failed requests to a shard.", []string{"shard"}, nil)
+	descQueued   = prometheus.NewDesc("cachefleet_agent_deletes_queued_total", "Deletes queued for a shard that was down.", []string{"shard"}, nil)
+	descReplayed = prometheus.NewDesc("cachefleet_agent_deletes_replayed_total", "Queued deletes replayed after the shard returned.", []string{"shard"}, nil)
+	descDropped  = prometheus.NewDesc("cachefleet_agent_deletes_dropped_total", "Deletes not queued because the queue was full.", []string{"shard"}, nil)
+	descPending  = prometheus.NewDesc("cachefleet_agent_deletes_pending", "Deletes waiting for their shard.", []string{"shard"}, nil)
+	descL1Bytes  = prometheus.NewDesc("cachefleet_agent_l1_bytes", "Approximate bytes held by the ttl-mode L1.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for name, cmd := range commandTable {
+		if ok := st.requests[cmd.id][0].Load(); ok > 0 {
+			counter(descRequests, ok, name, "ok")
+		}
+		if failed := st.requests[cmd.id][1].Load(); failed > 0 {
+			counter(descRequests, failed, name, "error")
+		}
+	}
+	counter(descHits, st.L1Hits.Load(), "l1")
+	counter(descHits, st.L2Hits.Load(), "l2")
+	counter(descMisses, st.L1Misses.Load(), "l1")
+	counter(descMisses, st.L2Misses.Load(), "l2")
+	counter(descOversize, st.OversizeRejected.Load())
+	counter(descProto, st.ProtocolErrors.Load())
+	gauge(descClients, float64(st.Clients.Load()))
+	gauge(descEpoch, float64(st.RingEpoch.Load()))
+	if l1 := c.s.L1(); l1 != nil {
+		gauge(descL1Bytes, float64(l1.Weight()))
+	}
+	if r := c.s.Router(); r != nil {
+		for _, sh := range r.Shards {
+			n := sh.Name()
+			gauge(descBreaker, float64(sh.BreakerState()), n)
+			counter(descShardErr, sh.Stats.Errors.Load(), n)
+			counter(descQueued, sh.Stats.QueuedDeletes.Load(), n)
+			counter(descReplayed, sh.Stats.ReplayedDeletes.Load(), n)
+			counter(descDropped, sh.Stats.DroppedDeletes.Load(), n)
+			gauge(descPending, float64(sh.Pending()), n)
+		}
+	}
+	st.latency.Collect(ch)
+}

@@ -1,0 +1,106 @@
+// Package source gives the agent its ring document: from flags, from a file it watches, or
+// from the fleet's ConfigMap in Kubernetes.
+package source
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+)
+
+// Defaults are the fleet settings used when the agent runs from flags; they match the
+// CacheFleet defaults.
+type Defaults struct {
+	L1              bool
+	L1MaxMemory     int64
+	L1MaxTTL        time.Duration
+	DefaultTTL      time.Duration
+	MinUsableTTL    time.Duration
+	MaxValueBytes   int64
+	TTLModeForAll   bool // put every key in ttl mode (a catch-all policy) instead of tracking
+	PasswordEnabled bool
+}
+
+// StaticDocument builds a ring document from "name=host:port,name=host:port".
+func StaticDocument(shards string, d Defaults) (*ring.Document, error) {
+	doc := &ring.Document{
+		SchemaVersion: ring.SchemaVersion, Fleet: "static", Namespace: "local", Algorithm: ring.AlgorithmRendezvous,
+		Tiers: ring.Tiers{
+			L1Enabled: d.L1, L1MaxMemoryBytes: d.L1MaxMemory, L1MaxTTLMillis: d.L1MaxTTL.Milliseconds(),
+			DefaultTTLMillis: d.DefaultTTL.Milliseconds(), MinUsableMillis: d.MinUsableTTL.Milliseconds(), MaxValueBytes: d.MaxValueBytes,
+		},
+		Invalidation: ring.Invalidation{Channel: "cachefleet:local/static"},
+		Auth:         ring.Auth{Enabled: d.PasswordEnabled},
+	}
+	seen := map[string]bool{}
+	for _, item := range strings.Split(shards, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, addr, ok := strings.Cut(item, "=")
+		if !ok || name == "" || addr == "" || !strings.Contains(addr, ":") {
+			return nil, fmt.Errorf("--shards: %q is not name=host:port", item)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("--shards: shard name %q appears twice", name)
+		}
+		seen[name] = true
+		doc.Shards = append(doc.Shards, ring.Shard{Name: name, Primary: addr})
+	}
+	if len(doc.Shards) == 0 {
+		return nil, fmt.Errorf("--shards: no shards given")
+	}
+	if d.TTLModeForAll {
+		doc.Policies = []ring.Policy{{Name: "all", Prefix: "", L1Enabled: true, L1Mode: "ttl", InvalidateOnWrite: true}}
+	}
+	doc.Seal(nil)
+	return doc, nil
+}
+
+// WatchFile applies the document in path now and whenever the file changes (polled, which also
+// follows the symlink swaps of a mounted ConfigMap). A bad document is reported and skipped;
+// the agent keeps serving the last good one.
+func WatchFile(ctx context.Context, path string, every time.Duration, apply func(*ring.Document) error, report func(error)) error {
+	var last string
+	load := func() error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		doc, err := ring.Decode(data)
+		if err != nil {
+			return err
+		}
+		if doc.Checksum == last {
+			return nil
+		}
+		if err := apply(doc); err != nil {
+			return err
+		}
+		last = doc.Checksum
+		return nil
+	}
+	if err := load(); err != nil {
+		return fmt.Errorf("loading %s: %w", path, err)
+	}
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := load(); err != nil {
+					report(err)
+				}
+			}
+		}
+	}()
+	return nil
+}
