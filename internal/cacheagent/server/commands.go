@@ -169,7 +169,9 @@ func cmdEcho(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, 
 
 func cmdSelect(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	if str(args[1]) != "0" {
-		b.local(func(w *resp.Writer) { w.Error("ERR DB index is out of range: a cachefleet agent serves database 0 only") })
+		b.local(func(w *resp.Writer) {
+			w.Error("ERR DB index is out of range: a cachefleet agent serves database 0 only")
+		})
 		return
 	}
 	b.local(func(w *resp.Writer) { w.OK() })
@@ -237,7 +239,9 @@ func cmdHello(s *Server, _ context.Context, b *batch, c *client, w *resp.Writer,
 		}
 	}
 	if !c.authed {
-		b.local(func(w *resp.Writer) { w.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time") })
+		b.local(func(w *resp.Writer) {
+			w.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+		})
 		return
 	}
 	id := c.id

@@ -9,14 +9,14 @@ import (
 // Stats are the agent's counters: plain atomics on the hot path, turned into Prometheus
 // metrics only when scraped (see Collector).
 type Stats struct {
-	requests                        [numCommands][2]atomic.Int64 // ok, error
-	L1Hits, L1Misses                atomic.Int64
-	L2Hits, L2Misses                atomic.Int64
-	OversizeRejected                atomic.Int64
-	ProtocolErrors                  atomic.Int64
-	Clients                         atomic.Int64
-	RingEpoch                       atomic.Int64
-	latency                         prometheus.Histogram
+	requests         [numCommands][2]atomic.Int64 // ok, error
+	L1Hits, L1Misses atomic.Int64
+	L2Hits, L2Misses atomic.Int64
+	OversizeRejected atomic.Int64
+	ProtocolErrors   atomic.Int64
+	Clients          atomic.Int64
+	RingEpoch        atomic.Int64
+	latency          prometheus.Histogram
 }
 
 func newStats() *Stats {
