@@ -1,0 +1,217 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// These tests run the agent binary as users do, with redis-cli and redis-benchmark against it.
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "agent-bin")
+	if err != nil {
+		panic(err)
+	}
+	agentBin = filepath.Join(dir, "agent")
+	if out, err := exec.Command("go", "build", "-o", agentBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type proc struct {
+	cmd        *exec.Cmd
+	resp, http int
+	out        *bytes.Buffer
+}
+
+func startAgent(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{resp: tu.FreePort(t), http: tu.FreePort(t), out: &bytes.Buffer{}}
+	args = append(args, fmt.Sprintf("--listen=127.0.0.1:%d", p.resp), fmt.Sprintf("--http-listen=127.0.0.1:%d", p.http))
+	p.cmd = exec.Command(agentBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(p.url("/readyz")); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("agent not ready:\n%s", p.out)
+	return nil
+}
+
+func (p *proc) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", p.http, path) }
+
+func cli(t *testing.T, port int, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("redis-cli", append([]string{"-p", strconv.Itoa(port)}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func httpDo(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAgentBinaryWithRedisToolsHTTPAndSIGTERM(t *testing.T) {
+	r0, r1 := tu.StartRedis(t, ""), tu.StartRedis(t, "")
+	p := startAgent(t, "--shards", fmt.Sprintf("shard-0=%s,shard-1=%s", r0.Addr(), r1.Addr()))
+
+	if got := cli(t, p.resp, "PING"); got != "PONG" {
+		t.Errorf("redis-cli PING = %q", got)
+	}
+	cli(t, p.resp, "SET", "greeting", "hello")
+	if got := cli(t, p.resp, "GET", "greeting"); got != "hello" {
+		t.Errorf("redis-cli GET = %q", got)
+	}
+	out, err := exec.Command("redis-benchmark", "-p", strconv.Itoa(p.resp), "-t", "set,get", "-n", "2000", "-r", "1000", "-c", "10", "-q").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "GET:") || !strings.Contains(string(out), "SET:") {
+		t.Errorf("redis-benchmark against the agent: %v\n%s", err, out)
+	}
+
+	code, body := httpDo(t, "GET", p.url("/v1/ring?key=greeting"), "")
+	var owner struct{ Shard string }
+	if code != 200 || json.Unmarshal([]byte(body), &owner) != nil || !strings.HasPrefix(owner.Shard, "shard-") {
+		t.Errorf("/v1/ring?key = %d %s", code, body)
+	}
+	if code, _ := httpDo(t, "PUT", p.url("/v1/keys/dbg?ttl=60"), "from-http"); code != 204 {
+		t.Errorf("PUT /v1/keys = %d", code)
+	}
+	if code, body := httpDo(t, "GET", p.url("/v1/keys/dbg"), ""); code != 200 || !strings.Contains(body, `"value":"from-http"`) {
+		t.Errorf("GET /v1/keys = %d %s", code, body)
+	}
+	if code, _ := httpDo(t, "PUT", p.url("/v1/keys/huge"), strings.Repeat("x", 2<<20)); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("PUT of an oversized value = %d", code)
+	}
+	if code, _ := httpDo(t, "DELETE", p.url("/v1/keys/dbg"), ""); code != 204 {
+		t.Errorf("DELETE /v1/keys = %d", code)
+	}
+	if code, _ := httpDo(t, "GET", p.url("/v1/keys/dbg"), ""); code != 404 {
+		t.Errorf("GET after DELETE = %d", code)
+	}
+	_, metrics := httpDo(t, "GET", p.url("/metrics"), "")
+	for _, m := range []string{`cachefleet_agent_requests_total{command="get",result="ok"}`, `cachefleet_agent_shard_breaker_state{shard="shard-1"} 0`,
+		"cachefleet_agent_ring_epoch 1", "cachefleet_agent_request_duration_seconds_bucket", `cachefleet_agent_cache_hits_total{tier="l2"}`} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("agent exited with %v after SIGTERM:\n%s", err, p.out)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent did not exit after SIGTERM")
+	}
+}
+
+func TestRingFileIsReloadedWithoutDroppingClients(t *testing.T) {
+	r0, r1 := tu.StartRedis(t, ""), tu.StartRedis(t, "")
+	write := func(shards ...ring.Shard) {
+		doc := &ring.Document{SchemaVersion: ring.SchemaVersion, Fleet: "f", Namespace: "ns", Algorithm: "rendezvous", Shards: shards,
+			Tiers: ring.Tiers{L1Enabled: true, L1MaxMemoryBytes: 8 << 20, L1MaxTTLMillis: 60000, DefaultTTLMillis: 60000, MinUsableMillis: 1000, MaxValueBytes: 1 << 20}}
+		doc.Seal(nil)
+		data, _ := doc.Encode()
+		path := filepath.Join(t.TempDir(), "ring.json")
+		os.WriteFile(path, data, 0o644)
+		os.Rename(path, ringPath)
+	}
+	ringPath = filepath.Join(t.TempDir(), "ring.json")
+	write(ring.Shard{Name: "shard-0", Primary: r0.Addr()})
+	p := startAgent(t, "--ring-file", ringPath)
+
+	conn := dialRESP(t, p.resp)
+	if got := conn("SET", "k", "v"); got != "OK" {
+		t.Fatalf("SET = %q", got)
+	}
+	write(ring.Shard{Name: "shard-0", Primary: r0.Addr()}, ring.Shard{Name: "shard-1", Primary: r1.Addr()})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body := httpDo(t, "GET", p.url("/v1/ring"), "")
+		if strings.Contains(body, "shard-1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new ring not loaded:\n%s", p.out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := conn("PING"); got != "PONG" {
+		t.Errorf("the client connection did not survive the reload: %q", got)
+	}
+	os.WriteFile(ringPath, []byte("{broken"), 0o644)
+	time.Sleep(1500 * time.Millisecond)
+	if got := conn("PING"); got != "PONG" {
+		t.Errorf("a broken ring file stopped the agent: %q", got)
+	}
+}
+
+var ringPath string
+
+// dialRESP opens one connection and returns a function sending commands over it.
+func dialRESP(t *testing.T, port int) func(args ...string) string {
+	nc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rd := bufio.NewReader(nc)
+	return func(args ...string) string {
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		out, err := tu.RoundTrip(nc, rd, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+}

@@ -1,0 +1,96 @@
+package source
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/controller"
+	"github.com/cachefleet/cachefleet/internal/testenv"
+)
+
+// TestKubeFollowsTheRingAndReportsItsEpoch runs the agent's Kubernetes source against a real
+// API server, and checks the Lease with the labels and annotation the controller counts.
+func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	cs := kubernetes.NewForConfigOrDie(env.Config)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := "default"
+
+	doc := &ring.Document{SchemaVersion: 1, Fleet: "web", Namespace: ns, Algorithm: "rendezvous",
+		Shards: []ring.Shard{{Name: "shard-0", Primary: "a:6379"}},
+		Auth:   ring.Auth{Enabled: true, Secret: &ring.SecretRef{Name: "web-auth", Key: "password"}}}
+	doc.Seal(nil)
+	data, _ := doc.Encode()
+	cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "web-auth"}, Data: map[string][]byte{"password": []byte("pw")}}, metav1.CreateOptions{})
+	cm, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-ring"},
+		Data: map[string]string{ring.DocumentKey: string(data)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	var epochs []int64
+	var password string
+	k := &Kube{Client: cs, Fleet: "web", Namespace: ns, Node: "node-1", Pod: "web-agent-x", LeaseDuration: 3 * time.Second,
+		Report: func(err error) { t.Logf("report: %v", err) },
+		Apply: func(d *ring.Document, pw string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			epochs, password = append(epochs, d.Epoch), pw
+			return nil
+		}}
+	if err := k.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lease := func() *coordinationv1.Lease {
+		l, err := cs.CoordinationV1().Leases(ns).Get(ctx, "web-agent-node-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := lease()
+	if l.Annotations[controller.AnnotationRingEpoch] != "1" || l.Labels[controller.LabelFleet] != "web" ||
+		l.Labels[controller.LabelComponent] != controller.ComponentAgent || l.Labels[controller.LabelPartOf] != "cachefleet" {
+		t.Errorf("Lease the controller cannot count: %+v", l.ObjectMeta)
+	}
+	mu.Lock()
+	if password != "pw" {
+		t.Errorf("password %q not read from the Secret", password)
+	}
+	mu.Unlock()
+
+	next := *doc
+	next.Shards = append(next.Shards, ring.Shard{Name: "shard-1", Primary: "b:6379"})
+	next.Seal(doc)
+	data, _ = next.Encode()
+	cm.Data[ring.DocumentKey] = string(data)
+	if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for lease().Annotations[controller.AnnotationRingEpoch] != "2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("Lease still at epoch %s; applied %v", lease().Annotations[controller.AnnotationRingEpoch], epochs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	first := lease().Spec.RenewTime.Time
+	time.Sleep(1500 * time.Millisecond)
+	if !lease().Spec.RenewTime.After(first) {
+		t.Error("the Lease is not renewed")
+	}
+}
