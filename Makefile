@@ -60,6 +60,11 @@ test: verify-generated vet ## Run every test: unit, envtest (real kube-apiserver
 golden: ## Rewrite the golden files of the builders after an intended change.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test ./internal/controller/ -run Golden -update
 
+.PHONY: bench
+bench: ## Benchmarks: ring and parser (go test -bench), then redis-benchmark: direct vs twemproxy vs agent.
+	go test -run XXX -bench . -benchtime 1s ./internal/cacheagent/ring/ ./internal/cacheagent/resp/
+	hack/bench.sh
+
 ##@ Build
 
 .PHONY: build

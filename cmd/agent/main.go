@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,6 +41,7 @@ func run() error {
 		fleet, namespace, kubeconfig                       string
 		d                                                  source.Defaults
 		l1MaxMemory                                        int64
+		pprofOn                                            bool
 	)
 	flag.StringVar(&listen, "listen", ":6380", "RESP address for applications.")
 	flag.StringVar(&httpListen, "http-listen", ":8080", "HTTP address for health, metrics and the debug API.")
@@ -62,6 +64,7 @@ func run() error {
 		return err
 	})
 	flag.DurationVar(&cfg.Cooldown, "breaker-cooldown", cfg.Cooldown, "Time an open breaker waits before a probe.")
+	flag.BoolVar(&pprofOn, "pprof", false, "Serve Go profiles under /debug/pprof/ on the HTTP address.")
 	flag.IntVar(&cfg.MaxQueuedDeletes, "max-queued-deletes", cfg.MaxQueuedDeletes, "Deletes kept per down shard.")
 	flag.Parse()
 	d.L1MaxMemory = l1MaxMemory
@@ -143,7 +146,15 @@ func run() error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	httpSrv := &http.Server{Addr: httpListen, Handler: srv.HTTPHandler(reg), ReadHeaderTimeout: 5 * time.Second}
+	handler := srv.HTTPHandler(reg)
+	if pprofOn {
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		handler = mux
+	}
+	httpSrv := &http.Server{Addr: httpListen, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err

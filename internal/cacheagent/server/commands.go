@@ -44,6 +44,7 @@ func init() {
 	register("client", -2, false, cmdClient)
 	register("command", -1, false, cmdCommand)
 	register("info", -1, false, cmdInfo)
+	register("config", -2, false, cmdConfig)
 	register("get", 2, false, cmdGet)
 	register("set", -3, false, cmdSet)
 	register("setex", 4, false, cmdSetex)
@@ -308,6 +309,16 @@ func cmdCommand(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Write
 	default:
 		b.local(func(w *resp.Writer) { w.Array(0) })
 	}
+}
+
+// cmdConfig answers CONFIG GET with nothing (tools such as redis-benchmark probe it); the
+// agent's configuration comes from the ring, not from clients.
+func cmdConfig(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+	if strings.EqualFold(str(args[1]), "get") {
+		b.local(func(w *resp.Writer) { w.Map(0) })
+		return
+	}
+	b.local(func(w *resp.Writer) { w.Error("ERR CONFIG " + strings.ToUpper(str(args[1])) + " is not supported by the cachefleet agent") })
 }
 
 func cmdInfo(s *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, _ [][]byte) {

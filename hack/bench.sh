@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Side-by-side throughput and latency of redis-benchmark against: one shard directly, twemproxy
+# (nutcracker, ketama) over two shards, and the agent over the same two shards with L1 off and on.
+# Everything runs on loopback; all processes are stopped on exit.
+#
+#   hack/bench.sh [requests]      (default 200000 per test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-200000}"
+CLIENTS=50 SIZE=64 KEYSPACE=100000 HOT_KEYS=100
+for tool in redis-server redis-benchmark nutcracker; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install redis-server redis-tools nutcracker)" >&2; exit 1; }
+done
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+S0=17101 S1=17102 TW=17110 AG0=17120 AG1=17121
+for port in $S0 $S1; do
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning >/dev/null &
+  pids+=($!)
+done
+cat > "$work/nutcracker.yml" <<YML
+pool:
+  listen: 127.0.0.1:$TW
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  auto_eject_hosts: false
+  servers:
+   - 127.0.0.1:$S0:1 shard-0
+   - 127.0.0.1:$S1:1 shard-1
+YML
+nutcracker -c "$work/nutcracker.yml" -s 17111 -o "$work/nutcracker.log" &
+pids+=($!)
+go build -o "$work/agent" ./cmd/agent
+shards="shard-0=127.0.0.1:$S0,shard-1=127.0.0.1:$S1"
+"$work/agent" --shards "$shards" --l1=false --listen 127.0.0.1:$AG0 --http-listen 127.0.0.1:17130 2>"$work/agent0.log" &
+pids+=($!)
+"$work/agent" --shards "$shards" --l1=true --listen 127.0.0.1:$AG1 --http-listen 127.0.0.1:17131 2>"$work/agent1.log" &
+pids+=($!)
+for port in $S0 $S1 $TW $AG0 $AG1; do
+  for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+# run PORT TEST PIPELINE KEYSPACE -> "rps p50 p99"
+run() {
+  redis-benchmark -p "$1" -t "$2" -n "$N" -r "$4" -c "$CLIENTS" -d "$SIZE" -P "$3" --csv 2>/dev/null |
+    awk -F'","' 'NR==2 { gsub(/"/, "", $0); split($0, f, ","); printf "%.0f %s %s\n", f[2], f[5], f[7] }'
+}
+declare -A R
+targets=("direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1")
+printf "%-14s %-5s %-4s %12s %9s %9s\n" target test -P "req/s" "p50 ms" "p99 ms"
+for pipe in 1 16; do
+  for test in set get; do
+    for t in "${targets[@]}"; do
+      name="${t%%:*}" port="${t##*:}"
+      read -r rps p50 p99 < <(run "$port" "$test" "$pipe" "$KEYSPACE")
+      R["$name/$test/$pipe"]=$rps
+      printf "%-14s %-5s %-4s %12s %9s %9s\n" "$name" "$test" "$pipe" "$rps" "$p50" "$p99"
+    done
+  done
+done
+# Hot reads: a small keyspace that fits in L1.
+for t in "direct:$S0" "agent-l1-on:$AG1"; do
+  name="${t%%:*}" port="${t##*:}"
+  redis-benchmark -p "$port" -t set -n 2000 -r "$HOT_KEYS" -c 10 -d "$SIZE" -q >/dev/null 2>&1
+  read -r rps p50 p99 < <(run "$port" get 1 "$HOT_KEYS")
+  R["$name/hot/1"]=$rps
+  printf "%-14s %-5s %-4s %12s %9s %9s\n" "$name" "hot" 1 "$rps" "$p50" "$p99"
+done
+ratio() { awk -v a="${R[$1]}" -v b="${R[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
+echo
+echo "ratios (goal in brackets):"
+for test in get set; do
+  echo "  agent L1 off / direct,    $test -P1:  $(ratio agent-l1-off/$test/1 direct/$test/1)  [>= 1.0]"
+  echo "  agent L1 off / twemproxy, $test -P1:  $(ratio agent-l1-off/$test/1 twemproxy/$test/1)  [>= 1.25]"
+  echo "  agent L1 off / direct,    $test -P16: $(ratio agent-l1-off/$test/16 direct/$test/16)  [>= 0.8]"
+done
+echo "  agent L1 on / direct, hot GET -P1:  $(ratio agent-l1-on/hot/1 direct/hot/1)  [>= 1.2]"
