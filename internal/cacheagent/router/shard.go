@@ -106,7 +106,7 @@ func (s *Shard) getClient() (valkey.Client, error) {
 		// Waiting up to 20µs for more requests turns many small writes into one syscall:
 		// on loopback the syscalls, not the bytes, are the cost.
 		MaxFlushDelay: 20 * time.Microsecond,
-		Dialer:            netDialer(s.cfg.Timeout),
+		Dialer:        netDialer(s.cfg.Timeout),
 	}
 	if s.cfg.CacheBytes > 0 {
 		// valkey-go's default is 128 MiB per connection; bound it by the fleet's L1 setting.

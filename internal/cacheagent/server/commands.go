@@ -318,7 +318,9 @@ func cmdConfig(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer
 		b.local(func(w *resp.Writer) { w.Map(0) })
 		return
 	}
-	b.local(func(w *resp.Writer) { w.Error("ERR CONFIG " + strings.ToUpper(str(args[1])) + " is not supported by the cachefleet agent") })
+	b.local(func(w *resp.Writer) {
+		w.Error("ERR CONFIG " + strings.ToUpper(str(args[1])) + " is not supported by the cachefleet agent")
+	})
 }
 
 func cmdInfo(s *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, _ [][]byte) {
