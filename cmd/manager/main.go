@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -22,6 +23,7 @@ func main() {
 		metricsAddr, probeAddr, namespaces, agentImage string
 		leaderElect                                    bool
 		maxConcurrent                                  int
+		drainTimeout                                   time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
@@ -29,6 +31,7 @@ func main() {
 	flag.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", 4, "Fleets reconciled in parallel.")
 	flag.StringVar(&agentImage, "agent-image", controller.DefaultAgentImage, "Agent image for fleets that set none.")
+	flag.DurationVar(&drainTimeout, "drain-timeout", controller.DrainTimeout, "Longest wait for agents to leave a removed shard before its StatefulSet is deleted.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -58,7 +61,7 @@ func main() {
 		log.Error(err, "Failed to create the manager")
 		os.Exit(1)
 	}
-	if err := controller.Setup(mgr, controller.Options{MaxConcurrentReconciles: maxConcurrent, AgentImage: agentImage}); err != nil {
+	if err := controller.Setup(mgr, controller.Options{MaxConcurrentReconciles: maxConcurrent, AgentImage: agentImage, DrainTimeout: drainTimeout}); err != nil {
 		log.Error(err, "Failed to set up the controllers")
 		os.Exit(1)
 	}

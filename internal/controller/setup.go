@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -37,7 +38,7 @@ type Options struct {
 
 // AddToScheme registers every type the controllers read or write.
 func AddToScheme(s *runtime.Scheme) error {
-	for _, add := range []func(*runtime.Scheme) error{cachev1alpha1.AddToScheme, monitoringv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{cachev1alpha1.AddToScheme, monitoringv1.AddToScheme, apiextensionsv1.AddToScheme} {
 		if err := add(s); err != nil {
 			return err
 		}
@@ -100,6 +101,15 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(byFleetLabel)).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(byFleetLabel)).
 		Watches(&cachev1alpha1.CachePolicy{}, handler.EnqueueRequestsFromMapFunc(policyToFleet)).
+		// Installing the ServiceMonitor CRD re-reconciles fleets that want monitoring at once
+		// (metadata only: CRDs are large and there are many).
+		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(
+			func(ctx context.Context, o client.Object) []reconcile.Request {
+				if o.GetName() != serviceMonitorCRDName {
+					return nil
+				}
+				return fleetsWantingMonitoring(ctx, mgr.GetClient())
+			})).
 		WithOptions(copts).
 		Named("cachefleet").
 		Complete(fleets)
@@ -138,6 +148,22 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		WithOptions(copts).
 		Named("cachepolicy").
 		Complete(policies)
+}
+
+const serviceMonitorCRDName = "servicemonitors.monitoring.coreos.com"
+
+func fleetsWantingMonitoring(ctx context.Context, c client.Client) []reconcile.Request {
+	var fleets cachev1alpha1.CacheFleetList
+	if err := c.List(ctx, &fleets); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, f := range fleets.Items {
+		if f.Spec.Monitoring.ServiceMonitor.Enabled {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&f)})
+		}
+	}
+	return reqs
 }
 
 func byFleetLabel(_ context.Context, o client.Object) []reconcile.Request {
