@@ -53,8 +53,16 @@ envtest-assets: ## Build (or reuse from the cache) etcd, kube-apiserver and kube
 	@hack/k8s-bins.sh envtest
 
 .PHONY: test
-test: verify-generated vet ## Run every test: unit, envtest (real kube-apiserver + etcd), integration.
+test: verify-generated vet test-unit test-e2e ## Run every test: unit, envtest, integration (real redis-server), e2e on kwok.
+
+.PHONY: test-unit
+test-unit: ## Unit, envtest (real kube-apiserver + etcd) and integration tests (real redis-server).
 	KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test $(GO_TEST_FLAGS) ./...
+
+E2E_CLUSTER ?= kwok
+.PHONY: test-e2e
+test-e2e: ## The e2e suite on a fresh cluster: E2E_CLUSTER=kwok (default, runs here) or kind.
+	E2E_CLUSTER=$(E2E_CLUSTER) hack/e2e.sh
 
 .PHONY: golden
 golden: ## Rewrite the golden files of the builders after an intended change.
@@ -76,6 +84,17 @@ build: ## Build bin/manager and bin/agent.
 run: manifests generate ## Run the manager against the current kubeconfig.
 	go run ./cmd/manager
 
+##@ Local cluster
+
+KWOK_NAME ?= cachefleet
+.PHONY: dev
+dev: ## Start a local kwok cluster, install the CRDs, run the manager, apply the samples.
+	@hack/dev.sh up $(KWOK_NAME)
+
+.PHONY: dev-down
+dev-down: ## Stop what `make dev` started.
+	@hack/dev.sh down $(KWOK_NAME)
+
 ##@ Deployment
 
 .PHONY: install
@@ -85,6 +104,21 @@ install: manifests ## Install the CRDs into the cluster in the current kubeconfi
 .PHONY: uninstall
 uninstall: manifests ## Remove the CRDs (and every fleet) from the cluster.
 	$(KUBECTL) delete --ignore-not-found -f config/crd/bases
+
+IMG_MANAGER ?= cachefleet/manager:dev
+IMG_AGENT ?= cachefleet/agent:dev
+.PHONY: docker-build
+docker-build: ## Build the manager and agent images (needs a container engine).
+	docker build --build-arg BINARY=manager -t $(IMG_MANAGER) .
+	docker build --build-arg BINARY=agent -t $(IMG_AGENT) .
+
+.PHONY: kind-deploy
+kind-deploy: docker-build ## Load the images into the kind cluster "cachefleet" and deploy config/default.
+	kind load docker-image --name cachefleet $(IMG_MANAGER) $(IMG_AGENT)
+	$(KUBECTL) kustomize config/default \
+		| sed -e 's|ghcr.io/cachefleet/manager:v0.1.0|$(IMG_MANAGER)|' -e 's|ghcr.io/cachefleet/agent:v0.1.0|$(IMG_AGENT)|' \
+		| $(KUBECTL) apply --server-side -f -
+	$(KUBECTL) -n cachefleet-system rollout status deployment/cachefleet-controller-manager --timeout=180s
 
 $(CONTROLLER_GEN):
 	GOBIN=$(dir $@) go install sigs.k8s.io/controller-tools/cmd/controller-gen@v$(CONTROLLER_TOOLS_VERSION)

@@ -116,7 +116,7 @@ type CacheFleetStatus struct {
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=cf,categories=cachefleet
+// +kubebuilder:resource:shortName=cf,categories=cachefleet-all
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 40",message="metadata.name must be at most 40 characters: child names like <name>-shard-255-5 must stay valid"
 // +kubebuilder:validation:XValidation:rule="!self.metadata.name.contains('.')",message="metadata.name must be a DNS label (no '.'): it names Services and StatefulSets"
 // +kubebuilder:printcolumn:name="Shards",type=string,JSONPath=`.status.shards`,description="Shards with a ready primary / desired"

@@ -193,7 +193,7 @@ type CachePolicyStatus struct {
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=cpol,categories=cachefleet
+// +kubebuilder:resource:shortName=cpol,categories=cachefleet-all
 // +kubebuilder:selectablefield:JSONPath=`.spec.fleetRef.name`
 // +kubebuilder:printcolumn:name="Fleet",type=string,JSONPath=`.spec.fleetRef.name`
 // +kubebuilder:printcolumn:name="Prefix",type=string,JSONPath=`.spec.keyPrefix`
