@@ -13,16 +13,20 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/server"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/source"
 )
@@ -42,12 +46,14 @@ func run() error {
 		d                                                  source.Defaults
 		l1MaxMemory                                        int64
 		pprofOn                                            bool
+		busKeyFile                                         string
 	)
 	flag.StringVar(&listen, "listen", ":6380", "RESP address for applications.")
 	flag.StringVar(&httpListen, "http-listen", ":8080", "HTTP address for health, metrics and the debug API.")
 	flag.StringVar(&shards, "shards", "", "Static shards: shard-0=127.0.0.1:7001,shard-1=127.0.0.1:7002.")
 	flag.StringVar(&ringFile, "ring-file", "", "Ring document (JSON) to follow; reloaded when it changes.")
 	flag.StringVar(&passwordFile, "password-file", "", "File holding the shards' password, also required from clients.")
+	flag.StringVar(&busKeyFile, "bus-key-file", "", "Static mode: file holding the invalidation bus signing key (enables the bus).")
 	flag.StringVar(&fleet, "fleet", "", "Kubernetes mode: the CacheFleet whose ring ConfigMap to follow.")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes mode: the fleet's namespace.")
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "Kubernetes mode: kubeconfig path when not running in a pod.")
@@ -77,6 +83,15 @@ func run() error {
 		}
 		cfg.Password = strings.TrimSpace(string(pw))
 		d.PasswordEnabled = true
+	}
+	var busKey atomic.Pointer[[]byte]
+	if busKeyFile != "" {
+		k, err := os.ReadFile(busKeyFile)
+		if err != nil {
+			return err
+		}
+		k = []byte(strings.TrimSpace(string(k)))
+		busKey.Store(&k)
 	}
 	sources := 0
 	for _, s := range []string{shards, ringFile, fleet} {
@@ -133,6 +148,9 @@ func run() error {
 		k := &source.Kube{Client: cs, Fleet: fleet, Namespace: namespace, Node: node, Pod: pod, LeaseDuration: 30 * time.Second, Report: report,
 			Apply: func(doc *ring.Document, password string) error {
 				srv.SetPassword(password)
+				if k := readBusKey(ctx, cs, namespace, doc); k != nil {
+					busKey.Store(&k)
+				}
 				if err := srv.SetRing(doc); err != nil {
 					return err
 				}
@@ -144,9 +162,33 @@ func run() error {
 		}
 	}
 
+	if k := busKey.Load(); k != nil {
+		r := srv.Router()
+		nodeName := os.Getenv("NODE_NAME")
+		if nodeName == "" {
+			nodeName, _ = os.Hostname()
+		}
+		b := bus.New(bus.Config{
+			Fleet: r.Doc.Namespace + "/" + r.Doc.Fleet, Channel: r.Doc.Invalidation.Channel, Key: *k, Node: nodeName,
+			Shards: func() []*router.Shard { return srv.Router().Shards },
+			Apply:  srv.ApplyInvalidation, Flush: srv.FlushL1,
+		})
+		srv.SetBus(b)
+		go b.Run(ctx)
+		log.Info("Invalidation bus on", "channel", r.Doc.Invalidation.Channel, "sender", b.Sender())
+	} else {
+		log.Info("No bus key: other agents' ttl-mode copies expire with their L1 TTL")
+	}
+	token := func() string {
+		if k := busKey.Load(); k != nil {
+			return string(*k)
+		}
+		return ""
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := srv.HTTPHandler(reg)
+	handler := srv.HTTPHandlerWithToken(reg, token)
 	if pprofOn {
 		mux := http.NewServeMux()
 		mux.Handle("/", handler)
@@ -184,6 +226,19 @@ func run() error {
 	defer cancel()
 	_ = httpSrv.Shutdown(shutdownCtx)
 	return srv.Shutdown(shutdownCtx)
+}
+
+// readBusKey reads the fleet's bus signing key from its Secret; nil if it cannot.
+func readBusKey(ctx context.Context, cs kubernetes.Interface, ns string, doc *ring.Document) []byte {
+	ref := doc.Invalidation.Secret
+	if ref.Name == "" {
+		return nil
+	}
+	s, err := cs.CoreV1().Secrets(ns).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	return s.Data[ref.Key]
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -215,3 +215,34 @@ func dialRESP(t *testing.T, port int) func(args ...string) string {
 		return out
 	}
 }
+
+// TestTwoAgentProcessesShareTheBus: a write through one agent process drops the other's
+// ttl-mode L1 copy at once (without the bus it would live for the L1 TTL).
+func TestTwoAgentProcessesShareTheBus(t *testing.T) {
+	r0, r1 := tu.StartRedis(t, ""), tu.StartRedis(t, "")
+	keyFile := filepath.Join(t.TempDir(), "bus.key")
+	os.WriteFile(keyFile, []byte("shared-signing-key-for-the-test\n"), 0o600)
+	shards := fmt.Sprintf("shard-0=%s,shard-1=%s", r0.Addr(), r1.Addr())
+	a := startAgent(t, "--shards", shards, "--l1-ttl-mode", "--bus-key-file", keyFile)
+	b := startAgent(t, "--shards", shards, "--l1-ttl-mode", "--bus-key-file", keyFile)
+	ca, cb := dialRESP(t, a.resp), dialRESP(t, b.resp)
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		k := "bus:" + strconv.Itoa(i)
+		r0.Do("SET", k, "old", "PX", "600000")
+		r1.Do("SET", k, "old", "PX", "600000")
+		cb("GET", k) // B keeps "old" in L1 for up to a minute
+		ca("SET", k, "new")
+		time.Sleep(50 * time.Millisecond)
+		if got := cb("GET", k); got == "new" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B kept serving its L1 copy after A's write:\nA:\n%s\nB:\n%s", a.out, b.out)
+		}
+	}
+	_, metrics := httpDo(t, "GET", b.url("/metrics"), "")
+	if !strings.Contains(metrics, `cachefleet_agent_bus_messages_total{event="applied"}`) {
+		t.Error("bus metrics missing")
+	}
+}

@@ -20,18 +20,21 @@ type Rules struct {
 	L1Tracking    bool // server-assisted invalidation; otherwise a TTL-bounded local copy
 	L1TTL         time.Duration
 	MinUsable     time.Duration
+	// InvalidateOnWrite makes a write through an agent drop other agents' ttl-mode copies.
+	InvalidateOnWrite bool
 }
 
 // For returns the rules for key: the longest matching policy over the fleet defaults.
 func For(doc *ring.Document, key []byte) Rules {
 	t := doc.Tiers
 	r := Rules{
-		TTL:           ms(t.DefaultTTLMillis),
-		MaxValueBytes: t.MaxValueBytes,
-		L1:            t.L1Enabled,
-		L1Tracking:    true,
-		L1TTL:         ms(t.L1MaxTTLMillis),
-		MinUsable:     ms(t.MinUsableMillis),
+		TTL:               ms(t.DefaultTTLMillis),
+		MaxValueBytes:     t.MaxValueBytes,
+		L1:                t.L1Enabled,
+		L1Tracking:        true,
+		L1TTL:             ms(t.L1MaxTTLMillis),
+		MinUsable:         ms(t.MinUsableMillis),
+		InvalidateOnWrite: true,
 	}
 	p := doc.PolicyFor(key)
 	if p == nil {
@@ -47,6 +50,7 @@ func For(doc *ring.Document, key []byte) Rules {
 	}
 	r.L1 = t.L1Enabled && p.L1Enabled
 	r.L1Tracking = p.L1Mode != "ttl"
+	r.InvalidateOnWrite = p.InvalidateOnWrite
 	if p.L1TTLMillis > 0 {
 		r.L1TTL = min(ms(p.L1TTLMillis), ms(t.L1MaxTTLMillis))
 	}

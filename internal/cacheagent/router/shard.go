@@ -265,3 +265,15 @@ func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []v
 	})
 	return res, err
 }
+
+// Subscribe receives messages of channel until ctx ends or the connection breaks. It bypasses
+// the breaker: a subscription is a long-lived connection, not a request.
+func (s *Shard) Subscribe(ctx context.Context, channel string, fn func(payload string)) error {
+	c, err := s.getClient()
+	if err != nil {
+		return err
+	}
+	return c.Receive(ctx, c.B().Subscribe().Channel(channel).Build(), func(m valkey.PubSubMessage) {
+		fn(m.Message)
+	})
+}

@@ -62,6 +62,7 @@ func init() {
 	register("ttl", 2, false, cmdTTL)
 	register("pttl", 2, false, cmdTTL)
 	register("type", 2, false, cmdTTL)
+	register("cf.invalidate", -3, false, cmdInvalidate)
 	register("incr", 2, false, cmdIncr)
 	register("decr", 2, false, cmdIncr)
 	register("incrby", 3, false, cmdIncr)
@@ -426,11 +427,19 @@ func (s *Server) countL2(res valkey.ValkeyResult) {
 	}
 }
 
-// forget drops the agent's own ttl-mode copy of keys that are being written.
+// forget drops the agent's own ttl-mode copy of keys that are being written and, for
+// policies that invalidate on write, tells the other agents to drop theirs.
 func (s *Server) forget(keys ...string) {
 	l1 := s.L1()
+	r := s.Router()
+	bus := s.bus.Load()
 	for _, k := range keys {
 		l1.Delete(k)
+		if bus != nil && r != nil {
+			if rules := policy.For(r.Doc, []byte(k)); rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite {
+				bus.DeleteAsync(k)
+			}
+		}
 	}
 }
 

@@ -18,6 +18,11 @@ import (
 // HTTPHandler serves health, metrics and the debugging API. gatherer is the registry holding
 // the server's collector (passed in: no global registry).
 func (s *Server) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
+	return s.HTTPHandlerWithToken(gatherer, func() string { return "" })
+}
+
+// HTTPHandlerWithToken is HTTPHandler with POST /v1/invalidate enabled for bearer token().
+func (s *Server) HTTPHandlerWithToken(gatherer prometheus.Gatherer, token func() string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -34,6 +39,7 @@ func (s *Server) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("GET /v1/keys/{key}", s.httpGetKey)
 	mux.HandleFunc("PUT /v1/keys/{key}", s.httpPutKey)
 	mux.HandleFunc("DELETE /v1/keys/{key}", s.httpDeleteKey)
+	mux.HandleFunc("POST /v1/invalidate", s.httpInvalidate(token))
 	return mux
 }
 

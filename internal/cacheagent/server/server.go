@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
@@ -42,6 +43,7 @@ type Server struct {
 	cfg    Config
 	router atomic.Pointer[router.Router]
 	l1     atomic.Pointer[l1.Cache]
+	bus    atomic.Pointer[bus.Bus]
 	Stats  *Stats
 
 	mu        sync.Mutex
@@ -97,6 +99,39 @@ func (s *Server) SetRing(doc *ring.Document) error {
 		})
 	}
 	return nil
+}
+
+// SetBus connects the server to the fleet's invalidation bus.
+func (s *Server) SetBus(b *bus.Bus) { s.bus.Store(b) }
+
+// Bus is the invalidation bus, nil when none is configured.
+func (s *Server) Bus() *bus.Bus { return s.bus.Load() }
+
+// ApplyInvalidation applies a bus message from another agent to the local ttl-mode L1.
+func (s *Server) ApplyInvalidation(m *bus.Message) {
+	c := s.L1()
+	if c == nil {
+		return
+	}
+	switch m.Op {
+	case bus.OpDelete:
+		for _, k := range m.Args {
+			c.Delete(k)
+		}
+	case bus.OpPrefix:
+		for _, p := range m.Args {
+			c.DeletePrefix(p)
+		}
+	case bus.OpFlush:
+		c.Clear()
+	}
+}
+
+// FlushL1 drops every ttl-mode copy: they relied on a bus that may have lost messages.
+func (s *Server) FlushL1() {
+	if c := s.L1(); c != nil {
+		c.Clear()
+	}
 }
 
 // Serve accepts connections until the listener is closed.

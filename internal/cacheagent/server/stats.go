@@ -56,6 +56,10 @@ var (
 	descDropped  = prometheus.NewDesc("cachefleet_agent_deletes_dropped_total", "Deletes not queued because the queue was full.", []string{"shard"}, nil)
 	descPending  = prometheus.NewDesc("cachefleet_agent_deletes_pending", "Deletes waiting for their shard.", []string{"shard"}, nil)
 	descL1Bytes  = prometheus.NewDesc("cachefleet_agent_l1_bytes", "Approximate bytes held by the ttl-mode L1.", nil, nil)
+	descBus      = prometheus.NewDesc("cachefleet_agent_bus_messages_total", "Invalidation bus messages, by event: published, publish_failed, received, applied, duplicate.", []string{"event"}, nil)
+	descBusRej   = prometheus.NewDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
+	descBusGaps  = prometheus.NewDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
+	descBusResub = prometheus.NewDesc("cachefleet_agent_bus_resubscribes_total", "Bus subscriptions re-established.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -97,6 +101,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descDropped, sh.Stats.DroppedDeletes.Load(), n)
 			gauge(descPending, float64(sh.Pending()), n)
 		}
+	}
+	if b := c.s.Bus(); b != nil {
+		bs := &b.Stats
+		counter(descBus, bs.Published.Load(), "published")
+		counter(descBus, bs.PublishFailed.Load(), "publish_failed")
+		counter(descBus, bs.Received.Load(), "received")
+		counter(descBus, bs.Applied.Load(), "applied")
+		counter(descBus, bs.Duplicates.Load(), "duplicate")
+		counter(descBusGaps, bs.Gaps.Load())
+		counter(descBusResub, bs.Resubscribes.Load())
+		bs.Rejected.Range(func(k, v any) bool {
+			counter(descBusRej, v.(interface{ Load() int64 }).Load(), k.(string))
+			return true
+		})
 	}
 	st.latency.Collect(ch)
 }

@@ -1,0 +1,17 @@
+package server_test
+
+import (
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func httptestServer(t *testing.T, a *agent) string {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.srv.Collector())
+	s := httptest.NewServer(a.srv.HTTPHandlerWithToken(reg, func() string { return string(busKey) }))
+	t.Cleanup(s.Close)
+	return s.URL
+}

@@ -1,0 +1,200 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+)
+
+// cmdInvalidate: CF.INVALIDATE KEY key... | CF.INVALIDATE PREFIX prefix...
+// Removes the keys from L2 (once, by this agent) and from every agent's L1 (through the bus).
+// Replies with the number of keys removed from L2.
+func cmdInvalidate(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+	kind, items := strings.ToUpper(str(args[1])), strs(args[2:])
+	if kind != "KEY" && kind != "PREFIX" {
+		b.local(func(w *resp.Writer) {
+			w.Error("ERR CF.INVALIDATE KEY key [key ...] | CF.INVALIDATE PREFIX prefix [prefix ...]")
+		})
+		return
+	}
+	b.local(func(w *resp.Writer) {
+		var n int64
+		var err error
+		if kind == "KEY" {
+			n, err = s.InvalidateKeys(ctx, items)
+		} else {
+			n, err = s.InvalidatePrefixes(ctx, items)
+		}
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		w.Int(n)
+	})
+}
+
+// InvalidateKeys unlinks keys on their shards (queueing for down shards) and broadcasts them.
+func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, error) {
+	r := s.Router()
+	groups := map[*router.Shard][]string{}
+	for _, k := range keys {
+		sh := r.ShardFor([]byte(k))
+		groups[sh] = append(groups[sh], k)
+		s.L1().Delete(k)
+	}
+	var removed atomic.Int64
+	var wg sync.WaitGroup
+	for sh, ks := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(ks...).Build() })
+			if err != nil {
+				sh.QueueDelete(ks...)
+				removed.Add(int64(len(ks)))
+				return
+			}
+			n, _ := res.AsInt64()
+			removed.Add(n)
+		}()
+	}
+	wg.Wait()
+	return removed.Load(), s.broadcast(ctx, bus.OpDelete, keys...)
+}
+
+// InvalidatePrefixes scans every shard for keys with the prefixes, unlinks them and broadcasts.
+func (s *Server) InvalidatePrefixes(ctx context.Context, prefixes []string) (int64, error) {
+	r := s.Router()
+	var removed atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, sh := range r.Shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, p := range prefixes {
+				n, err := unlinkPrefix(ctx, sh, p)
+				removed.Add(n)
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, p := range prefixes {
+		s.L1().DeletePrefix(p)
+	}
+	if err := s.broadcast(ctx, bus.OpPrefix, prefixes...); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return removed.Load(), firstErr
+}
+
+func unlinkPrefix(ctx context.Context, sh *router.Shard, prefix string) (int64, error) {
+	pattern := globEscape(prefix) + "*"
+	var removed int64
+	cursor := uint64(0)
+	for {
+		res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
+			return bd.Scan().Cursor(cursor).Match(pattern).Count(1000).Build()
+		})
+		if err != nil {
+			return removed, err
+		}
+		entry, err := res.AsScanEntry()
+		if err != nil {
+			return removed, err
+		}
+		if len(entry.Elements) > 0 {
+			res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(entry.Elements...).Build() })
+			if err != nil {
+				return removed, err
+			}
+			n, _ := res.AsInt64()
+			removed += n
+		}
+		if cursor = entry.Cursor; cursor == 0 {
+			return removed, nil
+		}
+	}
+}
+
+// globEscape makes a prefix match literally in SCAN MATCH.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if strings.ContainsRune(`*?[]\`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func (s *Server) broadcast(ctx context.Context, op string, args ...string) error {
+	b := s.bus.Load()
+	if b == nil {
+		return nil // a single agent: nothing else holds copies
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return b.Publish(ctx, op, args...)
+}
+
+// httpInvalidate: POST /v1/invalidate {"keys": [...], "prefixes": [...]} with
+// "Authorization: Bearer <token>" (the fleet's bus key); refused without it.
+func (s *Server) httpInvalidate(token func() string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		want := token()
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if want == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			http.Error(w, "a valid bearer token is required", http.StatusUnauthorized)
+			return
+		}
+		var req struct {
+			Keys     []string `json:"keys"`
+			Prefixes []string `json:"prefixes"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "body must be JSON {\"keys\": [...], \"prefixes\": [...]}: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if s.Router() == nil {
+			http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
+			return
+		}
+		var n int64
+		if len(req.Keys) > 0 {
+			k, err := s.InvalidateKeys(r.Context(), req.Keys)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			n += k
+		}
+		if len(req.Prefixes) > 0 {
+			k, err := s.InvalidatePrefixes(r.Context(), req.Prefixes)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			n += k
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"removed": n})
+	}
+}
