@@ -18,6 +18,7 @@ const (
 	OpDelete = "del"    // Args are keys
 	OpPrefix = "prefix" // Args are key prefixes
 	OpFlush  = "flush"  // no Args: drop everything that relies on the bus
+	OpFilled = "filled" // Args are keys just filled under a lease: wake the agents' waiters
 )
 
 // Message is one invalidation.
@@ -100,7 +101,7 @@ func Open(data, key []byte) (*Message, error) {
 		return nil, ErrMalformed
 	}
 	switch m.Op {
-	case OpDelete, OpPrefix, OpFlush:
+	case OpDelete, OpPrefix, OpFlush, OpFilled:
 	default:
 		return nil, fmt.Errorf("%w: unknown operation %q", ErrMalformed, m.Op)
 	}

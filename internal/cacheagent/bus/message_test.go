@@ -75,7 +75,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Open(data, key)
-		if err == nil && (m.Op != OpDelete && m.Op != OpPrefix && m.Op != OpFlush) {
+		if err == nil && (m.Op != OpDelete && m.Op != OpPrefix && m.Op != OpFlush && m.Op != OpFilled) {
 			t.Fatalf("accepted op %q", m.Op)
 		}
 		// Anything signed with another key must never open.

@@ -22,6 +22,8 @@ type Rules struct {
 	MinUsable     time.Duration
 	// InvalidateOnWrite makes a write through an agent drop other agents' ttl-mode copies.
 	InvalidateOnWrite bool
+	// LeaseTTL > 0 enables stampede protection (CF.LGET/CF.LSET) for the key.
+	LeaseTTL time.Duration
 }
 
 // For returns the rules for key: the longest matching policy over the fleet defaults.
@@ -51,6 +53,7 @@ func For(doc *ring.Document, key []byte) Rules {
 	r.L1 = t.L1Enabled && p.L1Enabled
 	r.L1Tracking = p.L1Mode != "ttl"
 	r.InvalidateOnWrite = p.InvalidateOnWrite
+	r.LeaseTTL = ms(p.LeaseTTLMillis)
 	if p.L1TTLMillis > 0 {
 		r.L1TTL = min(ms(p.L1TTLMillis), ms(t.L1MaxTTLMillis))
 	}

@@ -18,8 +18,13 @@ var busKey = []byte("test-bus-key-0123456789abcdef012")
 
 // startBusAgents starts n agents in ttl mode sharing a bus over the shards.
 func startBusAgents(t *testing.T, shards []*tu.Redis, n int) []*agent {
+	return startBusAgentsWith(t, shards, n, 0)
+}
+
+func startBusAgentsWith(t *testing.T, shards []*tu.Redis, n int, leaseTTL time.Duration) []*agent {
 	t.Helper()
 	o := defaults()
+	o.defaults.LeaseTTL = leaseTTL
 	o.defaults.TTLModeForAll = true
 	o.defaults.MinUsableTTL = time.Second
 	var agents []*agent

@@ -63,6 +63,8 @@ func init() {
 	register("pttl", 2, false, cmdTTL)
 	register("type", 2, false, cmdTTL)
 	register("cf.invalidate", -3, false, cmdInvalidate)
+	register("cf.lget", -2, false, cmdLGet)
+	register("cf.lset", -4, false, cmdLSet)
 	register("incr", 2, false, cmdIncr)
 	register("decr", 2, false, cmdIncr)
 	register("incrby", 3, false, cmdIncr)
@@ -498,9 +500,24 @@ func cmdSet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 		rest = append(rest, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
 	}
 	s.forget(key)
-	b.writeJob(ctx, w, args[1], !withGet, func(bd valkey.Builder) valkey.Completed {
-		return bd.Arbitrary("SET").Keys(key).Args(rest...).Build()
-	})
+	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("SET").Keys(key).Args(rest...).Build() }}
+	if rules.LeaseTTL > 0 {
+		// Fresh data written directly: a pending fill is older, refuse it.
+		lk := leaseKey(key)
+		cmds = append(cmds, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(lk).Build() })
+	}
+	b.writeJob(ctx, w, args[1], !withGet, cmds...)
+}
+
+// leaseKeys are the lease keys of those keys whose policy uses stampede protection.
+func (b *batch) leaseKeys(keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		if policy.For(b.r.Doc, []byte(k)).LeaseTTL > 0 {
+			out = append(out, leaseKey(k))
+		}
+	}
+	return out
 }
 
 func cmdSetex(s *Server, ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {
@@ -581,7 +598,12 @@ func cmdDel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 	for j, i := range shards {
 		groups[j] = pick(keys, positions[i])
 		g := groups[j]
-		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(g...).Build() })
+		cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(g...).Build() }}
+		if leases := b.leaseKeys(g); len(leases) > 0 {
+			// A delete cancels pending fill leases, so a late, stale fill is refused.
+			cmds = append(cmds, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(leases...).Build() })
+		}
+		parts[j] = b.plain(i, cmds...)
 	}
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		var n int64

@@ -48,9 +48,11 @@ func cmdInvalidate(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.
 func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, error) {
 	r := s.Router()
 	groups := map[*router.Shard][]string{}
+	leases := map[*router.Shard][]string{}
 	for _, k := range keys {
 		sh := r.ShardFor([]byte(k))
 		groups[sh] = append(groups[sh], k)
+		leases[sh] = append(leases[sh], leaseKey(k)) // an invalidation cancels fill leases too
 		s.L1().Delete(k)
 	}
 	var removed atomic.Int64
@@ -59,13 +61,15 @@ func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(ks...).Build() })
+			res, err := sh.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
+				return []valkey.Completed{bd.Unlink().Key(ks...).Build(), bd.Unlink().Key(leases[sh]...).Build()}
+			})
 			if err != nil {
-				sh.QueueDelete(ks...)
+				sh.QueueDelete(append(ks, leases[sh]...)...)
 				removed.Add(int64(len(ks)))
 				return
 			}
-			n, _ := res.AsInt64()
+			n, _ := res[0].AsInt64()
 			removed.Add(n)
 		}()
 	}

@@ -46,6 +46,8 @@ type Server struct {
 	bus    atomic.Pointer[bus.Bus]
 	Stats  *Stats
 
+	waiters waiters // CF.LGET callers waiting for a fill
+
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[net.Conn]struct{}
@@ -124,6 +126,8 @@ func (s *Server) ApplyInvalidation(m *bus.Message) {
 		}
 	case bus.OpFlush:
 		c.Clear()
+	case bus.OpFilled:
+		s.waiters.wake(m.Args...)
 	}
 }
 

@@ -9,14 +9,17 @@ import (
 // Stats are the agent's counters: plain atomics on the hot path, turned into Prometheus
 // metrics only when scraped (see Collector).
 type Stats struct {
-	requests         [numCommands][2]atomic.Int64 // ok, error
-	L1Hits, L1Misses atomic.Int64
-	L2Hits, L2Misses atomic.Int64
-	OversizeRejected atomic.Int64
-	ProtocolErrors   atomic.Int64
-	Clients          atomic.Int64
-	RingEpoch        atomic.Int64
-	latency          prometheus.Histogram
+	requests          [numCommands][2]atomic.Int64 // ok, error
+	L1Hits, L1Misses  atomic.Int64
+	L2Hits, L2Misses  atomic.Int64
+	OversizeRejected  atomic.Int64
+	ProtocolErrors    atomic.Int64
+	Clients           atomic.Int64
+	RingEpoch         atomic.Int64
+	LeasesGranted     atomic.Int64
+	LeaseWaits        atomic.Int64
+	LeaseFillsRefused atomic.Int64
+	latency           prometheus.Histogram
 }
 
 func newStats() *Stats {
@@ -56,6 +59,7 @@ var (
 	descDropped  = prometheus.NewDesc("cachefleet_agent_deletes_dropped_total", "Deletes not queued because the queue was full.", []string{"shard"}, nil)
 	descPending  = prometheus.NewDesc("cachefleet_agent_deletes_pending", "Deletes waiting for their shard.", []string{"shard"}, nil)
 	descL1Bytes  = prometheus.NewDesc("cachefleet_agent_l1_bytes", "Approximate bytes held by the ttl-mode L1.", nil, nil)
+	descLeases   = prometheus.NewDesc("cachefleet_agent_leases_total", "Stampede protection: leases granted, waits for another caller's fill, fills refused.", []string{"event"}, nil)
 	descBus      = prometheus.NewDesc("cachefleet_agent_bus_messages_total", "Invalidation bus messages, by event: published, publish_failed, received, applied, duplicate.", []string{"event"}, nil)
 	descBusRej   = prometheus.NewDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
 	descBusGaps  = prometheus.NewDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
@@ -102,6 +106,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descPending, float64(sh.Pending()), n)
 		}
 	}
+	counter(descLeases, st.LeasesGranted.Load(), "granted")
+	counter(descLeases, st.LeaseWaits.Load(), "waited")
+	counter(descLeases, st.LeaseFillsRefused.Load(), "fill_refused")
 	if b := c.s.Bus(); b != nil {
 		bs := &b.Stats
 		counter(descBus, bs.Published.Load(), "published")

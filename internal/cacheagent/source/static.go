@@ -23,6 +23,8 @@ type Defaults struct {
 	MaxValueBytes   int64
 	TTLModeForAll   bool // put every key in ttl mode (a catch-all policy) instead of tracking
 	PasswordEnabled bool
+	// LeaseTTL > 0 turns on stampede protection (CF.LGET/CF.LSET) for every key.
+	LeaseTTL time.Duration
 }
 
 // StaticDocument builds a ring document from "name=host:port,name=host:port".
@@ -55,8 +57,13 @@ func StaticDocument(shards string, d Defaults) (*ring.Document, error) {
 	if len(doc.Shards) == 0 {
 		return nil, fmt.Errorf("--shards: no shards given")
 	}
-	if d.TTLModeForAll {
-		doc.Policies = []ring.Policy{{Name: "all", Prefix: "", L1Enabled: true, L1Mode: "ttl", InvalidateOnWrite: true}}
+	if d.TTLModeForAll || d.LeaseTTL > 0 {
+		mode := "tracking"
+		if d.TTLModeForAll {
+			mode = "ttl"
+		}
+		doc.Policies = []ring.Policy{{Name: "all", Prefix: "", L1Enabled: d.L1, L1Mode: mode, InvalidateOnWrite: true,
+			LeaseTTLMillis: d.LeaseTTL.Milliseconds()}}
 	}
 	doc.Seal(nil)
 	return doc, nil

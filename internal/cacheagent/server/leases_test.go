@@ -1,0 +1,107 @@
+package server_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// lget parses a CF.LGET reply "[value token]".
+func lget(c *conn, key string, timeoutMs int) (value, token string) {
+	out := c.do("CF.LGET", key, "TIMEOUT", fmt.Sprint(timeoutMs))
+	parts := strings.Fields(strings.Trim(out, "[]"))
+	if len(parts) != 2 {
+		c.t.Fatalf("CF.LGET reply %q", out)
+	}
+	return parts[0], parts[1]
+}
+
+func TestStampedeOf300ReachesTheOriginOnce(t *testing.T) {
+	agents := startBusAgentsWith(t, twoShards(t), 3, 5*time.Second)
+	const callers = 300
+	var granted, filled, gotValue atomic.Int64
+	var wrong atomic.Value
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < callers; i++ {
+		c := agents[i%3].dial(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			v, tok := lget(c, "product:42", 5000)
+			if tok != "(nil)" {
+				granted.Add(1)
+				time.Sleep(50 * time.Millisecond) // the origin query
+				filled.Add(1)
+				if got := c.do("CF.LSET", "product:42", tok, "from-origin", "EX", "60"); got != "OK" {
+					wrong.Store("fill refused: " + got)
+				}
+				gotValue.Add(1)
+				return
+			}
+			if v != "from-origin" {
+				wrong.Store("waiter got " + v)
+				return
+			}
+			gotValue.Add(1)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if w := wrong.Load(); w != nil {
+		t.Fatal(w)
+	}
+	t.Logf("%d concurrent CF.LGET over 3 agents: %d leases granted, %d origin fills, %d callers got the value", callers, granted.Load(), filled.Load(), gotValue.Load())
+	fmt.Printf("stampede: callers=%d leases=%d origin_fills=%d served=%d\n", callers, granted.Load(), filled.Load(), gotValue.Load())
+	if granted.Load() != 1 || filled.Load() != 1 || gotValue.Load() != callers {
+		t.Errorf("want exactly 1 lease and 1 fill for %d callers", callers)
+	}
+}
+
+func TestDeleteBetweenGrantAndFillRefusesTheFill(t *testing.T) {
+	agents := startBusAgentsWith(t, twoShards(t), 2, 5*time.Second)
+	ca, cb := agents[0].dial(t), agents[1].dial(t)
+	_, tok := lget(ca, "stale", 1000)
+	if tok == "(nil)" {
+		t.Fatal("no lease for a missing key")
+	}
+	cb.do("DEL", "stale") // the data changed at the source while the fill was computed
+	if got := ca.do("CF.LSET", "stale", tok, "old-data"); !strings.HasPrefix(got, "ERR:CFLEASE") {
+		t.Errorf("late fill after a delete = %q, want refused", got)
+	}
+	if got := cb.do("GET", "stale"); got != "(nil)" {
+		t.Errorf("the refused fill was stored: %q", got)
+	}
+	// A direct SET cancels the lease too.
+	_, tok = lget(ca, "stale", 1000)
+	cb.do("SET", "stale", "fresh")
+	if got := ca.do("CF.LSET", "stale", tok, "old-data"); !strings.HasPrefix(got, "ERR:CFLEASE") || cb.do("GET", "stale") != "fresh" {
+		t.Errorf("a fill overwrote fresher data: %q", got)
+	}
+}
+
+func TestADeadLeaseHolderFreesTheKey(t *testing.T) {
+	agents := startBusAgentsWith(t, []*tu.Redis{tu.StartRedis(t, "")}, 1, 300*time.Millisecond)
+	c1, c2 := agents[0].dial(t), agents[0].dial(t)
+	if _, tok := lget(c1, "orphan", 1000); tok == "(nil)" {
+		t.Fatal("no lease")
+	}
+	// c1 "dies" without filling; c2 waits and gets its own lease when the first one expires.
+	start := time.Now()
+	_, tok := lget(c2, "orphan", 3000)
+	if tok == "(nil)" {
+		t.Fatal("the key stayed locked after the holder's lease expired")
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Errorf("second lease after %v, before the first expired", waited)
+	}
+	if got := c2.do("CF.LGET", "nolease-key"); strings.HasPrefix(got, "ERR") {
+		t.Errorf("CF.LGET without TIMEOUT = %q", got)
+	}
+}
