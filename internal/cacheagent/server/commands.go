@@ -64,6 +64,7 @@ func init() {
 	register("type", 2, false, cmdTTL)
 	register("cf.invalidate", -3, false, cmdInvalidate)
 	register("cf.lget", -2, false, cmdLGet)
+	register("cf.set", -5, false, cmdTagSet)
 	register("cf.lset", -4, false, cmdLSet)
 	register("incr", 2, false, cmdIncr)
 	register("decr", 2, false, cmdIncr)

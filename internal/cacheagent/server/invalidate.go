@@ -17,24 +17,27 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
-// cmdInvalidate: CF.INVALIDATE KEY key... | CF.INVALIDATE PREFIX prefix...
+// cmdInvalidate: CF.INVALIDATE KEY key... | PREFIX prefix... | TAG tag...
 // Removes the keys from L2 (once, by this agent) and from every agent's L1 (through the bus).
 // Replies with the number of keys removed from L2.
 func cmdInvalidate(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	kind, items := strings.ToUpper(str(args[1])), strs(args[2:])
-	if kind != "KEY" && kind != "PREFIX" {
+	if kind != "KEY" && kind != "PREFIX" && kind != "TAG" {
 		b.local(func(w *resp.Writer) {
-			w.Error("ERR CF.INVALIDATE KEY key [key ...] | CF.INVALIDATE PREFIX prefix [prefix ...]")
+			w.Error("ERR CF.INVALIDATE KEY key [key ...] | PREFIX prefix [prefix ...] | TAG tag [tag ...]")
 		})
 		return
 	}
 	b.local(func(w *resp.Writer) {
 		var n int64
 		var err error
-		if kind == "KEY" {
+		switch kind {
+		case "KEY":
 			n, err = s.InvalidateKeys(ctx, items)
-		} else {
+		case "PREFIX":
 			n, err = s.InvalidatePrefixes(ctx, items)
+		default:
+			n, err = s.InvalidateTags(ctx, items)
 		}
 		if err != nil {
 			writeErr(w, err)
@@ -160,7 +163,7 @@ func (s *Server) broadcast(ctx context.Context, op string, args ...string) error
 	return b.Publish(ctx, op, args...)
 }
 
-// httpInvalidate: POST /v1/invalidate {"keys": [...], "prefixes": [...]} with
+// httpInvalidate: POST /v1/invalidate {"keys": [...], "prefixes": [...], "tags": [...]} with
 // "Authorization: Bearer <token>" (the fleet's bus key); refused without it.
 func (s *Server) httpInvalidate(token func() string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -173,6 +176,7 @@ func (s *Server) httpInvalidate(token func() string) http.HandlerFunc {
 		var req struct {
 			Keys     []string `json:"keys"`
 			Prefixes []string `json:"prefixes"`
+			Tags     []string `json:"tags"`
 		}
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
 			http.Error(w, "body must be JSON {\"keys\": [...], \"prefixes\": [...]}: "+err.Error(), http.StatusBadRequest)
@@ -193,6 +197,14 @@ func (s *Server) httpInvalidate(token func() string) http.HandlerFunc {
 		}
 		if len(req.Prefixes) > 0 {
 			k, err := s.InvalidatePrefixes(r.Context(), req.Prefixes)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			n += k
+		}
+		if len(req.Tags) > 0 {
+			k, err := s.InvalidateTags(r.Context(), req.Tags)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadGateway)
 				return
