@@ -13,6 +13,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
 // HTTPHandler serves health, metrics and the debugging API. gatherer is the registry holding
@@ -43,6 +44,15 @@ func (s *Server) HTTPHandlerWithToken(gatherer prometheus.Gatherer, token func()
 	return mux
 }
 
+// routerOrUnavailable answers 503 before the first ring has arrived.
+func (s *Server) routerOrUnavailable(w http.ResponseWriter) *router.Router {
+	rt := s.Router()
+	if rt == nil {
+		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
+	}
+	return rt
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -51,9 +61,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // httpRing answers the ring document, or with ?key=K the key's owner and rules.
 func (s *Server) httpRing(w http.ResponseWriter, r *http.Request) {
-	rt := s.Router()
+	rt := s.routerOrUnavailable(w)
 	if rt == nil {
-		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
 		return
 	}
 	key := r.URL.Query().Get("key")
@@ -70,9 +79,8 @@ func (s *Server) httpRing(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) httpGetKey(w http.ResponseWriter, r *http.Request) {
-	rt := s.Router()
+	rt := s.routerOrUnavailable(w)
 	if rt == nil {
-		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
 		return
 	}
 	key := r.PathValue("key")
@@ -99,9 +107,8 @@ func (s *Server) httpGetKey(w http.ResponseWriter, r *http.Request) {
 
 // httpPutKey stores the request body; ?ttl=SECONDS, else the policy TTL.
 func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
-	rt := s.Router()
+	rt := s.routerOrUnavailable(w)
 	if rt == nil {
-		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
 		return
 	}
 	key := r.PathValue("key")
@@ -137,9 +144,8 @@ func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) httpDeleteKey(w http.ResponseWriter, r *http.Request) {
-	rt := s.Router()
+	rt := s.routerOrUnavailable(w)
 	if rt == nil {
-		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
 		return
 	}
 	key := r.PathValue("key")

@@ -182,29 +182,18 @@ func (s *Server) httpInvalidate(token func() string) http.HandlerFunc {
 			http.Error(w, "body must be JSON {\"keys\": [...], \"prefixes\": [...]}: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		if s.Router() == nil {
-			http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
+		if s.routerOrUnavailable(w) == nil {
 			return
 		}
 		var n int64
-		if len(req.Keys) > 0 {
-			k, err := s.InvalidateKeys(r.Context(), req.Keys)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
+		for _, op := range []struct {
+			items []string
+			run   func(context.Context, []string) (int64, error)
+		}{{req.Keys, s.InvalidateKeys}, {req.Prefixes, s.InvalidatePrefixes}, {req.Tags, s.InvalidateTags}} {
+			if len(op.items) == 0 {
+				continue
 			}
-			n += k
-		}
-		if len(req.Prefixes) > 0 {
-			k, err := s.InvalidatePrefixes(r.Context(), req.Prefixes)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
-			}
-			n += k
-		}
-		if len(req.Tags) > 0 {
-			k, err := s.InvalidateTags(r.Context(), req.Tags)
+			k, err := op.run(r.Context(), op.items)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadGateway)
 				return
