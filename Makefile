@@ -71,7 +71,7 @@ golden: ## Rewrite the golden files of the builders after an intended change.
 .PHONY: bench
 bench: ## Benchmarks: ring and parser (go test -bench), then redis-benchmark: direct vs twemproxy vs agent.
 	go test -run XXX -bench . -benchtime 1s ./internal/cacheagent/ring/ ./internal/cacheagent/resp/
-	go test -count=1 -v -run TestWritesInvalidateOtherAgentsL1OverTheBus ./internal/cacheagent/server/ | grep bus-latency
+	go test -count=1 -v -run 'TestWritesInvalidateOtherAgentsL1OverTheBus|TestStampedeOf300' ./internal/cacheagent/server/ | grep -E 'bus-latency|stampede:'
 	hack/bench.sh
 
 ##@ Build

@@ -184,6 +184,12 @@ func (r *CacheFleetReconciler) reconcileShards(ctx context.Context, s *fleetScop
 	if _, ok := f.Spec.Shards.EffectiveMaxMemory(); !ok {
 		return fmt.Errorf("%w: spec.shards has neither maxMemory nor a memory limit", errStop)
 	}
+	// Checked here, not in the CRD: a CEL rule over resources.limits exceeds the API server's
+	// cost budget (the map and its quantities are unbounded).
+	if mm, limit := f.Spec.Shards.MaxMemory, f.Spec.Shards.Resources.Limits.Memory(); mm != nil && !limit.IsZero() && mm.Cmp(*limit) >= 0 {
+		return fmt.Errorf("%w: spec.shards.maxMemory (%s) must be below resources.limits.memory (%s), leaving room for replication buffers",
+			errStop, mm.String(), limit.String())
+	}
 	objs := []client.Object{buildShardsConfig(f), buildShardsService(f), buildNetworkPolicy(f)}
 	for i := 0; i < int(f.Spec.Shards.Count); i++ {
 		objs = append(objs, buildShardStatefulSet(f, i))

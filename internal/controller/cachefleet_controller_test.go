@@ -348,3 +348,22 @@ func TestScaleDownGivesUpWaitingAfterTheDrainTimeout(t *testing.T) {
 		t.Errorf("deleted after %v, before the %v drain timeout", waited, testDrain)
 	}
 }
+
+func TestMaxMemoryAboveTheLimitIsReported(t *testing.T) {
+	ns := newNamespace(t)
+	createFleet(t, newFleet(ns, "big", func(f *cachev1alpha1.CacheFleet) {
+		q := mustQuantity("1Gi")
+		f.Spec.Shards.MaxMemory = &q
+	}))
+	eventually(t, "Ready=False naming the field", func() error {
+		f := getFleet(t, ns, "big")
+		c := meta.FindStatusCondition(f.Status.Conditions, cachev1alpha1.ReadyCondition)
+		if c == nil || c.Reason != cachev1alpha1.ReasonReconcileError || !strings.Contains(c.Message, "spec.shards.maxMemory (1Gi) must be below resources.limits.memory (512Mi)") {
+			return fmt.Errorf("Ready %+v", c)
+		}
+		return nil
+	})
+	if err := exists(ns, "big-shard-0", &appsv1.StatefulSet{}); err == nil {
+		t.Error("shards were created with maxmemory above the container limit")
+	}
+}

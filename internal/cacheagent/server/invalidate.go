@@ -22,9 +22,25 @@ import (
 // Replies with the number of keys removed from L2.
 func cmdInvalidate(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	kind, items := strings.ToUpper(str(args[1])), strs(args[2:])
+	if kind == "POLICY" {
+		// A policy's keys are its prefix's keys.
+		var prefixes []string
+		for _, name := range items {
+			for _, p := range b.r.Doc.Policies {
+				if p.Name == name && p.Prefix != "" {
+					prefixes = append(prefixes, p.Prefix)
+				}
+			}
+		}
+		if len(prefixes) != len(items) {
+			b.local(func(w *resp.Writer) { w.Error("ERR no such policy (or it has an empty prefix) in this fleet's ring") })
+			return
+		}
+		kind, items = "PREFIX", prefixes
+	}
 	if kind != "KEY" && kind != "PREFIX" && kind != "TAG" {
 		b.local(func(w *resp.Writer) {
-			w.Error("ERR CF.INVALIDATE KEY key [key ...] | PREFIX prefix [prefix ...] | TAG tag [tag ...]")
+			w.Error("ERR CF.INVALIDATE KEY key [key ...] | PREFIX prefix [prefix ...] | TAG tag [tag ...] | POLICY name [name ...]")
 		})
 		return
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
 )
 
 func TestTagInvalidationRemovesExactlyTheTaggedKeysEverywhere(t *testing.T) {
@@ -59,5 +61,34 @@ func TestTagInvalidationRemovesExactlyTheTaggedKeysEverywhere(t *testing.T) {
 	}
 	if got := ca.do("CF.SET", "k", "v", "TAGS"); !strings.HasPrefix(got, "ERR:") {
 		t.Errorf("CF.SET without tags = %q", got)
+	}
+}
+
+func TestInvalidatePolicyFlushesItsPrefix(t *testing.T) {
+	agents := startBusAgents(t, twoShards(t), 1)
+	c := agents[0].dial(t)
+	c.do("SET", "x:1", "v") // the static catch-all policy "all" has the empty prefix
+	if got := c.do("CF.INVALIDATE", "POLICY", "all"); !strings.HasPrefix(got, "ERR:ERR no such policy") {
+		t.Errorf("a policy with the empty prefix = %q", got)
+	}
+	if got := c.do("CF.INVALIDATE", "POLICY", "nope"); !strings.HasPrefix(got, "ERR:") {
+		t.Errorf("unknown policy = %q", got)
+	}
+	// A ring with a "sessions" policy: flushing it removes exactly its keys.
+	doc := *agents[0].srv.Router().Doc
+	doc.Policies = append([]ring.Policy{{Name: "sessions", Prefix: "session:", L1Enabled: true, L1Mode: "ttl", InvalidateOnWrite: true}}, doc.Policies...)
+	ring.SortPolicies(doc.Policies)
+	doc.Seal(agents[0].srv.Router().Doc)
+	if err := agents[0].srv.SetRing(&doc); err != nil {
+		t.Fatal(err)
+	}
+	c = agents[0].dial(t)
+	c.do("SET", "session:a", "1")
+	c.do("SET", "session:b", "1")
+	if got := c.do("CF.INVALIDATE", "POLICY", "sessions"); got != "2" {
+		t.Errorf("CF.INVALIDATE POLICY sessions = %q, want 2", got)
+	}
+	if got := c.do("EXISTS", "session:a", "x:1"); got != "1" {
+		t.Errorf("after the policy flush EXISTS session:a x:1 = %s, want 1", got)
 	}
 }
