@@ -112,6 +112,16 @@ func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulS
 			}},
 		}}
 	}
+	spread := s.Scheduling.TopologySpreadConstraints
+	if len(spread) == 0 {
+		// Spread the fleet's shard pods over nodes, so one node failure takes few primaries.
+		spread = []corev1.TopologySpreadConstraint{{
+			MaxSkew:           1,
+			TopologyKey:       corev1.LabelHostname,
+			WhenUnsatisfiable: corev1.ScheduleAnyway,
+			LabelSelector:     &metav1.LabelSelector{MatchLabels: selectorLabels(f, ComponentShard)},
+		}}
+	}
 	configHash := sha256.Sum256([]byte(valkeyConfig(f)))
 
 	return &appsv1.StatefulSet{
@@ -135,7 +145,7 @@ func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulS
 					NodeSelector:                  s.Scheduling.NodeSelector,
 					Tolerations:                   s.Scheduling.Tolerations,
 					Affinity:                      affinity,
-					TopologySpreadConstraints:     s.Scheduling.TopologySpreadConstraints,
+					TopologySpreadConstraints:     spread,
 					Containers: []corev1.Container{{
 						Name:            "valkey",
 						Image:           s.Image,
