@@ -224,7 +224,7 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 	case err == nil:
 		if prev, derr := ring.Decode([]byte(cm.Data[ring.DocumentKey])); derr == nil {
 			previous = prev
-			if t, perr := time.Parse(time.RFC3339, cm.Annotations[AnnotationPublishedAt]); perr == nil {
+			if t, perr := time.Parse(time.RFC3339Nano, cm.Annotations[AnnotationPublishedAt]); perr == nil {
 				s.publishedAt = t
 			}
 		} else {

@@ -99,6 +99,6 @@ func buildRingConfigMap(f *cachev1alpha1.CacheFleet, doc *ring.Document, publish
 		ObjectMeta: objectMeta(f, ringConfigMapName(f), ComponentRing),
 		Data:       map[string]string{ring.DocumentKey: string(data)},
 	}
-	cm.Annotations = map[string]string{AnnotationPublishedAt: publishedAt.UTC().Format(time.RFC3339)}
+	cm.Annotations = map[string]string{AnnotationPublishedAt: publishedAt.UTC().Format(time.RFC3339Nano)}
 	return cm, nil
 }
