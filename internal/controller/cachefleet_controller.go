@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -283,7 +284,7 @@ func (r *CacheFleetReconciler) reconcileDrainedShards(ctx context.Context, s *fl
 	}
 	var removed []appsv1.StatefulSet
 	for _, sts := range list.Items {
-		if !metav1IsControlledBy(&sts, f) {
+		if !metav1.IsControlledBy(&sts, f) {
 			continue
 		}
 		if idx, ok := shardIndex(sts.Labels[LabelShard]); ok && idx >= int(f.Spec.Shards.Count) {
@@ -305,7 +306,7 @@ func (r *CacheFleetReconciler) reconcileDrainedShards(ctx context.Context, s *fl
 	}
 	for i := range removed {
 		sts := &removed[i]
-		if err := r.Delete(ctx, sts, client.PropagationPolicy(metav1DeleteBackground)); err != nil && !apierrors.IsNotFound(err) {
+		if err := r.Delete(ctx, sts, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
 		idx, _ := shardIndex(sts.Labels[LabelShard])
@@ -325,11 +326,17 @@ func (r *CacheFleetReconciler) agentConvergence(ctx context.Context, s *fleetSco
 	if err := r.Get(ctx, client.ObjectKey{Namespace: s.fleet.Namespace, Name: agentName(s.fleet)}, &ds); err != nil {
 		return 0, 0, client.IgnoreNotFound(err)
 	}
+	converged, err = r.convergedAgents(ctx, s)
+	return converged, ds.Status.DesiredNumberScheduled, err
+}
+
+// convergedAgents counts the live agent Leases that report the published epoch.
+func (r *CacheFleetReconciler) convergedAgents(ctx context.Context, s *fleetScope) (int32, error) {
 	var leases coordinationv1.LeaseList
 	if err := r.List(ctx, &leases, client.InNamespace(s.fleet.Namespace), client.MatchingLabels{LabelFleet: s.fleet.Name, LabelComponent: ComponentAgent}); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	return countConverged(leases.Items, s.doc.Epoch, r.now()), ds.Status.DesiredNumberScheduled, nil
+	return countConverged(leases.Items, s.doc.Epoch, r.now()), nil
 }
 
 // observe reads the workloads' status into the observation.
@@ -366,7 +373,7 @@ func (r *CacheFleetReconciler) observe(ctx context.Context, s *fleetScope) error
 		return err
 	}
 	if s.doc != nil {
-		converged, _, err := r.agentConvergence(ctx, s)
+		converged, err := r.convergedAgents(ctx, s)
 		if err != nil {
 			return err
 		}

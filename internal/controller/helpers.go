@@ -15,8 +15,6 @@ import (
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
 )
 
-const metav1DeleteBackground = metav1.DeletePropagationBackground
-
 // newPDB is an empty PodDisruptionBudget with shard i's name, for lookups and deletes.
 func newPDB(f *cachev1alpha1.CacheFleet, i int) *policyv1.PodDisruptionBudget {
 	return &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: f.Namespace, Name: shardStatefulSetName(f, i)}}
@@ -27,17 +25,13 @@ func (r *CacheFleetReconciler) deleteIfExists(ctx context.Context, f *cachev1alp
 	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if !metav1IsControlledBy(obj, f) {
+	if !metav1.IsControlledBy(obj, f) {
 		return nil
 	}
 	if err := r.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
 	return nil
-}
-
-func metav1IsControlledBy(obj metav1.Object, f *cachev1alpha1.CacheFleet) bool {
-	return metav1.IsControlledBy(obj, f)
 }
 
 // shardIndex parses "shard-<i>".

@@ -19,26 +19,29 @@ type Router struct {
 	Shards []*Shard
 }
 
-// New builds the router for doc. newShard makes connections for shards not in previous.
-func New(doc *ring.Document, previous *Router, newShard func(ring.Shard) *Shard) (*Router, error) {
+// New builds the router for doc. config gives each shard's connection settings; a shard of
+// previous whose settings are unchanged is kept (with its connection, breaker and queue).
+func New(doc *ring.Document, previous *Router, config func(ring.Shard) ShardConfig) (*Router, error) {
 	r, err := doc.Ring()
 	if err != nil {
 		return nil, err
 	}
-	reuse := map[string]*Shard{}
+	reuse := map[ShardConfig]*Shard{}
 	if previous != nil {
 		for _, s := range previous.Shards {
-			reuse[s.Name()+"|"+s.Addr()] = s
+			reuse[s.Config()] = s
 		}
 	}
 	out := &Router{Doc: doc, ring: r}
 	for _, sh := range doc.Shards {
-		if s, ok := reuse[sh.Name+"|"+sh.Primary]; ok && s.Config() == newShard(sh).Config() {
-			out.Shards = append(out.Shards, s)
-			delete(reuse, sh.Name+"|"+sh.Primary)
-			continue
+		cfg := config(sh)
+		s, ok := reuse[cfg]
+		if ok {
+			delete(reuse, cfg)
+		} else {
+			s = NewShard(cfg)
 		}
-		out.Shards = append(out.Shards, newShard(sh))
+		out.Shards = append(out.Shards, s)
 	}
 	return out, nil
 }

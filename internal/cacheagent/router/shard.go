@@ -189,14 +189,19 @@ func (s *Shard) DoMulti(ctx context.Context, build func(valkey.Builder) []valkey
 	var res []valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
 		res = c.DoMulti(ctx, build(c.B())...)
-		for _, r := range res {
-			if err := r.Error(); isFailure(err) {
-				return err
-			}
-		}
-		return nil
+		return firstFailure(res)
 	})
 	return res, err
+}
+
+// firstFailure is the first result that says the shard is unhealthy, if any.
+func firstFailure(res []valkey.ValkeyResult) error {
+	for _, r := range res {
+		if err := r.Error(); isFailure(err) {
+			return err
+		}
+	}
+	return nil
 }
 
 // DoCache reads through valkey-go's server-assisted client-side cache.
@@ -256,12 +261,7 @@ func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []v
 	var res []valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
 		res = c.DoMultiCache(ctx, build(c.B())...)
-		for _, r := range res {
-			if err := r.Error(); isFailure(err) {
-				return err
-			}
-		}
-		return nil
+		return firstFailure(res)
 	})
 	return res, err
 }

@@ -57,6 +57,9 @@ type pending struct {
 	local  func(w *resp.Writer) // written as is, or
 	parts  []part
 	finish func(w *resp.Writer, results []partResult)
+
+	cmd   *command  // counted when written; nil for unknown commands
+	start time.Time // when the command was read
 }
 
 type batch struct {
@@ -110,9 +113,6 @@ func (b *batch) job(parts []part, finish func(w *resp.Writer, results []partResu
 	b.replies = append(b.replies, pending{parts: parts, finish: finish})
 }
 
-// segmentNeedsFlush says whether queuing on shard i lane l would reorder this segment.
-func (b *batch) segmentNeedsFlush(i int, l lane) bool { return !b.laneFree(i, l) }
-
 // exec runs the queued shard work and writes every reply so far, in order.
 func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	var active []int
@@ -157,21 +157,39 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	}
 	var results []partResult
 	for _, p := range b.replies {
+		errorsBefore := w.Errors
 		if p.local != nil {
 			p.local(w)
-			continue
+		} else {
+			results = b.results(p, results[:0])
+			p.finish(w, results)
 		}
-		results = results[:0]
-		for _, pt := range p.parts {
-			sw := &b.work[pt.shard]
-			pr := partResult{shard: b.r.Shards[pt.shard], err: sw.err}
-			if sw.err == nil {
-				pr.res = sw.results[pt.first : pt.first+pt.n]
-			}
-			results = append(results, pr)
+		if p.cmd != nil {
+			b.s.Stats.requests[p.cmd.id][boolIndex(w.Errors > errorsBefore)].Add(1)
+			b.s.Stats.latency.Observe(time.Since(p.start).Seconds())
 		}
-		p.finish(w, results)
 	}
 	b.reset(b.r)
 	b.flushes++
+}
+
+// results collects what a job's parts got from their shards.
+func (b *batch) results(p pending, results []partResult) []partResult {
+	for _, pt := range p.parts {
+		sw := &b.work[pt.shard]
+		pr := partResult{shard: b.r.Shards[pt.shard], err: sw.err}
+		if sw.err == nil {
+			pr.res = sw.results[pt.first : pt.first+pt.n]
+		}
+		results = append(results, pr)
+	}
+	return results
+}
+
+// boolIndex is 1 for true: the error column of a request counter.
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

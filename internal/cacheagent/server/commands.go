@@ -102,30 +102,11 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	if b.flushes != flushes {
 		start = 0 // the handler flushed earlier commands: everything queued now is its own
 	}
-	// Wrap the replies this command queued so their result and latency are counted.
+	// Tag the replies this command queued, so exec counts their result and latency.
 	t0 := time.Now()
 	for i := start; i < len(b.replies); i++ {
-		p := &b.replies[i]
-		id := cmd.id
-		if p.local != nil {
-			inner := p.local
-			p.local = func(w *resp.Writer) { s.count(id, w, t0, func() { inner(w) }) }
-		} else {
-			inner := p.finish
-			p.finish = func(w *resp.Writer, r []partResult) { s.count(id, w, t0, func() { inner(w, r) }) }
-		}
+		b.replies[i].cmd, b.replies[i].start = cmd, t0
 	}
-}
-
-func (s *Server) count(id int, w *resp.Writer, t0 time.Time, write func()) {
-	before := w.Errors
-	write()
-	if w.Errors > before {
-		s.Stats.requests[id][1].Add(1)
-	} else {
-		s.Stats.requests[id][0].Add(1)
-	}
-	s.Stats.latency.Observe(time.Since(t0).Seconds())
 }
 
 func unknownCommand(args [][]byte) string {
@@ -353,7 +334,7 @@ func (b *batch) rulesFor(key []byte) policy.Rules { return policy.For(b.r.Doc, k
 // shardOf returns the owner's index, flushing the segment first if the lane is taken.
 func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane) int {
 	i := b.r.Index(key)
-	if b.segmentNeedsFlush(i, l) {
+	if !b.laneFree(i, l) {
 		b.exec(ctx, w)
 	}
 	return i
@@ -573,7 +554,7 @@ func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (s
 		positions[i] = append(positions[i], pos)
 	}
 	for _, i := range shards {
-		if b.segmentNeedsFlush(i, plainLane) {
+		if !b.laneFree(i, plainLane) {
 			b.exec(ctx, w)
 			break
 		}
@@ -696,11 +677,13 @@ func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 		}
 		keys = append(keys, args[i])
 	}
-	type pair struct{ k, v, px string }
+	type pair struct {
+		k, v string
+		ttl  time.Duration
+	}
 	pairs := make([]pair, len(keys))
 	for j := range keys {
-		rules := b.rulesFor(keys[j])
-		pairs[j] = pair{str(keys[j]), str(args[2+2*j]), strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10)}
+		pairs[j] = pair{str(keys[j]), str(args[2+2*j]), b.rulesFor(keys[j]).WriteTTL(nil)}
 		s.forget(pairs[j].k)
 	}
 	shards, positions := b.groupKeys(ctx, w, keys)
@@ -710,7 +693,7 @@ func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 		for _, pos := range positions[i] {
 			p := pairs[pos]
 			cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {
-				return bd.Set().Key(p.k).Value(p.v).Px(mustDur(p.px)).Build()
+				return bd.Set().Key(p.k).Value(p.v).Px(p.ttl).Build()
 			})
 		}
 		parts[j] = b.plain(i, cmds...)
@@ -730,11 +713,6 @@ func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 		}
 		w.OK()
 	})
-}
-
-func mustDur(ms string) time.Duration {
-	n, _ := strconv.ParseInt(ms, 10, 64)
-	return time.Duration(n) * time.Millisecond
 }
 
 // cmdExpire covers EXPIRE, PEXPIRE and PERSIST: writes that change a key's lifetime.

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -77,12 +76,12 @@ func (s *Server) SetRing(doc *ring.Document) error {
 	if doc.Tiers.L1Enabled && len(doc.Shards) > 0 {
 		cacheBytes = int(doc.Tiers.L1MaxMemoryBytes / 2 / int64(len(doc.Shards)))
 	}
-	next, err := router.New(doc, prev, func(sh ring.Shard) *router.Shard {
-		return router.NewShard(router.ShardConfig{
+	next, err := router.New(doc, prev, func(sh ring.Shard) router.ShardConfig {
+		return router.ShardConfig{
 			Name: sh.Name, Addr: sh.Primary, Password: s.cfg.Password, CacheBytes: cacheBytes,
 			Timeout: s.cfg.ShardTimeout, FailuresToOpen: s.cfg.FailuresToOpen, Cooldown: s.cfg.Cooldown,
 			MaxQueuedDels: s.cfg.MaxQueuedDeletes,
-		})
+		}
 	})
 	if err != nil {
 		return err
@@ -261,9 +260,6 @@ func (s *Server) serveConn(nc net.Conn) {
 				b.flushTo(ctx, w)
 			}
 			w.Flush()
-			if !errors.Is(err, io.EOF) && pe == nil {
-				return
-			}
 			return
 		}
 		if b.r == nil {

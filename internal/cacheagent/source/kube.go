@@ -105,21 +105,14 @@ func (k *Kube) onConfigMap(ctx context.Context, cm *corev1.ConfigMap) {
 }
 
 func (k *Kube) renewLoop(ctx context.Context) {
-	t := time.NewTicker(k.LeaseDuration / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	repeat(ctx, k.LeaseDuration/3, func() {
+		if k.served.Load() == 0 {
 			return
-		case <-t.C:
-			if k.served.Load() == 0 {
-				continue
-			}
-			if err := k.renew(ctx); err != nil {
-				k.Report(err)
-			}
 		}
-	}
+		if err := k.renew(ctx); err != nil {
+			k.Report(err)
+		}
+	})
 }
 
 // renew writes the Lease with the served epoch and a fresh renew time.

@@ -95,19 +95,24 @@ func WatchFile(ctx context.Context, path string, every time.Duration, apply func
 	if err := load(); err != nil {
 		return fmt.Errorf("loading %s: %w", path, err)
 	}
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := load(); err != nil {
-					report(err)
-				}
-			}
+	go repeat(ctx, every, func() {
+		if err := load(); err != nil {
+			report(err)
 		}
-	}()
+	})
 	return nil
+}
+
+// repeat runs fn every interval until ctx ends.
+func repeat(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }
