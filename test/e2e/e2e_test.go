@@ -200,9 +200,6 @@ func TestDefaultKustomizationBuildsAndIsAccepted(t *testing.T) {
 
 // TestHundredFleetsAtOnce runs last: it loads the cluster more than the others.
 func TestHundredFleetsAtOnce(t *testing.T) {
-	if os.Getenv("E2E_SKIP_SCALE") != "" {
-		t.Skip("E2E_SKIP_SCALE is set")
-	}
 	ns := namespace(t, "e2e-hundred")
 	// Agents go to one labelled node (a node pool), so the simulated cluster's pod capacity
 	// (110 per node) measures the operator, not the scheduler's limits.
