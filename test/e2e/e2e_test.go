@@ -136,6 +136,11 @@ func TestLosingAPrimaryDegradesThenRecovers(t *testing.T) {
 	ns := namespace(t, "e2e-degraded")
 	mustKubectl(t, fleetYAML("dg", 2, 0, ""), "-n", ns, "apply", "-f", "-")
 	waitReady(t, ns, "dg", 2*time.Minute)
+	// Cordon every node so the replacement pod stays Pending: on kwok a recreated
+	// pod is Ready within milliseconds, and the outage would be too short to observe.
+	nodes := strings.Fields(mustKubectl(t, "", "get", "nodes", "-o", "name"))
+	mustKubectl(t, "", append([]string{"cordon"}, nodes...)...)
+	t.Cleanup(func() { _, _ = kubectl("", append([]string{"uncordon"}, nodes...)...) })
 	mustKubectl(t, "", "-n", ns, "delete", "pod", "dg-shard-1-0", "--wait=false")
 	eventually(t, time.Minute, "a Degraded event", func() error {
 		out := mustKubectl(t, "", "-n", ns, "get", "events", "--field-selector", "reason=Degraded", "-o", "name")
@@ -144,6 +149,10 @@ func TestLosingAPrimaryDegradesThenRecovers(t *testing.T) {
 		}
 		return nil
 	})
+	if p := jsonpath(ns, "cachefleet/dg", "{.status.phase}"); p != "Degraded" {
+		t.Errorf("phase %q while shard-1 has no primary, want Degraded", p)
+	}
+	mustKubectl(t, "", append([]string{"uncordon"}, nodes...)...)
 	waitReady(t, ns, "dg", 2*time.Minute)
 	out := mustKubectl(t, "", "-n", ns, "get", "events", "--field-selector", "reason=Recovered", "-o", "name")
 	if strings.TrimSpace(out) == "" {
