@@ -21,7 +21,9 @@ type ShardConfig struct {
 	Password   string
 	// CacheBytes bounds valkey-go's tracking cache for this shard; 0 disables client-side caching.
 	CacheBytes int
-	Timeout    time.Duration // per request
+	// MinUsable: tracked values with less server TTL left are not kept.
+	MinUsable time.Duration
+	Timeout   time.Duration // per request
 	// FailuresToOpen consecutive failures open the breaker; it half-opens after Cooldown.
 	FailuresToOpen uint32
 	Cooldown       time.Duration
@@ -111,6 +113,9 @@ func (s *Shard) getClient() (valkey.Client, error) {
 	if s.cfg.CacheBytes > 0 {
 		// valkey-go's default is 128 MiB per connection; bound it by the fleet's L1 setting.
 		opt.CacheSizeEachConn = max(s.cfg.CacheBytes/(1<<pipelineMultiplex), 1<<16)
+		opt.NewCacheStoreFn = func(o valkey.CacheStoreOption) valkey.CacheStore {
+			return newTrackStore(o.CacheSizeEachConn, s.cfg.MinUsable)
+		}
 	} else {
 		opt.DisableCache = true
 	}

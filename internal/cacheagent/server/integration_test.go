@@ -352,6 +352,30 @@ func TestDirectWriteOnAShardInvalidatesTrackedL1(t *testing.T) {
 	}
 }
 
+func TestTrackingL1KeepsOnlyUsableValues(t *testing.T) {
+	o := defaults()
+	o.defaults.MinUsableTTL = time.Second
+	a := startAgent(t, twoShards(t), o)
+	c := a.dial(t)
+	c.do("SET", "long", "v", "PX", "5000")
+	c.do("SET", "short", "v", "PX", "800")
+	for _, k := range []string{"long", "short"} {
+		c.do("GET", k)
+	}
+	hits := a.srv.Stats.L1Hits.Load()
+	c.do("GET", "long")
+	if got := a.srv.Stats.L1Hits.Load(); got != hits+1 {
+		t.Fatalf("a value with 5s left was not kept in the tracked L1 (hits %d -> %d)", hits, got)
+	}
+	if got := c.do("GET", "short"); got != "v" || a.srv.Stats.L1Hits.Load() != hits+1 {
+		t.Errorf("GET short = %q, L1 hits %d: a value under the minimum usable TTL was kept", got, a.srv.Stats.L1Hits.Load()-hits)
+	}
+	time.Sleep(900 * time.Millisecond)
+	if got := c.do("GET", "short"); got != "(nil)" {
+		t.Errorf("GET short after its TTL = %q", got)
+	}
+}
+
 func TestTTLModeL1IsBoundedByTheL2TTL(t *testing.T) {
 	o := defaults()
 	o.defaults.TTLModeForAll = true

@@ -79,7 +79,8 @@ func (s *Server) SetRing(doc *ring.Document) error {
 	next, err := router.New(doc, prev, func(sh ring.Shard) router.ShardConfig {
 		return router.ShardConfig{
 			Name: sh.Name, Addr: sh.Primary, Password: s.cfg.Password, CacheBytes: cacheBytes,
-			Timeout: s.cfg.ShardTimeout, FailuresToOpen: s.cfg.FailuresToOpen, Cooldown: s.cfg.Cooldown,
+			MinUsable: time.Duration(doc.Tiers.MinUsableMillis) * time.Millisecond,
+			Timeout:   s.cfg.ShardTimeout, FailuresToOpen: s.cfg.FailuresToOpen, Cooldown: s.cfg.Cooldown,
 			MaxQueuedDels: s.cfg.MaxQueuedDeletes,
 		}
 	})

@@ -1,0 +1,155 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+	"github.com/valkey-io/valkey-go"
+)
+
+// trackStore is valkey-go's client-side cache store for one shard connection (tracking-mode
+// L1). It differs from valkey-go's default store in two ways the fleet needs: a value with less
+// than minUsable of its server TTL left is handed to its readers but not kept (it would be
+// evicted by expiry before it paid for itself), and memory is bounded by otter's weigher.
+// One command per key is kept; the agent only caches GET.
+type trackStore struct {
+	minUsable int64 // milliseconds
+
+	mu      sync.Mutex
+	flights map[string]*trackFlight // nil once closed
+	kept    *otter.Cache[string, trackEntry]
+}
+
+type trackEntry struct {
+	cmd  string
+	msg  valkey.ValkeyMessage
+	pxat int64 // client-side expiry, unix ms
+}
+
+// trackFlight is a read in flight; concurrent readers of the same key wait for it.
+type trackFlight struct {
+	cmd  string
+	pxat int64
+	ch   chan struct{}
+	msg  valkey.ValkeyMessage
+	err  error
+}
+
+func (f *trackFlight) Wait(ctx context.Context) (valkey.ValkeyMessage, error) {
+	select {
+	case <-ctx.Done():
+		return valkey.ValkeyMessage{}, ctx.Err()
+	case <-f.ch:
+		return f.msg, f.err
+	}
+}
+
+// trackEntryOverhead approximates an entry's bookkeeping bytes (message struct, map and list).
+const trackEntryOverhead = 160
+
+func newTrackStore(maxBytes int, minUsable time.Duration) *trackStore {
+	return &trackStore{
+		minUsable: minUsable.Milliseconds(),
+		flights:   map[string]*trackFlight{},
+		kept: otter.Must(&otter.Options[string, trackEntry]{
+			MaximumWeight: uint64(max(maxBytes, 1)),
+			Weigher: func(k string, e trackEntry) uint32 {
+				v, _ := e.msg.ToString()
+				return uint32(min(len(k)+len(e.cmd)+len(v)+trackEntryOverhead, 1<<32-1))
+			},
+			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, trackEntry]) time.Duration {
+				return time.Until(time.UnixMilli(e.Value.pxat))
+			}),
+		}),
+	}
+}
+
+// Flight returns a kept value, or the read in flight to wait for, or neither: then the caller
+// reads from the shard and reports back with Update or Cancel.
+func (s *trackStore) Flight(key, cmd string, ttl time.Duration, now time.Time) (valkey.ValkeyMessage, valkey.CacheEntry) {
+	nowMs := now.UnixMilli()
+	if e, ok := s.kept.GetIfPresent(key); ok && e.cmd == cmd && e.pxat > nowMs {
+		return e.msg, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flights == nil {
+		return valkey.ValkeyMessage{}, nil
+	}
+	if f := s.flights[key]; f != nil {
+		if f.cmd == cmd {
+			return valkey.ValkeyMessage{}, f
+		}
+		return valkey.ValkeyMessage{}, nil // another command's read owns the key: read uncached
+	}
+	s.flights[key] = &trackFlight{cmd: cmd, pxat: now.Add(ttl).UnixMilli(), ch: make(chan struct{})}
+	return valkey.ValkeyMessage{}, nil
+}
+
+// Update keeps the reply unless it expires too soon, wakes the waiting readers, and returns the
+// client-side expiry: the requested TTL, shortened to the server's.
+func (s *trackStore) Update(key, cmd string, msg valkey.ValkeyMessage) int64 {
+	s.mu.Lock()
+	f := s.flights[key]
+	if f == nil || f.cmd != cmd {
+		s.mu.Unlock()
+		return 0
+	}
+	delete(s.flights, key)
+	pxat := f.pxat
+	if server := msg.CachePXAT(); server > 0 && server < pxat {
+		pxat = server
+	}
+	if pxat-time.Now().UnixMilli() >= max(s.minUsable, 1) {
+		s.kept.Set(key, trackEntry{cmd: cmd, msg: msg, pxat: pxat})
+	}
+	s.mu.Unlock()
+	f.msg = msg
+	close(f.ch)
+	return pxat
+}
+
+// Cancel fails the readers of a read that did not complete.
+func (s *trackStore) Cancel(key, cmd string, err error) {
+	s.mu.Lock()
+	f := s.flights[key]
+	if f == nil || f.cmd != cmd {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.flights, key)
+	s.mu.Unlock()
+	f.err = err
+	close(f.ch)
+}
+
+// Delete applies the shard's invalidations; nil keys means all. Reads in flight are left to
+// complete: their reply is newer than the invalidation (valkey-go's store does the same).
+func (s *trackStore) Delete(keys []valkey.ValkeyMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if keys == nil {
+		s.kept.InvalidateAll()
+		return
+	}
+	for _, k := range keys {
+		if key, err := k.ToString(); err == nil {
+			s.kept.Invalidate(key)
+		}
+	}
+}
+
+// Close drops everything and fails the reads in flight; the connection is gone.
+func (s *trackStore) Close(err error) {
+	s.mu.Lock()
+	flights := s.flights
+	s.flights = nil
+	s.kept.InvalidateAll()
+	s.mu.Unlock()
+	for _, f := range flights {
+		f.err = err
+		close(f.ch)
+	}
+}

@@ -1,0 +1,70 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+)
+
+func TestTrackStoreStaysWithinItsBound(t *testing.T) {
+	const bound = 64 << 10
+	s := newTrackStore(bound, 0)
+	now := time.Now()
+	for i := range 10_000 {
+		k := fmt.Sprintf("key-%d", i)
+		if _, e := s.Flight(k, "GET", time.Minute, now); e != nil {
+			t.Fatalf("%s: a first read must go to the shard", k)
+		}
+		s.Update(k, "GET", valkey.ValkeyMessage{})
+	}
+	if len(s.flights) != 0 {
+		t.Errorf("%d flights left after every read completed", len(s.flights))
+	}
+	if w := s.kept.WeightedSize(); w > bound || w == 0 {
+		t.Errorf("kept %d bytes, bound %d", w, bound)
+	}
+}
+
+func TestTrackStoreSharesOneReadAndFailsItsWaiters(t *testing.T) {
+	s := newTrackStore(1<<20, 0)
+	now := time.Now()
+	s.Flight("k", "GET", time.Minute, now)
+	_, waiter := s.Flight("k", "GET", time.Minute, now)
+	if waiter == nil {
+		t.Fatal("a second reader of a key in flight must wait for the first read")
+	}
+	boom := errors.New("connection reset")
+	s.Cancel("k", "GET", boom)
+	if _, err := waiter.Wait(context.Background()); !errors.Is(err, boom) {
+		t.Errorf("waiter got %v, want the read's error", err)
+	}
+	s.Flight("k2", "GET", time.Minute, now)
+	_, waiter = s.Flight("k2", "GET", time.Minute, now)
+	s.Close(boom)
+	if _, err := waiter.Wait(context.Background()); !errors.Is(err, boom) {
+		t.Errorf("waiter after Close got %v", err)
+	}
+	if v, e := s.Flight("k3", "GET", time.Minute, now); e != nil || v.IsCacheHit() {
+		t.Error("a closed store must send reads to the shard")
+	}
+}
+
+func TestTrackStoreDropsWhatTheShardInvalidates(t *testing.T) {
+	s := newTrackStore(1<<20, 0)
+	now := time.Now()
+	for _, k := range []string{"a", "b"} {
+		s.Flight(k, "GET", time.Minute, now)
+		s.Update(k, "GET", valkey.ValkeyMessage{})
+	}
+	if _, ok := s.kept.GetIfPresent("a"); !ok {
+		t.Fatal("a was not kept")
+	}
+	s.Delete(nil)
+	if s.kept.EstimatedSize() != 0 {
+		t.Errorf("%d entries left after a flush-all invalidation", s.kept.EstimatedSize())
+	}
+}
