@@ -24,6 +24,9 @@ type Rules struct {
 	InvalidateOnWrite bool
 	// LeaseTTL > 0 enables stampede protection (CF.LGET/CF.LSET) for the key.
 	LeaseTTL time.Duration
+	// Compression ("zstd" or "") applies to values of at least CompressionMinSize bytes.
+	Compression        string
+	CompressionMinSize int64
 }
 
 // For returns the rules for key: the longest matching policy over the fleet defaults.
@@ -54,6 +57,7 @@ func For(doc *ring.Document, key []byte) Rules {
 	r.L1Tracking = p.L1Mode != "ttl"
 	r.InvalidateOnWrite = p.InvalidateOnWrite
 	r.LeaseTTL = ms(p.LeaseTTLMillis)
+	r.Compression, r.CompressionMinSize = p.Compression, p.CompressionMinSize
 	if p.L1TTLMillis > 0 {
 		r.L1TTL = min(ms(p.L1TTLMillis), ms(t.L1MaxTTLMillis))
 	}

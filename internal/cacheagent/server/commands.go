@@ -381,12 +381,16 @@ func cmdGet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 			}
 			res := r[0].res[0]
 			s.countL2(res)
-			if v, err := res.AsBytes(); err == nil {
-				if pttl, err := r[0].res[1].AsInt64(); err == nil {
-					l1.Set(key, v, rules.L1Lifetime(pttl))
-				}
+			v, err := res.ToString()
+			if err != nil {
+				writeResult(w, res, false)
+				return
 			}
-			writeResult(w, res, false)
+			v = readable(v)
+			if pttl, err := r[0].res[1].AsInt64(); err == nil {
+				l1.Set(key, []byte(v), rules.L1Lifetime(pttl))
+			}
+			w.BulkString(v)
 		})
 	default:
 		i := b.shardOf(ctx, w, args[1], plainLane)
@@ -478,6 +482,7 @@ func cmdSet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 		}
 	}
 	rest := strs(args[2:])
+	rest[0] = stored(rules, rest[0])
 	if !hasExpiry && rules.TTL > 0 {
 		rest = append(rest, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
 	}
@@ -504,10 +509,11 @@ func (b *batch) leaseKeys(keys []string) []string {
 
 func cmdSetex(s *Server, ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {
 	key, name := str(args[1]), strings.ToUpper(str(args[0]))
-	if s.oversize(b, b.rulesFor(args[1]), key, len(args[3])) {
+	rules := b.rulesFor(args[1])
+	if s.oversize(b, rules, key, len(args[3])) {
 		return
 	}
-	ttl, val := str(args[2]), str(args[3])
+	ttl, val := str(args[2]), stored(rules, str(args[3]))
 	s.forget(key)
 	b.writeJob(ctx, w, args[1], true, func(bd valkey.Builder) valkey.Completed {
 		return bd.Arbitrary(name).Keys(key).Args(ttl, val).Build()
@@ -683,7 +689,8 @@ func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 	}
 	pairs := make([]pair, len(keys))
 	for j := range keys {
-		pairs[j] = pair{str(keys[j]), str(args[2+2*j]), b.rulesFor(keys[j]).WriteTTL(nil)}
+		rules := b.rulesFor(keys[j])
+		pairs[j] = pair{str(keys[j]), stored(rules, str(args[2+2*j])), rules.WriteTTL(nil)}
 		s.forget(pairs[j].k)
 	}
 	shards, positions := b.groupKeys(ctx, w, keys)

@@ -101,6 +101,7 @@ func (s *Server) httpGetKey(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
+	v = readable(v)
 	pttl, _ := res[1].AsInt64()
 	writeJSON(w, http.StatusOK, map[string]any{"key": key, "value": v, "shard": sh.Name(), "pttlMillis": pttl})
 }
@@ -135,7 +136,7 @@ func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
 	s.forget(key)
 	sh := rt.ShardFor([]byte(key))
 	if _, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed {
-		return b.Set().Key(key).Value(valkey.BinaryString(body)).Px(ttl).Build()
+		return b.Set().Key(key).Value(stored(rules, valkey.BinaryString(body))).Px(ttl).Build()
 	}); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return

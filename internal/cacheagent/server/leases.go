@@ -153,6 +153,7 @@ func (s *Server) leaseGet(ctx context.Context, sh *router.Shard, key string, lea
 		case 1:
 			s.waiters.remove(key, ch)
 			v, _ := reply[1].ToString()
+			v = readable(v)
 			return &v, "", nil
 		case 2:
 			s.waiters.remove(key, ch)
@@ -190,6 +191,7 @@ func cmdLSet(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer
 	if s.oversize(b, rules, key, len(value)) {
 		return
 	}
+	value = stored(rules, value)
 	ttl := rules.WriteTTL(nil)
 	if len(args) == 6 {
 		n, err := strconv.ParseInt(str(args[5]), 10, 64)

@@ -6,6 +6,8 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
@@ -37,7 +39,7 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 		if status {
 			w.Simple(s)
 		} else {
-			w.BulkString(s)
+			w.BulkString(readable(s))
 		}
 	case m.IsArray():
 		arr, _ := m.ToArray()
@@ -64,6 +66,17 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 		w.BulkString(s)
 	}
 }
+
+// stored is what goes to L2 for a value written under rules (compressed if the policy says so).
+func stored(rules policy.Rules, value string) string {
+	return codec.Encode(rules.Compression, rules.CompressionMinSize, value)
+}
+
+// readable is what a client gets for a value read from L2.
+func readable(value string) string { return codec.Decode(value, maxDecodedBytes) }
+
+// maxDecodedBytes is the API's largest maxValueSize: no agent wrote a larger value.
+const maxDecodedBytes = 512 << 20
 
 func writeErr(w *resp.Writer, err error) {
 	var down *router.DownError

@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 )
 
 // Stats are the agent's counters: plain atomics on the hot path, turned into Prometheus
@@ -45,25 +47,26 @@ func (s *Server) Collector() prometheus.Collector { return &collector{s: s} }
 type collector struct{ s *Server }
 
 var (
-	descRequests = prometheus.NewDesc("cachefleet_agent_requests_total", "Commands answered, by command and result.", []string{"command", "result"}, nil)
-	descHits     = prometheus.NewDesc("cachefleet_agent_cache_hits_total", "Reads answered by a tier.", []string{"tier"}, nil)
-	descMisses   = prometheus.NewDesc("cachefleet_agent_cache_misses_total", "Reads a tier could not answer.", []string{"tier"}, nil)
-	descOversize = prometheus.NewDesc("cachefleet_agent_oversize_rejected_total", "Writes refused for exceeding the value size limit.", nil, nil)
-	descProto    = prometheus.NewDesc("cachefleet_agent_protocol_errors_total", "Connections closed for malformed frames.", nil, nil)
-	descClients  = prometheus.NewDesc("cachefleet_agent_clients", "Open client connections.", nil, nil)
-	descEpoch    = prometheus.NewDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
-	descBreaker  = prometheus.NewDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
-	descShardErr = prometheus.NewDesc("cachefleet_agent_shard_errors_total", "Failed requests to a shard.", []string{"shard"}, nil)
-	descQueued   = prometheus.NewDesc("cachefleet_agent_deletes_queued_total", "Deletes queued for a shard that was down.", []string{"shard"}, nil)
-	descReplayed = prometheus.NewDesc("cachefleet_agent_deletes_replayed_total", "Queued deletes replayed after the shard returned.", []string{"shard"}, nil)
-	descDropped  = prometheus.NewDesc("cachefleet_agent_deletes_dropped_total", "Deletes not queued because the queue was full.", []string{"shard"}, nil)
-	descPending  = prometheus.NewDesc("cachefleet_agent_deletes_pending", "Deletes waiting for their shard.", []string{"shard"}, nil)
-	descL1Bytes  = prometheus.NewDesc("cachefleet_agent_l1_bytes", "Approximate bytes held by the ttl-mode L1.", nil, nil)
-	descLeases   = prometheus.NewDesc("cachefleet_agent_leases_total", "Stampede protection: leases granted, waits for another caller's fill, fills refused.", []string{"event"}, nil)
-	descBus      = prometheus.NewDesc("cachefleet_agent_bus_messages_total", "Invalidation bus messages, by event: published, publish_failed, received, applied, duplicate.", []string{"event"}, nil)
-	descBusRej   = prometheus.NewDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
-	descBusGaps  = prometheus.NewDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
-	descBusResub = prometheus.NewDesc("cachefleet_agent_bus_resubscribes_total", "Bus subscriptions re-established.", nil, nil)
+	descRequests    = prometheus.NewDesc("cachefleet_agent_requests_total", "Commands answered, by command and result.", []string{"command", "result"}, nil)
+	descHits        = prometheus.NewDesc("cachefleet_agent_cache_hits_total", "Reads answered by a tier.", []string{"tier"}, nil)
+	descMisses      = prometheus.NewDesc("cachefleet_agent_cache_misses_total", "Reads a tier could not answer.", []string{"tier"}, nil)
+	descOversize    = prometheus.NewDesc("cachefleet_agent_oversize_rejected_total", "Writes refused for exceeding the value size limit.", nil, nil)
+	descUndecodable = prometheus.NewDesc("cachefleet_agent_undecodable_values_total", "Values marked compressed that did not decompress; returned as stored.", nil, nil)
+	descProto       = prometheus.NewDesc("cachefleet_agent_protocol_errors_total", "Connections closed for malformed frames.", nil, nil)
+	descClients     = prometheus.NewDesc("cachefleet_agent_clients", "Open client connections.", nil, nil)
+	descEpoch       = prometheus.NewDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
+	descBreaker     = prometheus.NewDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
+	descShardErr    = prometheus.NewDesc("cachefleet_agent_shard_errors_total", "Failed requests to a shard.", []string{"shard"}, nil)
+	descQueued      = prometheus.NewDesc("cachefleet_agent_deletes_queued_total", "Deletes queued for a shard that was down.", []string{"shard"}, nil)
+	descReplayed    = prometheus.NewDesc("cachefleet_agent_deletes_replayed_total", "Queued deletes replayed after the shard returned.", []string{"shard"}, nil)
+	descDropped     = prometheus.NewDesc("cachefleet_agent_deletes_dropped_total", "Deletes not queued because the queue was full.", []string{"shard"}, nil)
+	descPending     = prometheus.NewDesc("cachefleet_agent_deletes_pending", "Deletes waiting for their shard.", []string{"shard"}, nil)
+	descL1Bytes     = prometheus.NewDesc("cachefleet_agent_l1_bytes", "Approximate bytes held by the ttl-mode L1.", nil, nil)
+	descLeases      = prometheus.NewDesc("cachefleet_agent_leases_total", "Stampede protection: leases granted, waits for another caller's fill, fills refused.", []string{"event"}, nil)
+	descBus         = prometheus.NewDesc("cachefleet_agent_bus_messages_total", "Invalidation bus messages, by event: published, publish_failed, received, applied, duplicate.", []string{"event"}, nil)
+	descBusRej      = prometheus.NewDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
+	descBusGaps     = prometheus.NewDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
+	descBusResub    = prometheus.NewDesc("cachefleet_agent_bus_resubscribes_total", "Bus subscriptions re-established.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -89,6 +92,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descMisses, st.L1Misses.Load(), "l1")
 	counter(descMisses, st.L2Misses.Load(), "l2")
 	counter(descOversize, st.OversizeRejected.Load())
+	counter(descUndecodable, codec.Corrupt.Load())
 	counter(descProto, st.ProtocolErrors.Load())
 	gauge(descClients, float64(st.Clients.Load()))
 	gauge(descEpoch, float64(st.RingEpoch.Load()))

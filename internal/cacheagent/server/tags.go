@@ -50,6 +50,7 @@ func cmdTagSet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writ
 	if s.oversize(b, rules, key, len(value)) {
 		return
 	}
+	value = stored(rules, value)
 	ttl := rules.WriteTTL(nil)
 	rest := args[3:]
 	if len(rest) >= 2 && (strings.EqualFold(str(rest[0]), "EX") || strings.EqualFold(str(rest[0]), "PX")) {
