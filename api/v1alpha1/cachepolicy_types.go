@@ -49,8 +49,10 @@ type CachePolicySpec struct {
 	// +optional
 	MaxValueSize *resource.Quantity `json:"maxValueSize,omitempty"`
 
-	// negativeCacheTTL caches "not found" answers recorded by the application for this long;
-	// absent means misses are not cached.
+	// negativeCacheTTL caches "not found" answers for this long: a lease holder that finds
+	// nothing at the origin records it with CF.LMISS, and CF.LGET then answers CFNOTFOUND
+	// without sending anyone to the origin (plain reads see nil). Absent means misses are not
+	// cached.
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:Type=string
 	// +optional

@@ -5,8 +5,8 @@
 // magic number) keeps values that applications compressed themselves untouched. A value that
 // would not shrink is stored as written, so small values, counters (INCR) and values written
 // before compression was turned on all keep working; the only values stored compressed
-// although they grow are those that begin with the marker themselves, so reading them back
-// is unambiguous.
+// although they grow are those that begin with the agent's reserved prefix themselves, so
+// reading them back is unambiguous.
 package codec
 
 import (
@@ -16,8 +16,15 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// Marker starts every compressed value: 0xFF never starts UTF-8 text.
-const Marker = "\xffCFz"
+// reserved starts every value with a meaning to the agent: 0xFF never starts UTF-8 text.
+const reserved = "\xffCF"
+
+// Marker starts every compressed value.
+const Marker = reserved + "z"
+
+// Absent is stored for a key recorded as missing at the origin (negative caching); reads
+// answer it as nil.
+const Absent = reserved + "a"
 
 // Zstd names the algorithm in policies.
 const Zstd = "zstd"
@@ -34,7 +41,7 @@ var (
 // Encode returns what to store for value under algorithm: compressed when algorithm is zstd,
 // value is at least minSize bytes and compression makes it smaller; value itself otherwise.
 func Encode(algorithm string, minSize int64, value string) string {
-	marked := strings.HasPrefix(value, Marker)
+	marked := strings.HasPrefix(value, reserved)
 	if algorithm != Zstd && !marked {
 		return value
 	}

@@ -24,6 +24,7 @@ func TestEncodeDecode(t *testing.T) {
 		// Raw values that begin with the marker are always framed, so reading is unambiguous.
 		{"marker-prefixed, none", "none", Marker + "abc", 1024, true},
 		{"marker-prefixed, zstd", Zstd, Marker + "abc", 1024, true},
+		{"the absent marker as data", "none", Absent, 1024, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stored := Encode(tc.algorithm, tc.minSize, tc.value)

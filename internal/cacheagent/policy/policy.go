@@ -24,6 +24,8 @@ type Rules struct {
 	InvalidateOnWrite bool
 	// LeaseTTL > 0 enables stampede protection (CF.LGET/CF.LSET) for the key.
 	LeaseTTL time.Duration
+	// NegativeTTL > 0 lets CF.LMISS record the key as absent at the origin for that long.
+	NegativeTTL time.Duration
 	// Compression ("zstd" or "") applies to values of at least CompressionMinSize bytes.
 	Compression        string
 	CompressionMinSize int64
@@ -57,6 +59,7 @@ func For(doc *ring.Document, key []byte) Rules {
 	r.L1Tracking = p.L1Mode != "ttl"
 	r.InvalidateOnWrite = p.InvalidateOnWrite
 	r.LeaseTTL = ms(p.LeaseTTLMillis)
+	r.NegativeTTL = ms(p.NegativeTTLMillis)
 	r.Compression, r.CompressionMinSize = p.Compression, p.CompressionMinSize
 	if p.L1TTLMillis > 0 {
 		r.L1TTL = min(ms(p.L1TTLMillis), ms(t.L1MaxTTLMillis))

@@ -12,7 +12,7 @@ func doc() *ring.Document {
 		Tiers: ring.Tiers{L1Enabled: true, L1MaxTTLMillis: 60_000, DefaultTTLMillis: 3_600_000, MinUsableMillis: 5_000, MaxValueBytes: 1 << 20},
 		Policies: []ring.Policy{
 			{Name: "sessions", Prefix: "session:", TTLMillis: 1_800_000, JitterPercent: 10, L1Enabled: true, L1Mode: "tracking", L1TTLMillis: 120_000, MaxValueBytes: 1024, InvalidateOnWrite: true},
-			{Name: "catalog", Prefix: "catalog:", L1Enabled: true, L1Mode: "ttl", L1TTLMillis: 20_000, Compression: "zstd", CompressionMinSize: 1024},
+			{Name: "catalog", Prefix: "catalog:", L1Enabled: true, L1Mode: "ttl", L1TTLMillis: 20_000, Compression: "zstd", CompressionMinSize: 1024, NegativeTTLMillis: 30_000},
 			{Name: "nol1", Prefix: "raw:", L1Enabled: false, L1Mode: "tracking"},
 		},
 	}
@@ -30,7 +30,7 @@ func TestFor(t *testing.T) {
 		// A policy's L1 TTL above the fleet's maximum is capped.
 		{"session:1", Rules{Name: "sessions", TTL: 30 * time.Minute, JitterPercent: 10, MaxValueBytes: 1024, L1: true, L1Tracking: true, L1TTL: time.Minute, MinUsable: 5 * time.Second, InvalidateOnWrite: true}},
 		// Unset fields fall back to the fleet.
-		{"catalog:9", Rules{Name: "catalog", TTL: time.Hour, MaxValueBytes: 1 << 20, L1: true, L1TTL: 20 * time.Second, MinUsable: 5 * time.Second, Compression: "zstd", CompressionMinSize: 1024}},
+		{"catalog:9", Rules{Name: "catalog", TTL: time.Hour, MaxValueBytes: 1 << 20, L1: true, L1TTL: 20 * time.Second, MinUsable: 5 * time.Second, Compression: "zstd", CompressionMinSize: 1024, NegativeTTL: 30 * time.Second}},
 		{"raw:x", Rules{Name: "nol1", TTL: time.Hour, MaxValueBytes: 1 << 20, L1: false, L1Tracking: true, L1TTL: time.Minute, MinUsable: 5 * time.Second}},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 )
@@ -66,6 +67,7 @@ func init() {
 	register("cf.lget", -2, false, cmdLGet)
 	register("cf.set", -5, false, cmdTagSet)
 	register("cf.lset", -4, false, cmdLSet)
+	register("cf.lmiss", 3, false, cmdLMiss)
 	register("incr", 2, false, cmdIncr)
 	register("decr", 2, false, cmdIncr)
 	register("incrby", 3, false, cmdIncr)
@@ -382,7 +384,7 @@ func cmdGet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 			res := r[0].res[0]
 			s.countL2(res)
 			v, err := res.ToString()
-			if err != nil {
+			if err != nil || v == codec.Absent {
 				writeResult(w, res, false)
 				return
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
@@ -112,6 +114,11 @@ func cmdLGet(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer
 	sh := b.r.ShardFor(args[1])
 	b.local(func(w *resp.Writer) {
 		value, token, err := s.leaseGet(ctx, sh, key, rules.LeaseTTL, timeout)
+		if errors.Is(err, errAbsent) {
+			s.Stats.L2Hits.Add(1) // a negative hit spares the origin like any other
+			w.Error(err.Error())
+			return
+		}
 		if err != nil {
 			writeErr(w, err)
 			return
@@ -153,6 +160,9 @@ func (s *Server) leaseGet(ctx context.Context, sh *router.Shard, key string, lea
 		case 1:
 			s.waiters.remove(key, ch)
 			v, _ := reply[1].ToString()
+			if v == codec.Absent {
+				return nil, "", errAbsent
+			}
 			v = readable(v)
 			return &v, "", nil
 		case 2:
@@ -211,8 +221,30 @@ func cmdLSet(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer
 		b.local(func(w *resp.Writer) { w.Error("ERR syntax: CF.LSET key token value [EX s|PX ms]") })
 		return
 	}
-	sh := b.r.ShardFor(args[1])
-	b.local(func(w *resp.Writer) {
+	b.local(s.fill(ctx, b.r.ShardFor(args[1]), key, token, value, ttl))
+}
+
+// errAbsent answers CF.LGET for a key recorded as absent: clients see it as an error reply
+// they can tell from a timeout, and nobody is sent to the origin.
+var errAbsent = errors.New("CFNOTFOUND the key is recorded as absent at the origin (negative cache)")
+
+// cmdLMiss: CF.LMISS key token -> +OK: the lease holder found nothing at the origin; the key
+// reads as absent for the policy's negativeCacheTTL instead of sending every caller there.
+func cmdLMiss(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+	key, token := str(args[1]), str(args[2])
+	rules := b.rulesFor(args[1])
+	if rules.NegativeTTL <= 0 {
+		b.local(func(w *resp.Writer) {
+			w.Error("ERR negative caching is not enabled for this key's policy (negativeCacheTTL)")
+		})
+		return
+	}
+	b.local(s.fill(ctx, b.r.ShardFor(args[1]), key, token, codec.Absent, rules.NegativeTTL))
+}
+
+// fill stores value under key if token still holds the lease, then wakes the waiters.
+func (s *Server) fill(ctx context.Context, sh *router.Shard, key, token, value string, ttl time.Duration) func(w *resp.Writer) {
+	return func(w *resp.Writer) {
 		res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
 			return bd.Eval().Script(fillScript).Numkeys(2).Key(leaseKey(key), key).
 				Arg(token, value, strconv.FormatInt(ttl.Milliseconds(), 10)).Build()
@@ -232,5 +264,5 @@ func cmdLSet(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer
 			go bu.Publish(context.Background(), bus.OpFilled, key)
 		}
 		w.OK()
-	})
+	}
 }

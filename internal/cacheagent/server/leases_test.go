@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 )
 
@@ -103,5 +105,46 @@ func TestADeadLeaseHolderFreesTheKey(t *testing.T) {
 	}
 	if got := c2.do("CF.LGET", "nolease-key"); strings.HasPrefix(got, "ERR") {
 		t.Errorf("CF.LGET without TIMEOUT = %q", got)
+	}
+}
+
+func TestNegativeCacheAnswersAbsentWithoutTheOrigin(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	withPolicy(t, a, ring.Policy{Name: "users", Prefix: "user:", L1Enabled: true, L1Mode: "ttl",
+		LeaseTTLMillis: 5000, NegativeTTLMillis: 600})
+	c, waiter := a.dial(t), a.dial(t)
+	_, tok := lget(c, "user:1", 1000)
+	if tok == "(nil)" {
+		t.Fatal("no lease for a missing key")
+	}
+	waited := make(chan string)
+	go func() { waited <- waiter.do("CF.LGET", "user:1", "TIMEOUT", "3000") }()
+	time.Sleep(50 * time.Millisecond) // the waiter is parked behind the lease
+	if got := c.do("CF.LMISS", "user:1", tok); got != "OK" {
+		t.Fatalf("CF.LMISS = %q", got)
+	}
+	if got := <-waited; !strings.HasPrefix(got, "ERR:CFNOTFOUND") {
+		t.Errorf("a waiter got %q, want CFNOTFOUND", got)
+	}
+	if got := c.do("CF.LGET", "user:1"); !strings.HasPrefix(got, "ERR:CFNOTFOUND") {
+		t.Errorf("CF.LGET of a key recorded as absent = %q", got)
+	}
+	for _, cmd := range [][]string{{"GET", "user:1"}, {"GET", "user:1"}, {"MGET", "user:1"}} {
+		if got := c.do(cmd...); got != "(nil)" && got != "[(nil)]" {
+			t.Errorf("%v = %q, want nil", cmd, got)
+		}
+	}
+	time.Sleep(700 * time.Millisecond)
+	if _, tok := lget(c, "user:1", 1000); tok == "(nil)" {
+		t.Error("no new lease after the negative TTL ended")
+	}
+	// Without negativeCacheTTL the command is refused; raw bytes that look like the marker
+	// are the application's own and read back unchanged.
+	if got := c.do("CF.LMISS", "other", "tok"); !strings.HasPrefix(got, "ERR:ERR negative caching is not enabled") {
+		t.Errorf("CF.LMISS without negativeCacheTTL = %q", got)
+	}
+	c.do("SET", "user:raw", codec.Absent)
+	if got := c.do("GET", "user:raw"); got != codec.Absent {
+		t.Errorf("an application value equal to the absent marker read back as %q", got)
 	}
 }

@@ -36,9 +36,12 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 		w.Int(n)
 	case m.IsString():
 		s, _ := m.ToString()
-		if status {
+		switch {
+		case status:
 			w.Simple(s)
-		} else {
+		case s == codec.Absent:
+			w.Null()
+		default:
 			w.BulkString(readable(s))
 		}
 	case m.IsArray():
