@@ -111,7 +111,7 @@ func TestADeadLeaseHolderFreesTheKey(t *testing.T) {
 func TestNegativeCacheAnswersAbsentWithoutTheOrigin(t *testing.T) {
 	a := startAgent(t, twoShards(t), defaults())
 	withPolicy(t, a, ring.Policy{Name: "users", Prefix: "user:", L1Enabled: true, L1Mode: "ttl",
-		LeaseTTLMillis: 5000, NegativeTTLMillis: 600})
+		LeaseTTLMillis: 5000, NegativeTTLMillis: 1500})
 	c, waiter := a.dial(t), a.dial(t)
 	_, tok := lget(c, "user:1", 1000)
 	if tok == "(nil)" {
@@ -134,7 +134,7 @@ func TestNegativeCacheAnswersAbsentWithoutTheOrigin(t *testing.T) {
 			t.Errorf("%v = %q, want nil", cmd, got)
 		}
 	}
-	time.Sleep(700 * time.Millisecond)
+	time.Sleep(1600 * time.Millisecond)
 	if _, tok := lget(c, "user:1", 1000); tok == "(nil)" {
 		t.Error("no new lease after the negative TTL ended")
 	}
