@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,36 +44,69 @@ func TestMain(m *testing.M) {
 type proc struct {
 	cmd        *exec.Cmd
 	resp, http int
-	out        *bytes.Buffer
+	out        *syncBuffer
+	exited     chan struct{}
+	waitErr    error // set before exited closes
 }
 
 func startAgent(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{resp: tu.FreePort(t), http: tu.FreePort(t), out: &bytes.Buffer{}}
-	args = append(args, fmt.Sprintf("--listen=127.0.0.1:%d", p.resp), fmt.Sprintf("--http-listen=127.0.0.1:%d", p.http))
-	p.cmd = exec.Command(agentBin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
+	for range 5 { // another process may take a port first: pick others
+		p := &proc{resp: tu.FreePort(t), http: tu.FreePort(t), out: &syncBuffer{}, exited: make(chan struct{})}
+		p.cmd = exec.Command(agentBin, append(args, fmt.Sprintf("--listen=127.0.0.1:%d", p.resp), fmt.Sprintf("--http-listen=127.0.0.1:%d", p.http))...)
+		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-	})
+		go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+		t.Cleanup(func() { p.cmd.Process.Kill(); <-p.exited })
+		if p.ready() {
+			return p
+		}
+		if !strings.Contains(p.out.String(), "address already in use") {
+			t.Fatalf("agent not ready:\n%s", p.out)
+		}
+	}
+	t.Fatal("agent could not bind its ports in 5 attempts")
+	return nil
+}
+
+// ready waits for /readyz, and gives up at once if the process exits.
+func (p *proc) ready() bool {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			return false
+		default:
+		}
 		if resp, err := http.Get(p.url("/readyz")); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return p
+				return true
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("agent not ready:\n%s", p.out)
-	return nil
+	return false
+}
+
+// syncBuffer is the process output, written by exec's copier while tests read it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 func (p *proc) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", p.http, path) }
@@ -143,12 +177,10 @@ func TestAgentBinaryWithRedisToolsHTTPAndSIGTERM(t *testing.T) {
 	}
 
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("agent exited with %v after SIGTERM:\n%s", err, p.out)
+	case <-p.exited:
+		if p.waitErr != nil {
+			t.Errorf("agent exited with %v after SIGTERM:\n%s", p.waitErr, p.out)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("agent did not exit after SIGTERM")

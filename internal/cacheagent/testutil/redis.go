@@ -5,6 +5,7 @@ package testutil
 import (
 	"bufio"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"strconv"
@@ -18,18 +19,25 @@ type Redis struct {
 	Port     int
 	Password string
 	cmd      *exec.Cmd
+	exited   chan struct{}
 	t        testing.TB
 }
 
-// FreePort asks the kernel for an unused loopback port.
+// FreePort returns a loopback port that is free now, picked at random below the kernel's
+// ephemeral range (32768 and up). Ports from bind(0) are also handed out as source ports of
+// outgoing connections and to the other test processes running in parallel, so they can be
+// taken before the process meant to use them binds them.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port between 20000 and 32000")
+	return 0
 }
 
 // StartRedis starts redis-server without persistence; it is stopped when the test ends.
@@ -39,10 +47,17 @@ func StartRedis(t testing.TB, password string) *Redis {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is required for this test (apt-get install redis-server): %v", err)
 	}
-	r := &Redis{Port: FreePort(t), Password: password, t: t}
-	r.Start()
+	r := &Redis{Password: password, t: t}
 	t.Cleanup(r.Stop)
-	return r
+	var err error
+	for range 5 { // another process may take the port first: pick another
+		r.Port = FreePort(t)
+		if err = r.start(); err == nil {
+			return r
+		}
+	}
+	t.Fatal(err)
+	return nil
 }
 
 // Addr is host:port.
@@ -51,29 +66,48 @@ func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.Port) }
 // Start (re)starts the process on the same port with an empty dataset.
 func (r *Redis) Start() {
 	r.t.Helper()
+	if err := r.start(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// start runs redis-server and waits until it answers. It checks the answer comes from this
+// process, not from another server that holds the port.
+func (r *Redis) start() error {
 	args := []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"}
 	if r.Password != "" {
 		args = append(args, "--requirepass", r.Password)
 	}
-	r.cmd = exec.Command("redis-server", args...)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
+	cmd := exec.Command("redis-server", args...)
+	if err := cmd.Start(); err != nil {
+		return err
 	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	r.cmd, r.exited = cmd, exited
+	want := "process_id:" + strconv.Itoa(cmd.Process.Pid) + "\r\n"
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if out, err := r.Do("PING"); err == nil && out == "PONG" {
-			return
+		select {
+		case <-exited:
+			r.cmd = nil
+			return fmt.Errorf("redis-server on port %d exited at start (port taken?)", r.Port)
+		default:
+		}
+		if info, err := r.Do("INFO", "server"); err == nil && strings.Contains(info, want) {
+			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.t.Fatalf("redis-server on %d did not start", r.Port)
+	r.Stop()
+	return fmt.Errorf("redis-server on port %d did not start", r.Port)
 }
 
 // Stop kills the process.
 func (r *Redis) Stop() {
-	if r.cmd != nil && r.cmd.Process != nil {
+	if r.cmd != nil {
 		r.cmd.Process.Kill()
-		r.cmd.Wait()
+		<-r.exited
 		r.cmd = nil
 	}
 }
