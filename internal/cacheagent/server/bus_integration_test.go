@@ -33,7 +33,16 @@ func startBusAgentsWith(t *testing.T, shards []*tu.Redis, n int, leaseTTL time.D
 		b := bus.New(bus.Config{
 			Fleet: "local/static", Channel: "cachefleet:test", Key: busKey, Node: fmt.Sprintf("node-%d", i),
 			Shards: func() []*router.Shard { return a.srv.Router().Shards },
-			Apply:  a.srv.ApplyInvalidation, Flush: a.srv.FlushL1,
+			Apply: func(m *bus.Message) {
+				a.srv.ApplyInvalidation(m)
+				if m.Op == bus.OpDelete {
+					now := time.Now()
+					for _, k := range m.Args {
+						a.goneAt.LoadOrStore(k, now)
+					}
+				}
+			},
+			Flush: a.srv.FlushL1,
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
@@ -69,18 +78,22 @@ func eventually(t *testing.T, what string, cond func() error) {
 	t.Fatalf("%s: %v", what, err)
 }
 
-// waitGone returns how long key took to leave a's L1.
+// waitGone returns how long key took to leave a's L1: the moment the bus applied its delete,
+// recorded by the agent itself, so the poller's own sleep is not measured.
 func waitGone(t *testing.T, a *agent, key string, since time.Time) time.Duration {
 	t.Helper()
 	deadline := since.Add(5 * time.Second)
 	for {
 		if _, ok := a.srv.L1().Get(key); !ok {
+			if at, ok := a.goneAt.Load(key); ok {
+				return at.(time.Time).Sub(since)
+			}
 			return time.Since(since)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s stayed in an agent's L1 after a write elsewhere", key)
 		}
-		time.Sleep(20 * time.Microsecond)
+		time.Sleep(100 * time.Microsecond)
 	}
 }
 

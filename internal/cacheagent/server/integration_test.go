@@ -22,6 +22,8 @@ import (
 type agent struct {
 	srv  *server.Server
 	addr string
+	// goneAt records when the bus removed a key from this agent's L1 (bus agents only).
+	goneAt sync.Map
 }
 
 type options struct {
