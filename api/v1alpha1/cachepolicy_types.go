@@ -9,6 +9,7 @@ import (
 // policies match a key, the longest prefix wins; keys matched by none use the fleet's defaults.
 // Absent optional fields fall back to the fleet's settings.
 // +kubebuilder:validation:XValidation:rule="!has(self.ttl) || !has(self.negativeCacheTTL) || duration(self.negativeCacheTTL) <= duration(self.ttl)",message="negativeCacheTTL must not exceed ttl",fieldPath=".negativeCacheTTL"
+// +kubebuilder:validation:XValidation:rule="!has(self.negativeCacheTTL) || (has(self.stampedeProtection) && self.stampedeProtection.enabled)",message="negativeCacheTTL needs stampedeProtection.enabled: misses are recorded by the lease holder (CF.LMISS)",fieldPath=".negativeCacheTTL"
 type CachePolicySpec struct {
 	// fleetRef names the CacheFleet, in this namespace, the policy applies to.
 	// +required

@@ -84,6 +84,7 @@ func TestCachePolicyValidation(t *testing.T) {
 		{"L1 ttl with L1 off", policy("  keyPrefix: a\n  l1: {enabled: false, ttl: 10s}"), []string{"spec.l1.ttl", "l1 is disabled"}},
 		{"value size over the limit", policy("  keyPrefix: a\n  maxValueSize: 1Gi"), []string{"spec.maxValueSize", "between 1 byte and 512Mi"}},
 		{"negative cache outlives the value", policy("  keyPrefix: a\n  ttl: 1m\n  negativeCacheTTL: 2m"), []string{"spec.negativeCacheTTL", "must not exceed ttl"}},
+		{"negative cache without leases", policy("  keyPrefix: a\n  negativeCacheTTL: 10s"), []string{"spec.negativeCacheTTL", "needs stampedeProtection.enabled"}},
 		{"lease too long", policy("  keyPrefix: a\n  stampedeProtection: {enabled: true, leaseTTL: 10m}"), []string{"spec.stampedeProtection.leaseTTL", "between 100ms and 5m"}},
 		{"lease too short", policy("  keyPrefix: a\n  stampedeProtection: {leaseTTL: 10ms}"), []string{"spec.stampedeProtection.leaseTTL", "between 100ms and 5m"}},
 		{"unknown compression", policy("  keyPrefix: a\n  compression: {algorithm: gzip}"), []string{"spec.compression.algorithm: Unsupported value: \"gzip\""}},
