@@ -17,6 +17,12 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 S0=17101 S1=17102 TW=17110 AG0=17120 AG1=17121
+# A leftover server on one of these ports would silently be measured instead of ours.
+for port in $S0 $S1 $TW 17111 $AG0 $AG1 17130 17131; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bench: port $port is already in use; stop what listens there first" >&2; exit 1
+  fi
+done
 for port in $S0 $S1; do
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning >/dev/null &
   pids+=($!)
