@@ -50,7 +50,7 @@ func run() error {
 	)
 	flag.StringVar(&listen, "listen", ":6380", "RESP address for applications.")
 	flag.StringVar(&httpListen, "http-listen", ":8080", "HTTP address for health, metrics and the debug API.")
-	flag.StringVar(&shards, "shards", "", "Static shards: shard-0=127.0.0.1:7001,shard-1=127.0.0.1:7002.")
+	flag.StringVar(&shards, "shards", "", "Static shards: shard-0=127.0.0.1:7001,shard-1=127.0.0.1:7002 (name=primary[+replica...]).")
 	flag.StringVar(&ringFile, "ring-file", "", "Ring document (JSON) to follow; reloaded when it changes.")
 	flag.StringVar(&passwordFile, "password-file", "", "File holding the shards' password, also required from clients.")
 	flag.StringVar(&busKeyFile, "bus-key-file", "", "Static mode: file holding the invalidation bus signing key (enables the bus).")

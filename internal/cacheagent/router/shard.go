@@ -23,7 +23,9 @@ type ShardConfig struct {
 	CacheBytes int
 	// MinUsable: tracked values with less server TTL left are not kept.
 	MinUsable time.Duration
-	Timeout   time.Duration // per request
+	// Replicas (comma-separated host:port) answer reads while the primary is unavailable.
+	Replicas string
+	Timeout  time.Duration // per request
 	// FailuresToOpen consecutive failures open the breaker; it half-opens after Cooldown.
 	FailuresToOpen uint32
 	Cooldown       time.Duration
@@ -54,20 +56,23 @@ type Shard struct {
 	mu      sync.Mutex
 	client  valkey.Client
 	pending []string // deletes owed while the shard was down, replayed before any other request
+	queued  map[string]struct{}
 	closed  bool
+
+	replicas *replicaReader // nil without replicas
 
 	Stats ShardStats
 }
 
 // ShardStats are the shard's counters, exported to Prometheus by the agent.
 type ShardStats struct {
-	Errors, QueuedDeletes, ReplayedDeletes, DroppedDeletes atomic.Int64
+	Errors, QueuedDeletes, ReplayedDeletes, DroppedDeletes, ReplicaReads atomic.Int64
 }
 
 // NewShard prepares a shard connection; it connects lazily, so a shard that is down when the
 // agent starts does not stop the agent.
 func NewShard(cfg ShardConfig) *Shard {
-	s := &Shard{cfg: cfg}
+	s := &Shard{cfg: cfg, replicas: newReplicaReader(cfg)}
 	s.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        cfg.Name,
 		MaxRequests: 1,
@@ -135,6 +140,9 @@ func (s *Shard) Close() {
 	if s.client != nil {
 		s.client.Close()
 	}
+	if s.replicas != nil {
+		s.replicas.close()
+	}
 }
 
 // isFailure says whether a result means the shard is unhealthy (as opposed to a valid answer
@@ -190,13 +198,40 @@ func (s *Shard) Do(ctx context.Context, build func(valkey.Builder) valkey.Comple
 }
 
 // DoMulti pipelines commands in order; the shard fails the batch if any command hit the network.
+// Reads fall back to a replica while the primary is unavailable.
 func (s *Shard) DoMulti(ctx context.Context, build func(valkey.Builder) []valkey.Completed) ([]valkey.ValkeyResult, error) {
 	var res []valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
 		res = c.DoMulti(ctx, build(c.B())...)
 		return firstFailure(res)
 	})
+	if err != nil {
+		if rres, ok := s.readReplica(ctx, err, build); ok {
+			return rres, nil
+		}
+	}
 	return res, err
+}
+
+// readReplica answers reads from a replica when err says the primary is unavailable.
+func (s *Shard) readReplica(ctx context.Context, err error, build func(valkey.Builder) []valkey.Completed) ([]valkey.ValkeyResult, bool) {
+	var down *DownError
+	if s.replicas == nil || !errors.As(err, &down) {
+		return nil, false
+	}
+	res, ok := s.replicas.read(ctx, build, s.deleteQueued)
+	if ok {
+		s.Stats.ReplicaReads.Add(int64(len(res)))
+	}
+	return res, ok
+}
+
+// deleteQueued says whether a delete of key waits for the shard to return.
+func (s *Shard) deleteQueued(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.queued[key]
+	return ok
 }
 
 // firstFailure is the first result that says the shard is unhealthy, if any.
@@ -229,6 +264,12 @@ func (s *Shard) QueueDelete(keys ...string) bool {
 		return false
 	}
 	s.pending = append(s.pending, keys...)
+	if s.queued == nil {
+		s.queued = map[string]struct{}{}
+	}
+	for _, k := range keys {
+		s.queued[k] = struct{}{}
+	}
 	s.Stats.QueuedDeletes.Add(int64(len(keys)))
 	return true
 }
@@ -254,20 +295,37 @@ func (s *Shard) replayPending(ctx context.Context, c valkey.Client) error {
 		if err := c.Do(ctx, c.B().Unlink().Key(s.pending[:n]...).Build()).Error(); isFailure(err) {
 			return err
 		}
+		for _, k := range s.pending[:n] {
+			delete(s.queued, k)
+		}
 		s.pending = s.pending[n:]
 		s.Stats.ReplayedDeletes.Add(int64(n))
 	}
-	s.pending = nil
+	s.pending, s.queued = nil, nil
 	return nil
 }
 
 // DoMultiCache reads several keys through the client-side cache in one round trip.
+// Without the primary, the reads go uncached to a replica.
 func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []valkey.CacheableTTL) ([]valkey.ValkeyResult, error) {
 	var res []valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
 		res = c.DoMultiCache(ctx, build(c.B())...)
 		return firstFailure(res)
 	})
+	if err != nil {
+		uncached := func(b valkey.Builder) []valkey.Completed {
+			cts := build(b)
+			out := make([]valkey.Completed, len(cts))
+			for i, ct := range cts {
+				out[i] = valkey.Completed(ct.Cmd)
+			}
+			return out
+		}
+		if rres, ok := s.readReplica(ctx, err, uncached); ok {
+			return rres, nil
+		}
+	}
 	return res, err
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,7 @@ func (s *Server) SetRing(doc *ring.Document) error {
 		return router.ShardConfig{
 			Name: sh.Name, Addr: sh.Primary, Password: s.cfg.Password, CacheBytes: cacheBytes,
 			MinUsable: time.Duration(doc.Tiers.MinUsableMillis) * time.Millisecond,
+			Replicas:  strings.Join(sh.Replicas, ","),
 			Timeout:   s.cfg.ShardTimeout, FailuresToOpen: s.cfg.FailuresToOpen, Cooldown: s.cfg.Cooldown,
 			MaxQueuedDels: s.cfg.MaxQueuedDeletes,
 		}

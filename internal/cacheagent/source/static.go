@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,15 +45,21 @@ func StaticDocument(shards string, d Defaults) (*ring.Document, error) {
 		if item == "" {
 			continue
 		}
-		name, addr, ok := strings.Cut(item, "=")
-		if !ok || name == "" || addr == "" || !strings.Contains(addr, ":") {
-			return nil, fmt.Errorf("--shards: %q is not name=host:port", item)
+		name, addrs, ok := strings.Cut(item, "=")
+		// name=primary[+replica...]
+		hosts := strings.Split(addrs, "+")
+		if !ok || name == "" || slices.ContainsFunc(hosts, func(h string) bool { return !strings.Contains(h, ":") }) {
+			return nil, fmt.Errorf("--shards: %q is not name=host:port[+replica-host:port...]", item)
 		}
 		if seen[name] {
 			return nil, fmt.Errorf("--shards: shard name %q appears twice", name)
 		}
 		seen[name] = true
-		doc.Shards = append(doc.Shards, ring.Shard{Name: name, Primary: addr})
+		sh := ring.Shard{Name: name, Primary: hosts[0]}
+		if len(hosts) > 1 {
+			sh.Replicas = hosts[1:]
+		}
+		doc.Shards = append(doc.Shards, sh)
 	}
 	if len(doc.Shards) == 0 {
 		return nil, fmt.Errorf("--shards: no shards given")

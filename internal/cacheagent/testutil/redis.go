@@ -18,9 +18,11 @@ import (
 type Redis struct {
 	Port     int
 	Password string
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	t        testing.TB
+	// ReplicaOf is the port of the primary this server replicates, 0 for a primary.
+	ReplicaOf int
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	t         testing.TB
 }
 
 // FreePort returns a loopback port that is free now, picked at random below the kernel's
@@ -44,10 +46,20 @@ func FreePort(t testing.TB) int {
 // The test fails (never skips) when redis-server is missing: CI installs it.
 func StartRedis(t testing.TB, password string) *Redis {
 	t.Helper()
+	return startRedis(t, &Redis{Password: password, t: t})
+}
+
+// StartReplica starts a replica of primary.
+func StartReplica(t testing.TB, primary *Redis) *Redis {
+	t.Helper()
+	return startRedis(t, &Redis{Password: primary.Password, ReplicaOf: primary.Port, t: t})
+}
+
+func startRedis(t testing.TB, r *Redis) *Redis {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is required for this test (apt-get install redis-server): %v", err)
 	}
-	r := &Redis{Password: password, t: t}
 	t.Cleanup(r.Stop)
 	var err error
 	for range 5 { // another process may take the port first: pick another
@@ -74,9 +86,12 @@ func (r *Redis) Start() {
 // start runs redis-server and waits until it answers. It checks the answer comes from this
 // process, not from another server that holds the port.
 func (r *Redis) start() error {
-	args := []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"}
+	args := []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning", "--repl-diskless-sync-delay", "0"}
 	if r.Password != "" {
-		args = append(args, "--requirepass", r.Password)
+		args = append(args, "--requirepass", r.Password, "--masterauth", r.Password)
+	}
+	if r.ReplicaOf != 0 {
+		args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(r.ReplicaOf))
 	}
 	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
