@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+)
+
+// Multi-key and keyspace commands: split by owner shard, answered in the client's order.
+
+// groupKeys splits keys by owner shard, keeping for each shard the positions of its keys.
+func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (shards []int, positions map[int][]int) {
+	positions = map[int][]int{}
+	for pos, k := range keys {
+		i := b.r.Index(k)
+		if _, seen := positions[i]; !seen {
+			shards = append(shards, i)
+		}
+		positions[i] = append(positions[i], pos)
+	}
+	for _, i := range shards {
+		if !b.laneFree(i, plainLane) {
+			b.exec(ctx, w)
+			break
+		}
+	}
+	return shards, positions
+}
+
+func pick(keys []string, positions []int) []string {
+	out := make([]string, len(positions))
+	for j, p := range positions {
+		out[j] = keys[p]
+	}
+	return out
+}
+
+func cmdDel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	name := strings.ToUpper(str(args[0]))
+	keys := strs(args[1:])
+	s.forget(keys...)
+	shards, positions := b.groupKeys(ctx, w, args[1:])
+	parts := make([]part, len(shards))
+	groups := make([][]string, len(shards))
+	for j, i := range shards {
+		groups[j] = pick(keys, positions[i])
+		g := groups[j]
+		cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(g...).Build() }}
+		if leases := b.leaseKeys(g); len(leases) > 0 {
+			// A delete cancels pending fill leases, so a late, stale fill is refused.
+			cmds = append(cmds, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(leases...).Build() })
+		}
+		parts[j] = b.plain(i, cmds...)
+	}
+	b.job(parts, func(w *resp.Writer, r []partResult) {
+		var n int64
+		for j, pr := range r {
+			if pr.err != nil {
+				// Replayed before the shard serves anything else; counted as deleted.
+				pr.shard.QueueDelete(groups[j]...)
+				n += int64(len(groups[j]))
+				continue
+			}
+			v, err := pr.res[0].AsInt64()
+			if err != nil {
+				writeResult(w, pr.res[0], false)
+				return
+			}
+			n += v
+		}
+		w.Int(n)
+	})
+}
+
+func cmdExists(_ *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	keys := strs(args[1:])
+	shards, positions := b.groupKeys(ctx, w, args[1:])
+	parts := make([]part, len(shards))
+	for j, i := range shards {
+		g := pick(keys, positions[i])
+		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Exists().Key(g...).Build() })
+	}
+	b.job(parts, func(w *resp.Writer, r []partResult) {
+		var n int64
+		for _, pr := range r {
+			if pr.err == nil {
+				v, _ := pr.res[0].AsInt64()
+				n += v
+			}
+		}
+		w.Int(n)
+	})
+}
+
+func cmdMget(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	keys := strs(args[1:])
+	shards, positions := b.groupKeys(ctx, w, args[1:])
+	parts := make([]part, len(shards))
+	for j, i := range shards {
+		g := pick(keys, positions[i])
+		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Mget().Key(g...).Build() })
+	}
+	b.job(parts, func(w *resp.Writer, r []partResult) {
+		values := make([]*valkey.ValkeyMessage, len(keys))
+		for j, pr := range r {
+			if pr.err != nil {
+				continue // nils: a down shard reads as misses
+			}
+			arr, err := pr.res[0].ToArray()
+			if err != nil {
+				writeResult(w, pr.res[0], false)
+				return
+			}
+			for k, pos := range positions[shards[j]] {
+				values[pos] = &arr[k]
+			}
+		}
+		w.Array(len(values))
+		for _, v := range values {
+			if v == nil || v.IsNil() {
+				s.Stats.L2Misses.Add(1)
+				w.Null()
+				continue
+			}
+			s.Stats.L2Hits.Add(1)
+			writeMessage(w, v, false)
+		}
+	})
+}
+
+// cmdMset writes each pair with its policy TTL (MSET itself cannot set one). Pairs on a down
+// shard fail the command with that shard named; pairs on other shards are written.
+func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	if len(args)%2 != 1 {
+		b.local(func(w *resp.Writer) { w.Error("ERR wrong number of arguments for 'mset' command") })
+		return
+	}
+	var keys [][]byte
+	for i := 1; i < len(args); i += 2 {
+		if s.oversize(b, b.rulesFor(args[i]), str(args[i]), len(args[i+1])) {
+			return
+		}
+		keys = append(keys, args[i])
+	}
+	type pair struct {
+		k, v string
+		ttl  time.Duration
+	}
+	pairs := make([]pair, len(keys))
+	for j := range keys {
+		rules := b.rulesFor(keys[j])
+		pairs[j] = pair{str(keys[j]), stored(rules, str(args[2+2*j])), rules.WriteTTL(nil)}
+		s.forget(pairs[j].k)
+	}
+	shards, positions := b.groupKeys(ctx, w, keys)
+	parts := make([]part, len(shards))
+	for j, i := range shards {
+		var cmds []buildFn
+		for _, pos := range positions[i] {
+			p := pairs[pos]
+			cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {
+				return bd.Set().Key(p.k).Value(p.v).Px(p.ttl).Build()
+			})
+		}
+		parts[j] = b.plain(i, cmds...)
+	}
+	b.job(parts, func(w *resp.Writer, r []partResult) {
+		for _, pr := range r {
+			if pr.err != nil {
+				writeErr(w, pr.err)
+				return
+			}
+			for _, res := range pr.res {
+				if err := res.Error(); err != nil {
+					writeErr(w, err)
+					return
+				}
+			}
+		}
+		w.OK()
+	})
+}
+
+// cmdExpire covers EXPIRE, PEXPIRE and PERSIST: writes that change a key's lifetime.
+func cmdExpire(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
+	s.forget(key)
+	b.writeJob(ctx, w, args[1], false, func(bd valkey.Builder) valkey.Completed {
+		return bd.Arbitrary(name).Keys(key).Args(rest...).Build()
+	})
+}
+
+// cmdTTL covers TTL, PTTL and TYPE: reads that answer as for a missing key when the shard is down.
+func cmdTTL(_ *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	name, key := strings.ToUpper(str(args[0])), str(args[1])
+	i := b.shardOf(ctx, w, args[1], plainLane)
+	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Build() })
+	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
+		if r[0].err != nil {
+			if name == "TYPE" {
+				w.Simple("none")
+			} else {
+				w.Int(-2)
+			}
+			return
+		}
+		writeResult(w, r[0].res[0], name == "TYPE")
+	})
+}

@@ -1,0 +1,253 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+)
+
+// Commands on one string key: GET, SET and its variants, INCR.
+
+// rulesFor returns the policy rules for key in the batch's ring.
+func (b *batch) rulesFor(key []byte) policy.Rules { return policy.For(b.r.Doc, key) }
+
+// shardOf returns the owner's index, flushing the segment first if the lane is taken.
+func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane) int {
+	i := b.r.Index(key)
+	if !b.laneFree(i, l) {
+		b.exec(ctx, w)
+	}
+	return i
+}
+
+func cmdGet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	key := str(args[1])
+	rules := b.rulesFor(args[1])
+	switch {
+	case rules.L1 && rules.L1Tracking:
+		i := b.shardOf(ctx, w, args[1], cacheLane)
+		p := b.cached(i, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules.L1TTL})
+		b.job([]part{p}, func(w *resp.Writer, r []partResult) {
+			if r[0].err != nil {
+				s.Stats.L2Misses.Add(1)
+				w.Null() // a down shard reads as a miss, never an error
+				return
+			}
+			res := r[0].res[0]
+			if res.IsCacheHit() {
+				s.Stats.L1Hits.Add(1)
+			} else {
+				s.Stats.L1Misses.Add(1)
+				s.countL2(res)
+			}
+			writeResult(w, res, false)
+		})
+	case rules.L1:
+		l1 := s.L1()
+		if v, ok := l1.Get(key); ok {
+			s.Stats.L1Hits.Add(1)
+			b.local(func(w *resp.Writer) { w.Bulk(v) })
+			return
+		}
+		s.Stats.L1Misses.Add(1)
+		i := b.shardOf(ctx, w, args[1], plainLane)
+		p := b.plain(i,
+			func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() },
+			func(bd valkey.Builder) valkey.Completed { return bd.Pttl().Key(key).Build() })
+		b.job([]part{p}, func(w *resp.Writer, r []partResult) {
+			if r[0].err != nil {
+				w.Null()
+				return
+			}
+			res := r[0].res[0]
+			s.countL2(res)
+			v, err := res.ToString()
+			if err != nil || v == codec.Absent {
+				writeResult(w, res, false)
+				return
+			}
+			v = readable(v)
+			if pttl, err := r[0].res[1].AsInt64(); err == nil {
+				l1.Set(key, []byte(v), rules.L1Lifetime(pttl))
+			}
+			w.BulkString(v)
+		})
+	default:
+		i := b.shardOf(ctx, w, args[1], plainLane)
+		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
+		b.job([]part{p}, func(w *resp.Writer, r []partResult) {
+			if r[0].err != nil {
+				s.Stats.L2Misses.Add(1)
+				w.Null()
+				return
+			}
+			s.countL2(r[0].res[0])
+			writeResult(w, r[0].res[0], false)
+		})
+	}
+}
+
+func (s *Server) countL2(res valkey.ValkeyResult) {
+	if valkey.IsValkeyNil(res.Error()) {
+		s.Stats.L2Misses.Add(1)
+	} else {
+		s.Stats.L2Hits.Add(1)
+	}
+}
+
+// forget drops the agent's own ttl-mode copy of keys that are being written and, for
+// policies that invalidate on write, tells the other agents to drop theirs.
+func (s *Server) forget(keys ...string) {
+	l1 := s.L1()
+	r := s.Router()
+	bus := s.bus.Load()
+	for _, k := range keys {
+		l1.Delete(k)
+		if bus != nil && r != nil {
+			if rules := policy.For(r.Doc, []byte(k)); rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite {
+				bus.DeleteAsync(k)
+			}
+		}
+	}
+}
+
+// oversize refuses a value over the key's limit; nothing is stored.
+func (s *Server) oversize(b *batch, rules policy.Rules, key string, size int) bool {
+	if rules.MaxValueBytes <= 0 || int64(size) <= rules.MaxValueBytes {
+		return false
+	}
+	s.Stats.OversizeRejected.Add(1)
+	msg := fmt.Sprintf("ERR value of %d bytes for key '%s' exceeds the limit of %d bytes", size, truncate([]byte(key)), rules.MaxValueBytes)
+	b.local(func(w *resp.Writer) { w.Error(msg) })
+	return true
+}
+
+// writeJob forwards one write command to key's shard: errors name the shard when it is down.
+func (b *batch) writeJob(ctx context.Context, w *resp.Writer, key []byte, status bool, cmds ...buildFn) {
+	i := b.shardOf(ctx, w, key, plainLane)
+	p := b.plain(i, cmds...)
+	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
+		if r[0].err != nil {
+			writeErr(w, r[0].err)
+			return
+		}
+		writeResult(w, r[0].res[0], status)
+	})
+}
+
+func cmdSet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	key := str(args[1])
+	rules := b.rulesFor(args[1])
+	if s.oversize(b, rules, key, len(args[2])) {
+		return
+	}
+	hasExpiry, withGet := false, false
+	for i := 3; i < len(args); i++ {
+		switch strings.ToUpper(str(args[i])) {
+		case "EX", "PX", "EXAT", "PXAT":
+			if i+1 >= len(args) {
+				b.local(func(w *resp.Writer) { w.Error("ERR syntax error") })
+				return
+			}
+			hasExpiry = true
+			i++
+		case "KEEPTTL":
+			hasExpiry = true
+		case "GET":
+			withGet = true
+		case "NX", "XX":
+		default:
+			b.local(func(w *resp.Writer) { w.Error("ERR syntax error") })
+			return
+		}
+	}
+	rest := strs(args[2:])
+	rest[0] = stored(rules, rest[0])
+	if !hasExpiry && rules.TTL > 0 {
+		rest = append(rest, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
+	}
+	s.forget(key)
+	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("SET").Keys(key).Args(rest...).Build() }}
+	if rules.LeaseTTL > 0 {
+		// Fresh data written directly: a pending fill is older, refuse it.
+		lk := leaseKey(key)
+		cmds = append(cmds, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(lk).Build() })
+	}
+	b.writeJob(ctx, w, args[1], !withGet, cmds...)
+}
+
+// leaseKeys are the lease keys of those keys whose policy uses stampede protection.
+func (b *batch) leaseKeys(keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		if policy.For(b.r.Doc, []byte(k)).LeaseTTL > 0 {
+			out = append(out, leaseKey(k))
+		}
+	}
+	return out
+}
+
+func cmdSetex(s *Server, ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {
+	key, name := str(args[1]), strings.ToUpper(str(args[0]))
+	rules := b.rulesFor(args[1])
+	if s.oversize(b, rules, key, len(args[3])) {
+		return
+	}
+	ttl, val := str(args[2]), stored(rules, str(args[3]))
+	s.forget(key)
+	b.writeJob(ctx, w, args[1], true, func(bd valkey.Builder) valkey.Completed {
+		return bd.Arbitrary(name).Keys(key).Args(ttl, val).Build()
+	})
+}
+
+func cmdGetex(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	key, rest := str(args[1]), strs(args[2:])
+	s.forget(key)
+	i := b.shardOf(ctx, w, args[1], plainLane)
+	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("GETEX").Keys(key).Args(rest...).Build() })
+	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
+		if r[0].err != nil {
+			w.Null()
+			return
+		}
+		writeResult(w, r[0].res[0], false)
+	})
+}
+
+func cmdGetdel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	key := str(args[1])
+	s.forget(key)
+	i := b.shardOf(ctx, w, args[1], plainLane)
+	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Getdel().Key(key).Build() })
+	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
+		if r[0].err != nil {
+			r[0].shard.QueueDelete(key) // the value cannot be returned, but the delete is not lost
+			w.Null()
+			return
+		}
+		writeResult(w, r[0].res[0], false)
+	})
+}
+
+// cmdIncr covers INCR, DECR, INCRBY, DECRBY. A counter created by the increment gets the
+// policy TTL (PEXPIRE ... NX leaves an existing expiry alone).
+func cmdIncr(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
+	rules := b.rulesFor(args[1])
+	s.forget(key)
+	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Args(rest...).Build() }}
+	if rules.TTL > 0 {
+		px := strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10)
+		cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {
+			return bd.Arbitrary("PEXPIRE").Keys(key).Args(px, "NX").Build()
+		})
+	}
+	b.writeJob(ctx, w, args[1], false, cmds...)
+}
