@@ -58,12 +58,21 @@ func buildShardsConfig(f *cachev1alpha1.CacheFleet) *corev1.ConfigMap {
 }
 
 // shardStartScript writes the runtime config (password, replicaof) into a tmpfs and execs Valkey:
-// ordinal 0 is the primary, the others replicate from it through its stable DNS name.
+// ordinal 0 is the primary, the others replicate from it through its stable DNS name. The
+// password is escaped for Valkey's config syntax, so a user's Secret may hold quotes and
+// backslashes.
 const shardStartScript = `set -eu
 {
   echo "include /etc/valkey/valkey.conf"
   if [ -n "${VALKEY_PASSWORD:-}" ]; then
-    printf 'requirepass "%s"\nmasterauth "%s"\n' "$VALKEY_PASSWORD" "$VALKEY_PASSWORD"
+    case "$VALKEY_PASSWORD" in
+      *"
+"*) echo "the password in the fleet's Secret must be a single line" >&2; exit 1 ;;
+    esac
+    # Valkey reads backslash sequences inside double quotes as escapes: escaping backslashes and
+    # double quotes keeps every character of the password literal.
+    pw=$(printf '%s' "$VALKEY_PASSWORD" | sed 's/[\\"]/\\&/g')
+    printf 'requirepass "%s"\nmasterauth "%s"\n' "$pw" "$pw"
   fi
   case "$POD_NAME" in
     *-0) ;;
