@@ -25,11 +25,13 @@ func TestSamplesAreAccepted(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no samples found: %v", err)
 	}
-	ns := "samples"
-	if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}); err != nil {
+	// A generated name, so the test can run again against the same API server (-count=2).
+	nsObj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"generateName": "samples-"}}}
+	if err := env.Client.Create(ctx, nsObj); err != nil {
 		t.Fatal(err)
 	}
+	ns := nsObj.GetName()
 	var fleets, policies int
 	for _, file := range files {
 		data, err := os.ReadFile(file)
@@ -79,6 +81,7 @@ func TestEmptyFleetGetsEveryDefault(t *testing.T) {
 	if err := env.Client.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, obj) })
 	var f cachev1alpha1.CacheFleet
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), &f); err != nil {
 		t.Fatal(err)
