@@ -181,15 +181,13 @@ func (b *Bus) Publish(ctx context.Context, op string, args ...string) error {
 	var ok atomic.Int32
 	var wg sync.WaitGroup
 	for _, sh := range shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if _, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
 				return bd.Publish().Channel(b.cfg.Channel).Message(payload).Build()
 			}); err == nil {
 				ok.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if ok.Load() == 0 {

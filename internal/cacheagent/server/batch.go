@@ -149,8 +149,7 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	default:
 		var wg sync.WaitGroup
 		for _, i := range active[1:] {
-			wg.Add(1)
-			go func() { defer wg.Done(); run(i) }()
+			wg.Go(func() { run(i) })
 		}
 		run(active[0])
 		wg.Wait()

@@ -77,9 +77,7 @@ func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, erro
 	var removed atomic.Int64
 	var wg sync.WaitGroup
 	for sh, ks := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			res, err := sh.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
 				return []valkey.Completed{bd.Unlink().Key(ks...).Build(), bd.Unlink().Key(leases[sh]...).Build()}
 			})
@@ -90,7 +88,7 @@ func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, erro
 			}
 			n, _ := res[0].AsInt64()
 			removed.Add(n)
-		}()
+		})
 	}
 	wg.Wait()
 	return removed.Load(), s.broadcast(ctx, bus.OpDelete, keys...)
@@ -104,9 +102,7 @@ func (s *Server) InvalidatePrefixes(ctx context.Context, prefixes []string) (int
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, sh := range r.Shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for _, p := range prefixes {
 				n, err := unlinkPrefix(ctx, sh, p)
 				removed.Add(n)
@@ -116,7 +112,7 @@ func (s *Server) InvalidatePrefixes(ctx context.Context, prefixes []string) (int
 					mu.Unlock()
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	for _, p := range prefixes {

@@ -93,9 +93,7 @@ func (s *Server) InvalidateTags(ctx context.Context, tags []string) (int64, erro
 	var firstErr error
 	var wg sync.WaitGroup
 	for _, sh := range s.Router().Shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
 				return bd.Eval().Script(tagInvalidateScript).Numkeys(int64(len(idx))).Key(idx...).Arg(now).Build()
 			})
@@ -107,7 +105,7 @@ func (s *Server) InvalidateTags(ctx context.Context, tags []string) (int64, erro
 			}
 			keys, _ := res.AsStrSlice()
 			removed = append(removed, keys...)
-		}()
+		})
 	}
 	wg.Wait()
 	for _, k := range removed {
