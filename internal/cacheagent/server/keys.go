@@ -31,6 +31,20 @@ func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (s
 	return shards, positions
 }
 
+// perShard queues one command per owner shard, built from that shard's keys, for a read of
+// every key in args. where[j] holds the positions in args of part j's keys.
+func (b *batch) perShard(ctx context.Context, w *resp.Writer, args [][]byte, build func(valkey.Builder, []string) valkey.Completed) (keys []string, where [][]int, parts []part) {
+	keys = strs(args)
+	shards, positions := b.groupKeys(ctx, w, args)
+	parts, where = make([]part, len(shards)), make([][]int, len(shards))
+	for j, i := range shards {
+		g := pick(keys, positions[i])
+		where[j] = positions[i]
+		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return build(bd, g) })
+	}
+	return keys, where, parts
+}
+
 func pick(keys []string, positions []int) []string {
 	out := make([]string, len(positions))
 	for j, p := range positions {
@@ -77,13 +91,7 @@ func cmdDel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 }
 
 func cmdExists(_ *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	keys := strs(args[1:])
-	shards, positions := b.groupKeys(ctx, w, args[1:])
-	parts := make([]part, len(shards))
-	for j, i := range shards {
-		g := pick(keys, positions[i])
-		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Exists().Key(g...).Build() })
-	}
+	_, _, parts := b.perShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Exists().Key(g...).Build() })
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		var n int64
 		for _, pr := range r {
@@ -97,13 +105,7 @@ func cmdExists(_ *Server, ctx context.Context, b *batch, _ *client, w *resp.Writ
 }
 
 func cmdMget(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	keys := strs(args[1:])
-	shards, positions := b.groupKeys(ctx, w, args[1:])
-	parts := make([]part, len(shards))
-	for j, i := range shards {
-		g := pick(keys, positions[i])
-		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Mget().Key(g...).Build() })
-	}
+	keys, where, parts := b.perShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Mget().Key(g...).Build() })
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		values := make([]*valkey.ValkeyMessage, len(keys))
 		for j, pr := range r {
@@ -115,7 +117,7 @@ func cmdMget(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 				writeResult(w, pr.res[0], false)
 				return
 			}
-			for k, pos := range positions[shards[j]] {
+			for k, pos := range where[j] {
 				values[pos] = &arr[k]
 			}
 		}
