@@ -16,7 +16,8 @@ import (
 // queued delete is never read from a replica, which still holds the value the delete removed.
 // Replication is asynchronous: a write acknowledged just before the primary died may be missing.
 type replicaReader struct {
-	cfg ShardConfig
+	cfg   ShardConfig
+	addrs []string
 
 	mu       sync.Mutex
 	clients  map[string]valkey.Client
@@ -28,8 +29,9 @@ func newReplicaReader(cfg ShardConfig) *replicaReader {
 	if cfg.Replicas == "" {
 		return nil
 	}
-	r := &replicaReader{cfg: cfg, clients: map[string]valkey.Client{}, breakers: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}}
-	for _, addr := range strings.Split(cfg.Replicas, ",") {
+	r := &replicaReader{cfg: cfg, addrs: strings.Split(cfg.Replicas, ","),
+		clients: map[string]valkey.Client{}, breakers: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}}
+	for _, addr := range r.addrs {
 		r.breakers[addr] = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 			Name: cfg.Name + "/" + addr, MaxRequests: 1, Timeout: cfg.Cooldown,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.FailuresToOpen },
@@ -61,7 +63,7 @@ func (r *replicaReader) client(addr string) (valkey.Client, error) {
 // read sends cmds to the first replica that answers. ok is false when cmds are not all reads,
 // touch a key with a queued delete, or no replica answers.
 func (r *replicaReader) read(ctx context.Context, build func(valkey.Builder) []valkey.Completed, deleted func(key string) bool) ([]valkey.ValkeyResult, bool) {
-	for _, addr := range strings.Split(r.cfg.Replicas, ",") {
+	for _, addr := range r.addrs {
 		done, err := r.breakers[addr].Allow()
 		if err != nil {
 			continue
