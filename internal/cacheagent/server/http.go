@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
@@ -102,11 +101,11 @@ func (s *Server) httpGetKey(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	if v == codec.Absent {
+	v, present := readable(v)
+	if !present {
 		http.Error(w, "not found (recorded as absent at the origin)", http.StatusNotFound)
 		return
 	}
-	v = readable(v)
 	pttl, _ := res[1].AsInt64()
 	writeJSON(w, http.StatusOK, map[string]any{"key": key, "value": v, "shard": sh.Name(), "pttlMillis": pttl})
 }

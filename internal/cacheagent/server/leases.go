@@ -160,10 +160,10 @@ func (s *Server) leaseGet(ctx context.Context, sh *router.Shard, key string, lea
 		case 1:
 			s.waiters.remove(key, ch)
 			v, _ := reply[1].ToString()
-			if v == codec.Absent {
+			v, present := readable(v)
+			if !present {
 				return nil, "", errAbsent
 			}
-			v = readable(v)
 			return &v, "", nil
 		case 2:
 			s.waiters.remove(key, ch)

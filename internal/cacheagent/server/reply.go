@@ -36,13 +36,12 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 		w.Int(n)
 	case m.IsString():
 		s, _ := m.ToString()
-		switch {
-		case status:
+		if status {
 			w.Simple(s)
-		case s == codec.Absent:
+		} else if v, present := readable(s); present {
+			w.BulkString(v)
+		} else {
 			w.Null()
-		default:
-			w.BulkString(readable(s))
 		}
 	case m.IsArray():
 		arr, _ := m.ToArray()
@@ -75,8 +74,14 @@ func stored(rules policy.Rules, value string) string {
 	return codec.Encode(rules.Compression, rules.CompressionMinSize, value)
 }
 
-// readable is what a client gets for a value read from L2.
-func readable(value string) string { return codec.Decode(value, maxDecodedBytes) }
+// readable is what a client gets for a value read from L2; present is false for a key
+// recorded as absent at the origin (negative cache), which reads as nil.
+func readable(value string) (v string, present bool) {
+	if value == codec.Absent {
+		return "", false
+	}
+	return codec.Decode(value, maxDecodedBytes), true
+}
 
 // maxDecodedBytes is the API's largest maxValueSize: no agent wrote a larger value.
 const maxDecodedBytes = 512 << 20

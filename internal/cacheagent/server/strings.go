@@ -8,7 +8,6 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 )
@@ -68,12 +67,12 @@ func cmdGet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 			}
 			res := r[0].res[0]
 			s.countL2(res)
-			v, err := res.ToString()
-			if err != nil || v == codec.Absent {
+			raw, err := res.ToString()
+			v, present := readable(raw)
+			if err != nil || !present {
 				writeResult(w, res, false)
 				return
 			}
-			v = readable(v)
 			if pttl, err := r[0].res[1].AsInt64(); err == nil {
 				l1.Set(key, []byte(v), rules.L1Lifetime(pttl))
 			}
