@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/maypok86/otter/v2"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/fence"
 )
 
 // entryOverhead approximates the bookkeeping bytes of one entry, so many small values cannot
@@ -19,9 +21,11 @@ type entry struct {
 	expiresAt time.Time
 }
 
-// Cache is safe for concurrent use.
+// Cache is safe for concurrent use. Fills are fenced against deletes: a value read from L2
+// before a delete of its key (a write, an invalidation) is not kept.
 type Cache struct {
-	c *otter.Cache[string, entry]
+	c     *otter.Cache[string, entry]
+	fence fence.Fence
 }
 
 // New returns a cache holding at most maxBytes of keys, values and overhead.
@@ -47,31 +51,43 @@ func (c *Cache) Get(key string) ([]byte, bool) {
 	return e.value, true
 }
 
-// Set stores a copy of value for ttl. Values whose ttl is not positive are not stored.
-func (c *Cache) Set(key string, value []byte, ttl time.Duration) {
+// Ticket is taken before reading key from L2; Fill needs it.
+func (c *Cache) Ticket(key string) fence.Ticket { return c.fence.Ticket(key) }
+
+// Fill stores a copy of value for ttl unless key was deleted since the ticket was taken.
+// Values whose ttl is not positive are not stored.
+func (c *Cache) Fill(t fence.Ticket, key string, value []byte, ttl time.Duration) bool {
 	if ttl <= 0 {
-		return
+		return false
 	}
-	c.c.Set(key, entry{value: append([]byte(nil), value...), expiresAt: time.Now().Add(ttl)})
+	e := entry{value: append([]byte(nil), value...), expiresAt: time.Now().Add(ttl)}
+	return c.fence.Fill(t, func() { c.c.Set(key, e) })
 }
 
-// Delete removes key.
-func (c *Cache) Delete(key string) { c.c.Invalidate(key) }
+// Set stores a copy of value for ttl, unfenced (for values that did not come from a read).
+func (c *Cache) Set(key string, value []byte, ttl time.Duration) {
+	c.Fill(c.Ticket(key), key, value, ttl)
+}
+
+// Delete removes key and refuses fills of it whose read was issued before.
+func (c *Cache) Delete(key string) { c.fence.Write(key, func() { c.c.Invalidate(key) }) }
 
 // DeletePrefix removes every key starting with prefix and returns how many it removed.
 func (c *Cache) DeletePrefix(prefix string) int {
 	n := 0
-	for k := range c.c.Keys() {
-		if strings.HasPrefix(k, prefix) {
-			c.c.Invalidate(k)
-			n++
+	c.fence.All(func() {
+		for k := range c.c.Keys() {
+			if strings.HasPrefix(k, prefix) {
+				c.c.Invalidate(k)
+				n++
+			}
 		}
-	}
+	})
 	return n
 }
 
 // Clear removes everything.
-func (c *Cache) Clear() { c.c.InvalidateAll() }
+func (c *Cache) Clear() { c.fence.All(c.c.InvalidateAll) }
 
 // Len is the approximate number of entries.
 func (c *Cache) Len() int { return c.c.EstimatedSize() }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,9 +45,12 @@ func (e *DownError) Error() string {
 
 func (e *DownError) Unwrap() error { return e.Err }
 
-// pipelineMultiplex is valkey-go's PipelineMultiplex: 2^0 = one connection per shard, which
-// coalesces the most concurrent requests into each write.
-const pipelineMultiplex = 0
+// pipelineMultiplex is valkey-go's PipelineMultiplex. A negative value means 2^0: one
+// connection per shard (0 would mean valkey-go's default, up to 4). One connection is what
+// makes read-your-writes hold: the shard answers a write and a later tracked read of the same
+// key in order only when both travel on the same connection. It also coalesces the most
+// concurrent requests into each write.
+const pipelineMultiplex = -1
 
 // Shard is one ring member's connection. Safe for concurrent use.
 type Shard struct {
@@ -60,6 +64,9 @@ type Shard struct {
 	closed  bool
 
 	replicas *replicaReader // nil without replicas
+	// stores are the live tracking stores: valkey-go makes one per connection it opens.
+	stores   atomic.Pointer[[]*trackStore]
+	storesMu sync.Mutex // serialises changes of stores (valkey-go makes stores while mu is held)
 
 	Stats ShardStats
 }
@@ -117,9 +124,12 @@ func (s *Shard) getClient() (valkey.Client, error) {
 	}
 	if s.cfg.CacheBytes > 0 {
 		// valkey-go's default is 128 MiB per connection; bound it by the fleet's L1 setting.
-		opt.CacheSizeEachConn = max(s.cfg.CacheBytes/(1<<pipelineMultiplex), 1<<16)
+		opt.CacheSizeEachConn = max(s.cfg.CacheBytes, 1<<16)
 		opt.NewCacheStoreFn = func(o valkey.CacheStoreOption) valkey.CacheStore {
-			return newTrackStore(o.CacheSizeEachConn, s.cfg.MinUsable)
+			ts := newTrackStore(o.CacheSizeEachConn, s.cfg.MinUsable)
+			ts.onClose = s.dropStore
+			s.updateStores(func(l []*trackStore) []*trackStore { return append(l, ts) })
+			return ts
 		}
 	} else {
 		opt.DisableCache = true
@@ -130,6 +140,34 @@ func (s *Shard) getClient() (valkey.Client, error) {
 	}
 	s.client = c
 	return c, nil
+}
+
+// Fence drops the tracking L1's copies of keys this agent wrote and refuses earlier reads'
+// fills of them. Call it after the shard acknowledged the write, before the client's reply.
+func (s *Shard) Fence(keys ...string) {
+	if l := s.stores.Load(); l != nil {
+		for _, ts := range *l {
+			ts.Fence(keys...)
+		}
+	}
+}
+
+func (s *Shard) dropStore(ts *trackStore) {
+	s.updateStores(func(l []*trackStore) []*trackStore {
+		return slices.DeleteFunc(l, func(x *trackStore) bool { return x == ts })
+	})
+}
+
+// updateStores replaces the store list with a changed copy (readers never lock).
+func (s *Shard) updateStores(change func([]*trackStore) []*trackStore) {
+	s.storesMu.Lock()
+	defer s.storesMu.Unlock()
+	var l []*trackStore
+	if cur := s.stores.Load(); cur != nil {
+		l = slices.Clone(*cur)
+	}
+	l = change(l)
+	s.stores.Store(&l)
 }
 
 // Close closes the connection; later requests fail.

@@ -7,6 +7,8 @@ import (
 
 	"github.com/maypok86/otter/v2"
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/fence"
 )
 
 // trackStore is valkey-go's client-side cache store for one shard connection (tracking-mode
@@ -20,6 +22,11 @@ type trackStore struct {
 	mu      sync.Mutex
 	flights map[string]*trackFlight // nil once closed
 	kept    *otter.Cache[string, trackEntry]
+	// fence refuses fills whose read was issued before the agent's own write of the key: the
+	// shard's invalidation push for that write arrives after the write's reply.
+	fence fence.Fence
+	// onClose tells the shard the connection is gone.
+	onClose func(*trackStore)
 }
 
 type trackEntry struct {
@@ -30,8 +37,9 @@ type trackEntry struct {
 
 // trackFlight is a read in flight; concurrent readers of the same key wait for it.
 type trackFlight struct {
-	cmd  string
-	pxat int64
+	cmd    string
+	pxat   int64
+	ticket fence.Ticket
 	ch   chan struct{}
 	msg  valkey.ValkeyMessage
 	err  error
@@ -84,7 +92,7 @@ func (s *trackStore) Flight(key, cmd string, ttl time.Duration, now time.Time) (
 		}
 		return valkey.ValkeyMessage{}, nil // another command's read owns the key: read uncached
 	}
-	s.flights[key] = &trackFlight{cmd: cmd, pxat: now.Add(ttl).UnixMilli(), ch: make(chan struct{})}
+	s.flights[key] = &trackFlight{cmd: cmd, pxat: now.Add(ttl).UnixMilli(), ch: make(chan struct{}), ticket: s.fence.Ticket(key)}
 	return valkey.ValkeyMessage{}, nil
 }
 
@@ -103,7 +111,7 @@ func (s *trackStore) Update(key, cmd string, msg valkey.ValkeyMessage) int64 {
 		pxat = server
 	}
 	if pxat-time.Now().UnixMilli() >= max(s.minUsable, 1) {
-		s.kept.Set(key, trackEntry{cmd: cmd, msg: msg, pxat: pxat})
+		s.fence.Fill(f.ticket, func() { s.kept.Set(key, trackEntry{cmd: cmd, msg: msg, pxat: pxat}) })
 	}
 	s.mu.Unlock()
 	f.msg = msg
@@ -141,6 +149,16 @@ func (s *trackStore) Delete(keys []valkey.ValkeyMessage) {
 	}
 }
 
+// Fence drops the kept copies of keys the agent has written, before the write's reply reaches
+// the client, and refuses fills of them whose read was issued before. Flights need no care:
+// valkey-go resolves them in the connection's reply order, so one sent before the write has
+// completed before the write's reply is delivered, and one sent after it reads the new value.
+func (s *trackStore) Fence(keys ...string) {
+	for _, key := range keys {
+		s.fence.Write(key, func() { s.kept.Invalidate(key) })
+	}
+}
+
 // Close drops everything and fails the reads in flight; the connection is gone.
 func (s *trackStore) Close(err error) {
 	s.mu.Lock()
@@ -148,6 +166,9 @@ func (s *trackStore) Close(err error) {
 	s.flights = nil
 	s.kept.InvalidateAll()
 	s.mu.Unlock()
+	if s.onClose != nil {
+		s.onClose(s)
+	}
 	for _, f := range flights {
 		f.err = err
 		close(f.ch)

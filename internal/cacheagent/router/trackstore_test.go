@@ -68,3 +68,27 @@ func TestTrackStoreDropsWhatTheShardInvalidates(t *testing.T) {
 		t.Errorf("%d entries left after a flush-all invalidation", s.kept.EstimatedSize())
 	}
 }
+
+// TestTrackStoreFenceDropsCopiesOfOwnWrites: the shard's invalidation push for the agent's own
+// write arrives after the write's reply, so the agent fences the key itself in between. A copy
+// kept before the fence is dropped, and a read issued before the fence is not kept.
+func TestTrackStoreFenceDropsCopiesOfOwnWrites(t *testing.T) {
+	s := newTrackStore(1<<20, 0)
+	now := time.Now()
+	s.Flight("kept", "GET", time.Minute, now)
+	s.Update("kept", "GET", valkey.ValkeyMessage{})
+	s.Flight("racing", "GET", time.Minute, now) // read issued before the write is acknowledged
+	s.Fence("kept", "racing")
+	if _, ok := s.kept.GetIfPresent("kept"); ok {
+		t.Error("a copy kept before the agent's write survived the fence")
+	}
+	s.Update("racing", "GET", valkey.ValkeyMessage{})
+	if _, ok := s.kept.GetIfPresent("racing"); ok {
+		t.Error("a read issued before the write was kept after it")
+	}
+	s.Flight("racing", "GET", time.Minute, time.Now())
+	s.Update("racing", "GET", valkey.ValkeyMessage{})
+	if _, ok := s.kept.GetIfPresent("racing"); !ok {
+		t.Error("a read issued after the write was not kept")
+	}
+}

@@ -68,6 +68,9 @@ type batch struct {
 	work    []shardWork
 	replies []pending
 	flushes int
+	// written are the keys this segment writes; exec fences their L1 copies once the shards
+	// have answered and before any reply is written (read-your-writes).
+	written []string
 }
 
 func (b *batch) reset(r *router.Router) {
@@ -80,6 +83,20 @@ func (b *batch) reset(r *router.Router) {
 		b.work[i] = shardWork{plain: b.work[i].plain[:0], cached: b.work[i].cached[:0]}
 	}
 	b.replies = b.replies[:0]
+	b.written = b.written[:0]
+}
+
+// wrote registers keys written by work just queued in this segment.
+func (b *batch) wrote(keys ...string) { b.written = append(b.written, keys...) }
+
+// writing reports whether the segment holds a write of key not yet executed.
+func (b *batch) writing(key string) bool {
+	for _, k := range b.written {
+		if k == key {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *batch) local(f func(w *resp.Writer)) {
@@ -153,6 +170,9 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 		}
 		run(active[0])
 		wg.Wait()
+	}
+	if len(b.written) > 0 {
+		b.s.settle(b.r, b.written...)
 	}
 	var results []partResult
 	for _, p := range b.replies {

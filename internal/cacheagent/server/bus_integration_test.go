@@ -50,7 +50,20 @@ func startBusAgentsWith(t *testing.T, shards []*tu.Redis, n int, leaseTTL time.D
 		a.srv.SetBus(b)
 		agents = append(agents, a)
 	}
-	// Wait until every agent hears every other one.
+	// Wait until every agent is subscribed on every shard (a message published on one shard
+	// reaches only the agents subscribed there), then until every agent hears every other one.
+	eventually(t, "every agent subscribed on every shard", func() error {
+		for _, sh := range shards {
+			got, err := sh.Do("PUBSUB", "NUMSUB", "cachefleet:test")
+			if err != nil {
+				return err
+			}
+			if want := fmt.Sprintf("[cachefleet:test %d]", n); got != want {
+				return fmt.Errorf("shard %s: PUBSUB NUMSUB = %s, want %s", sh.Addr(), got, want)
+			}
+		}
+		return nil
+	})
 	eventually(t, "bus connected", func() error {
 		for _, a := range agents {
 			a.srv.Bus().Publish(context.Background(), bus.OpDelete, "probe")

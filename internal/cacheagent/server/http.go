@@ -139,9 +139,11 @@ func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
 	}
 	s.forget(key)
 	sh := rt.ShardFor([]byte(key))
-	if _, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed {
+	_, err = sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed {
 		return b.Set().Key(key).Value(stored(rules, valkey.BinaryString(body))).Px(ttl).Build()
-	}); err != nil {
+	})
+	s.settle(rt, key)
+	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
@@ -156,7 +158,9 @@ func (s *Server) httpDeleteKey(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	s.forget(key)
 	sh := rt.ShardFor([]byte(key))
-	if _, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed { return b.Unlink().Key(key).Build() }); err != nil {
+	_, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed { return b.Unlink().Key(key).Build() })
+	s.settle(rt, key)
+	if err != nil {
 		sh.QueueDelete(key)
 		writeJSON(w, http.StatusAccepted, map[string]any{"key": key, "queued": true, "shard": sh.Name()})
 		return

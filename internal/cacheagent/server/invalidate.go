@@ -91,6 +91,7 @@ func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, erro
 		})
 	}
 	wg.Wait()
+	s.settle(r, keys...)
 	return removed.Load(), s.broadcast(ctx, bus.OpDelete, keys...)
 }
 

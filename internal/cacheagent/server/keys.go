@@ -70,6 +70,7 @@ func cmdDel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 		}
 		parts[j] = b.plain(i, cmds...)
 	}
+	b.wrote(keys...)
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		var n int64
 		for j, pr := range r {
@@ -169,6 +170,9 @@ func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 			})
 		}
 		parts[j] = b.plain(i, cmds...)
+	}
+	for _, p := range pairs {
+		b.wrote(p.k)
 	}
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		for _, pr := range r {

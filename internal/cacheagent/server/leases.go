@@ -249,6 +249,7 @@ func (s *Server) fill(ctx context.Context, sh *router.Shard, key, token, value s
 			return bd.Eval().Script(fillScript).Numkeys(2).Key(leaseKey(key), key).
 				Arg(token, value, strconv.FormatInt(ttl.Milliseconds(), 10)).Build()
 		})
+		s.settle(s.Router(), key)
 		if err != nil {
 			writeErr(w, err)
 			return

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
 // Commands on one string key: GET, SET and its variants, INCR.
@@ -50,12 +51,15 @@ func cmdGet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 		})
 	case rules.L1:
 		l1 := s.L1()
-		if v, ok := l1.Get(key); ok {
-			s.Stats.L1Hits.Add(1)
-			b.local(func(w *resp.Writer) { w.Bulk(v) })
-			return
+		if !b.writing(key) {
+			if v, ok := l1.Get(key); ok {
+				s.Stats.L1Hits.Add(1)
+				b.local(func(w *resp.Writer) { w.Bulk(v) })
+				return
+			}
 		}
 		s.Stats.L1Misses.Add(1)
+		ticket := l1.Ticket(key) // before the read leaves: a write acknowledged after refuses the fill
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i,
 			func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() },
@@ -74,7 +78,7 @@ func cmdGet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 				return
 			}
 			if pttl, err := r[0].res[1].AsInt64(); err == nil {
-				l1.Set(key, []byte(v), rules.L1Lifetime(pttl))
+				l1.Fill(ticket, key, []byte(v), rules.L1Lifetime(pttl))
 			}
 			w.BulkString(v)
 		})
@@ -101,7 +105,21 @@ func (s *Server) countL2(res valkey.ValkeyResult) {
 	}
 }
 
-// forget drops the agent's own ttl-mode copy of keys that are being written and, for
+// settle makes the agent's own writes of keys visible to its next reads: it drops the L1 copies
+// (both modes) and refuses fills whose read was issued before. Call it after the shard
+// acknowledged (or failed) the write and before the client's reply: the shard's own
+// invalidation push for a tracked key arrives only after the write's reply.
+func (s *Server) settle(r *router.Router, keys ...string) {
+	l1 := s.L1()
+	for _, k := range keys {
+		l1.Delete(k)
+		if r != nil {
+			r.ShardFor([]byte(k)).Fence(k)
+		}
+	}
+}
+
+// forget drops the agent's own ttl-mode copy of keys that are about to be written and, for
 // policies that invalidate on write, tells the other agents to drop theirs.
 func (s *Server) forget(keys ...string) {
 	l1 := s.L1()
@@ -132,6 +150,7 @@ func (s *Server) oversize(b *batch, rules policy.Rules, key string, size int) bo
 func (b *batch) writeJob(ctx context.Context, w *resp.Writer, key []byte, status bool, cmds ...buildFn) {
 	i := b.shardOf(ctx, w, key, plainLane)
 	p := b.plain(i, cmds...)
+	b.wrote(string(key))
 	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
 		if r[0].err != nil {
 			writeErr(w, r[0].err)
@@ -211,6 +230,7 @@ func cmdGetex(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Write
 	s.forget(key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("GETEX").Keys(key).Args(rest...).Build() })
+	b.wrote(key)
 	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
 		if r[0].err != nil {
 			w.Null()
@@ -225,6 +245,7 @@ func cmdGetdel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writ
 	s.forget(key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Getdel().Key(key).Build() })
+	b.wrote(key)
 	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
 		if r[0].err != nil {
 			r[0].shard.QueueDelete(key) // the value cannot be returned, but the delete is not lost

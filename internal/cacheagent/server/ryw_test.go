@@ -1,0 +1,188 @@
+package server_test
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// l1Modes are the agent's L1 configurations; read-your-writes must hold in each.
+var l1Modes = []struct {
+	name string
+	set  func(*options)
+}{
+	{"tracking", func(o *options) {}},
+	{"ttl", func(o *options) { o.defaults.TTLModeForAll = true }},
+	{"off", func(o *options) { o.defaults.L1 = false }},
+}
+
+// TestReadYourWrites: after a client's write returns, its next read through the same agent
+// sees the new state, while other clients keep reading (and filling L1 with) the same key.
+// Writers await each command; a second pass pipelines GET, write, GET in one round trip.
+func TestReadYourWrites(t *testing.T) {
+	const writers, rounds = 4, 2500
+	shards := twoShards(t)
+	for _, mode := range l1Modes {
+		t.Run(mode.name, func(t *testing.T) {
+			o := defaults()
+			o.defaults.MinUsableTTL = 0
+			mode.set(&o)
+			a := startAgent(t, shards, o)
+			var wrong, total atomic.Int64
+			var firstWrong atomic.Value
+			report := func(format string, args ...any) {
+				wrong.Add(1)
+				firstWrong.CompareAndSwap(nil, fmt.Sprintf(format, args...))
+			}
+			stop := make(chan struct{})
+			var readers, wg sync.WaitGroup
+			for w := range writers {
+				key := fmt.Sprintf("ryw:%s:%d", mode.name, w)
+				// Two readers per key keep filling the agent's L1 with whatever is current.
+				for range 2 {
+					rc := a.dial(t)
+					readers.Go(func() {
+						for {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							rc.nc.SetDeadline(time.Now().Add(5 * time.Second))
+							if _, err := tu.RoundTrip(rc.nc, rc.rd, "GET", key); err != nil {
+								return
+							}
+						}
+					})
+				}
+				c := a.dial(t)
+				wg.Go(func() {
+					for i := range rounds {
+						v := strconv.Itoa(i)
+						total.Add(1)
+						switch i % 5 {
+						case 0, 1: // SET then GET
+							c.do("SET", key, "old"+v)
+							c.do("GET", key)
+							c.do("SET", key, "new"+v)
+							if got := c.do("GET", key); got != "new"+v {
+								report("SET new%s then GET = %q", v, got)
+							}
+						case 2: // DEL then GET
+							c.do("GET", key)
+							c.do("DEL", key)
+							if got := c.do("GET", key); got != "(nil)" {
+								report("DEL then GET = %q", got)
+							}
+						case 3: // INCR then GET
+							c.do("SET", key, "10")
+							c.do("GET", key)
+							c.do("INCR", key)
+							if got := c.do("GET", key); got != "11" {
+								report("INCR 10 then GET = %q", got)
+							}
+						case 4: // GETDEL then GET
+							c.do("SET", key, "x"+v)
+							c.do("GET", key)
+							c.do("GETDEL", key)
+							if got := c.do("GET", key); got != "(nil)" {
+								report("GETDEL then GET = %q", got)
+							}
+						}
+					}
+					// Pipelined: GET k; SET k v2; GET k in one write.
+					for i := range rounds / 5 {
+						v := "p" + strconv.Itoa(i)
+						total.Add(1)
+						c.nc.SetDeadline(time.Now().Add(5 * time.Second))
+						c.nc.Write(append(append(tu.Encode("GET", key), tu.Encode("SET", key, v)...), tu.Encode("GET", key)...))
+						var got [3]string
+						for j := range got {
+							var err error
+							if got[j], err = tu.ReadReply(c.rd); err != nil {
+								report("pipeline: %v", err)
+								return
+							}
+						}
+						if got[1] != "OK" || got[2] != v {
+							report("pipelined GET, SET %s, GET = %q", v, got)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(stop)
+			readers.Wait()
+			t.Logf("read-your-writes %s: %d wrong reads in %d rounds", mode.name, wrong.Load(), total.Load())
+			if n := wrong.Load(); n != 0 {
+				t.Errorf("%d of %d rounds read a state older than the client's own write; first: %s", n, total.Load(), firstWrong.Load())
+			}
+		})
+	}
+}
+
+// TestReadYourWritesAfterExpire: EXPIRE/PERSIST through the agent are seen by the next TTL
+// read, and a key expired by PEXPIRE 1 is gone for the next GET even if L1 held it.
+func TestReadYourWritesAfterExpire(t *testing.T) {
+	shards := twoShards(t)
+	for _, mode := range l1Modes {
+		t.Run(mode.name, func(t *testing.T) {
+			o := defaults()
+			o.defaults.MinUsableTTL = 0
+			mode.set(&o)
+			a := startAgent(t, shards, o)
+			c := a.dial(t)
+			for i := range 200 {
+				key := "exp:" + mode.name + strconv.Itoa(i)
+				c.do("SET", key, "v")
+				c.do("GET", key)
+				c.do("PEXPIRE", key, "1")
+				time.Sleep(2 * time.Millisecond)
+				if got := c.do("GET", key); got != "(nil)" && !strings.HasPrefix(got, "ERR") {
+					t.Fatalf("GET after PEXPIRE 1 = %q", got)
+				}
+			}
+		})
+	}
+}
+
+// TestOneConnectionPerShard: writes and tracked reads of a key must share one connection, or
+// the shard may answer them out of order (valkey-go's default is up to four per client).
+func TestOneConnectionPerShard(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	var wg sync.WaitGroup
+	for g := range 8 {
+		c := a.dial(t)
+		wg.Go(func() {
+			for i := range 200 {
+				k := fmt.Sprintf("conn:%d:%d", g, i%10)
+				c.do("SET", k, "v")
+				c.do("GET", k)
+				c.do("MGET", k, "other")
+			}
+		})
+	}
+	wg.Wait()
+	for i, sh := range shards {
+		list, err := sh.Do("CLIENT", "LIST")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+			if !strings.Contains(line, "cmd=client|list") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("shard %d has %d connections from the agent, want 1:\n%s", i, n, list)
+		}
+	}
+}
