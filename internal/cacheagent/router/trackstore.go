@@ -40,9 +40,9 @@ type trackFlight struct {
 	cmd    string
 	pxat   int64
 	ticket fence.Ticket
-	ch   chan struct{}
-	msg  valkey.ValkeyMessage
-	err  error
+	ch     chan struct{}
+	msg    valkey.ValkeyMessage
+	err    error
 }
 
 func (f *trackFlight) Wait(ctx context.Context) (valkey.ValkeyMessage, error) {
