@@ -21,15 +21,38 @@ func protoErr(format string, args ...any) error {
 	return &ProtocolError{Msg: fmt.Sprintf(format, args...)}
 }
 
-// Limits bound what one command may make the reader buffer.
-type Limits struct {
-	MaxArgs      int // arguments per command
-	MaxBulkBytes int // bytes per argument
-	MaxInline    int // bytes per inline (telnet-style) command line
+// TooLargeError is a well-formed command with an argument over Limits.MaxBulkBytes, or more
+// bytes in all than Limits.MaxCommandBytes. The reader read and dropped what was over, so the
+// connection stays in step: the caller refuses the command (never runs it with an argument
+// cut short) and goes on with the next.
+type TooLargeError struct {
+	Args  [][]byte // the command's arguments, those dropped left empty
+	Arg   int      // index of the first dropped argument
+	Size  int64    // its length in bytes
+	Limit int64    // the limit it broke
+	Total bool     // true when the command as a whole was over MaxCommandBytes
 }
 
-// DefaultLimits match Valkey's defaults for inline commands and a conservative argument count.
-var DefaultLimits = Limits{MaxArgs: 1 << 20, MaxBulkBytes: 512 << 20, MaxInline: 64 << 10}
+func (e *TooLargeError) Error() string {
+	if e.Total {
+		return fmt.Sprintf("command of more than %d bytes", e.Limit)
+	}
+	return fmt.Sprintf("argument %d of %d bytes is over the limit of %d bytes", e.Arg, e.Size, e.Limit)
+}
+
+// Limits bound what one command may make the reader buffer.
+type Limits struct {
+	MaxArgs         int   // arguments per command
+	MaxBulkBytes    int   // bytes buffered per argument; longer ones are dropped (TooLargeError)
+	MaxCommandBytes int   // bytes buffered per command; past it, arguments are dropped likewise
+	MaxDiscardBytes int64 // longest argument read at all; past it, a protocol error
+	MaxInline       int   // bytes per inline (telnet-style) command line
+}
+
+// DefaultLimits follow Valkey's defaults: proto-max-bulk-len (512 MiB) is the longest argument,
+// client-query-buffer-limit (1 GiB) the most one command may buffer.
+var DefaultLimits = Limits{MaxArgs: 1 << 20, MaxBulkBytes: 512 << 20, MaxCommandBytes: 1 << 30,
+	MaxDiscardBytes: 512 << 20, MaxInline: 64 << 10}
 
 // Reader reads commands from a buffered connection.
 type Reader struct {
@@ -50,15 +73,21 @@ func NewReader(br *bufio.Reader, limits Limits) *Reader {
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
 // ReadCommand returns the next command's arguments. They stay valid until the next call.
-// io.EOF means the peer closed cleanly between commands.
+// io.EOF means the peer closed cleanly between commands; a *TooLargeError comes with the
+// arguments that were kept, and the connection can go on.
 func (r *Reader) ReadCommand() ([][]byte, error) {
+	// A loop, not recursion: a client may send millions of empty commands in a row.
 	for {
 		b, err := r.br.ReadByte()
 		if err != nil {
 			return nil, err
 		}
 		if b == '*' {
-			return r.readArray()
+			args, err := r.readArray()
+			if err != nil || args != nil {
+				return args, err
+			}
+			continue // "*0" / "*-1": nothing to run, as in Valkey
 		}
 		if err := r.br.UnreadByte(); err != nil {
 			return nil, err
@@ -71,6 +100,7 @@ func (r *Reader) ReadCommand() ([][]byte, error) {
 	}
 }
 
+// readArray reads a command sent as an array; nil, nil for an empty one.
 func (r *Reader) readArray() ([][]byte, error) {
 	n, err := r.readInt()
 	if err != nil {
@@ -80,12 +110,13 @@ func (r *Reader) readArray() ([][]byte, error) {
 		if n < -1 {
 			return nil, protoErr("invalid multibulk length")
 		}
-		return r.ReadCommand() // "*0" / "*-1": nothing to run
+		return nil, nil
 	}
 	if n > int64(r.limits.MaxArgs) {
 		return nil, protoErr("invalid multibulk length")
 	}
 	r.buf, r.ends = r.buf[:0], r.ends[:0]
+	var tooLarge *TooLargeError
 	for i := int64(0); i < n; i++ {
 		b, err := r.br.ReadByte()
 		if err != nil {
@@ -98,8 +129,22 @@ func (r *Reader) readArray() ([][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if size < 0 || size > int64(r.limits.MaxBulkBytes) {
+		if size < 0 || size > r.limits.MaxDiscardBytes {
 			return nil, protoErr("invalid bulk length")
+		}
+		overArg := size > int64(r.limits.MaxBulkBytes)
+		if overArg || int64(len(r.buf))+size > int64(r.limits.MaxCommandBytes) {
+			if err := r.discard(size); err != nil {
+				return nil, err
+			}
+			if tooLarge == nil {
+				tooLarge = &TooLargeError{Arg: int(i), Size: size, Limit: int64(r.limits.MaxBulkBytes)}
+				if !overArg {
+					tooLarge.Total, tooLarge.Limit = true, int64(r.limits.MaxCommandBytes)
+				}
+			}
+			r.ends = append(r.ends, len(r.buf))
+			continue
 		}
 		start := len(r.buf)
 		need := start + int(size) + 2
@@ -118,7 +163,30 @@ func (r *Reader) readArray() ([][]byte, error) {
 		r.buf = r.buf[:need-2]
 		r.ends = append(r.ends, len(r.buf))
 	}
+	if tooLarge != nil {
+		tooLarge.Args = r.views()
+		return tooLarge.Args, tooLarge
+	}
 	return r.views(), nil
+}
+
+// discard drops a bulk argument of size bytes and its CRLF without buffering it.
+func (r *Reader) discard(size int64) error {
+	for size > 0 {
+		n, err := r.br.Discard(int(min(size, 1<<30)))
+		size -= int64(n)
+		if err != nil {
+			return unexpected(err)
+		}
+	}
+	var crlf [2]byte
+	if _, err := io.ReadFull(r.br, crlf[:]); err != nil {
+		return unexpected(err)
+	}
+	if crlf != [2]byte{'\r', '\n'} {
+		return protoErr("bulk string not terminated by CRLF")
+	}
+	return nil
 }
 
 // views slices buf into arguments; done after reading because buf may move while growing.

@@ -57,8 +57,55 @@ func TestBinarySafeAndLarge(t *testing.T) {
 	}
 }
 
+// TestLongRunsOfEmptyArrays: 16 MB of "*0" (a command with nothing to run) once overflowed
+// the stack through recursion and killed the agent.
+func TestLongRunsOfEmptyArrays(t *testing.T) {
+	flood := strings.Repeat("*0\r\n", 4<<20) + strings.Repeat("*-1\r\n", 1<<20) + "*1\r\n$4\r\nPING\r\n"
+	args, err := reader(flood, DefaultLimits).ReadCommand()
+	if err != nil || join(args) != "PING" {
+		t.Fatalf("after the flood: %q, %v", join(args), err)
+	}
+}
+
+// TestArgumentsOverTheLimitAreDroppedWhole: the command is refused with the arguments kept,
+// and the next command reads cleanly (the connection stays in step).
+func TestArgumentsOverTheLimitAreDroppedWhole(t *testing.T) {
+	l := Limits{MaxArgs: 8, MaxBulkBytes: 16, MaxCommandBytes: 40, MaxDiscardBytes: 1 << 20, MaxInline: 64}
+	big := strings.Repeat("\r\nx", 1000) // larger than the bufio buffer, full of CRLFs
+	in := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3000\r\n" + big + "\r\n" +
+		"*4\r\n$4\r\nMSET\r\n$16\r\naaaaaaaaaaaaaaaa\r\n$16\r\nbbbbbbbbbbbbbbbb\r\n$16\r\ncccccccccccccccc\r\n" +
+		"*1\r\n$4\r\nPING\r\n"
+	r := reader(in, l)
+	args, err := r.ReadCommand()
+	var tl *TooLargeError
+	if !errors.As(err, &tl) || tl.Arg != 2 || tl.Size != 3000 || tl.Limit != 16 || tl.Total {
+		t.Fatalf("oversized argument: %v %+v", err, tl)
+	}
+	if join(args) != "SET|k|" {
+		t.Errorf("kept arguments %q", join(args))
+	}
+	_, err = r.ReadCommand()
+	if !errors.As(err, &tl) || !tl.Total || tl.Arg != 3 || tl.Limit != 40 {
+		t.Fatalf("command over the total: %v %+v", err, tl)
+	}
+	if args, err := r.ReadCommand(); err != nil || join(args) != "PING" {
+		t.Fatalf("next command: %q, %v", join(args), err)
+	}
+	// Past the hard cap the argument is not read at all: the connection must close.
+	_, err = reader("*2\r\n$3\r\nSET\r\n$2000000\r\n", l).ReadCommand()
+	var pe *ProtocolError
+	if !errors.As(err, &pe) {
+		t.Errorf("argument over the hard cap: %v, want a protocol error", err)
+	}
+	// A dropped argument must still end in CRLF.
+	_, err = reader("*2\r\n$3\r\nSET\r\n$20\r\n"+strings.Repeat("y", 22), l).ReadCommand()
+	if !errors.As(err, &pe) {
+		t.Errorf("dropped argument without CRLF: %v, want a protocol error", err)
+	}
+}
+
 func TestBadFrames(t *testing.T) {
-	small := Limits{MaxArgs: 4, MaxBulkBytes: 16, MaxInline: 32}
+	small := Limits{MaxArgs: 4, MaxBulkBytes: 16, MaxCommandBytes: 64, MaxDiscardBytes: 16, MaxInline: 32}
 	tests := map[string]string{
 		"bulk over the limit": "*2\r\n$3\r\nGET\r\n$17\r\n",
 		"too many arguments":  "*5\r\n",

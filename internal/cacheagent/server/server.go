@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -54,11 +55,14 @@ type Server struct {
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	clientIDs atomic.Int64
+	pass      atomic.Pointer[string]
 }
 
 // New returns a server that serves nothing until SetRing gives it a ring.
 func New(cfg Config) *Server {
-	return &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]struct{}{}}
+	s.SetPassword(cfg.Password)
+	return s
 }
 
 // Router is the router of the current epoch, nil before the first ring.
@@ -79,7 +83,7 @@ func (s *Server) SetRing(doc *ring.Document) error {
 	}
 	next, err := router.New(doc, prev, func(sh ring.Shard) router.ShardConfig {
 		return router.ShardConfig{
-			Name: sh.Name, Addr: sh.Primary, Password: s.cfg.Password, CacheBytes: cacheBytes,
+			Name: sh.Name, Addr: sh.Primary, Password: s.password(), CacheBytes: cacheBytes,
 			MinUsable: time.Duration(doc.Tiers.MinUsableMillis) * time.Millisecond,
 			Replicas:  strings.Join(sh.Replicas, ","),
 			Timeout:   s.cfg.ShardTimeout, FailuresToOpen: s.cfg.FailuresToOpen, Cooldown: s.cfg.Cooldown,
@@ -241,18 +245,18 @@ func (s *Server) serveConn(nc net.Conn) {
 	s.Stats.Clients.Add(1)
 	defer s.Stats.Clients.Add(-1)
 
-	c := &client{id: s.clientIDs.Add(1), authed: s.cfg.Password == ""}
-	limits := resp.Limits{MaxArgs: s.cfg.MaxArgs, MaxBulkBytes: 512 << 20, MaxInline: 64 << 10}
-	if r := s.router.Load(); r != nil {
-		limits.MaxBulkBytes = int(maxValueBytes(r.Doc)) + 64<<10
-	}
-	rd := resp.NewReader(bufio.NewReaderSize(nc, 16<<10), limits)
+	c := &client{id: s.clientIDs.Add(1), authed: s.password() == ""}
+	rd := resp.NewReader(bufio.NewReaderSize(nc, 16<<10), s.readLimits())
 	w := resp.NewWriter(bufio.NewWriterSize(nc, 16<<10))
 	b := &batch{s: s}
 	ctx := context.Background()
 	n := 0
 	for {
 		args, err := rd.ReadCommand()
+		var tooLarge *resp.TooLargeError
+		if errors.As(err, &tooLarge) {
+			err = nil // read whole and dropped: refused below, the connection goes on
+		}
 		if err != nil {
 			var pe *resp.ProtocolError
 			if errors.As(err, &pe) {
@@ -274,7 +278,11 @@ func (s *Server) serveConn(nc net.Conn) {
 			}
 			b.reset(r)
 		}
-		s.dispatch(ctx, b, c, w, args)
+		if tooLarge != nil {
+			s.refuseTooLarge(b, c, tooLarge)
+		} else {
+			s.dispatch(ctx, b, c, w, args)
+		}
 		n++
 		if rd.Buffered() == 0 || n >= s.cfg.MaxBatch || c.quit {
 			b.flushTo(ctx, w)
@@ -285,6 +293,40 @@ func (s *Server) serveConn(nc net.Conn) {
 			b.r = nil // pick up a new ring epoch between batches
 		}
 	}
+}
+
+// readLimits bound what one command may buffer: the largest value a policy allows (plus room
+// for the other arguments), and in all four times that or 64 MiB. Longer arguments, up to
+// Valkey's proto-max-bulk-len, are read and dropped so the client gets a clean error.
+func (s *Server) readLimits() resp.Limits {
+	l := resp.Limits{MaxArgs: s.cfg.MaxArgs, MaxBulkBytes: 1<<20 + 64<<10, MaxDiscardBytes: 512 << 20, MaxInline: 64 << 10}
+	if r := s.router.Load(); r != nil {
+		l.MaxBulkBytes = int(maxValueBytes(r.Doc)) + 64<<10
+	}
+	l.MaxCommandBytes = max(64<<20, 4*l.MaxBulkBytes)
+	return l
+}
+
+// refuseTooLarge answers a command whose arguments were over the read limits; nothing runs.
+func (s *Server) refuseTooLarge(b *batch, c *client, tl *resp.TooLargeError) {
+	s.Stats.OversizeRejected.Add(1)
+	var msg string
+	switch {
+	case !c.authed:
+		msg = "NOAUTH Authentication required."
+	case tl.Total:
+		msg = fmt.Sprintf("ERR command of more than %d bytes exceeds the agent's limit", tl.Limit)
+	case tl.Arg >= 2 && len(tl.Args) > 1:
+		key := tl.Args[1]
+		limit := b.rulesFor(key).MaxValueBytes
+		if limit <= 0 {
+			limit = tl.Limit
+		}
+		msg = fmt.Sprintf("ERR value of %d bytes for key '%s' exceeds the limit of %d bytes", tl.Size, truncate(key), limit)
+	default:
+		msg = fmt.Sprintf("ERR argument of %d bytes exceeds the limit of %d bytes", tl.Size, tl.Limit)
+	}
+	b.local(func(w *resp.Writer) { w.Error(msg) })
 }
 
 // flushTo executes what the batch holds, if anything.
@@ -305,8 +347,12 @@ func maxValueBytes(doc *ring.Document) int64 {
 
 // SetPassword changes the password for new shard connections and new clients (Kubernetes mode
 // reads it from the fleet's Secret with the first ring).
-func (s *Server) SetPassword(p string) {
-	s.mu.Lock()
-	s.cfg.Password = p
-	s.mu.Unlock()
+func (s *Server) SetPassword(p string) { s.pass.Store(&p) }
+
+// password is the current password; connection handlers read it while SetPassword may change it.
+func (s *Server) password() string {
+	if p := s.pass.Load(); p != nil {
+		return *p
+	}
+	return ""
 }

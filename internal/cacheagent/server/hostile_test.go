@@ -1,0 +1,75 @@
+package server_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// TestEmptyCommandFloodFromAnUnauthenticatedClient: 16 MB of "*0" once overflowed the
+// parser's stack and killed the agent for every application on the node.
+func TestEmptyCommandFloodFromAnUnauthenticatedClient(t *testing.T) {
+	o := defaults()
+	o.config.Password = "s3cret"
+	shards := []*tu.Redis{tu.StartRedis(t, "s3cret")}
+	a := startAgent(t, shards, o)
+	flood := a.dial(t)
+	flood.nc.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := flood.nc.Write(bytes.Repeat([]byte("*0\r\n"), 4<<20)); err != nil {
+		t.Fatalf("writing the flood: %v", err)
+	}
+	// Empty commands get no reply (as in Valkey); the same connection then still works.
+	if got := flood.do("PING"); got != "ERR:NOAUTH Authentication required." {
+		t.Errorf("PING after the flood, before AUTH = %q", got)
+	}
+	if got := flood.do("AUTH", "s3cret"); got != "OK" {
+		t.Errorf("AUTH after the flood = %q", got)
+	}
+	other := a.dial(t)
+	other.do("AUTH", "s3cret")
+	if got := other.do("SET", "k", "v"); got != "OK" {
+		t.Errorf("another client after the flood: SET = %q", got)
+	}
+}
+
+// TestOversizedValueKeepsTheConnection: a 4 MB value against a 1 KB limit is refused with a
+// clear error, nothing is stored, and the client's connection is not reset.
+func TestOversizedValueKeepsTheConnection(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults()) // maxValueBytes 1024
+	c := a.dial(t)
+	big := strings.Repeat("v", 4<<20)
+	got := c.do("SET", "big", big)
+	if got != "ERR:ERR value of 4194304 bytes for key 'big' exceeds the limit of 1024 bytes" {
+		t.Errorf("SET of 4 MB = %q", truncateForLog(got))
+	}
+	// Pipelined behind another oversized write: both refused, replies in order.
+	c.nc.Write(append(append(tu.Encode("SET", "big2", big), tu.Encode("MSET", "a", "1", "b", big)...), tu.Encode("GET", "big")...))
+	for i, want := range []string{
+		"ERR:ERR value of 4194304 bytes for key 'big2' exceeds the limit of 1024 bytes",
+		"ERR:ERR value of 4194304 bytes for key 'a' exceeds the limit of 1024 bytes",
+		"(nil)",
+	} {
+		if got, err := tu.ReadReply(c.rd); err != nil || got != want {
+			t.Errorf("pipelined reply %d = %q, %v; want %q", i, truncateForLog(got), err, want)
+		}
+	}
+	if got := c.do("PING"); got != "PONG" {
+		t.Errorf("PING on the same connection = %q", got)
+	}
+	for _, sh := range shards {
+		if n, _ := sh.Do("DBSIZE"); n != "0" {
+			t.Errorf("a refused value reached shard %s (%s keys)", sh.Addr(), n)
+		}
+	}
+}
+
+func truncateForLog(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}
