@@ -31,7 +31,7 @@ func register(name string, arity int, noAuth bool, h handler) {
 }
 
 func init() {
-	register("ping", -1, true, cmdPing)
+	register("ping", -1, false, cmdPing)
 	register("echo", 2, false, cmdEcho)
 	register("hello", -1, true, cmdHello)
 	register("auth", -2, true, cmdAuth)

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"fmt"
 	"strconv"
 	"strings"
@@ -46,8 +48,15 @@ func cmdQuit(_ *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, 
 	b.local(func(w *resp.Writer) { w.OK() })
 }
 
+// checkPassword compares in constant time, over digests so the length does not leak either.
 func (s *Server) checkPassword(user, pass string) bool {
-	return (user == "" || user == "default") && s.cfg.Password != "" && pass == s.cfg.Password
+	want := s.password()
+	if want == "" {
+		return false
+	}
+	got, exp := sha256.Sum256([]byte(pass)), sha256.Sum256([]byte(want))
+	userOK := user == "" || user == "default"
+	return subtle.ConstantTimeCompare(got[:], exp[:]) == 1 && userOK
 }
 
 func cmdAuth(s *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, args [][]byte) {
@@ -55,7 +64,7 @@ func cmdAuth(s *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, 
 		b.local(func(w *resp.Writer) { w.Error("ERR syntax error") })
 		return
 	}
-	if s.cfg.Password == "" {
+	if s.password() == "" {
 		b.local(func(w *resp.Writer) {
 			w.Error("ERR AUTH <password> called without any password configured for the default user.")
 		})
