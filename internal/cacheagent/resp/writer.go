@@ -3,6 +3,7 @@ package resp
 import (
 	"bufio"
 	"strconv"
+	"strings"
 )
 
 // Writer writes replies in the protocol version the client chose with HELLO (2 by default).
@@ -38,9 +39,13 @@ func (w *Writer) Simple(s string) { w.line('+', s) }
 // OK writes +OK.
 func (w *Writer) OK() { w.bw.WriteString("+OK\r\n") }
 
-// Error writes an error reply; msg should start with an error code such as "ERR".
+// Error writes an error reply; msg should start with an error code such as "ERR". CR and LF
+// become spaces (as in Valkey): one in an error line would put the client's replies out of step.
 func (w *Writer) Error(msg string) {
 	w.Errors++
+	if strings.ContainsAny(msg, "\r\n") {
+		msg = strings.NewReplacer("\r", " ", "\n", " ").Replace(msg)
+	}
 	w.line('-', msg)
 }
 

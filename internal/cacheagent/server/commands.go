@@ -106,13 +106,17 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	}
 }
 
+// unknownCommand is Valkey's text: the name cut at 128 bytes, then the arguments, each quoted
+// and followed by a space, while their text stays under 128 bytes.
 func unknownCommand(args [][]byte) string {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "ERR unknown command '%s', with args beginning with: ", truncate(args[0]))
-	for _, a := range args[1:min(len(args), 4)] {
-		fmt.Fprintf(&sb, "'%s' ", truncate(a))
+	var quoted strings.Builder
+	for _, a := range args[1:] {
+		if quoted.Len() >= 128 {
+			break
+		}
+		fmt.Fprintf(&quoted, "'%s' ", a[:min(len(a), 128-quoted.Len())])
 	}
-	return strings.TrimSpace(sb.String())
+	return fmt.Sprintf("ERR unknown command '%s', with args beginning with: %s", args[0][:min(len(args[0]), 128)], quoted.String())
 }
 
 func truncate(b []byte) string {

@@ -20,6 +20,10 @@ var pingCmd = func(b valkey.Builder) valkey.Completed { return b.Ping().Build() 
 // ---- connection commands, answered by the agent itself ----
 
 func cmdPing(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+	if len(args) > 2 {
+		b.local(func(w *resp.Writer) { w.Error("ERR wrong number of arguments for 'ping' command") })
+		return
+	}
 	if len(args) > 1 {
 		msg := str(args[1])
 		b.local(func(w *resp.Writer) { w.BulkString(msg) })
@@ -33,11 +37,16 @@ func cmdEcho(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, 
 	b.local(func(w *resp.Writer) { w.BulkString(msg) })
 }
 
+// cmdSelect: an agent serves database 0 only; other indexes answer as Valkey does for an index
+// past its last database.
 func cmdSelect(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
-	if str(args[1]) != "0" {
-		b.local(func(w *resp.Writer) {
-			w.Error("ERR DB index is out of range: a cachefleet agent serves database 0 only")
-		})
+	db, err := strconv.ParseInt(str(args[1]), 10, 64)
+	if err != nil {
+		b.local(func(w *resp.Writer) { w.Error("ERR value is not an integer or out of range") })
+		return
+	}
+	if db != 0 {
+		b.local(func(w *resp.Writer) { w.Error("ERR DB index is out of range") })
 		return
 	}
 	b.local(func(w *resp.Writer) { w.OK() })
@@ -66,7 +75,7 @@ func cmdAuth(s *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, 
 	}
 	if s.password() == "" {
 		b.local(func(w *resp.Writer) {
-			w.Error("ERR AUTH <password> called without any password configured for the default user.")
+			w.Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 		})
 		return
 	}
@@ -86,12 +95,16 @@ func cmdHello(s *Server, _ context.Context, b *batch, c *client, w *resp.Writer,
 	proto := w.Proto
 	rest := args[1:]
 	if len(rest) > 0 {
-		v, err := strconv.Atoi(str(rest[0]))
-		if err != nil || v < 2 || v > 3 {
+		v, err := strconv.ParseInt(str(rest[0]), 10, 64)
+		if err != nil {
+			b.local(func(w *resp.Writer) { w.Error("ERR Protocol version is not an integer or out of range") })
+			return
+		}
+		if v < 2 || v > 3 {
 			b.local(func(w *resp.Writer) { w.Error("NOPROTO unsupported protocol version") })
 			return
 		}
-		proto, rest = v, rest[1:]
+		proto, rest = int(v), rest[1:]
 	}
 	for len(rest) > 0 {
 		opt := strings.ToLower(str(rest[0]))
@@ -138,13 +151,30 @@ func cmdHello(s *Server, _ context.Context, b *batch, c *client, w *resp.Writer,
 	})
 }
 
+// clientArity is the argument count of each CLIENT subcommand the agent serves.
+var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4}
+
 func cmdClient(_ *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 	sub := strings.ToLower(str(args[1]))
-	switch {
-	case sub == "setname" && len(args) == 3:
+	if want, ok := clientArity[sub]; !ok || want != len(args) {
+		msg := fmt.Sprintf("ERR unknown subcommand '%s'. Try CLIENT HELP.", truncate(args[1]))
+		if ok {
+			msg = fmt.Sprintf("ERR wrong number of arguments for 'client|%s' command", sub)
+		}
+		b.local(func(w *resp.Writer) { w.Error(msg) })
+		return
+	}
+	switch sub {
+	case "setname":
+		if !validClientName(args[2]) {
+			b.local(func(w *resp.Writer) {
+				w.Error("ERR Client names cannot contain spaces, newlines or special characters.")
+			})
+			return
+		}
 		c.name = str(args[2])
 		b.local(func(w *resp.Writer) { w.OK() })
-	case sub == "getname" && len(args) == 2:
+	case "getname":
 		name := c.name
 		b.local(func(w *resp.Writer) {
 			if name == "" {
@@ -153,18 +183,25 @@ func cmdClient(_ *Server, _ context.Context, b *batch, c *client, _ *resp.Writer
 				w.BulkString(name)
 			}
 		})
-	case sub == "id" && len(args) == 2:
+	case "id":
 		id := c.id
 		b.local(func(w *resp.Writer) { w.Int(id) })
-	case sub == "setinfo" && len(args) == 4:
+	case "setinfo":
 		if strings.EqualFold(str(args[2]), "lib-name") {
 			c.libName = str(args[3])
 		}
 		b.local(func(w *resp.Writer) { w.OK() })
-	default:
-		msg := fmt.Sprintf("ERR unknown subcommand or wrong number of arguments for '%s'. Try CLIENT HELP.", sub)
-		b.local(func(w *resp.Writer) { w.Error(msg) })
 	}
+}
+
+// validClientName: printable ASCII without spaces, as Valkey requires.
+func validClientName(name []byte) bool {
+	for _, ch := range name {
+		if ch < '!' || ch > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // cmdCommand answers enough for redis-cli and client libraries that probe at start.
@@ -190,9 +227,9 @@ func cmdConfig(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer
 		b.local(func(w *resp.Writer) { w.Map(0) })
 		return
 	}
-	b.local(func(w *resp.Writer) {
-		w.Error("ERR CONFIG " + strings.ToUpper(str(args[1])) + " is not supported by the cachefleet agent")
-	})
+	// Built now: args are views into the read buffer, reused by the next pipelined command.
+	msg := "ERR CONFIG " + strings.ToUpper(truncate(args[1])) + " is not supported by the cachefleet agent"
+	b.local(func(w *resp.Writer) { w.Error(msg) })
 }
 
 func cmdInfo(s *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, _ [][]byte) {

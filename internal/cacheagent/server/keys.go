@@ -166,6 +166,9 @@ func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 		for _, pos := range positions[i] {
 			p := pairs[pos]
 			cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {
+				if p.ttl <= 0 {
+					return bd.Set().Key(p.k).Value(p.v).Build()
+				}
 				return bd.Set().Key(p.k).Value(p.v).Px(p.ttl).Build()
 			})
 		}
@@ -181,8 +184,8 @@ func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 				return
 			}
 			for _, res := range pr.res {
-				if err := res.Error(); err != nil {
-					writeErr(w, err)
+				if res.Error() != nil {
+					writeResult(w, res, false)
 					return
 				}
 			}

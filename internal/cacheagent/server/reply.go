@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"errors"
 	"strconv"
 
@@ -21,10 +22,30 @@ func writeResult(w *resp.Writer, r valkey.ValkeyResult, status bool) {
 			w.Null()
 			return
 		}
+		if _, ok := valkey.IsValkeyErr(err); ok {
+			w.Error(shardErrorText(&msg))
+			return
+		}
 		writeErr(w, err)
 		return
 	}
 	writeMessage(w, &msg, status)
+}
+
+// shardErrorText is an error reply's text as the shard sent it. valkey-go's error values drop a
+// leading "ERR "; the message itself keeps the original, which CacheMarshal lays out as 7 bytes
+// of TTL, the type byte, an 8-byte length and the text (tested against a real server).
+func shardErrorText(m *valkey.ValkeyMessage) string {
+	b := m.CacheMarshal(nil)
+	if len(b) >= 16 && (b[7] == '-' || b[7] == '!') {
+		if n := binary.BigEndian.Uint64(b[8:16]); uint64(len(b)-16) >= n {
+			return string(b[16 : 16+n])
+		}
+	}
+	if err := m.Error(); err != nil {
+		return "ERR " + err.Error()
+	}
+	return "ERR unreadable error reply from the shard"
 }
 
 func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
@@ -60,8 +81,8 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 			w.Int(0)
 		}
 	default:
-		if err := m.Error(); err != nil {
-			writeErr(w, err)
+		if m.Error() != nil {
+			w.Error(shardErrorText(m))
 			return
 		}
 		s, _ := m.ToString()

@@ -220,3 +220,47 @@ func readFull(rd *bufio.Reader, buf []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// ReadRaw reads one reply and returns its exact bytes (RESP2 or RESP3), for byte-for-byte
+// comparisons with a real server.
+func ReadRaw(rd *bufio.Reader) ([]byte, error) {
+	line, err := rd.ReadBytes('\n')
+	if err != nil {
+		return nil, err
+	}
+	if len(line) < 3 {
+		return nil, fmt.Errorf("short reply line %q", line)
+	}
+	out := line
+	n, _ := strconv.Atoi(string(line[1 : len(line)-2]))
+	switch line[0] {
+	case '$', '=', '!':
+		if n < 0 {
+			return out, nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := readFull(rd, buf); err != nil {
+			return nil, err
+		}
+		return append(out, buf...), nil
+	case '*', '~', '>', '%', '|':
+		if line[0] == '%' || line[0] == '|' {
+			n *= 2
+		}
+		for range max(n, 0) {
+			elem, err := ReadRaw(rd)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, elem...)
+		}
+		if line[0] == '|' { // an attribute precedes the reply it annotates
+			next, err := ReadRaw(rd)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, next...)
+		}
+	}
+	return out, nil
+}

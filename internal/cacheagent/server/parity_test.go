@@ -1,0 +1,173 @@
+package server_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// The agent's contract is Valkey's: for the commands it serves, the same replies and the same
+// errors, byte for byte. Each case runs on a real server directly and through an agent over
+// real shards (with no default TTL and no L1, so nothing the agent adds shows), in RESP2 and
+// RESP3, and the raw replies are compared.
+
+type parityCase struct {
+	name string
+	// seed runs on the reference server and on the shard that owns the key, to create values
+	// of types the agent does not write (lists).
+	seed [][]string
+	cmds [][]string
+}
+
+func c(args ...string) []string { return args }
+
+var parityCases = []parityCase{
+	{name: "ping", cmds: [][]string{c("PING"), c("PING", "hello"), c("PING", "x", "y", "z"), c("ECHO", "e"), c("ECHO"), c("ECHO", "a", "b")}},
+	{name: "set options", cmds: [][]string{
+		c("SET", "k", "v"), c("GET", "k"), c("SET", "k", "v", "EX", "notanint"), c("SET", "k", "v", "EX", "0"),
+		c("SET", "k", "v", "PX", "-5"), c("SET", "k", "v", "NX", "XX"), c("SET", "k", "v", "BADOPT"),
+		c("SET", "k", "v", "KEEPTTL", "EX", "10"), c("SET", "k", "v", "EX"), c("SET", "k"), c("SET", "k", "v2", "GET"),
+		c("SET", "k", "v3", "NX"), c("SET", "new", "v", "XX"), c("SET", "k", "v4", "XX", "GET"), c("GET"), c("GET", "a", "b"),
+	}},
+	{name: "integers", cmds: [][]string{
+		c("SET", "n", "abc"), c("INCR", "n"), c("INCRBY", "n", "x"), c("SET", "n", "10"), c("INCRBY", "n", "x"),
+		c("DECRBY", "n", "3"), c("INCR", "n"), c("DECR", "n"), c("SET", "max", "9223372036854775807"), c("INCR", "max"),
+		c("INCRBY", "fresh", "5"), c("INCR"), c("INCRBY", "n"), c("SET", "float", "1.5"), c("INCR", "float"),
+	}},
+	{name: "expiry", cmds: [][]string{
+		c("SET", "e", "v"), c("TTL", "e"), c("PTTL", "e"), c("TTL", "missing"), c("EXPIRE", "e", "notint"),
+		c("EXPIRE", "e", "100", "NX", "XX"), c("EXPIRE", "e", "100", "BAD"), c("EXPIRE", "e", "100"), c("TTL", "e"),
+		c("EXPIRE", "e", "50", "GT"), c("EXPIRE", "e", "500", "GT"), c("PERSIST", "e"), c("PERSIST", "e"),
+		c("PEXPIRE", "missing", "100"), c("SETEX", "sx", "0", "v"), c("SETEX", "sx", "x", "v"), c("SETEX", "sx", "100", "v"),
+		c("TTL", "sx"), c("PSETEX", "psx", "-1", "v"), c("SETEX", "sx"), c("GETEX", "sx", "PERSIST"), c("TTL", "sx"),
+		c("GETEX", "sx", "EX", "bad"), c("GETEX", "sx", "EX", "10", "PX", "10"), c("GETEX", "missing"), c("GETEX", "sx", "FOO"),
+	}},
+	{name: "keys", cmds: [][]string{
+		c("MSET", "a", "1", "b", "2"), c("MGET", "a", "b", "nokey"), c("MSET", "a"), c("MSET", "a", "1", "b"),
+		c("EXISTS", "a", "b", "nokey", "a"), c("DEL", "a", "nokey"), c("UNLINK", "b"), c("DEL"), c("EXISTS"),
+		c("TYPE", "a"), c("SET", "t", "v"), c("TYPE", "t"), c("GETDEL", "t"), c("GETDEL", "t"), c("MGET"),
+	}},
+	{name: "wrong type", seed: [][]string{c("RPUSH", "list", "x")}, cmds: [][]string{
+		c("GET", "list"), c("INCR", "list"), c("GETDEL", "list"), c("GETEX", "list"), c("TYPE", "list"), c("MGET", "list"),
+		c("SET", "list", "v", "GET"), c("TTL", "list"), c("EXISTS", "list"),
+	}},
+	{name: "connection", cmds: [][]string{
+		c("SELECT", "0"), c("SELECT", "x"), c("CLIENT", "SETNAME", "bad name"), c("CLIENT", "SETNAME", "good"),
+		c("CLIENT", "GETNAME"), c("CLIENT", "NOSUCH"), c("AUTH", "nopass"), c("AUTH", "a", "b", "c"), c("HELLO", "4"),
+		c("HELLO", "x"), c("NOSUCHCMD", "a", "b"), c("NOSUCHCMD"), c("CONFIG"), c("CLIENT", "SETNAME"),
+		c("NOSUCHCMD", strings.Repeat("x", 100), strings.Repeat("y", 100), "z"), c(strings.Repeat("N", 200)),
+		c("NOSUCHCMD", "a\r\nb"), c("CLIENT", "GETNAME", "extra"),
+	}},
+}
+
+func TestRepliesMatchAValkeyServerByteForByte(t *testing.T) {
+	ref := tu.StartRedis(t, "")
+	shards := twoShards(t)
+	o := defaults()
+	o.defaults.DefaultTTL = 0
+	o.defaults.L1 = false
+	o.defaults.MaxValueBytes = 1 << 20
+	a := startAgent(t, shards, o)
+	for _, proto := range []string{"2", "3"} {
+		for _, pc := range parityCases {
+			t.Run("RESP"+proto+"/"+pc.name, func(t *testing.T) {
+				prefix := fmt.Sprintf("p%s:%s:", proto, strings.ReplaceAll(pc.name, " ", "-"))
+				key := func(args []string) []string {
+					out := append([]string(nil), args...)
+					for i := 1; i < len(out); i++ {
+						if isKeyArg(out[0], i) {
+							out[i] = prefix + out[i]
+						}
+					}
+					return out
+				}
+				for _, s := range pc.seed {
+					s = key(s)
+					if _, err := ref.Do(s...); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := shards[a.srv.Router().Index([]byte(s[1]))].Do(s...); err != nil {
+						t.Fatal(err)
+					}
+				}
+				direct, viaAgent := rawConn(t, ref.Addr(), proto), rawConn(t, a.addr, proto)
+				for _, cmd := range pc.cmds {
+					cmd = key(cmd)
+					want, got := direct.do(cmd), viaAgent.do(cmd)
+					if want != got {
+						t.Errorf("%q:\n valkey %q\n agent  %q", cmd, want, got)
+					}
+				}
+			})
+		}
+	}
+}
+
+// isKeyArg says which arguments of the commands above are keys (they get a per-case prefix).
+func isKeyArg(cmd string, i int) bool {
+	switch strings.ToUpper(cmd) {
+	case "MSET":
+		return i%2 == 1
+	case "MGET", "DEL", "UNLINK", "EXISTS":
+		return true
+	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG":
+		return false
+	}
+	return i == 1
+}
+
+type rawClient struct {
+	t  *testing.T
+	nc net.Conn
+	rd *bufio.Reader
+}
+
+func rawConn(t *testing.T, addr, proto string) *rawClient {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rc := &rawClient{t: t, nc: nc, rd: bufio.NewReader(nc)}
+	if proto == "3" {
+		rc.do([]string{"HELLO", "3"}) // the HELLO reply itself names the server, so it differs
+	}
+	return rc
+}
+
+func (rc *rawClient) do(args []string) string {
+	rc.t.Helper()
+	rc.nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.nc.Write(tu.Encode(args...)); err != nil {
+		rc.t.Fatal(err)
+	}
+	raw, err := tu.ReadRaw(rc.rd)
+	if err != nil {
+		rc.t.Fatalf("%q: %v", args, err)
+	}
+	return string(raw)
+}
+
+// TestPipelinedRefusalKeepsRepliesInStep: a refusal built from a command's arguments once read
+// them after the next pipelined command had overwritten the buffer (with a raw newline).
+func TestPipelinedRefusalKeepsRepliesInStep(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	rc := rawConn(t, a.addr, "2")
+	rc.do([]string{"SET", "k", "v"})
+	rc.nc.Write(append(tu.Encode("CONFIG", "RESETSTAT"), tu.Encode("GET", "k")...))
+	first, err := tu.ReadRaw(rc.rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(first) != "-ERR CONFIG RESETSTAT is not supported by the cachefleet agent\r\n" {
+		t.Errorf("CONFIG RESETSTAT = %q", first)
+	}
+	if second, _ := tu.ReadRaw(rc.rd); string(second) != "$1\r\nv\r\n" {
+		t.Errorf("the next reply = %q, want the GET's", second)
+	}
+}
