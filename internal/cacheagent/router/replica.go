@@ -52,6 +52,7 @@ func (r *replicaReader) client(addr string) (valkey.Client, error) {
 	c, err := valkey.NewClient(valkey.ClientOption{
 		InitAddress: []string{addr}, Password: r.cfg.Password, ForceSingleClient: true,
 		DisableRetry: true, DisableCache: true, ConnWriteTimeout: r.cfg.Timeout, Dialer: netDialer(r.cfg.Timeout),
+		DialCtxFn: dialChecked,
 	})
 	if err != nil {
 		return nil, err
@@ -88,6 +89,9 @@ func (r *replicaReader) read(ctx context.Context, build func(valkey.Builder) []v
 		}
 		rctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		res := c.DoMulti(rctx, cmds...)
+		if errors.Is(firstFailure(res), errStaleConnection) {
+			res = c.DoMulti(rctx, build(c.B())...) // nothing was sent: once more, on a fresh connection
+		}
 		cancel()
 		if err := firstFailure(res); err != nil {
 			done(err)

@@ -74,6 +74,9 @@ type Shard struct {
 // ShardStats are the shard's counters, exported to Prometheus by the agent.
 type ShardStats struct {
 	Errors, QueuedDeletes, ReplayedDeletes, DroppedDeletes, ReplicaReads atomic.Int64
+	// StaleRetries counts requests retried because their connection had been closed by the
+	// shard before they were sent (a shard restart seen by an idle connection).
+	StaleRetries atomic.Int64
 }
 
 // NewShard prepares a shard connection; it connects lazily, so a shard that is down when the
@@ -85,8 +88,25 @@ func NewShard(cfg ShardConfig) *Shard {
 		MaxRequests: 1,
 		Timeout:     cfg.Cooldown,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.FailuresToOpen },
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				s.dropClient()
+			}
+		},
 	})
 	return s
+}
+
+// dropClient forgets the connection when the breaker opens, so the probe after the cooldown
+// is judged on a connection made after the outage, not on one that may be half dead.
+func (s *Shard) dropClient() {
+	s.mu.Lock()
+	old := s.client
+	s.client = nil
+	s.mu.Unlock()
+	if old != nil {
+		go old.Close() // the requests still on it are failing anyway
+	}
 }
 
 // Name is the shard's stable ring name.
@@ -121,6 +141,7 @@ func (s *Shard) getClient() (valkey.Client, error) {
 		// on loopback the syscalls, not the bytes, are the cost.
 		MaxFlushDelay: 20 * time.Microsecond,
 		Dialer:        netDialer(s.cfg.Timeout),
+		DialCtxFn:     dialChecked,
 	}
 	if s.cfg.CacheBytes > 0 {
 		// valkey-go's default is 128 MiB per connection; bound it by the fleet's L1 setting.
@@ -210,12 +231,18 @@ func (s *Shard) call(ctx context.Context, fn func(ctx context.Context, c valkey.
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	if err := s.replayPending(ctx, c); err != nil {
-		s.Stats.Errors.Add(1)
-		done(err)
-		return &DownError{Shard: s.cfg.Name, Err: err}
+	attempt := func() error {
+		if err := s.replayPending(ctx, c); err != nil {
+			return err
+		}
+		return fn(ctx, c)
 	}
-	err = fn(ctx, c)
+	err = attempt()
+	if errors.Is(err, errStaleConnection) {
+		// Nothing reached the shard; valkey-go has dropped that connection and dials anew.
+		s.Stats.StaleRetries.Add(1)
+		err = attempt()
+	}
 	if isFailure(err) {
 		s.Stats.Errors.Add(1)
 		done(err)
