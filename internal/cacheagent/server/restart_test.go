@@ -136,6 +136,9 @@ func TestShardRestartWhileIdle(t *testing.T) {
 					t.Fatalf("round %d: read after the restart = %q", round, got)
 				}
 			}
+			if a.srv.Router().Shards[1].Stats.StaleRetries.Load() == 0 && mode.name == "off" {
+				t.Error("no stale-connection retry counted: the test no longer takes the idle path")
+			}
 		})
 	}
 }
