@@ -7,7 +7,8 @@ CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cachefleet
 TOOLS := $(CACHE)/tools
 CONTROLLER_GEN := $(TOOLS)/controller-gen-v$(CONTROLLER_TOOLS_VERSION)/controller-gen
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo "$$(hack/k8s-bins.sh envtest)/kubectl")
-GO_TEST_FLAGS ?= -count=1
+# -race: the agent is concurrent everywhere; the race detector runs on every test.
+GO_TEST_FLAGS ?= -count=1 -race
 
 .PHONY: all
 all: build
@@ -53,7 +54,10 @@ envtest-assets: ## Build (or reuse from the cache) etcd, kube-apiserver and kube
 	@hack/k8s-bins.sh envtest
 
 .PHONY: test
-test: verify-generated vet test-unit test-e2e ## Run every test: unit, envtest, integration (real redis-server), e2e on kwok.
+test: generated vet test-unit test-e2e ## Run every test: unit, envtest, integration (real redis-server), e2e on kwok.
+
+.PHONY: generated
+generated: manifests generate test-crds fmt ## Regenerate CRDs, RBAC, DeepCopy and format (CI also checks the result is committed).
 
 .PHONY: test-unit
 test-unit: ## Unit, envtest (real kube-apiserver + etcd) and integration tests (real redis-server).
