@@ -73,3 +73,37 @@ func truncateForLog(s string) string {
 	}
 	return s
 }
+
+// TestPasswordChangesWhileClientsAuthenticate: the password is changed (Kubernetes mode reads
+// it from the fleet's Secret) while open connections authenticate; run under -race.
+func TestPasswordChangesWhileClientsAuthenticate(t *testing.T) {
+	o := defaults()
+	o.config.Password = "one"
+	a := startAgent(t, []*tu.Redis{tu.StartRedis(t, "one")}, o)
+	conns := []*conn{a.dial(t), a.dial(t), a.dial(t)}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				a.srv.SetPassword("one")
+				return
+			default:
+				a.srv.SetPassword([]string{"one", "two"}[i%2])
+			}
+		}
+	}()
+	for range 100 {
+		for _, c := range conns {
+			if got := c.do("AUTH", "one"); got != "OK" && got != "ERR:WRONGPASS invalid username-password pair or user is disabled." {
+				t.Errorf("AUTH during a password change = %q", got)
+			}
+		}
+	}
+	close(stop)
+	<-done
+	if got := a.dial(t).do("AUTH", "one"); got != "OK" {
+		t.Errorf("AUTH with the final password = %q", got)
+	}
+}
