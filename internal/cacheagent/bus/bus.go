@@ -52,6 +52,10 @@ type Bus struct {
 	Stats    Stats
 
 	pending chan string
+	// pubMu orders publishing: a sequence number is assigned and queued to every shard's
+	// outbox before the next one is.
+	pubMu   sync.Mutex
+	outbox  map[*router.Shard]*outbox
 	active  atomic.Int32 // subscriptions currently open
 	allDown atomic.Bool  // no subscription has been up for a second since the last total outage
 	mu      sync.Mutex
@@ -67,7 +71,7 @@ func New(cfg Config) *Bus {
 	}
 	b := &Bus{cfg: cfg, sender: cfg.Node + "-" + hex.EncodeToString(suffix),
 		verifier: NewVerifier(cfg.Fleet, cfg.Key, cfg.Skew), pending: make(chan string, 65536),
-		subs: map[*router.Shard]context.CancelFunc{}}
+		subs: map[*router.Shard]context.CancelFunc{}, outbox: map[*router.Shard]*outbox{}}
 	b.allDown.Store(true)
 	return b
 }
@@ -113,6 +117,7 @@ func (b *Bus) syncSubscriptions(ctx context.Context) {
 			delete(b.subs, sh)
 		}
 	}
+	b.closeRetiredOutboxes(current)
 }
 
 // listen subscribes on one shard, resubscribing after failures. Every message goes to every
@@ -175,27 +180,50 @@ func (b *Bus) receive(data []byte) {
 
 // Publish signs and sends one message to every shard; it fails only if no shard took it.
 func (b *Bus) Publish(ctx context.Context, op string, args ...string) error {
+	shards := b.cfg.Shards()
+	sent := make(chan bool, len(shards))
+	b.pubMu.Lock()
 	m := &Message{Fleet: b.cfg.Fleet, Sender: b.sender, Seq: b.seq.Add(1), TimeMs: time.Now().UnixMilli(), Op: op, Args: args}
 	payload := valkey.BinaryString(m.Seal(b.cfg.Key))
-	shards := b.cfg.Shards()
-	var ok atomic.Int32
-	var wg sync.WaitGroup
 	for _, sh := range shards {
-		wg.Go(func() {
-			if _, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
-				return bd.Publish().Channel(b.cfg.Channel).Message(payload).Build()
-			}); err == nil {
-				ok.Add(1)
-			}
-		})
+		ob := b.outbox[sh]
+		if ob == nil {
+			ob = newOutbox(sh, b.cfg.Channel)
+			b.outbox[sh] = ob
+		}
+		ob.ch <- outgoing{payload: payload, sent: sent}
 	}
-	wg.Wait()
-	if ok.Load() == 0 {
+	b.pubMu.Unlock()
+	ok := 0
+	for range shards {
+		select {
+		case took := <-sent:
+			if took {
+				ok++
+			}
+		case <-ctx.Done():
+			b.Stats.PublishFailed.Add(1)
+			return ctx.Err()
+		}
+	}
+	if ok == 0 {
 		b.Stats.PublishFailed.Add(1)
 		return errors.New("no shard accepted the invalidation")
 	}
 	b.Stats.Published.Add(1)
 	return nil
+}
+
+// closeRetiredOutboxes stops the outboxes of shards that left the ring.
+func (b *Bus) closeRetiredOutboxes(current map[*router.Shard]bool) {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	for sh, ob := range b.outbox {
+		if !current[sh] {
+			close(ob.ch)
+			delete(b.outbox, sh)
+		}
+	}
 }
 
 // DeleteAsync queues key for a batched delete message (the write path must not wait for it).

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -85,4 +86,63 @@ func FuzzOpen(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestVerifierTellsDuplicatesFromReplays: every message travels through every shard, so a
+// copy may arrive after a newer message that came through a faster shard. That copy is a
+// duplicate, not a replay; a message never seen but inside the window is late, not a gap.
+func TestVerifierTellsDuplicatesFromReplays(t *testing.T) {
+	now := time.Now()
+	v := NewVerifier("shop/web", key, 30*time.Second)
+	v.Now = func() time.Time { return now }
+	check := func(seq uint64) (bool, error) {
+		_, gap, err := v.Check(msg(seq, now).Seal(key))
+		return gap, err
+	}
+	for _, seq := range []uint64{10, 11, 12} { // shard A
+		if gap, err := check(seq); err != nil || gap {
+			t.Fatalf("seq %d: gap %v, err %v", seq, gap, err)
+		}
+	}
+	for _, seq := range []uint64{10, 11, 12} { // the same messages through shard B, behind
+		if _, err := check(seq); !errors.Is(err, ErrDuplicate) {
+			t.Errorf("copy of %d through another shard: %v, want duplicate", seq, err)
+		}
+	}
+	if gap, err := check(14); err != nil || !gap { // 13 lost on A so far: a gap
+		t.Fatalf("seq 14: gap %v, err %v", gap, err)
+	}
+	if gap, err := check(13); err != nil || gap { // ... then 13 arrives through B: late, applied
+		t.Errorf("late 13: gap %v, err %v, want accepted", gap, err)
+	}
+	if _, err := check(13); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("second 13: %v, want duplicate", err)
+	}
+	// Far ahead, then something older than the window: cannot be told from a replay.
+	if _, err := check(14 + window + 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := check(14); !errors.Is(err, ErrReplayed) {
+		t.Errorf("seq older than the window: %v, want replayed", err)
+	}
+}
+
+// TestVerifierForgetsIdleSenders: a restarted agent is a new sender; the old one's state is
+// dropped once its messages would be expired anyway.
+func TestVerifierForgetsIdleSenders(t *testing.T) {
+	now := time.Now()
+	v := NewVerifier("shop/web", key, time.Second)
+	v.Now = func() time.Time { return now }
+	for i := range 100 {
+		m := msg(1, now)
+		m.Sender = fmt.Sprintf("agent-%d", i)
+		if _, _, err := v.Check(m.Seal(key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(3 * time.Second)
+	v.Check(msg(1, now).Seal(key))
+	if n := v.Senders(); n != 1 {
+		t.Errorf("%d senders remembered after the others went idle, want 1", n)
+	}
 }

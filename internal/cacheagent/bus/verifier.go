@@ -5,24 +5,69 @@ import (
 	"time"
 )
 
-// Verifier accepts each sender's messages once and in order, within a clock-skew bound.
+// window is how many of a sender's most recent sequence numbers the verifier remembers. Every
+// message travels through every shard, so a copy can trail the newest message by as much as
+// one shard lags another; within the window a copy is a duplicate, beyond it a replay.
+const window = 4096
+
+// Verifier accepts each sender's messages once, within a clock-skew bound.
 type Verifier struct {
 	Fleet string
 	Key   []byte
 	Skew  time.Duration
 	Now   func() time.Time
 
-	mu   sync.Mutex
-	last map[string]uint64
+	mu      sync.Mutex
+	senders map[string]*senderState
+	pruned  time.Time
+}
+
+// senderState remembers which of a sender's sequence numbers in [base, last] were seen.
+type senderState struct {
+	base, last uint64
+	seen       [window / 64]uint64
+	lastAt     time.Time
+}
+
+func (s *senderState) bit(seq uint64) (word int, mask uint64) {
+	return int(seq/64) % len(s.seen), 1 << (seq % 64)
+}
+
+func (s *senderState) isSeen(seq uint64) bool {
+	w, m := s.bit(seq)
+	return s.seen[w]&m != 0
+}
+
+func (s *senderState) mark(seq uint64) {
+	w, m := s.bit(seq)
+	s.seen[w] |= m
+}
+
+// advance moves last to seq, forgetting the bits that fall out of the window.
+func (s *senderState) advance(seq uint64) {
+	if seq-s.last >= window {
+		s.seen = [window / 64]uint64{}
+	} else {
+		for q := s.last + 1; q <= seq; q++ {
+			w, m := s.bit(q)
+			s.seen[w] &^= m
+		}
+	}
+	s.last = seq
+	if seq >= window && seq-window+1 > s.base {
+		s.base = seq - window + 1
+	}
 }
 
 // NewVerifier accepts messages of fleet signed with key, at most skew away from now.
 func NewVerifier(fleet string, key []byte, skew time.Duration) *Verifier {
-	return &Verifier{Fleet: fleet, Key: key, Skew: skew, Now: time.Now, last: map[string]uint64{}}
+	return &Verifier{Fleet: fleet, Key: key, Skew: skew, Now: time.Now, senders: map[string]*senderState{}}
 }
 
-// Check opens data and decides whether to apply it. gap is true when messages from the sender
-// were skipped (some may be lost: the caller must not trust what relied on them).
+// Check opens data and decides whether to apply it. gap is true when the message skips
+// sequence numbers not yet seen (some may be lost: the caller must not trust what relied on
+// them). A message already seen is ErrDuplicate; one older than what the verifier remembers of
+// its sender is ErrReplayed; one not yet seen inside the window arrived late and is accepted.
 func (v *Verifier) Check(data []byte) (m *Message, gap bool, err error) {
 	m, err = Open(data, v.Key)
 	if err != nil {
@@ -31,18 +76,48 @@ func (v *Verifier) Check(data []byte) (m *Message, gap bool, err error) {
 	if m.Fleet != v.Fleet {
 		return nil, false, ErrFleet
 	}
-	if d := v.Now().Sub(time.UnixMilli(m.TimeMs)); d > v.Skew || d < -v.Skew {
+	now := v.Now()
+	if d := now.Sub(time.UnixMilli(m.TimeMs)); d > v.Skew || d < -v.Skew {
 		return nil, false, ErrExpired
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	last, seen := v.last[m.Sender]
+	v.forgetIdle(now)
+	s := v.senders[m.Sender]
 	switch {
-	case seen && m.Seq == last:
-		return nil, false, ErrDuplicate
-	case seen && m.Seq < last:
+	case s == nil:
+		s = &senderState{base: m.Seq, last: m.Seq}
+		v.senders[m.Sender] = s
+	case m.Seq > s.last:
+		gap = m.Seq > s.last+1
+		s.advance(m.Seq)
+	case m.Seq < s.base:
 		return nil, false, ErrReplayed
+	case s.isSeen(m.Seq):
+		return nil, false, ErrDuplicate
 	}
-	v.last[m.Sender] = m.Seq
-	return m, seen && m.Seq > last+1, nil
+	s.mark(m.Seq)
+	s.lastAt = now
+	return m, gap, nil
+}
+
+// forgetIdle drops senders silent for twice the skew (every message of theirs would be expired
+// by now), once per skew: restarted agents are new senders, so the map would otherwise grow.
+func (v *Verifier) forgetIdle(now time.Time) {
+	if now.Sub(v.pruned) < v.Skew {
+		return
+	}
+	v.pruned = now
+	for id, s := range v.senders {
+		if now.Sub(s.lastAt) > 2*v.Skew {
+			delete(v.senders, id)
+		}
+	}
+}
+
+// Senders is how many senders the verifier remembers.
+func (v *Verifier) Senders() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.senders)
 }
