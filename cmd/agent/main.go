@@ -4,7 +4,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -39,181 +37,147 @@ func main() {
 }
 
 func run() error {
-	cfg := server.DefaultConfig()
-	var (
-		listen, httpListen, shards, ringFile, passwordFile string
-		fleet, namespace, kubeconfig                       string
-		d                                                  source.Defaults
-		l1MaxMemory                                        int64
-		pprofOn                                            bool
-		busKeyFile                                         string
-	)
-	flag.StringVar(&listen, "listen", ":6380", "RESP address for applications.")
-	flag.StringVar(&httpListen, "http-listen", ":8080", "HTTP address for health, metrics and the debug API.")
-	flag.StringVar(&shards, "shards", "", "Static shards: shard-0=127.0.0.1:7001,shard-1=127.0.0.1:7002 (name=primary[+replica...]).")
-	flag.StringVar(&ringFile, "ring-file", "", "Ring document (JSON) to follow; reloaded when it changes.")
-	flag.StringVar(&passwordFile, "password-file", "", "File holding the shards' password, also required from clients.")
-	flag.StringVar(&busKeyFile, "bus-key-file", "", "Static mode: file holding the invalidation bus signing key (enables the bus).")
-	flag.StringVar(&fleet, "fleet", "", "Kubernetes mode: the CacheFleet whose ring ConfigMap to follow.")
-	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes mode: the fleet's namespace.")
-	flag.StringVar(&kubeconfig, "kubeconfig", "", "Kubernetes mode: kubeconfig path when not running in a pod.")
-	flag.BoolVar(&d.L1, "l1", true, "Static mode: enable the L1.")
-	flag.BoolVar(&d.TTLModeForAll, "l1-ttl-mode", false, "Static mode: keep L1 copies for their TTL instead of server-assisted tracking.")
-	flag.Int64Var(&l1MaxMemory, "l1-max-memory", 64<<20, "Static mode: L1 bound in bytes.")
-	flag.DurationVar(&d.L1MaxTTL, "l1-max-ttl", time.Minute, "Static mode: longest L1 lifetime.")
-	flag.DurationVar(&d.DefaultTTL, "default-ttl", time.Hour, "Static mode: TTL for writes without one.")
-	flag.DurationVar(&d.MinUsableTTL, "min-usable-ttl", 5*time.Second, "Static mode: values with less life left are not kept in L1.")
-	flag.Int64Var(&d.MaxValueBytes, "max-value-bytes", 1<<20, "Static mode: largest value accepted.")
-	flag.DurationVar(&cfg.ShardTimeout, "shard-timeout", cfg.ShardTimeout, "Per-request timeout to a shard.")
-	flag.Func("breaker-failures", "Consecutive failures that open a shard's breaker (default 5).", func(s string) error {
-		_, err := fmt.Sscan(s, &cfg.FailuresToOpen)
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
 		return err
-	})
-	flag.DurationVar(&cfg.Cooldown, "breaker-cooldown", cfg.Cooldown, "Time an open breaker waits before a probe.")
-	flag.BoolVar(&pprofOn, "pprof", false, "Serve Go profiles under /debug/pprof/ on the HTTP address.")
-	flag.IntVar(&cfg.MaxQueuedDeletes, "max-queued-deletes", cfg.MaxQueuedDeletes, "Deletes kept per down shard.")
-	flag.Parse()
-	d.L1MaxMemory = l1MaxMemory
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-
-	if passwordFile != "" {
-		pw, err := os.ReadFile(passwordFile)
-		if err != nil {
-			return err
-		}
-		cfg.Password = strings.TrimSpace(string(pw))
-		d.PasswordEnabled = true
-	}
-	var busKey atomic.Pointer[[]byte]
-	if busKeyFile != "" {
-		k, err := os.ReadFile(busKeyFile)
-		if err != nil {
-			return err
-		}
-		k = []byte(strings.TrimSpace(string(k)))
-		busKey.Store(&k)
-	}
-	sources := 0
-	for _, s := range []string{shards, ringFile, fleet} {
-		if s != "" {
-			sources++
-		}
-	}
-	if sources != 1 {
-		return errors.New("give exactly one of --shards, --ring-file or --fleet")
-	}
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := server.New(cfg)
-	report := func(err error) { log.Error("Ring update failed", "error", err) }
-	applied := func(doc *ring.Document) {
-		log.Info("Serving ring", "epoch", doc.Epoch, "shards", len(doc.Shards), "policies", len(doc.Policies))
+	a := &agent{o: o, log: log, srv: server.New(o.server)}
+	if err := a.startRing(ctx); err != nil {
+		return err
 	}
+	return a.serve(ctx)
+}
 
+// agent ties the server to its ring source and its invalidation bus.
+type agent struct {
+	o      *options
+	log    *slog.Logger
+	srv    *server.Server
+	bus    *bus.Bus
+	busKey atomic.Pointer[[]byte] // also the token of the HTTP write API
+}
+
+func (a *agent) applied(doc *ring.Document) {
+	a.log.Info("Serving ring", "epoch", doc.Epoch, "shards", len(doc.Shards), "policies", len(doc.Policies))
+}
+
+func (a *agent) report(err error) { a.log.Error("Ring update failed", "error", err) }
+
+// startRing loads the first ring from the configured source and keeps following it.
+func (a *agent) startRing(ctx context.Context) error {
+	o := a.o
 	switch {
-	case shards != "":
-		doc, err := source.StaticDocument(shards, d)
+	case o.shards != "":
+		doc, err := source.StaticDocument(o.shards, o.defaults)
 		if err != nil {
 			return err
 		}
-		if err := srv.SetRing(doc); err != nil {
+		if err := a.srv.SetRing(doc); err != nil {
 			return err
 		}
-		applied(doc)
-	case ringFile != "":
-		err := source.WatchFile(ctx, ringFile, time.Second, func(doc *ring.Document) error {
-			if err := srv.SetRing(doc); err != nil {
+		a.applied(doc)
+		a.configureBus(ctx, doc, o.busKey)
+		return nil
+	case o.ringFile != "":
+		return source.WatchFile(ctx, o.ringFile, time.Second, func(doc *ring.Document) error {
+			if err := a.srv.SetRing(doc); err != nil {
 				return err
 			}
-			applied(doc)
+			a.applied(doc)
+			a.configureBus(ctx, doc, o.busKey)
 			return nil
-		}, report)
-		if err != nil {
-			return err
-		}
+		}, a.report)
 	default:
-		rc, err := restConfig(kubeconfig)
-		if err != nil {
-			return err
-		}
-		cs, err := kubernetes.NewForConfig(rc)
-		if err != nil {
-			return err
-		}
-		node, pod := os.Getenv("NODE_NAME"), os.Getenv("POD_NAME")
-		if node == "" {
-			node, _ = os.Hostname()
-		}
-		k := &source.Kube{Client: cs, Fleet: fleet, Namespace: namespace, Node: node, Pod: pod, LeaseDuration: 30 * time.Second, Report: report,
-			Apply: func(doc *ring.Document, password string) error {
-				srv.SetPassword(password)
-				if k := readBusKey(ctx, cs, namespace, doc); k != nil {
-					busKey.Store(&k)
-				}
-				if err := srv.SetRing(doc); err != nil {
-					return err
-				}
-				applied(doc)
-				return nil
-			}}
-		if err := k.Run(ctx); err != nil {
-			return err
-		}
+		return a.followKubernetes(ctx)
 	}
+}
 
-	if k := busKey.Load(); k != nil {
-		r := srv.Router()
-		nodeName := os.Getenv("NODE_NAME")
-		if nodeName == "" {
-			nodeName, _ = os.Hostname()
-		}
-		b := bus.New(bus.Config{
-			Fleet: r.Doc.Namespace + "/" + r.Doc.Fleet, Channel: r.Doc.Invalidation.Channel, Key: *k, Node: nodeName,
-			Shards: func() []*router.Shard { return srv.Router().Shards },
-			Apply:  srv.ApplyInvalidation, Flush: srv.FlushL1,
-		})
-		srv.SetBus(b)
-		go b.Run(ctx)
-		log.Info("Invalidation bus on", "channel", r.Doc.Invalidation.Channel, "sender", b.Sender())
-	} else {
-		log.Info("No bus key: other agents' ttl-mode copies expire with their L1 TTL")
+// followKubernetes follows the fleet's ring ConfigMap and Secrets (password, bus key).
+func (a *agent) followKubernetes(ctx context.Context) error {
+	rc, err := restConfig(a.o.kubeconfig)
+	if err != nil {
+		return err
 	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	k := &source.Kube{Client: cs, Fleet: a.o.fleet, Namespace: a.o.namespace, Node: a.o.node, Pod: os.Getenv("POD_NAME"),
+		LeaseDuration: 30 * time.Second, Report: a.report,
+		Apply: func(doc *ring.Document, sec source.Secrets) error {
+			a.srv.SetPassword(sec.Password)
+			if err := a.srv.SetRing(doc); err != nil {
+				return err
+			}
+			a.applied(doc)
+			a.configureBus(ctx, doc, sec.BusKey)
+			return nil
+		}}
+	return k.Run(ctx)
+}
+
+// configureBus starts the bus with the first key it gets and follows later changes of the key
+// (rotation) and the channel. Without a key the bus stays off and other agents' ttl-mode copies
+// expire with their L1 TTL.
+func (a *agent) configureBus(ctx context.Context, doc *ring.Document, key []byte) {
+	if len(key) == 0 {
+		if a.bus == nil {
+			a.log.Info("No bus key yet: other agents' ttl-mode copies expire with their L1 TTL")
+		}
+		return
+	}
+	a.busKey.Store(&key)
+	if a.bus == nil {
+		a.bus = bus.New(bus.Config{Fleet: doc.Namespace + "/" + doc.Fleet, Node: a.o.node,
+			Shards: func() []*router.Shard { return a.srv.Router().Shards },
+			Apply:  a.srv.ApplyInvalidation, Flush: a.srv.FlushL1})
+		a.bus.Configure(doc.Invalidation.Channel, key)
+		a.srv.SetBus(a.bus)
+		go a.bus.Run(ctx)
+		a.log.Info("Invalidation bus on", "channel", doc.Invalidation.Channel, "sender", a.bus.Sender())
+		return
+	}
+	a.bus.Configure(doc.Invalidation.Channel, key)
+}
+
+// serve answers RESP and HTTP until a signal, then finishes in-flight commands.
+func (a *agent) serve(ctx context.Context) error {
 	token := func() string {
-		if k := busKey.Load(); k != nil {
+		if k := a.busKey.Load(); k != nil {
 			return string(*k)
 		}
 		return ""
 	}
-
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := srv.HTTPHandlerWithToken(reg, token)
-	if pprofOn {
+	reg.MustRegister(a.srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler := a.srv.HTTPHandlerWithToken(reg, token)
+	if a.o.pprof {
 		mux := http.NewServeMux()
 		mux.Handle("/", handler)
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		handler = mux
 	}
-	httpSrv := &http.Server{Addr: httpListen, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	ln, err := net.Listen("tcp", listen)
+	httpSrv := &http.Server{Addr: a.o.httpListen, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", a.o.listen)
 	if err != nil {
 		return err
 	}
-	hln, err := net.Listen("tcp", httpListen)
+	hln, err := net.Listen("tcp", a.o.httpListen)
 	if err != nil {
 		return err
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- a.srv.Serve(ln) }()
 	go func() {
 		if err := httpSrv.Serve(hln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
-	log.Info("Agent listening", "resp", ln.Addr().String(), "http", hln.Addr().String())
-
+	a.log.Info("Agent listening", "resp", ln.Addr().String(), "http", hln.Addr().String())
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -221,24 +185,11 @@ func run() error {
 			return err
 		}
 	}
-	log.Info("Shutting down: finishing in-flight requests")
+	a.log.Info("Shutting down: finishing in-flight requests")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_ = httpSrv.Shutdown(shutdownCtx)
-	return srv.Shutdown(shutdownCtx)
-}
-
-// readBusKey reads the fleet's bus signing key from its Secret; nil if it cannot.
-func readBusKey(ctx context.Context, cs kubernetes.Interface, ns string, doc *ring.Document) []byte {
-	ref := doc.Invalidation.Secret
-	if ref.Name == "" {
-		return nil
-	}
-	s, err := cs.CoreV1().Secrets(ns).Get(ctx, ref.Name, metav1.GetOptions{})
-	if err != nil {
-		return nil
-	}
-	return s.Data[ref.Key]
+	return a.srv.Shutdown(shutdownCtx)
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -249,4 +200,13 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return c, nil
 	}
 	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), nil).ClientConfig()
+}
+
+// readTrimmed reads a one-line secret file.
+func readTrimmed(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(strings.TrimSpace(string(b))), nil
 }

@@ -16,13 +16,16 @@ import (
 
 // Config configures a bus.
 type Config struct {
-	Fleet   string
+	Fleet string
+	// Channel and Key may be empty: the bus waits until Configure gives them.
 	Channel string
 	Key     []byte
 	// Node names this agent in sender IDs; a random suffix makes every process a new sender,
 	// so a restarted agent's sequence numbers never look like replays.
 	Node string
 	Skew time.Duration
+	// KeyOverlap (default DefaultKeyOverlap) is how long a rotated-out key still signs.
+	KeyOverlap time.Duration
 	// Shards returns the current ring's shards: the bus publishes to and listens on all of them,
 	// so losing one shard does not stop it.
 	Shards func() []*router.Shard
@@ -43,9 +46,30 @@ func (s *Stats) reject(reason string) {
 	v.(*atomic.Int64).Add(1)
 }
 
+// DefaultKeyOverlap is how long after a key rotation the bus still signs with the old key while
+// accepting both: agents follow the fleet's Secret within seconds, so when anyone signs with the
+// new key every agent already accepts it, and no agent is cut off meanwhile.
+const DefaultKeyOverlap = time.Minute
+
+// signing is the bus's key state: messages are signed with old until switchAt, then with key.
+type signing struct {
+	key, old []byte
+	switchAt time.Time
+}
+
+func (s *signing) current(now time.Time) []byte {
+	if s.old != nil && now.Before(s.switchAt) {
+		return s.old
+	}
+	return s.key
+}
+
 // Bus is one agent's end of the fleet's invalidation bus.
 type Bus struct {
 	cfg      Config
+	channel  atomic.Pointer[string]
+	signing  atomic.Pointer[signing]
+	changed  chan struct{} // wakes Run after Configure
 	sender   string
 	seq      atomic.Uint64
 	verifier *Verifier
@@ -59,7 +83,12 @@ type Bus struct {
 	active  atomic.Int32 // subscriptions currently open
 	allDown atomic.Bool  // no subscription has been up for a second since the last total outage
 	mu      sync.Mutex
-	subs    map[*router.Shard]context.CancelFunc
+	subs    map[*router.Shard]subscription
+}
+
+type subscription struct {
+	channel string
+	cancel  context.CancelFunc
 }
 
 // New returns a bus; Run starts it.
@@ -69,12 +98,68 @@ func New(cfg Config) *Bus {
 	if cfg.Skew == 0 {
 		cfg.Skew = 30 * time.Second
 	}
+	if cfg.KeyOverlap == 0 {
+		cfg.KeyOverlap = DefaultKeyOverlap
+	}
 	b := &Bus{cfg: cfg, sender: cfg.Node + "-" + hex.EncodeToString(suffix),
-		verifier: NewVerifier(cfg.Fleet, cfg.Key, cfg.Skew), pending: make(chan string, 65536),
-		subs: map[*router.Shard]context.CancelFunc{}, outbox: map[*router.Shard]*outbox{}}
+		verifier: NewVerifier(cfg.Fleet, nil, cfg.Skew), pending: make(chan string, 65536),
+		subs: map[*router.Shard]subscription{}, outbox: map[*router.Shard]*outbox{}, changed: make(chan struct{}, 1)}
 	b.allDown.Store(true)
+	b.Configure(cfg.Channel, cfg.Key)
 	return b
 }
+
+// Configure sets the channel and signing key; call it whenever the fleet's document or bus
+// Secret may have changed. A new channel resubscribes everywhere; a new key is accepted at
+// once and signed with after Config.KeyOverlap. Until a key is given the bus neither sends nor listens.
+func (b *Bus) Configure(channel string, key []byte) {
+	now := time.Now()
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	cur := b.signing.Load()
+	next := &signing{key: key}
+	switch {
+	case len(key) == 0:
+		return
+	case cur == nil:
+	case string(cur.key) == string(key):
+		next = cur
+	default:
+		next.old, next.switchAt = cur.current(now), now.Add(b.cfg.KeyOverlap)
+	}
+	if next != cur {
+		b.signing.Store(next)
+		accepted := [][]byte{next.key}
+		if next.old != nil {
+			accepted = append(accepted, next.old)
+		}
+		b.verifier.SetKeys(accepted...)
+		if next.old != nil {
+			// Stop accepting the old key once nobody signs with it any longer.
+			time.AfterFunc(b.cfg.KeyOverlap+b.cfg.Skew, func() { b.dropOldKey(next) })
+		}
+	}
+	if old := b.channel.Load(); old == nil || *old != channel {
+		b.channel.Store(&channel)
+		for sh, ob := range b.outbox { // queued messages still go out on the old channel
+			close(ob.ch)
+			delete(b.outbox, sh)
+		}
+	}
+	select {
+	case b.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (b *Bus) dropOldKey(s *signing) {
+	if b.signing.Load() == s {
+		b.verifier.SetKeys(s.key)
+	}
+}
+
+// Configured reports whether the bus has a key and a channel.
+func (b *Bus) Configured() bool { return b.signing.Load() != nil && b.channel.Load() != nil }
 
 // Sender is this agent's sender ID.
 func (b *Bus) Sender() string { return b.sender }
@@ -89,31 +174,40 @@ func (b *Bus) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			b.mu.Lock()
-			for _, cancel := range b.subs {
-				cancel()
+			for _, s := range b.subs {
+				s.cancel()
 			}
 			b.mu.Unlock()
 			return
 		case <-t.C:
+		case <-b.changed:
 		}
 	}
 }
 
 func (b *Bus) syncSubscriptions(ctx context.Context) {
+	if !b.Configured() {
+		return
+	}
+	channel := *b.channel.Load()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	current := map[*router.Shard]bool{}
 	for _, sh := range b.cfg.Shards() {
 		current[sh] = true
+		if s, ok := b.subs[sh]; ok && s.channel != channel {
+			s.cancel()
+			delete(b.subs, sh)
+		}
 		if _, ok := b.subs[sh]; !ok {
 			sctx, cancel := context.WithCancel(ctx)
-			b.subs[sh] = cancel
-			go b.listen(sctx, sh)
+			b.subs[sh] = subscription{channel: channel, cancel: cancel}
+			go b.listen(sctx, sh, channel)
 		}
 	}
-	for sh, cancel := range b.subs {
+	for sh, s := range b.subs {
 		if !current[sh] {
-			cancel()
+			s.cancel()
 			delete(b.subs, sh)
 		}
 	}
@@ -124,7 +218,7 @@ func (b *Bus) syncSubscriptions(ctx context.Context) {
 // shard, so one broken subscription loses nothing while another is up; only when all are down
 // can messages be lost, and then the copies that rely on the bus are flushed (when the last one
 // drops, and again when listening resumes).
-func (b *Bus) listen(ctx context.Context, sh *router.Shard) {
+func (b *Bus) listen(ctx context.Context, sh *router.Shard, channel string) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if b.allDown.Load() {
@@ -133,7 +227,7 @@ func (b *Bus) listen(ctx context.Context, sh *router.Shard) {
 		b.active.Add(1)
 		stable := time.AfterFunc(time.Second, func() { b.allDown.Store(false) })
 		start := time.Now()
-		_ = sh.Subscribe(ctx, b.cfg.Channel, func(payload string) { b.receive([]byte(payload)) })
+		_ = sh.Subscribe(ctx, channel, func(payload string) { b.receive([]byte(payload)) })
 		stable.Stop()
 		if b.active.Add(-1) == 0 && ctx.Err() == nil {
 			b.allDown.Store(true)
@@ -180,15 +274,21 @@ func (b *Bus) receive(data []byte) {
 
 // Publish signs and sends one message to every shard; it fails only if no shard took it.
 func (b *Bus) Publish(ctx context.Context, op string, args ...string) error {
+	if !b.Configured() {
+		b.Stats.PublishFailed.Add(1)
+		return errors.New("the bus has no signing key yet")
+	}
 	shards := b.cfg.Shards()
 	sent := make(chan bool, len(shards))
 	b.pubMu.Lock()
-	m := &Message{Fleet: b.cfg.Fleet, Sender: b.sender, Seq: b.seq.Add(1), TimeMs: time.Now().UnixMilli(), Op: op, Args: args}
-	payload := valkey.BinaryString(m.Seal(b.cfg.Key))
+	sg, channel := b.signing.Load(), b.channel.Load()
+	now := time.Now()
+	m := &Message{Fleet: b.cfg.Fleet, Sender: b.sender, Seq: b.seq.Add(1), TimeMs: now.UnixMilli(), Op: op, Args: args}
+	payload := valkey.BinaryString(m.Seal(sg.current(now)))
 	for _, sh := range shards {
 		ob := b.outbox[sh]
 		if ob == nil {
-			ob = newOutbox(sh, b.cfg.Channel)
+			ob = newOutbox(sh, *channel)
 			b.outbox[sh] = ob
 		}
 		ob.ch <- outgoing{payload: payload, sent: sent}

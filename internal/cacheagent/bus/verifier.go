@@ -1,7 +1,9 @@
 package bus
 
 import (
+	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,10 +15,10 @@ const window = 4096
 // Verifier accepts each sender's messages once, within a clock-skew bound.
 type Verifier struct {
 	Fleet string
-	Key   []byte
 	Skew  time.Duration
 	Now   func() time.Time
 
+	keys    atomic.Pointer[[][]byte] // accepted signing keys; more than one during a rotation
 	mu      sync.Mutex
 	senders map[string]*senderState
 	pruned  time.Time
@@ -61,7 +63,22 @@ func (s *senderState) advance(seq uint64) {
 
 // NewVerifier accepts messages of fleet signed with key, at most skew away from now.
 func NewVerifier(fleet string, key []byte, skew time.Duration) *Verifier {
-	return &Verifier{Fleet: fleet, Key: key, Skew: skew, Now: time.Now, senders: map[string]*senderState{}}
+	v := &Verifier{Fleet: fleet, Skew: skew, Now: time.Now, senders: map[string]*senderState{}}
+	v.SetKeys(key)
+	return v
+}
+
+// SetKeys replaces the accepted keys (the current one first).
+func (v *Verifier) SetKeys(keys ...[]byte) { v.keys.Store(&keys) }
+
+// open verifies data with each accepted key in turn.
+func (v *Verifier) open(data []byte) (m *Message, err error) {
+	for _, k := range *v.keys.Load() {
+		if m, err = Open(data, k); !errors.Is(err, ErrSignature) {
+			return m, err
+		}
+	}
+	return nil, err
 }
 
 // Check opens data and decides whether to apply it. gap is true when the message skips
@@ -69,7 +86,7 @@ func NewVerifier(fleet string, key []byte, skew time.Duration) *Verifier {
 // them). A message already seen is ErrDuplicate; one older than what the verifier remembers of
 // its sender is ErrReplayed; one not yet seen inside the window arrived late and is accepted.
 func (v *Verifier) Check(data []byte) (m *Message, gap bool, err error) {
-	m, err = Open(data, v.Key)
+	m, err = v.open(data)
 	if err != nil {
 		return nil, false, err
 	}

@@ -401,7 +401,15 @@ func (s *Shard) Subscribe(ctx context.Context, channel string, fn func(payload s
 	if err != nil {
 		return err
 	}
-	return c.Receive(ctx, c.B().Subscribe().Channel(channel).Build(), func(m valkey.PubSubMessage) {
+	err = c.Receive(ctx, c.B().Subscribe().Channel(channel).Build(), func(m valkey.PubSubMessage) {
 		fn(m.Message)
 	})
+	if ctx.Err() != nil {
+		// valkey-go only drops its local handler when ctx ends; the subscription lives on the
+		// shared connection until the shard is told.
+		uctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+		c.Do(uctx, c.B().Unsubscribe().Channel(channel).Build())
+		cancel()
+	}
+	return err
 }

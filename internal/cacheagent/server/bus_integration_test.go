@@ -293,3 +293,43 @@ func TestConcurrentPublishersKeepTheirOrder(t *testing.T) {
 		t.Errorf("%d gaps and %d rejections under concurrent publishers, want 0", g, rejected)
 	}
 }
+
+// TestBusFollowsKeyAndChannelChanges: the fleet's bus Secret is rotated and its channel
+// changed while agents run; they pick the changes up one after the other (as they would
+// read the Secret at different moments) and no message between them is lost.
+func TestBusFollowsKeyAndChannelChanges(t *testing.T) {
+	shards := twoShards(t)
+	agents := startBusAgents(t, shards, 2)
+	a, b := agents[0].srv.Bus(), agents[1].srv.Bus()
+	delivered := func(step string) {
+		t.Helper()
+		key := "follow:" + step
+		if err := a.Publish(context.Background(), bus.OpDelete, key); err != nil {
+			t.Fatalf("%s: publish: %v", step, err)
+		}
+		eventually(t, step+": B applied A's message", func() error {
+			if _, ok := agents[1].goneAt.Load(key); !ok {
+				return fmt.Errorf("not applied")
+			}
+			return nil
+		})
+	}
+	delivered("before")
+	a.Configure("cachefleet:test", []byte("rotated key"))
+	delivered("A rotated, B not yet") // A still signs with the old key during the overlap
+	b.Configure("cachefleet:test", []byte("rotated key"))
+	delivered("both rotated")
+	a.Configure("cachefleet:moved", []byte("rotated key"))
+	b.Configure("cachefleet:moved", []byte("rotated key"))
+	eventually(t, "both agents listen on the new channel", func() error {
+		got, err := shards[0].Do("PUBSUB", "NUMSUB", "cachefleet:moved")
+		if err != nil || got != "[cachefleet:moved 2]" {
+			return fmt.Errorf("PUBSUB NUMSUB = %s, %v", got, err)
+		}
+		return nil
+	})
+	delivered("new channel")
+	if got, _ := shards[0].Do("PUBSUB", "NUMSUB", "cachefleet:test"); got != "[cachefleet:test 0]" {
+		t.Errorf("the old channel still has subscribers: %s", got)
+	}
+}

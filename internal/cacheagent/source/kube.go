@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -18,23 +19,52 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
 )
 
-// Kube follows a fleet's ring ConfigMap and reports the epoch the agent serves in its Lease,
-// which the controller counts to know when a removed shard is no longer used.
+// Kube follows a fleet's ring ConfigMap and the Secrets it names, and reports the epoch the
+// agent serves in its Lease, which the controller counts to know when a removed shard is no
+// longer used. It is level-triggered: whenever the document, the shards' password or the bus
+// key differs from what is applied, it applies again, and a failed apply (a Secret not yet
+// readable, say) is retried with backoff instead of waiting for the next ConfigMap change.
 type Kube struct {
 	Client    kubernetes.Interface
 	Fleet     string
 	Namespace string
 	Node      string
 	Pod       string
-	// Apply installs a document with the shards' password (empty when auth is off).
-	Apply  func(doc *ring.Document, password string) error
+	// Apply installs a document with the fleet's Secrets.
+	Apply  func(doc *ring.Document, s Secrets) error
 	Report func(error)
 	// LeaseDuration is how long the Lease counts without renewal; renewed every third of it.
 	LeaseDuration time.Duration
+	// Resync is how often the Secrets are read again to follow changes (default 10s).
+	Resync time.Duration
 
-	served atomic.Int64
-	ready  chan struct{}
+	served  atomic.Int64
+	ready   chan struct{}
+	latest  atomic.Pointer[ring.Document]
+	kick    chan struct{}
+	applied appliedState
 }
+
+// Secrets are what the agent reads from the fleet's Secrets.
+type Secrets struct {
+	Password string // empty when auth is off
+	// BusKey signs the invalidation bus; nil when the fleet has no bus or the Secret could not
+	// be read this time (the bus keeps its current key).
+	BusKey []byte
+}
+
+// appliedState identifies what was last applied, so an unchanged resync does nothing.
+type appliedState struct {
+	epoch    int64
+	password [32]byte
+	busKey   [32]byte
+}
+
+// Retry backoff after a failed apply.
+const (
+	retryFirst = 200 * time.Millisecond
+	retryMax   = 10 * time.Second
+)
 
 // Labels the controller selects agent Leases by.
 const (
@@ -44,10 +74,13 @@ const (
 	annRingEpoch   = "cachefleet.io/ring-epoch"
 )
 
-// Run watches the ConfigMap until ctx ends. It returns once the first document is applied
-// (or fails), then keeps going in the background.
+// Run watches the ConfigMap until ctx ends. It returns once the first document is applied,
+// then keeps going in the background.
 func (k *Kube) Run(ctx context.Context) error {
-	k.ready = make(chan struct{})
+	k.ready, k.kick = make(chan struct{}), make(chan struct{}, 1)
+	if k.Resync == 0 {
+		k.Resync = 10 * time.Second
+	}
 	name := k.Fleet + "-ring"
 	lw := cache.NewListWatchFromClient(k.Client.CoreV1().RESTClient(), "configmaps", k.Namespace,
 		fields.OneTermEqualSelector("metadata.name", name))
@@ -55,11 +88,12 @@ func (k *Kube) Run(ctx context.Context) error {
 		ListerWatcher: lw,
 		ObjectType:    &corev1.ConfigMap{},
 		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { k.onConfigMap(ctx, o.(*corev1.ConfigMap)) },
-			UpdateFunc: func(_, o any) { k.onConfigMap(ctx, o.(*corev1.ConfigMap)) },
+			AddFunc:    func(o any) { k.onConfigMap(o.(*corev1.ConfigMap)) },
+			UpdateFunc: func(_, o any) { k.onConfigMap(o.(*corev1.ConfigMap)) },
 		},
 	})
 	go informer.Run(ctx.Done())
+	go k.applyLoop(ctx)
 	go k.renewLoop(ctx)
 	select {
 	case <-k.ready:
@@ -67,41 +101,112 @@ func (k *Kube) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(time.Minute):
-		return fmt.Errorf("no ring ConfigMap %s/%s after a minute", k.Namespace, name)
+		return fmt.Errorf("no ring applied from ConfigMap %s/%s after a minute", k.Namespace, name)
 	}
 }
 
-func (k *Kube) onConfigMap(ctx context.Context, cm *corev1.ConfigMap) {
+func (k *Kube) onConfigMap(cm *corev1.ConfigMap) {
 	doc, err := ring.Decode([]byte(cm.Data[ring.DocumentKey]))
 	if err != nil {
-		k.Report(fmt.Errorf("ring ConfigMap: %w", err))
+		k.Report(fmt.Errorf("decoding the ring ConfigMap: %w", err))
 		return
 	}
-	if doc.Epoch == k.served.Load() {
-		return
-	}
-	password := ""
-	if doc.Auth.Enabled && doc.Auth.Secret != nil {
-		s, err := k.Client.CoreV1().Secrets(k.Namespace).Get(ctx, doc.Auth.Secret.Name, metav1.GetOptions{})
-		if err != nil {
-			k.Report(fmt.Errorf("reading the password Secret: %w", err))
-			return
-		}
-		password = string(s.Data[doc.Auth.Secret.Key])
-	}
-	if err := k.Apply(doc, password); err != nil {
-		k.Report(err)
-		return
-	}
-	k.served.Store(doc.Epoch)
-	if err := k.renew(ctx); err != nil {
-		k.Report(err)
-	}
+	k.latest.Store(doc)
 	select {
-	case <-k.ready:
+	case k.kick <- struct{}{}:
 	default:
-		close(k.ready)
 	}
+}
+
+// applyLoop applies the latest document whenever it or its Secrets change, retrying failures.
+func (k *Kube) applyLoop(ctx context.Context) {
+	resync := time.NewTicker(k.Resync)
+	defer resync.Stop()
+	retry := time.NewTimer(0)
+	<-retry.C
+	backoff := retryFirst
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.kick:
+		case <-resync.C:
+		case <-retry.C:
+		}
+		if err := k.sync(ctx); err != nil {
+			k.Report(err)
+			retry.Reset(backoff)
+			backoff = min(2*backoff, retryMax)
+			continue
+		}
+		backoff = retryFirst
+	}
+}
+
+// sync applies the latest document with freshly read Secrets unless nothing changed. An
+// unreadable bus key does not hold the ring back: it is applied with the bus left as it is,
+// and the error is returned so the read is retried.
+func (k *Kube) sync(ctx context.Context) error {
+	doc := k.latest.Load()
+	if doc == nil {
+		return nil
+	}
+	sec, busErr, err := k.readSecrets(ctx, doc)
+	if err != nil {
+		return err
+	}
+	state := appliedState{epoch: doc.Epoch, password: sha256.Sum256([]byte(sec.Password)), busKey: k.applied.busKey}
+	if sec.BusKey != nil {
+		state.busKey = sha256.Sum256(sec.BusKey)
+	}
+	if state != k.applied {
+		if err := k.Apply(doc, sec); err != nil {
+			return fmt.Errorf("applying ring epoch %d: %w", doc.Epoch, err)
+		}
+		k.applied = state
+		k.served.Store(doc.Epoch)
+		if err := k.renew(ctx); err != nil {
+			k.Report(fmt.Errorf("renewing the agent Lease: %w", err))
+		}
+		select {
+		case <-k.ready:
+		default:
+			close(k.ready)
+		}
+	}
+	return busErr
+}
+
+// readSecrets reads the shards' password (required when auth is on) and the bus key (optional:
+// its error is returned apart).
+func (k *Kube) readSecrets(ctx context.Context, doc *ring.Document) (sec Secrets, busErr, err error) {
+	if doc.Auth.Enabled && doc.Auth.Secret != nil {
+		v, err := k.secretValue(ctx, doc.Auth.Secret.Name, doc.Auth.Secret.Key)
+		if err != nil {
+			return sec, nil, fmt.Errorf("reading the password Secret: %w", err)
+		}
+		sec.Password = string(v)
+	}
+	if ref := doc.Invalidation.Secret; ref.Name != "" {
+		v, err := k.secretValue(ctx, ref.Name, ref.Key)
+		if err != nil {
+			return sec, fmt.Errorf("reading the bus Secret: %w", err), nil
+		}
+		sec.BusKey = v
+	}
+	return sec, nil, nil
+}
+
+func (k *Kube) secretValue(ctx context.Context, name, key string) ([]byte, error) {
+	s, err := k.Client.CoreV1().Secrets(k.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	v, ok := s.Data[key]
+	if !ok {
+		return nil, fmt.Errorf("the Secret %s has no key %q", name, key)
+	}
+	return v, nil
 }
 
 func (k *Kube) renewLoop(ctx context.Context) {

@@ -46,10 +46,10 @@ func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
 	var password string
 	k := &Kube{Client: cs, Fleet: "web", Namespace: ns, Node: "node-1", Pod: "web-agent-x", LeaseDuration: 3 * time.Second,
 		Report: func(err error) { t.Logf("report: %v", err) },
-		Apply: func(d *ring.Document, pw string) error {
+		Apply: func(d *ring.Document, sec Secrets) error {
 			mu.Lock()
 			defer mu.Unlock()
-			epochs, password = append(epochs, d.Epoch), pw
+			epochs, password = append(epochs, d.Epoch), sec.Password
 			return nil
 		}}
 	if err := k.Run(ctx); err != nil {
@@ -93,4 +93,92 @@ func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
 	if !lease().Spec.RenewTime.After(first) {
 		t.Error("the Lease is not renewed")
 	}
+}
+
+// TestKubeRetriesAndFollowsSecrets: a ring whose password Secret does not exist yet is
+// applied as soon as the Secret appears (retried with backoff, not at the next ConfigMap
+// change); a changed password and a bus key that appears later are applied at the same epoch;
+// an unreadable bus key does not hold the ring back.
+func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	cs := kubernetes.NewForConfigOrDie(env.Config)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := "default"
+	doc := &ring.Document{SchemaVersion: 1, Fleet: "api", Namespace: ns, Algorithm: "rendezvous",
+		Shards:       []ring.Shard{{Name: "shard-0", Primary: "a:6379"}},
+		Auth:         ring.Auth{Enabled: true, Secret: &ring.SecretRef{Name: "api-auth", Key: "password"}},
+		Invalidation: ring.Invalidation{Channel: "c", Secret: ring.SecretRef{Name: "api-bus", Key: "key"}}}
+	doc.Seal(nil)
+	data, _ := doc.Encode()
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "api-ring"},
+		Data: map[string]string{ring.DocumentKey: string(data)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []Secrets
+	k := &Kube{Client: cs, Fleet: "api", Namespace: ns, Node: "node-1", Pod: "p", LeaseDuration: 30 * time.Second,
+		Resync: 200 * time.Millisecond, Report: func(err error) { t.Logf("report: %v", err) },
+		Apply: func(_ *ring.Document, sec Secrets) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, sec)
+			return nil
+		}}
+	ran := make(chan error, 1)
+	go func() { ran <- k.Run(ctx) }()
+	time.Sleep(500 * time.Millisecond) // the password Secret is missing: nothing can be applied
+	mu.Lock()
+	if len(got) != 0 {
+		t.Fatalf("applied without the password: %+v", got)
+	}
+	mu.Unlock()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "api-auth"}, Data: map[string][]byte{"password": []byte("one")}}
+	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	last := func() Secrets {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[len(got)-1]
+	}
+	if s := last(); s.Password != "one" || s.BusKey != nil {
+		t.Fatalf("first apply: %+v (the missing bus Secret must not hold the ring back)", s)
+	}
+	waitFor := func(what string, ok func(Secrets) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok(last()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: last applied %+v", what, last())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	secret.Data["password"] = []byte("two")
+	if _, err := cs.CoreV1().Secrets(ns).Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("password change followed", func(s Secrets) bool { return s.Password == "two" })
+	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "api-bus"},
+		Data: map[string][]byte{"key": []byte("bus-key")}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("bus key picked up", func(s Secrets) bool { return string(s.BusKey) == "bus-key" })
+	mu.Lock()
+	n := len(got)
+	mu.Unlock()
+	time.Sleep(600 * time.Millisecond) // several resyncs with nothing changed
+	mu.Lock()
+	if len(got) != n {
+		t.Errorf("unchanged resyncs applied %d more times", len(got)-n)
+	}
+	mu.Unlock()
 }

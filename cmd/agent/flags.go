@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/server"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/source"
+)
+
+// options are the agent's command line.
+type options struct {
+	listen, httpListen           string
+	shards, ringFile             string
+	fleet, namespace, kubeconfig string
+	node                         string
+	pprof                        bool
+	busKey                       []byte // static and ring-file modes
+	defaults                     source.Defaults
+	server                       server.Config
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{server: server.DefaultConfig()}
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	var passwordFile, busKeyFile string
+	d := &o.defaults
+	fs.StringVar(&o.listen, "listen", ":6380", "RESP address for applications.")
+	fs.StringVar(&o.httpListen, "http-listen", ":8080", "HTTP address for health, metrics and the debug API.")
+	fs.StringVar(&o.shards, "shards", "", "Static shards: shard-0=127.0.0.1:7001,shard-1=127.0.0.1:7002 (name=primary[+replica...]).")
+	fs.StringVar(&o.ringFile, "ring-file", "", "Ring document (JSON) to follow; reloaded when it changes.")
+	fs.StringVar(&passwordFile, "password-file", "", "File holding the shards' password, also required from clients.")
+	fs.StringVar(&busKeyFile, "bus-key-file", "", "Static mode: file holding the invalidation bus signing key (enables the bus).")
+	fs.StringVar(&o.fleet, "fleet", "", "Kubernetes mode: the CacheFleet whose ring ConfigMap to follow.")
+	fs.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Kubernetes mode: the fleet's namespace.")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubernetes mode: kubeconfig path when not running in a pod.")
+	fs.BoolVar(&d.L1, "l1", true, "Static mode: enable the L1.")
+	fs.BoolVar(&d.TTLModeForAll, "l1-ttl-mode", false, "Static mode: keep L1 copies for their TTL instead of server-assisted tracking.")
+	fs.Int64Var(&d.L1MaxMemory, "l1-max-memory", 64<<20, "Static mode: L1 bound in bytes.")
+	fs.DurationVar(&d.L1MaxTTL, "l1-max-ttl", time.Minute, "Static mode: longest L1 lifetime.")
+	fs.DurationVar(&d.DefaultTTL, "default-ttl", time.Hour, "Static mode: TTL for writes without one.")
+	fs.DurationVar(&d.MinUsableTTL, "min-usable-ttl", 5*time.Second, "Static mode: values with less life left are not kept in L1.")
+	fs.Int64Var(&d.MaxValueBytes, "max-value-bytes", 1<<20, "Static mode: largest value accepted.")
+	fs.DurationVar(&o.server.ShardTimeout, "shard-timeout", o.server.ShardTimeout, "Per-request timeout to a shard.")
+	fs.Func("breaker-failures", "Consecutive failures that open a shard's breaker (default 5).", func(s string) error {
+		_, err := fmt.Sscan(s, &o.server.FailuresToOpen)
+		return err
+	})
+	fs.DurationVar(&o.server.Cooldown, "breaker-cooldown", o.server.Cooldown, "Time an open breaker waits before a probe.")
+	fs.BoolVar(&o.pprof, "pprof", false, "Serve Go profiles under /debug/pprof/ on the HTTP address.")
+	fs.IntVar(&o.server.MaxQueuedDeletes, "max-queued-deletes", o.server.MaxQueuedDeletes, "Deletes kept per down shard.")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	sources := 0
+	for _, s := range []string{o.shards, o.ringFile, o.fleet} {
+		if s != "" {
+			sources++
+		}
+	}
+	if sources != 1 {
+		return nil, errors.New("give exactly one of --shards, --ring-file or --fleet")
+	}
+	if passwordFile != "" {
+		pw, err := readTrimmed(passwordFile)
+		if err != nil {
+			return nil, err
+		}
+		o.server.Password = string(pw)
+		d.PasswordEnabled = true
+	}
+	if busKeyFile != "" {
+		k, err := readTrimmed(busKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		o.busKey = k
+	}
+	if o.node = os.Getenv("NODE_NAME"); o.node == "" {
+		o.node, _ = os.Hostname()
+	}
+	return o, nil
+}
