@@ -10,6 +10,7 @@
 package codec
 
 import (
+	"runtime"
 	"strings"
 	"sync/atomic"
 
@@ -30,7 +31,9 @@ const Absent = reserved + "a"
 const Zstd = "zstd"
 
 var (
-	encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	// One encoder state per core: EncodeAll calls beyond the concurrency wait for a free one,
+	// and every client connection compresses its own writes.
+	encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
 	// DecodeAll guards itself with WithDecoderMaxMemory; Decode adds the caller's limit.
 	decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(512<<20))
 

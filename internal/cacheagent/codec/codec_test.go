@@ -83,3 +83,17 @@ func BenchmarkDecode4KiBJSON(b *testing.B) {
 		Decode(stored, 1<<20)
 	}
 }
+
+// BenchmarkEncodeConcurrentWriters: compressing writes from many client connections at once
+// (the agent's normal load). Compare ns/op with BenchmarkEncode4KiBJSON: with one shared
+// encoder they queue behind each other.
+func BenchmarkEncodeConcurrentWriters(b *testing.B) {
+	v := strings.Repeat(`{"sku":"A-1","name":"blue mug","price":12.5},`, 92)
+	b.SetBytes(int64(len(v)))
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			Encode(Zstd, 1024, v)
+		}
+	})
+}
