@@ -111,6 +111,7 @@ func cmdLGet(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer
 		b.local(func(w *resp.Writer) { w.Error("ERR stampede protection is not enabled for this key's policy") })
 		return
 	}
+	timeout = leaseWait(timeout, rules.LeaseTTL)
 	sh := b.r.ShardFor(args[1])
 	b.local(func(w *resp.Writer) {
 		value, token, err := s.leaseGet(ctx, sh, key, rules.LeaseTTL, timeout)
@@ -135,6 +136,12 @@ func cmdLGet(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer
 			w.Null()
 		}
 	})
+}
+
+// leaseWait bounds how long CF.LGET waits: no longer than the policy's lease TTL, after which
+// the holder has filled the key or its lease has expired (and a waiter takes it over).
+func leaseWait(requested, leaseTTL time.Duration) time.Duration {
+	return min(requested, leaseTTL)
 }
 
 func (s *Server) leaseGet(ctx context.Context, sh *router.Shard, key string, leaseTTL, timeout time.Duration) (*string, string, error) {
@@ -183,6 +190,10 @@ func (s *Server) leaseGet(ctx context.Context, sh *router.Shard, key string, lea
 		case <-ctx.Done():
 			s.waiters.remove(key, ch)
 			return nil, "", ctx.Err()
+		case <-s.stopping:
+			// Shutting down: answer as a wait that timed out, so the client goes on at once.
+			s.waiters.remove(key, ch)
+			return nil, "", nil
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -146,5 +147,32 @@ func TestNegativeCacheAnswersAbsentWithoutTheOrigin(t *testing.T) {
 	c.do("SET", "user:raw", codec.Absent)
 	if got := c.do("GET", "user:raw"); got != codec.Absent {
 		t.Errorf("an application value equal to the absent marker read back as %q", got)
+	}
+}
+
+// TestShutdownEndsLeaseWaits: a CF.LGET waiting on another caller's fill returns at once when
+// the agent shuts down (as a timed-out wait), instead of holding the shutdown.
+func TestShutdownEndsLeaseWaits(t *testing.T) {
+	agents := startBusAgentsWith(t, []*tu.Redis{tu.StartRedis(t, "")}, 1, 30*time.Second)
+	holder, waiter := agents[0].dial(t), agents[0].dial(t)
+	if got := holder.do("CF.LGET", "slow"); !strings.HasPrefix(got, "[(nil) ") {
+		t.Fatalf("first CF.LGET = %q, want a lease", got)
+	}
+	waiter.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	waiter.nc.Write(tu.Encode("CF.LGET", "slow", "TIMEOUT", "60000"))
+	eventually(t, "the second caller waits", func() error {
+		if n := agents[0].srv.Stats.LeaseWaits.Load(); n == 0 {
+			return fmt.Errorf("no wait yet")
+		}
+		return nil
+	})
+	start := time.Now()
+	go agents[0].srv.Shutdown(context.Background())
+	got, err := tu.ReadReply(waiter.rd)
+	if err != nil || got != "[(nil) (nil)]" {
+		t.Fatalf("waiting CF.LGET at shutdown = %q, %v; want a timed-out wait", got, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the wait ended %v after shutdown began", d)
 	}
 }

@@ -55,12 +55,13 @@ type Server struct {
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	clientIDs atomic.Int64
+	stopping  chan struct{} // closed when Shutdown starts: ends CF.LGET waits
 	pass      atomic.Pointer[string]
 }
 
 // New returns a server that serves nothing until SetRing gives it a ring.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]struct{}{}, stopping: make(chan struct{})}
 	s.SetPassword(cfg.Password)
 	return s
 }
@@ -178,7 +179,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting, lets every connection finish the commands it has read, closes
 // them and the shard connections. It returns when all are done or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
+	if !s.closing.Swap(true) {
+		close(s.stopping)
+	}
 	s.mu.Lock()
 	for _, ln := range s.listeners {
 		ln.Close()
