@@ -219,6 +219,7 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 	s.policies = accepted
 
 	var previous *ring.Document
+	floor := f.Status.RingEpoch // epochs only grow, even when the published document is unreadable
 	s.publishedAt = r.now()
 	var cm corev1.ConfigMap
 	switch err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: ringConfigMapName(f)}, &cm); {
@@ -229,13 +230,14 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 				s.publishedAt = t
 			}
 		} else {
-			logf.FromContext(ctx).Info("Replacing unreadable ring document", "error", derr.Error())
+			floor = max(floor, ring.PeekEpoch([]byte(cm.Data[ring.DocumentKey])))
+			logf.FromContext(ctx).Info("Replacing unreadable ring document", "error", derr.Error(), "aboveEpoch", floor)
 		}
 	case !apierrors.IsNotFound(err):
 		return err
 	}
 	doc := buildRingDocument(f, accepted)
-	doc.Seal(previous)
+	doc.SealAbove(previous, floor)
 	if previous == nil || previous.Epoch != doc.Epoch {
 		s.publishedAt = r.now()
 	}

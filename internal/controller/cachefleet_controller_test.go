@@ -367,3 +367,39 @@ func TestMaxMemoryAboveTheLimitIsReported(t *testing.T) {
 		t.Error("shards were created with maxmemory above the container limit")
 	}
 }
+
+// TestEpochNeverGoesBack: when the published ring document cannot be read (a schema change,
+// a hand edit), the controller republishes above every epoch it published, never at 1: agents
+// refuse an older epoch, or worse, accept a rollback.
+func TestEpochNeverGoesBack(t *testing.T) {
+	ns := newNamespace(t)
+	createFleet(t, newFleet(ns, "web", nil))
+	waitForChildren(t, ns, "web", 3)
+	scale(t, ns, "web", 4)
+	eventually(t, "epoch 2 published and in status", func() error {
+		if e := readRing(t, ns, "web").Epoch; e != 2 || getFleet(t, ns, "web").Status.RingEpoch != 2 {
+			return fmt.Errorf("ring epoch %d, status %d", e, getFleet(t, ns, "web").Status.RingEpoch)
+		}
+		return nil
+	})
+	for _, garbage := range []string{`{"schemaVersion": 99, "epoch": 2}`, `not json at all`} {
+		cm := get(t, ns, "web-ring", &corev1.ConfigMap{})
+		cm.Data[ring.DocumentKey] = garbage
+		if err := k8s.Update(context.Background(), cm); err != nil {
+			t.Fatal(err)
+		}
+		before := getFleet(t, ns, "web").Status.RingEpoch
+		scale(t, ns, "web", getFleet(t, ns, "web").Spec.Shards.Count) // a no-op change wakes the reconciler
+		eventually(t, "ring republished above the last epoch", func() error {
+			cm := get(t, ns, "web-ring", &corev1.ConfigMap{})
+			doc, err := ring.Decode([]byte(cm.Data[ring.DocumentKey]))
+			if err != nil {
+				return err
+			}
+			if doc.Epoch <= before {
+				return fmt.Errorf("republished at epoch %d after %d", doc.Epoch, before)
+			}
+			return nil
+		})
+	}
+}

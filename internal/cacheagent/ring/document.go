@@ -130,16 +130,34 @@ func (d *Document) ContentChecksum() string {
 
 // Seal sets Checksum and the Epoch that follows previous: unchanged content keeps the
 // previous epoch, changed content gets previous+1 (starting at 1).
-func (d *Document) Seal(previous *Document) {
+func (d *Document) Seal(previous *Document) { d.SealAbove(previous, 0) }
+
+// SealAbove is Seal for a publisher that knows epochs it published before (floor) even when
+// the previous document is lost or unreadable: the epoch only ever grows, since agents refuse
+// an older epoch (or would accept a rollback).
+func (d *Document) SealAbove(previous *Document, floor int64) {
 	d.Checksum = d.ContentChecksum()
-	switch {
-	case previous == nil:
-		d.Epoch = 1
-	case previous.Checksum == d.Checksum:
+	if previous != nil && previous.Checksum == d.Checksum && previous.Epoch >= floor {
 		d.Epoch = previous.Epoch
-	default:
-		d.Epoch = previous.Epoch + 1
+		return
 	}
+	last := floor
+	if previous != nil {
+		last = max(last, previous.Epoch)
+	}
+	d.Epoch = last + 1
+}
+
+// PeekEpoch reads the epoch of a document that may not decode (another schema, a bad
+// checksum); 0 when there is none.
+func PeekEpoch(data []byte) int64 {
+	var v struct {
+		Epoch int64 `json:"epoch"`
+	}
+	if json.Unmarshal(data, &v) != nil {
+		return 0
+	}
+	return v.Epoch
 }
 
 // Encode renders the document as indented JSON (it is read by people too).

@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -85,5 +86,43 @@ func TestDecode(t *testing.T) {
 		if _, err := Decode([]byte(in)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestSealAboveNeverLowersTheEpoch(t *testing.T) {
+	base := func(shards int) *Document {
+		d := &Document{SchemaVersion: SchemaVersion, Fleet: "f", Namespace: "n", Algorithm: AlgorithmRendezvous}
+		for i := range shards {
+			d.Shards = append(d.Shards, Shard{Name: fmt.Sprintf("shard-%d", i), Primary: "a:1"})
+		}
+		return d
+	}
+	prev := base(3)
+	prev.Seal(nil)
+	prev.Epoch = 7
+	for _, c := range []struct {
+		name     string
+		doc      *Document
+		previous *Document
+		floor    int64
+		want     int64
+	}{
+		{"first publication", base(3), nil, 0, 1},
+		{"unchanged", base(3), prev, 0, 7},
+		{"changed", base(4), prev, 0, 8},
+		{"previous lost, status remembers 7", base(3), nil, 7, 8},
+		{"previous older than status", base(3), prev, 9, 10},
+		{"changed, status behind", base(4), prev, 3, 8},
+	} {
+		c.doc.SealAbove(c.previous, c.floor)
+		if c.doc.Epoch != c.want {
+			t.Errorf("%s: epoch %d, want %d", c.name, c.doc.Epoch, c.want)
+		}
+	}
+	if got := PeekEpoch([]byte(`{"schemaVersion": 99, "epoch": 12}`)); got != 12 {
+		t.Errorf("PeekEpoch of another schema = %d", got)
+	}
+	if got := PeekEpoch([]byte(`garbage`)); got != 0 {
+		t.Errorf("PeekEpoch of garbage = %d", got)
 	}
 }
