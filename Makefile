@@ -70,7 +70,7 @@ test-e2e: ## The e2e suite on a fresh cluster: E2E_CLUSTER=kwok (default, runs h
 
 .PHONY: golden
 golden: ## Rewrite the golden files of the builders after an intended change.
-	KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test ./internal/controller/ -run Golden -update
+	KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test ./internal/controller/ ./internal/contract/ -run Golden -update
 
 .PHONY: bench
 bench: ## Benchmarks: ring and parser (go test -bench), then redis-benchmark: direct vs twemproxy vs agent.

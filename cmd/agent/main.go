@@ -23,10 +23,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/server"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/source"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 func main() {
@@ -60,7 +60,7 @@ type agent struct {
 	busKey atomic.Pointer[[]byte] // also the token of the HTTP write API
 }
 
-func (a *agent) applied(doc *ring.Document) {
+func (a *agent) applied(doc *contract.Document) {
 	a.log.Info("Serving ring", "epoch", doc.Epoch, "shards", len(doc.Shards), "policies", len(doc.Policies))
 }
 
@@ -82,7 +82,7 @@ func (a *agent) startRing(ctx context.Context) error {
 		a.configureBus(ctx, doc, o.busKey)
 		return nil
 	case o.ringFile != "":
-		return source.WatchFile(ctx, o.ringFile, time.Second, func(doc *ring.Document) error {
+		return source.WatchFile(ctx, o.ringFile, time.Second, func(doc *contract.Document) error {
 			if err := a.srv.SetRing(doc); err != nil {
 				return err
 			}
@@ -107,7 +107,7 @@ func (a *agent) followKubernetes(ctx context.Context) error {
 	}
 	k := &source.Kube{Client: cs, Fleet: a.o.fleet, Namespace: a.o.namespace, Node: a.o.node, Pod: os.Getenv("POD_NAME"),
 		LeaseDuration: 30 * time.Second, Report: a.report,
-		Apply: func(doc *ring.Document, sec source.Secrets) error {
+		Apply: func(doc *contract.Document, sec source.Secrets) error {
 			a.srv.SetPassword(sec.Password)
 			if err := a.srv.SetRing(doc); err != nil {
 				return err
@@ -122,7 +122,7 @@ func (a *agent) followKubernetes(ctx context.Context) error {
 // configureBus starts the bus with the first key it gets and follows later changes of the key
 // (rotation) and the channel. Without a key the bus stays off and other agents' ttl-mode copies
 // expire with their L1 TTL.
-func (a *agent) configureBus(ctx context.Context, doc *ring.Document, key []byte) {
+func (a *agent) configureBus(ctx context.Context, doc *contract.Document, key []byte) {
 	if len(key) == 0 {
 		if a.bus == nil {
 			a.log.Info("No bus key yet: other agents' ttl-mode copies expire with their L1 TTL")

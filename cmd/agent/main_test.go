@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // These tests run the agent binary as users do, with redis-cli and redis-benchmark against it.
@@ -189,9 +189,9 @@ func TestAgentBinaryWithRedisToolsHTTPAndSIGTERM(t *testing.T) {
 
 func TestRingFileIsReloadedWithoutDroppingClients(t *testing.T) {
 	r0, r1 := tu.StartRedis(t, ""), tu.StartRedis(t, "")
-	write := func(shards ...ring.Shard) {
-		doc := &ring.Document{SchemaVersion: ring.SchemaVersion, Fleet: "f", Namespace: "ns", Algorithm: "rendezvous", Shards: shards,
-			Tiers: ring.Tiers{L1Enabled: true, L1MaxMemoryBytes: 8 << 20, L1MaxTTLMillis: 60000, DefaultTTLMillis: 60000, MinUsableMillis: 1000, MaxValueBytes: 1 << 20}}
+	write := func(shards ...contract.Shard) {
+		doc := &contract.Document{SchemaVersion: contract.SchemaVersion, Fleet: "f", Namespace: "ns", Algorithm: "rendezvous", Shards: shards,
+			Tiers: contract.Tiers{L1Enabled: true, L1MaxMemoryBytes: 8 << 20, L1MaxTTLMillis: 60000, DefaultTTLMillis: 60000, MinUsableMillis: 1000, MaxValueBytes: 1 << 20}}
 		doc.Seal(nil)
 		data, _ := doc.Encode()
 		path := filepath.Join(t.TempDir(), "ring.json")
@@ -199,14 +199,14 @@ func TestRingFileIsReloadedWithoutDroppingClients(t *testing.T) {
 		os.Rename(path, ringPath)
 	}
 	ringPath = filepath.Join(t.TempDir(), "ring.json")
-	write(ring.Shard{Name: "shard-0", Primary: r0.Addr()})
+	write(contract.Shard{Name: "shard-0", Primary: r0.Addr()})
 	p := startAgent(t, "--ring-file", ringPath)
 
 	conn := dialRESP(t, p.resp)
 	if got := conn("SET", "k", "v"); got != "OK" {
 		t.Fatalf("SET = %q", got)
 	}
-	write(ring.Shard{Name: "shard-0", Primary: r0.Addr()}, ring.Shard{Name: "shard-1", Primary: r1.Addr()})
+	write(contract.Shard{Name: "shard-0", Primary: r0.Addr()}, contract.Shard{Name: "shard-1", Primary: r1.Addr()})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		_, body := httpDo(t, "GET", p.url("/v1/ring"), "")

@@ -21,7 +21,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // DrainTimeout bounds how long a removed shard's StatefulSet waits for every agent to report the
@@ -46,7 +46,7 @@ type CacheFleetReconciler struct {
 type fleetScope struct {
 	fleet       *cachev1alpha1.CacheFleet
 	policies    []cachev1alpha1.CachePolicy
-	doc         *ring.Document
+	doc         *contract.Document
 	publishedAt time.Time
 	obs         observation
 	requeue     time.Duration
@@ -218,19 +218,19 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 	accepted, _ := resolvePolicies(policies)
 	s.policies = accepted
 
-	var previous *ring.Document
+	var previous *contract.Document
 	floor := f.Status.RingEpoch // epochs only grow, even when the published document is unreadable
 	s.publishedAt = r.now()
 	var cm corev1.ConfigMap
 	switch err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: ringConfigMapName(f)}, &cm); {
 	case err == nil:
-		if prev, derr := ring.Decode([]byte(cm.Data[ring.DocumentKey])); derr == nil {
+		if prev, derr := contract.Decode([]byte(cm.Data[contract.DocumentKey])); derr == nil {
 			previous = prev
 			if t, perr := time.Parse(time.RFC3339Nano, cm.Annotations[AnnotationPublishedAt]); perr == nil {
 				s.publishedAt = t
 			}
 		} else {
-			floor = max(floor, ring.PeekEpoch([]byte(cm.Data[ring.DocumentKey])))
+			floor = max(floor, contract.PeekEpoch([]byte(cm.Data[contract.DocumentKey])))
 			logf.FromContext(ctx).Info("Replacing unreadable ring document", "error", derr.Error(), "aboveEpoch", floor)
 		}
 	case !apierrors.IsNotFound(err):

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
@@ -38,10 +38,10 @@ func exists(ns, name string, obj client.Object) error {
 	return k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, obj)
 }
 
-func readRing(t *testing.T, ns, fleet string) *ring.Document {
+func readRing(t *testing.T, ns, fleet string) *contract.Document {
 	t.Helper()
 	cm := get(t, ns, fleet+"-ring", &corev1.ConfigMap{})
-	doc, err := ring.Decode([]byte(cm.Data[ring.DocumentKey]))
+	doc, err := contract.Decode([]byte(cm.Data[contract.DocumentKey]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestEpochNeverGoesBack(t *testing.T) {
 	})
 	for _, garbage := range []string{`{"schemaVersion": 99, "epoch": 2}`, `not json at all`} {
 		cm := get(t, ns, "web-ring", &corev1.ConfigMap{})
-		cm.Data[ring.DocumentKey] = garbage
+		cm.Data[contract.DocumentKey] = garbage
 		if err := k8s.Update(context.Background(), cm); err != nil {
 			t.Fatal(err)
 		}
@@ -392,7 +392,7 @@ func TestEpochNeverGoesBack(t *testing.T) {
 		scale(t, ns, "web", getFleet(t, ns, "web").Spec.Shards.Count) // a no-op change wakes the reconciler
 		eventually(t, "ring republished above the last epoch", func() error {
 			cm := get(t, ns, "web-ring", &corev1.ConfigMap{})
-			doc, err := ring.Decode([]byte(cm.Data[ring.DocumentKey]))
+			doc, err := contract.Decode([]byte(cm.Data[contract.DocumentKey]))
 			if err != nil {
 				return err
 			}

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // indexFleetRef indexes CachePolicies by the fleet they name.
@@ -100,7 +100,7 @@ func (r *CachePolicyReconciler) ringCarries(ctx context.Context, f *cachev1alpha
 	if err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: ringConfigMapName(f)}, &cm); err != nil {
 		return 0, false
 	}
-	doc, err := ring.Decode([]byte(cm.Data[ring.DocumentKey]))
+	doc, err := contract.Decode([]byte(cm.Data[contract.DocumentKey]))
 	if err != nil {
 		return 0, false
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // Label keys. Children carry the recommended app.kubernetes.io labels; the cachefleet.io ones
@@ -11,14 +12,14 @@ import (
 const (
 	LabelName      = "app.kubernetes.io/name"
 	LabelInstance  = "app.kubernetes.io/instance"
-	LabelComponent = "app.kubernetes.io/component"
+	LabelComponent = contract.LabelComponent
 	LabelManagedBy = "app.kubernetes.io/managed-by"
-	LabelPartOf    = "app.kubernetes.io/part-of"
-	LabelFleet     = "cachefleet.io/fleet"
+	LabelPartOf    = contract.LabelPartOf
+	LabelFleet     = contract.LabelFleet
 	LabelShard     = "cachefleet.io/shard"
 
 	ComponentShard = "shard"
-	ComponentAgent = "agent"
+	ComponentAgent = contract.ComponentAgent
 	ComponentRing  = "ring"
 	ComponentAuth  = "auth"
 
@@ -27,10 +28,9 @@ const (
 	AnnotationInputHash = "cachefleet.io/input-hash"
 	// AnnotationConfigHash rolls shard pods when their Valkey configuration changes.
 	AnnotationConfigHash = "cachefleet.io/config-hash"
-	// AnnotationRingEpoch is set by agents on their Lease: the ring epoch they serve.
-	AnnotationRingEpoch = "cachefleet.io/ring-epoch"
-	// AnnotationPublishedAt is set on the ring ConfigMap: when its epoch was published.
-	AnnotationPublishedAt = "cachefleet.io/published-at"
+	// AnnotationRingEpoch and AnnotationPublishedAt are part of the agents' contract.
+	AnnotationRingEpoch   = contract.AnnotationRingEpoch
+	AnnotationPublishedAt = contract.AnnotationPublishedAt
 
 	// ValkeyPort is the port of every shard pod.
 	ValkeyPort = 6379
@@ -43,7 +43,7 @@ func commonLabels(f *cachev1alpha1.CacheFleet, component string) map[string]stri
 		LabelInstance:  f.Name,
 		LabelComponent: component,
 		LabelManagedBy: "cachefleet-operator",
-		LabelPartOf:    "cachefleet",
+		LabelPartOf:    contract.PartOf,
 		LabelFleet:     f.Name,
 	}
 }
@@ -59,12 +59,12 @@ func shardStatefulSetName(f *cachev1alpha1.CacheFleet, i int) string {
 }
 func shardsServiceName(f *cachev1alpha1.CacheFleet) string { return f.Name + "-shards" }
 func shardsConfigName(f *cachev1alpha1.CacheFleet) string  { return f.Name + "-shards-config" }
-func ringConfigMapName(f *cachev1alpha1.CacheFleet) string { return f.Name + "-ring" }
+func ringConfigMapName(f *cachev1alpha1.CacheFleet) string { return contract.RingConfigMapName(f.Name) }
 func agentName(f *cachev1alpha1.CacheFleet) string         { return f.Name + "-agent" }
 func networkPolicyName(f *cachev1alpha1.CacheFleet) string { return f.Name + "-shards" }
 
 // agentLeaseName is the Lease an agent on node renews with the ring epoch it serves.
-func agentLeaseName(fleet, node string) string { return fleet + "-agent-" + node }
+func agentLeaseName(fleet, node string) string { return contract.AgentLeaseName(fleet, node) }
 
 // shardPodAddress is the stable DNS name of pod ordinal of shard i, through the headless Service.
 func shardPodAddress(f *cachev1alpha1.CacheFleet, i, ordinal int) string {

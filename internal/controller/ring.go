@@ -7,19 +7,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // buildRingDocument is the unsealed ring document for the fleet and its accepted policies.
 // Shards are listed in index order; their names, not addresses, are the ring's members.
-func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.CachePolicy) *ring.Document {
+func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.CachePolicy) *contract.Document {
 	s := f.Spec
-	doc := &ring.Document{
-		SchemaVersion: ring.SchemaVersion,
+	doc := &contract.Document{
+		SchemaVersion: contract.SchemaVersion,
 		Fleet:         f.Name,
 		Namespace:     f.Namespace,
 		Algorithm:     string(s.Ring.Algorithm),
-		Tiers: ring.Tiers{
+		Tiers: contract.Tiers{
 			L1Enabled:        s.Tiers.L1.Enabled,
 			L1MaxMemoryBytes: s.Tiers.L1.MaxMemory.Value(),
 			L1MaxTTLMillis:   s.Tiers.L1.MaxTTL.Milliseconds(),
@@ -27,21 +27,21 @@ func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.Cac
 			MinUsableMillis:  s.Tiers.L2.MinUsableTTL.Milliseconds(),
 			MaxValueBytes:    s.Tiers.L2.MaxValueSize.Value(),
 		},
-		Invalidation: ring.Invalidation{
+		Invalidation: contract.Invalidation{
 			Channel: f.InvalidationChannel(),
-			Secret:  ring.SecretRef(f.BusSecret()),
+			Secret:  contract.SecretRef(f.BusSecret()),
 		},
-		Auth: ring.Auth{Enabled: s.Auth.Enabled},
+		Auth: contract.Auth{Enabled: s.Auth.Enabled},
 	}
-	if doc.Algorithm == ring.AlgorithmKetama {
+	if doc.Algorithm == contract.AlgorithmKetama {
 		doc.VirtualNodes = int(s.Ring.VirtualNodes)
 	}
 	if s.Auth.Enabled {
-		ref := ring.SecretRef(f.PasswordSecret())
+		ref := contract.SecretRef(f.PasswordSecret())
 		doc.Auth.Secret = &ref
 	}
 	for i := 0; i < int(s.Shards.Count); i++ {
-		sh := ring.Shard{Name: shardName(i), Primary: shardPodAddress(f, i, 0)}
+		sh := contract.Shard{Name: shardName(i), Primary: shardPodAddress(f, i, 0)}
 		for r := 1; r <= int(s.Shards.Replicas); r++ {
 			sh.Replicas = append(sh.Replicas, shardPodAddress(f, i, r))
 		}
@@ -50,7 +50,7 @@ func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.Cac
 	for i := range policies {
 		doc.Policies = append(doc.Policies, compilePolicy(&policies[i]))
 	}
-	ring.SortPolicies(doc.Policies)
+	contract.SortPolicies(doc.Policies)
 	return doc
 }
 
@@ -62,9 +62,9 @@ func millis(d *metav1.Duration) int64 {
 }
 
 // compilePolicy turns a CachePolicy into its ring form; zero values mean "the fleet's setting".
-func compilePolicy(p *cachev1alpha1.CachePolicy) ring.Policy {
+func compilePolicy(p *cachev1alpha1.CachePolicy) contract.Policy {
 	s := p.Spec
-	out := ring.Policy{
+	out := contract.Policy{
 		Name:              p.Name,
 		Prefix:            s.KeyPrefix,
 		TTLMillis:         millis(s.TTL),
@@ -90,14 +90,14 @@ func compilePolicy(p *cachev1alpha1.CachePolicy) ring.Policy {
 
 // buildRingConfigMap publishes a sealed document. publishedAt records when its epoch first
 // appeared, which bounds how long a scale-down waits for agents to converge.
-func buildRingConfigMap(f *cachev1alpha1.CacheFleet, doc *ring.Document, publishedAt time.Time) (*corev1.ConfigMap, error) {
+func buildRingConfigMap(f *cachev1alpha1.CacheFleet, doc *contract.Document, publishedAt time.Time) (*corev1.ConfigMap, error) {
 	data, err := doc.Encode()
 	if err != nil {
 		return nil, err
 	}
 	cm := &corev1.ConfigMap{
 		ObjectMeta: objectMeta(f, ringConfigMapName(f), ComponentRing),
-		Data:       map[string]string{ring.DocumentKey: string(data)},
+		Data:       map[string]string{contract.DocumentKey: string(data)},
 	}
 	cm.Annotations = map[string]string{AnnotationPublishedAt: publishedAt.UTC().Format(time.RFC3339Nano)}
 	return cm, nil

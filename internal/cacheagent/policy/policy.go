@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // Rules are the effective settings for one key.
@@ -32,7 +32,7 @@ type Rules struct {
 }
 
 // For returns the rules for key: the longest matching policy over the fleet defaults.
-func For(doc *ring.Document, key []byte) Rules {
+func For(doc *contract.Document, key []byte) Rules {
 	t := doc.Tiers
 	r := Rules{
 		TTL:               ms(t.DefaultTTLMillis),

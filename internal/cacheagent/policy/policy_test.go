@@ -4,19 +4,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
-func doc() *ring.Document {
-	d := &ring.Document{
-		Tiers: ring.Tiers{L1Enabled: true, L1MaxTTLMillis: 60_000, DefaultTTLMillis: 3_600_000, MinUsableMillis: 5_000, MaxValueBytes: 1 << 20},
-		Policies: []ring.Policy{
+func doc() *contract.Document {
+	d := &contract.Document{
+		Tiers: contract.Tiers{L1Enabled: true, L1MaxTTLMillis: 60_000, DefaultTTLMillis: 3_600_000, MinUsableMillis: 5_000, MaxValueBytes: 1 << 20},
+		Policies: []contract.Policy{
 			{Name: "sessions", Prefix: "session:", TTLMillis: 1_800_000, JitterPercent: 10, L1Enabled: true, L1Mode: "tracking", L1TTLMillis: 120_000, MaxValueBytes: 1024, InvalidateOnWrite: true},
 			{Name: "catalog", Prefix: "catalog:", L1Enabled: true, L1Mode: "ttl", L1TTLMillis: 20_000, Compression: "zstd", CompressionMinSize: 1024, NegativeTTLMillis: 30_000},
 			{Name: "nol1", Prefix: "raw:", L1Enabled: false, L1Mode: "tracking"},
 		},
 	}
-	ring.SortPolicies(d.Policies)
+	contract.SortPolicies(d.Policies)
 	return d
 }
 

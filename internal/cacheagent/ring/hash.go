@@ -1,3 +1,5 @@
+// Package ring is the agent's consistent hashing over the shards of a ring document
+// (rendezvous or ketama, hash tags honoured): which shard owns a key.
 package ring
 
 import (
@@ -6,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // Hash hashes a key. Injectable so tests can be deterministic about placement.
@@ -23,9 +27,9 @@ func New(algorithm string, members []string, virtualNodes int) (Ring, error) {
 		return nil, fmt.Errorf("ring has no members")
 	}
 	switch algorithm {
-	case AlgorithmRendezvous, "":
+	case contract.AlgorithmRendezvous, "":
 		return NewRendezvous(members, xxhash.Sum64), nil
-	case AlgorithmKetama:
+	case contract.AlgorithmKetama:
 		return NewKetama(members, virtualNodes, xxhash.Sum64), nil
 	default:
 		return nil, fmt.Errorf("unknown hash algorithm %q", algorithm)
@@ -140,4 +144,13 @@ func (k *Ketama) Owner(key []byte) int {
 		i = 0
 	}
 	return k.owners[i]
+}
+
+// For builds the hash ring over a document's shards, by their names.
+func For(d *contract.Document) (Ring, error) {
+	names := make([]string, len(d.Shards))
+	for i, s := range d.Shards {
+		names[i] = s.Name
+	}
+	return New(d.Algorithm, names, d.VirtualNodes)
 }

@@ -2,6 +2,7 @@ package ring
 
 import (
 	"fmt"
+	"github.com/cachefleet/cachefleet/internal/contract"
 	"strconv"
 	"testing"
 
@@ -116,8 +117,8 @@ func TestKetamaBalanceAndMovement(t *testing.T) {
 // agent and the controller of every version must agree on owners.
 func TestPlacementIsPinned(t *testing.T) {
 	names := shardNames(5)
-	rv, _ := New(AlgorithmRendezvous, names, 0)
-	kt, _ := New(AlgorithmKetama, names, 160)
+	rv, _ := New(contract.AlgorithmRendezvous, names, 0)
+	kt, _ := New(contract.AlgorithmKetama, names, 160)
 	got := ""
 	for _, k := range []string{"a", "user:1", "user:2", "{user:1}:cart", "session:abcdef", "catalog:sku:991"} {
 		got += fmt.Sprintf("%s=%d/%d ", k, rv.Owner([]byte(k)), kt.Owner([]byte(k)))
@@ -132,7 +133,7 @@ func TestPlacementIsPinned(t *testing.T) {
 }
 
 func TestNewRefusesBadInput(t *testing.T) {
-	if _, err := New(AlgorithmRendezvous, nil, 0); err == nil {
+	if _, err := New(contract.AlgorithmRendezvous, nil, 0); err == nil {
 		t.Error("empty ring accepted")
 	}
 	if _, err := New("jump", []string{"shard-0"}, 0); err == nil {
@@ -141,7 +142,7 @@ func TestNewRefusesBadInput(t *testing.T) {
 }
 
 func BenchmarkOwner(b *testing.B) {
-	for _, alg := range []string{AlgorithmRendezvous, AlgorithmKetama} {
+	for _, alg := range []string{contract.AlgorithmRendezvous, contract.AlgorithmKetama} {
 		for _, n := range []int{3, 16, 64} {
 			r, _ := New(alg, shardNames(n), 160)
 			key := []byte("session:0123456789abcdef")

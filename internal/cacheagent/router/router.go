@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 func netDialer(timeout time.Duration) net.Dialer {
@@ -14,15 +15,15 @@ func netDialer(timeout time.Duration) net.Dialer {
 // Router maps keys to shards for one ring epoch. Immutable; a new epoch gets a new Router that
 // reuses the shard connections whose name and address did not change.
 type Router struct {
-	Doc    *ring.Document
+	Doc    *contract.Document
 	ring   ring.Ring
 	Shards []*Shard
 }
 
 // New builds the router for doc. config gives each shard's connection settings; a shard of
 // previous whose settings are unchanged is kept (with its connection, breaker and queue).
-func New(doc *ring.Document, previous *Router, config func(ring.Shard) ShardConfig) (*Router, error) {
-	r, err := doc.Ring()
+func New(doc *contract.Document, previous *Router, config func(contract.Shard) ShardConfig) (*Router, error) {
+	r, err := ring.For(doc)
 	if err != nil {
 		return nil, err
 	}

@@ -5,15 +5,15 @@ import (
 	"testing"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // withPolicy gives agent a ring with one more policy.
-func withPolicy(t *testing.T, a *agent, p ring.Policy) {
+func withPolicy(t *testing.T, a *agent, p contract.Policy) {
 	t.Helper()
 	doc := *a.srv.Router().Doc
-	doc.Policies = append([]ring.Policy{p}, doc.Policies...)
-	ring.SortPolicies(doc.Policies)
+	doc.Policies = append([]contract.Policy{p}, doc.Policies...)
+	contract.SortPolicies(doc.Policies)
 	doc.Seal(a.srv.Router().Doc)
 	if err := a.srv.SetRing(&doc); err != nil {
 		t.Fatal(err)
@@ -25,7 +25,7 @@ func TestCompressedPolicyStoresLessAndReadsBackWhatWasWritten(t *testing.T) {
 	for _, mode := range []string{"tracking", "ttl"} {
 		t.Run(mode, func(t *testing.T) {
 			a := startAgent(t, shards, defaults())
-			withPolicy(t, a, ring.Policy{Name: "blobs", Prefix: "blob:", L1Enabled: true, L1Mode: mode,
+			withPolicy(t, a, contract.Policy{Name: "blobs", Prefix: "blob:", L1Enabled: true, L1Mode: mode,
 				MaxValueBytes: 64 << 10, Compression: codec.Zstd, CompressionMinSize: 1024})
 			c := a.dial(t)
 			value := strings.Repeat(`{"sku":"A-1","name":"blue mug","price":12.5},`, 92)

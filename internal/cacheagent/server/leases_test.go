@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // lget parses a CF.LGET reply "[value token]".
@@ -111,7 +111,7 @@ func TestADeadLeaseHolderFreesTheKey(t *testing.T) {
 
 func TestNegativeCacheAnswersAbsentWithoutTheOrigin(t *testing.T) {
 	a := startAgent(t, twoShards(t), defaults())
-	withPolicy(t, a, ring.Policy{Name: "users", Prefix: "user:", L1Enabled: true, L1Mode: "ttl",
+	withPolicy(t, a, contract.Policy{Name: "users", Prefix: "user:", L1Enabled: true, L1Mode: "ttl",
 		LeaseTTLMillis: 5000, NegativeTTLMillis: 1500})
 	c, waiter := a.dial(t), a.dial(t)
 	_, tok := lget(c, "user:1", 1000)

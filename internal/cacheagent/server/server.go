@@ -16,8 +16,8 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // Config configures the server.
@@ -74,7 +74,7 @@ func (s *Server) L1() *l1.Cache { return s.l1.Load() }
 
 // SetRing switches to a new ring document without dropping client connections; shard
 // connections whose name and address are unchanged are kept (with their breaker and queue).
-func (s *Server) SetRing(doc *ring.Document) error {
+func (s *Server) SetRing(doc *contract.Document) error {
 	prev := s.router.Load()
 	// Half of the L1 bound goes to valkey-go's tracking caches (split over shards), half to
 	// the ttl-mode cache.
@@ -82,7 +82,7 @@ func (s *Server) SetRing(doc *ring.Document) error {
 	if doc.Tiers.L1Enabled && len(doc.Shards) > 0 {
 		cacheBytes = int(doc.Tiers.L1MaxMemoryBytes / 2 / int64(len(doc.Shards)))
 	}
-	next, err := router.New(doc, prev, func(sh ring.Shard) router.ShardConfig {
+	next, err := router.New(doc, prev, func(sh contract.Shard) router.ShardConfig {
 		return router.ShardConfig{
 			Name: sh.Name, Addr: sh.Primary, Password: s.password(), CacheBytes: cacheBytes,
 			MinUsable: time.Duration(doc.Tiers.MinUsableMillis) * time.Millisecond,
@@ -340,7 +340,7 @@ func (b *batch) flushTo(ctx context.Context, w *resp.Writer) {
 	b.exec(ctx, w)
 }
 
-func maxValueBytes(doc *ring.Document) int64 {
+func maxValueBytes(doc *contract.Document) int64 {
 	m := doc.Tiers.MaxValueBytes
 	for _, p := range doc.Policies {
 		m = max(m, p.MaxValueBytes)

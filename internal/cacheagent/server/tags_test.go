@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 func TestTagInvalidationRemovesExactlyTheTaggedKeysEverywhere(t *testing.T) {
@@ -76,8 +76,8 @@ func TestInvalidatePolicyFlushesItsPrefix(t *testing.T) {
 	}
 	// A ring with a "sessions" policy: flushing it removes exactly its keys.
 	doc := *agents[0].srv.Router().Doc
-	doc.Policies = append([]ring.Policy{{Name: "sessions", Prefix: "session:", L1Enabled: true, L1Mode: "ttl", InvalidateOnWrite: true}}, doc.Policies...)
-	ring.SortPolicies(doc.Policies)
+	doc.Policies = append([]contract.Policy{{Name: "sessions", Prefix: "session:", L1Enabled: true, L1Mode: "ttl", InvalidateOnWrite: true}}, doc.Policies...)
+	contract.SortPolicies(doc.Policies)
 	doc.Seal(agents[0].srv.Router().Doc)
 	if err := agents[0].srv.SetRing(&doc); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // Kube follows a fleet's ring ConfigMap and the Secrets it names, and reports the epoch the
@@ -31,7 +31,7 @@ type Kube struct {
 	Node      string
 	Pod       string
 	// Apply installs a document with the fleet's Secrets.
-	Apply  func(doc *ring.Document, s Secrets) error
+	Apply  func(doc *contract.Document, s Secrets) error
 	Report func(error)
 	// LeaseDuration is how long the Lease counts without renewal; renewed every third of it.
 	LeaseDuration time.Duration
@@ -40,7 +40,7 @@ type Kube struct {
 
 	served  atomic.Int64
 	ready   chan struct{}
-	latest  atomic.Pointer[ring.Document]
+	latest  atomic.Pointer[contract.Document]
 	kick    chan struct{}
 	applied appliedState
 }
@@ -66,14 +66,6 @@ const (
 	retryMax   = 10 * time.Second
 )
 
-// Labels the controller selects agent Leases by.
-const (
-	labelFleet     = "cachefleet.io/fleet"
-	labelComponent = "app.kubernetes.io/component"
-	labelPartOf    = "app.kubernetes.io/part-of"
-	annRingEpoch   = "cachefleet.io/ring-epoch"
-)
-
 // Run watches the ConfigMap until ctx ends. It returns once the first document is applied,
 // then keeps going in the background.
 func (k *Kube) Run(ctx context.Context) error {
@@ -81,7 +73,7 @@ func (k *Kube) Run(ctx context.Context) error {
 	if k.Resync == 0 {
 		k.Resync = 10 * time.Second
 	}
-	name := k.Fleet + "-ring"
+	name := contract.RingConfigMapName(k.Fleet)
 	lw := cache.NewListWatchFromClient(k.Client.CoreV1().RESTClient(), "configmaps", k.Namespace,
 		fields.OneTermEqualSelector("metadata.name", name))
 	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{
@@ -106,7 +98,7 @@ func (k *Kube) Run(ctx context.Context) error {
 }
 
 func (k *Kube) onConfigMap(cm *corev1.ConfigMap) {
-	doc, err := ring.Decode([]byte(cm.Data[ring.DocumentKey]))
+	doc, err := contract.Decode([]byte(cm.Data[contract.DocumentKey]))
 	if err != nil {
 		k.Report(fmt.Errorf("decoding the ring ConfigMap: %w", err))
 		return
@@ -179,7 +171,7 @@ func (k *Kube) sync(ctx context.Context) error {
 
 // readSecrets reads the shards' password (required when auth is on) and the bus key (optional:
 // its error is returned apart).
-func (k *Kube) readSecrets(ctx context.Context, doc *ring.Document) (sec Secrets, busErr, err error) {
+func (k *Kube) readSecrets(ctx context.Context, doc *contract.Document) (sec Secrets, busErr, err error) {
 	if doc.Auth.Enabled && doc.Auth.Secret != nil {
 		v, err := k.secretValue(ctx, doc.Auth.Secret.Name, doc.Auth.Secret.Key)
 		if err != nil {
@@ -223,7 +215,7 @@ func (k *Kube) renewLoop(ctx context.Context) {
 // renew writes the Lease with the served epoch and a fresh renew time.
 func (k *Kube) renew(ctx context.Context) error {
 	leases := k.Client.CoordinationV1().Leases(k.Namespace)
-	name := k.Fleet + "-agent-" + k.Node
+	name := contract.AgentLeaseName(k.Fleet, k.Node)
 	now := metav1.NewMicroTime(time.Now())
 	secs := int32(k.LeaseDuration / time.Second)
 	epoch := strconv.FormatInt(k.served.Load(), 10)
@@ -231,8 +223,8 @@ func (k *Kube) renew(ctx context.Context) error {
 	if apierrors.IsNotFound(err) {
 		l = &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: k.Namespace,
-				Labels:      map[string]string{labelFleet: k.Fleet, labelComponent: "agent", labelPartOf: "cachefleet"},
-				Annotations: map[string]string{annRingEpoch: epoch}},
+				Labels:      map[string]string{contract.LabelFleet: k.Fleet, contract.LabelComponent: contract.ComponentAgent, contract.LabelPartOf: contract.PartOf},
+				Annotations: map[string]string{contract.AnnotationRingEpoch: epoch}},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &k.Pod, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now},
 		}
 		_, err = leases.Create(ctx, l, metav1.CreateOptions{})
@@ -244,7 +236,7 @@ func (k *Kube) renew(ctx context.Context) error {
 	if l.Annotations == nil {
 		l.Annotations = map[string]string{}
 	}
-	l.Annotations[annRingEpoch] = epoch
+	l.Annotations[contract.AnnotationRingEpoch] = epoch
 	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &k.Pod, &secs, &now
 	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 	return err

@@ -11,8 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
-	"github.com/cachefleet/cachefleet/internal/controller"
+	"github.com/cachefleet/cachefleet/internal/contract"
 	"github.com/cachefleet/cachefleet/internal/testenv"
 )
 
@@ -29,14 +28,14 @@ func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
 	defer cancel()
 	ns := "default"
 
-	doc := &ring.Document{SchemaVersion: 1, Fleet: "web", Namespace: ns, Algorithm: "rendezvous",
-		Shards: []ring.Shard{{Name: "shard-0", Primary: "a:6379"}},
-		Auth:   ring.Auth{Enabled: true, Secret: &ring.SecretRef{Name: "web-auth", Key: "password"}}}
+	doc := &contract.Document{SchemaVersion: 1, Fleet: "web", Namespace: ns, Algorithm: "rendezvous",
+		Shards: []contract.Shard{{Name: "shard-0", Primary: "a:6379"}},
+		Auth:   contract.Auth{Enabled: true, Secret: &contract.SecretRef{Name: "web-auth", Key: "password"}}}
 	doc.Seal(nil)
 	data, _ := doc.Encode()
 	cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "web-auth"}, Data: map[string][]byte{"password": []byte("pw")}}, metav1.CreateOptions{})
 	cm, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-ring"},
-		Data: map[string]string{ring.DocumentKey: string(data)}}, metav1.CreateOptions{})
+		Data: map[string]string{contract.DocumentKey: string(data)}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +45,7 @@ func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
 	var password string
 	k := &Kube{Client: cs, Fleet: "web", Namespace: ns, Node: "node-1", Pod: "web-agent-x", LeaseDuration: 3 * time.Second,
 		Report: func(err error) { t.Logf("report: %v", err) },
-		Apply: func(d *ring.Document, sec Secrets) error {
+		Apply: func(d *contract.Document, sec Secrets) error {
 			mu.Lock()
 			defer mu.Unlock()
 			epochs, password = append(epochs, d.Epoch), sec.Password
@@ -63,8 +62,8 @@ func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
 		return l
 	}
 	l := lease()
-	if l.Annotations[controller.AnnotationRingEpoch] != "1" || l.Labels[controller.LabelFleet] != "web" ||
-		l.Labels[controller.LabelComponent] != controller.ComponentAgent || l.Labels[controller.LabelPartOf] != "cachefleet" {
+	if l.Annotations[contract.AnnotationRingEpoch] != "1" || l.Labels[contract.LabelFleet] != "web" ||
+		l.Labels[contract.LabelComponent] != contract.ComponentAgent || l.Labels[contract.LabelPartOf] != "cachefleet" {
 		t.Errorf("Lease the controller cannot count: %+v", l.ObjectMeta)
 	}
 	mu.Lock()
@@ -74,17 +73,17 @@ func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
 	mu.Unlock()
 
 	next := *doc
-	next.Shards = append(next.Shards, ring.Shard{Name: "shard-1", Primary: "b:6379"})
+	next.Shards = append(next.Shards, contract.Shard{Name: "shard-1", Primary: "b:6379"})
 	next.Seal(doc)
 	data, _ = next.Encode()
-	cm.Data[ring.DocumentKey] = string(data)
+	cm.Data[contract.DocumentKey] = string(data)
 	if _, err := cs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for lease().Annotations[controller.AnnotationRingEpoch] != "2" {
+	for lease().Annotations[contract.AnnotationRingEpoch] != "2" {
 		if time.Now().After(deadline) {
-			t.Fatalf("Lease still at epoch %s; applied %v", lease().Annotations[controller.AnnotationRingEpoch], epochs)
+			t.Fatalf("Lease still at epoch %s; applied %v", lease().Annotations[contract.AnnotationRingEpoch], epochs)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -109,21 +108,21 @@ func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ns := "default"
-	doc := &ring.Document{SchemaVersion: 1, Fleet: "api", Namespace: ns, Algorithm: "rendezvous",
-		Shards:       []ring.Shard{{Name: "shard-0", Primary: "a:6379"}},
-		Auth:         ring.Auth{Enabled: true, Secret: &ring.SecretRef{Name: "api-auth", Key: "password"}},
-		Invalidation: ring.Invalidation{Channel: "c", Secret: ring.SecretRef{Name: "api-bus", Key: "key"}}}
+	doc := &contract.Document{SchemaVersion: 1, Fleet: "api", Namespace: ns, Algorithm: "rendezvous",
+		Shards:       []contract.Shard{{Name: "shard-0", Primary: "a:6379"}},
+		Auth:         contract.Auth{Enabled: true, Secret: &contract.SecretRef{Name: "api-auth", Key: "password"}},
+		Invalidation: contract.Invalidation{Channel: "c", Secret: contract.SecretRef{Name: "api-bus", Key: "key"}}}
 	doc.Seal(nil)
 	data, _ := doc.Encode()
 	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "api-ring"},
-		Data: map[string]string{ring.DocumentKey: string(data)}}, metav1.CreateOptions{}); err != nil {
+		Data: map[string]string{contract.DocumentKey: string(data)}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var got []Secrets
 	k := &Kube{Client: cs, Fleet: "api", Namespace: ns, Node: "node-1", Pod: "p", LeaseDuration: 30 * time.Second,
 		Resync: 200 * time.Millisecond, Report: func(err error) { t.Logf("report: %v", err) },
-		Apply: func(_ *ring.Document, sec Secrets) error {
+		Apply: func(_ *contract.Document, sec Secrets) error {
 			mu.Lock()
 			defer mu.Unlock()
 			got = append(got, sec)

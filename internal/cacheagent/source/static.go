@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/ring"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // Defaults are the fleet settings used when the agent runs from flags; they match the
@@ -29,15 +29,15 @@ type Defaults struct {
 }
 
 // StaticDocument builds a ring document from "name=host:port,name=host:port".
-func StaticDocument(shards string, d Defaults) (*ring.Document, error) {
-	doc := &ring.Document{
-		SchemaVersion: ring.SchemaVersion, Fleet: "static", Namespace: "local", Algorithm: ring.AlgorithmRendezvous,
-		Tiers: ring.Tiers{
+func StaticDocument(shards string, d Defaults) (*contract.Document, error) {
+	doc := &contract.Document{
+		SchemaVersion: contract.SchemaVersion, Fleet: "static", Namespace: "local", Algorithm: contract.AlgorithmRendezvous,
+		Tiers: contract.Tiers{
 			L1Enabled: d.L1, L1MaxMemoryBytes: d.L1MaxMemory, L1MaxTTLMillis: d.L1MaxTTL.Milliseconds(),
 			DefaultTTLMillis: d.DefaultTTL.Milliseconds(), MinUsableMillis: d.MinUsableTTL.Milliseconds(), MaxValueBytes: d.MaxValueBytes,
 		},
-		Invalidation: ring.Invalidation{Channel: "cachefleet:local/static"},
-		Auth:         ring.Auth{Enabled: d.PasswordEnabled},
+		Invalidation: contract.Invalidation{Channel: "cachefleet:local/static"},
+		Auth:         contract.Auth{Enabled: d.PasswordEnabled},
 	}
 	seen := map[string]bool{}
 	for _, item := range strings.Split(shards, ",") {
@@ -55,7 +55,7 @@ func StaticDocument(shards string, d Defaults) (*ring.Document, error) {
 			return nil, fmt.Errorf("--shards: shard name %q appears twice", name)
 		}
 		seen[name] = true
-		sh := ring.Shard{Name: name, Primary: hosts[0]}
+		sh := contract.Shard{Name: name, Primary: hosts[0]}
 		if len(hosts) > 1 {
 			sh.Replicas = hosts[1:]
 		}
@@ -69,7 +69,7 @@ func StaticDocument(shards string, d Defaults) (*ring.Document, error) {
 		if d.TTLModeForAll {
 			mode = "ttl"
 		}
-		doc.Policies = []ring.Policy{{Name: "all", Prefix: "", L1Enabled: d.L1, L1Mode: mode, InvalidateOnWrite: true,
+		doc.Policies = []contract.Policy{{Name: "all", Prefix: "", L1Enabled: d.L1, L1Mode: mode, InvalidateOnWrite: true,
 			LeaseTTLMillis: d.LeaseTTL.Milliseconds()}}
 	}
 	doc.Seal(nil)
@@ -79,14 +79,14 @@ func StaticDocument(shards string, d Defaults) (*ring.Document, error) {
 // WatchFile applies the document in path now and whenever the file changes (polled, which also
 // follows the symlink swaps of a mounted ConfigMap). A bad document is reported and skipped;
 // the agent keeps serving the last good one.
-func WatchFile(ctx context.Context, path string, every time.Duration, apply func(*ring.Document) error, report func(error)) error {
+func WatchFile(ctx context.Context, path string, every time.Duration, apply func(*contract.Document) error, report func(error)) error {
 	var last string
 	load := func() error {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		doc, err := ring.Decode(data)
+		doc, err := contract.Decode(data)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
-// Package ring holds the ring document the controller publishes and every agent follows, and the
-// consistent hashing over it. Both sides import this package, so both compute the same owner.
-package ring
+// Package contract is what the operator and the agents agree on: the ring document the
+// controller publishes and every agent follows, and the names, labels and annotations by which
+// each finds what the other wrote. Both import it; nothing else is shared. Hashing over the
+// document lives with the agent (cacheagent/ring), which alone routes keys.
+package contract
 
 import (
 	"crypto/sha256"
@@ -181,13 +183,4 @@ func Decode(data []byte) (*Document, error) {
 		return nil, fmt.Errorf("ring document checksum %q does not match its content (%q)", d.Checksum, got)
 	}
 	return &d, nil
-}
-
-// Ring builds the hash ring over the document's shards.
-func (d *Document) Ring() (Ring, error) {
-	names := make([]string, len(d.Shards))
-	for i, s := range d.Shards {
-		names[i] = s.Name
-	}
-	return New(d.Algorithm, names, d.VirtualNodes)
 }
