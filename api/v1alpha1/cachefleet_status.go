@@ -51,15 +51,15 @@ const (
 type FleetPhase string
 
 const (
-	// PhasePending: nothing has been created yet.
+	// PhasePending means nothing has been created yet.
 	PhasePending FleetPhase = "Pending"
-	// PhaseProvisioning: children exist but are not all ready.
+	// PhaseProvisioning means children exist but are not all ready.
 	PhaseProvisioning FleetPhase = "Provisioning"
-	// PhaseReady: the Ready condition is True.
+	// PhaseReady means the Ready condition is True.
 	PhaseReady FleetPhase = "Ready"
-	// PhaseDegraded: some shard has no ready primary.
+	// PhaseDegraded means some shard has no ready primary.
 	PhaseDegraded FleetPhase = "Degraded"
-	// PhaseFailed: the controller cannot make progress; see the conditions.
+	// PhaseFailed means the controller cannot make progress; see the conditions.
 	PhaseFailed FleetPhase = "Failed"
 )
 
@@ -147,8 +147,4 @@ type CacheFleetList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []CacheFleet `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&CacheFleet{}, &CacheFleetList{})
 }

@@ -227,7 +227,3 @@ type CachePolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []CachePolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&CachePolicy{}, &CachePolicyList{})
-}

@@ -204,7 +204,7 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 
 // readTrimmed reads a one-line secret file.
 func readTrimmed(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(path) //nolint:gosec // the operator names the file on the command line
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,22 @@ type monitoringObservation struct {
 	enabled, crdInstalled, present bool
 }
 
+// shardReadiness counts shards with a ready primary and names those without one, and those
+// with pods not all ready.
+func shardReadiness(shards []shardObservation) (ready int32, notReadyPods, noPrimary []string) {
+	for _, s := range shards {
+		if s.primaryReady {
+			ready++
+		} else {
+			noPrimary = append(noPrimary, s.name)
+		}
+		if !s.exists || s.readyPods < s.desiredPods {
+			notReadyPods = append(notReadyPods, s.name)
+		}
+	}
+	return ready, notReadyPods, noPrimary
+}
+
 // computeStatus derives the status from the previous one and the observation. Side-effect free:
 // conditions keep their transition time unless their status changes.
 func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs observation) cachev1alpha1.CacheFleetStatus {
@@ -52,18 +68,8 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 	}
 
 	st.DesiredShards = int32(len(obs.shards))
-	st.ReadyShards = 0
 	var notReadyPods, noPrimary []string
-	for _, s := range obs.shards {
-		if s.primaryReady {
-			st.ReadyShards++
-		} else {
-			noPrimary = append(noPrimary, s.name)
-		}
-		if !s.exists || s.readyPods < s.desiredPods {
-			notReadyPods = append(notReadyPods, s.name)
-		}
-	}
+	st.ReadyShards, notReadyPods, noPrimary = shardReadiness(obs.shards)
 	st.Shards = fmt.Sprintf("%d/%d", st.ReadyShards, st.DesiredShards)
 	st.DesiredAgents, st.ReadyAgents, st.ConvergedAgents = obs.desiredAgents, obs.readyAgents, obs.convergedAgents
 	st.Agents = fmt.Sprintf("%d/%d", obs.readyAgents, obs.desiredAgents)

@@ -354,7 +354,7 @@ func (b *Bus) batchDeletes(ctx context.Context) {
 				}
 			}
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			b.Publish(pctx, OpDelete, keys...)
+			_ = b.Publish(pctx, OpDelete, keys...) // failures are counted; copies expire with their L1 TTL
 			cancel()
 		}
 	}

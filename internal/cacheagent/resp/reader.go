@@ -118,56 +118,65 @@ func (r *Reader) readArray() ([][]byte, error) {
 	r.buf, r.ends = r.buf[:0], r.ends[:0]
 	var tooLarge *TooLargeError
 	for i := int64(0); i < n; i++ {
-		b, err := r.br.ReadByte()
-		if err != nil {
-			return nil, unexpected(err)
-		}
-		if b != '$' {
-			return nil, protoErr("expected '$', got '%c'", b)
-		}
-		size, err := r.readInt()
-		if err != nil {
+		if err := r.readBulk(int(i), &tooLarge); err != nil {
 			return nil, err
 		}
-		if size < 0 || size > r.limits.MaxDiscardBytes {
-			return nil, protoErr("invalid bulk length")
-		}
-		overArg := size > int64(r.limits.MaxBulkBytes)
-		if overArg || int64(len(r.buf))+size > int64(r.limits.MaxCommandBytes) {
-			if err := r.discard(size); err != nil {
-				return nil, err
-			}
-			if tooLarge == nil {
-				tooLarge = &TooLargeError{Arg: int(i), Size: size, Limit: int64(r.limits.MaxBulkBytes)}
-				if !overArg {
-					tooLarge.Total, tooLarge.Limit = true, int64(r.limits.MaxCommandBytes)
-				}
-			}
-			r.ends = append(r.ends, len(r.buf))
-			continue
-		}
-		start := len(r.buf)
-		need := start + int(size) + 2
-		if cap(r.buf) < need {
-			grown := make([]byte, start, max(need, 2*cap(r.buf)))
-			copy(grown, r.buf)
-			r.buf = grown
-		}
-		r.buf = r.buf[:need]
-		if _, err := io.ReadFull(r.br, r.buf[start:need]); err != nil {
-			return nil, unexpected(err)
-		}
-		if r.buf[need-2] != '\r' || r.buf[need-1] != '\n' {
-			return nil, protoErr("bulk string not terminated by CRLF")
-		}
-		r.buf = r.buf[:need-2]
-		r.ends = append(r.ends, len(r.buf))
 	}
 	if tooLarge != nil {
 		tooLarge.Args = r.views()
 		return tooLarge.Args, tooLarge
 	}
 	return r.views(), nil
+}
+
+// readBulk appends argument i to buf, or drops it (recording the first drop in tooLarge) when
+// it is over the argument or command limit.
+func (r *Reader) readBulk(i int, tooLarge **TooLargeError) error {
+	b, err := r.br.ReadByte()
+	if err != nil {
+		return unexpected(err)
+	}
+	if b != '$' {
+		return protoErr("expected '$', got '%c'", b)
+	}
+	size, err := r.readInt()
+	if err != nil {
+		return err
+	}
+	if size < 0 || size > r.limits.MaxDiscardBytes {
+		return protoErr("invalid bulk length")
+	}
+	overArg := size > int64(r.limits.MaxBulkBytes)
+	if overArg || int64(len(r.buf))+size > int64(r.limits.MaxCommandBytes) {
+		if err := r.discard(size); err != nil {
+			return err
+		}
+		if *tooLarge == nil {
+			*tooLarge = &TooLargeError{Arg: i, Size: size, Limit: int64(r.limits.MaxBulkBytes)}
+			if !overArg {
+				(*tooLarge).Total, (*tooLarge).Limit = true, int64(r.limits.MaxCommandBytes)
+			}
+		}
+		r.ends = append(r.ends, len(r.buf))
+		return nil
+	}
+	start := len(r.buf)
+	need := start + int(size) + 2
+	if cap(r.buf) < need {
+		grown := make([]byte, start, max(need, 2*cap(r.buf)))
+		copy(grown, r.buf)
+		r.buf = grown
+	}
+	r.buf = r.buf[:need]
+	if _, err := io.ReadFull(r.br, r.buf[start:need]); err != nil {
+		return unexpected(err)
+	}
+	if r.buf[need-2] != '\r' || r.buf[need-1] != '\n' {
+		return protoErr("bulk string not terminated by CRLF")
+	}
+	r.buf = r.buf[:need-2]
+	r.ends = append(r.ends, len(r.buf))
+	return nil
 }
 
 // discard drops a bulk argument of size bytes and its CRLF without buffering it.

@@ -10,7 +10,7 @@ import (
 )
 
 // handler queues (or answers) one command. args[0] is the command name.
-type handler func(s *Server, ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte)
+type handler func(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte)
 
 type command struct {
 	id      int
@@ -95,7 +95,7 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		return
 	}
 	start, flushes := len(b.replies), b.flushes
-	cmd.handler(s, ctx, b, c, w, args)
+	cmd.handler(ctx, s, b, c, w, args)
 	if b.flushes != flushes {
 		start = 0 // the handler flushed earlier commands: everything queued now is its own
 	}

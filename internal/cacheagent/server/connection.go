@@ -19,7 +19,7 @@ var pingCmd = func(b valkey.Builder) valkey.Completed { return b.Ping().Build() 
 
 // ---- connection commands, answered by the agent itself ----
 
-func cmdPing(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdPing(_ context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	if len(args) > 2 {
 		b.local(func(w *resp.Writer) { w.Error("ERR wrong number of arguments for 'ping' command") })
 		return
@@ -32,14 +32,14 @@ func cmdPing(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, 
 	b.local(func(w *resp.Writer) { w.Simple("PONG") })
 }
 
-func cmdEcho(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdEcho(_ context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	msg := str(args[1])
 	b.local(func(w *resp.Writer) { w.BulkString(msg) })
 }
 
 // cmdSelect: an agent serves database 0 only; other indexes answer as Valkey does for an index
 // past its last database.
-func cmdSelect(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdSelect(_ context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	db, err := strconv.ParseInt(str(args[1]), 10, 64)
 	if err != nil {
 		b.local(func(w *resp.Writer) { w.Error("ERR value is not an integer or out of range") })
@@ -52,7 +52,7 @@ func cmdSelect(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer
 	b.local(func(w *resp.Writer) { w.OK() })
 }
 
-func cmdQuit(_ *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, _ [][]byte) {
+func cmdQuit(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, _ [][]byte) {
 	c.quit = true
 	b.local(func(w *resp.Writer) { w.OK() })
 }
@@ -68,7 +68,7 @@ func (s *Server) checkPassword(user, pass string) bool {
 	return subtle.ConstantTimeCompare(got[:], exp[:]) == 1 && userOK
 }
 
-func cmdAuth(s *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, args [][]byte) {
+func cmdAuth(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 	if len(args) > 3 {
 		b.local(func(w *resp.Writer) { w.Error("ERR syntax error") })
 		return
@@ -91,7 +91,7 @@ func cmdAuth(s *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, 
 	b.local(func(w *resp.Writer) { w.OK() })
 }
 
-func cmdHello(s *Server, _ context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {
+func cmdHello(_ context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
 	proto := w.Proto
 	rest := args[1:]
 	if len(rest) > 0 {
@@ -154,7 +154,7 @@ func cmdHello(s *Server, _ context.Context, b *batch, c *client, w *resp.Writer,
 // clientArity is the argument count of each CLIENT subcommand the agent serves.
 var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4}
 
-func cmdClient(_ *Server, _ context.Context, b *batch, c *client, _ *resp.Writer, args [][]byte) {
+func cmdClient(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 	sub := strings.ToLower(str(args[1]))
 	if want, ok := clientArity[sub]; !ok || want != len(args) {
 		msg := fmt.Sprintf("ERR unknown subcommand '%s'. Try CLIENT HELP.", truncate(args[1]))
@@ -205,7 +205,7 @@ func validClientName(name []byte) bool {
 }
 
 // cmdCommand answers enough for redis-cli and client libraries that probe at start.
-func cmdCommand(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdCommand(_ context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	sub := ""
 	if len(args) > 1 {
 		sub = strings.ToLower(str(args[1]))
@@ -222,7 +222,7 @@ func cmdCommand(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Write
 
 // cmdConfig answers CONFIG GET with nothing (tools such as redis-benchmark probe it); the
 // agent's configuration comes from the ring, not from clients.
-func cmdConfig(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdConfig(_ context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	if strings.EqualFold(str(args[1]), "get") {
 		b.local(func(w *resp.Writer) { w.Map(0) })
 		return
@@ -232,7 +232,7 @@ func cmdConfig(_ *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer
 	b.local(func(w *resp.Writer) { w.Error(msg) })
 }
 
-func cmdInfo(s *Server, _ context.Context, b *batch, _ *client, _ *resp.Writer, _ [][]byte) {
+func cmdInfo(_ context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, _ [][]byte) {
 	st := s.Stats
 	r := s.Router()
 	var sb strings.Builder

@@ -25,7 +25,7 @@ func (s *Server) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
 // HTTPHandlerWithToken is HTTPHandler with POST /v1/invalidate enabled for bearer token().
 func (s *Server) HTTPHandlerWithToken(gatherer prometheus.Gatherer, token func() string) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
@@ -33,7 +33,7 @@ func (s *Server) HTTPHandlerWithToken(gatherer prometheus.Gatherer, token func()
 			http.Error(w, "no ring loaded or no shard reachable", http.StatusServiceUnavailable)
 			return
 		}
-		io.WriteString(w, "ok\n")
+		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/ring", s.httpRing)
@@ -56,7 +56,7 @@ func (s *Server) routerOrUnavailable(w http.ResponseWriter) *router.Router {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // the status line is out; a client gone away is not our error
 }
 
 // httpRing answers the ring document, or with ?key=K the key's owner and rules.

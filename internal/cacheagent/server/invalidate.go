@@ -20,7 +20,7 @@ import (
 // cmdInvalidate: CF.INVALIDATE KEY key... | PREFIX prefix... | TAG tag...
 // Removes the keys from L2 (once, by this agent) and from every agent's L1 (through the bus).
 // Replies with the number of keys removed from L2.
-func cmdInvalidate(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdInvalidate(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	kind, items := strings.ToUpper(str(args[1])), strs(args[2:])
 	if kind == "POLICY" {
 		// A policy's keys are its prefix's keys.

@@ -53,7 +53,7 @@ func pick(keys []string, positions []int) []string {
 	return out
 }
 
-func cmdDel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdDel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name := strings.ToUpper(str(args[0]))
 	keys := strs(args[1:])
 	s.forget(keys...)
@@ -91,7 +91,7 @@ func cmdDel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer,
 	})
 }
 
-func cmdExists(_ *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdExists(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	_, _, parts := b.perShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Exists().Key(g...).Build() })
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		var n int64
@@ -105,7 +105,7 @@ func cmdExists(_ *Server, ctx context.Context, b *batch, _ *client, w *resp.Writ
 	})
 }
 
-func cmdMget(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	keys, where, parts := b.perShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Mget().Key(g...).Build() })
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		values := make([]*valkey.ValkeyMessage, len(keys))
@@ -137,7 +137,7 @@ func cmdMget(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 
 // cmdMset writes each pair with its policy TTL (MSET itself cannot set one). Pairs on a down
 // shard fail the command with that shard named; pairs on other shards are written.
-func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	if len(args)%2 != 1 {
 		b.local(func(w *resp.Writer) { w.Error("ERR wrong number of arguments for 'mset' command") })
 		return
@@ -195,7 +195,7 @@ func cmdMset(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer
 }
 
 // cmdExpire covers EXPIRE, PEXPIRE and PERSIST: writes that change a key's lifetime.
-func cmdExpire(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdExpire(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
 	s.forget(key)
 	b.writeJob(ctx, w, args[1], false, func(bd valkey.Builder) valkey.Completed {
@@ -204,7 +204,7 @@ func cmdExpire(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writ
 }
 
 // cmdTTL covers TTL, PTTL and TYPE: reads that answer as for a missing key when the shard is down.
-func cmdTTL(_ *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdTTL(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name, key := strings.ToUpper(str(args[0])), str(args[1])
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Build() })

@@ -92,7 +92,7 @@ func (w *waiters) remove(key string, ch chan struct{}) {
 const leaseRecheck = 250 * time.Millisecond
 
 // cmdLGet: CF.LGET key [TIMEOUT ms] -> [value, nil] | [nil, token] (you fill it) | [nil, nil] (timed out)
-func cmdLGet(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdLGet(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	key := str(args[1])
 	timeout := 5 * time.Second
 	if len(args) == 4 && strings.EqualFold(str(args[2]), "timeout") {
@@ -206,7 +206,7 @@ func newToken() string {
 
 // cmdLSet: CF.LSET key token value [EX s|PX ms] -> +OK, or an error when the lease was
 // cancelled (the key was deleted or invalidated) or expired: the fill is refused.
-func cmdLSet(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdLSet(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	key, token, value := str(args[1]), str(args[2]), str(args[3])
 	rules := b.rulesFor(args[1])
 	if s.oversize(b, rules, key, len(value)) {
@@ -241,7 +241,7 @@ var errAbsent = errors.New("CFNOTFOUND the key is recorded as absent at the orig
 
 // cmdLMiss: CF.LMISS key token -> +OK: the lease holder found nothing at the origin; the key
 // reads as absent for the policy's negativeCacheTTL instead of sending every caller there.
-func cmdLMiss(s *Server, ctx context.Context, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdLMiss(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	key, token := str(args[1]), str(args[2])
 	rules := b.rulesFor(args[1])
 	if rules.NegativeTTL <= 0 {
@@ -273,7 +273,7 @@ func (s *Server) fill(ctx context.Context, sh *router.Shard, key, token, value s
 		s.forget(key)
 		s.waiters.wake(key)
 		if bu := s.bus.Load(); bu != nil {
-			go bu.Publish(context.Background(), bus.OpFilled, key)
+			go func() { _ = bu.Publish(context.Background(), bus.OpFilled, key) }() // failures are counted by the bus
 		}
 		w.OK()
 	}

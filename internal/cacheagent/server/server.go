@@ -188,7 +188,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	for nc := range s.conns {
 		// Wakes connections blocked reading; one running a batch finishes it first.
-		nc.SetReadDeadline(time.Now())
+		_ = nc.SetReadDeadline(time.Now())
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -243,7 +243,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		nc.Close()
 	}()
 	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
+		_ = tc.SetNoDelay(true)
 	}
 	s.Stats.Clients.Add(1)
 	defer s.Stats.Clients.Add(-1)

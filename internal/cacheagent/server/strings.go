@@ -27,7 +27,7 @@ func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane)
 	return i
 }
 
-func cmdGet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key := str(args[1])
 	rules := b.rulesFor(args[1])
 	switch {
@@ -160,7 +160,7 @@ func (b *batch) writeJob(ctx context.Context, w *resp.Writer, key []byte, status
 	})
 }
 
-func cmdSet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key := str(args[1])
 	rules := b.rulesFor(args[1])
 	if s.oversize(b, rules, key, len(args[2])) {
@@ -212,7 +212,7 @@ func (b *batch) leaseKeys(keys []string) []string {
 	return out
 }
 
-func cmdSetex(s *Server, ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {
+func cmdSetex(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
 	key, name := str(args[1]), strings.ToUpper(str(args[0]))
 	rules := b.rulesFor(args[1])
 	if s.oversize(b, rules, key, len(args[3])) {
@@ -225,7 +225,7 @@ func cmdSetex(s *Server, ctx context.Context, b *batch, c *client, w *resp.Write
 	})
 }
 
-func cmdGetex(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdGetex(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key, rest := str(args[1]), strs(args[2:])
 	s.forget(key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
@@ -240,7 +240,7 @@ func cmdGetex(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Write
 	})
 }
 
-func cmdGetdel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdGetdel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key := str(args[1])
 	s.forget(key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
@@ -258,7 +258,7 @@ func cmdGetdel(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writ
 
 // cmdIncr covers INCR, DECR, INCRBY, DECRBY. A counter created by the increment gets the
 // policy TTL (PEXPIRE ... NX leaves an existing expiry alone).
-func cmdIncr(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdIncr(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
 	rules := b.rulesFor(args[1])
 	s.forget(key)

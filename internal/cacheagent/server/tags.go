@@ -44,7 +44,7 @@ end
 return removed`
 
 // cmdTagSet: CF.SET key value [EX s|PX ms] TAGS tag [tag ...]
-func cmdTagSet(s *Server, ctx context.Context, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdTagSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key, value := str(args[1]), str(args[2])
 	rules := b.rulesFor(args[1])
 	if s.oversize(b, rules, key, len(value)) {
