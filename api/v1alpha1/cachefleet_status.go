@@ -42,8 +42,11 @@ const (
 	ReasonAsExpected = "AsExpected"
 	// ReasonScaling: shards are being added or drained.
 	ReasonScaling = "Scaling"
-	// ReasonReconcileError: the last reconcile failed; the message says why.
+	// ReasonReconcileError: the last reconcile failed and is retried; the message says why.
 	ReasonReconcileError = "ReconcileError"
+	// ReasonInvalidSpec: the spec can never work (a check the API server cannot make); nothing is
+	// retried until the spec changes. The message names the field.
+	ReasonInvalidSpec = "InvalidSpec"
 )
 
 // FleetPhase summarises the conditions for `kubectl get`.

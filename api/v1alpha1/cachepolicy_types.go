@@ -172,15 +172,31 @@ const (
 	ReasonNoConflict = "NoConflict"
 )
 
+// PolicyPhase summarises a policy's conditions for `kubectl get`.
+// +kubebuilder:validation:Enum=Accepted;Pending;Conflicted;FleetNotFound
+type PolicyPhase string
+
+// Policy phases.
+const (
+	// PolicyAccepted means the policy is in its fleet's ring.
+	PolicyAccepted PolicyPhase = "Accepted"
+	// PolicyPending means the policy is accepted but not yet in a published ring.
+	PolicyPending PolicyPhase = "Pending"
+	// PolicyConflicted means another policy of the fleet has the same key prefix.
+	PolicyConflicted PolicyPhase = "Conflicted"
+	// PolicyFleetNotFound means the fleet the policy refers to does not exist.
+	PolicyFleetNotFound PolicyPhase = "FleetNotFound"
+)
+
 // CachePolicyStatus is the observed state of a policy.
 type CachePolicyStatus struct {
 	// observedGeneration is the generation of the spec the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// phase is Accepted, Conflicted or FleetNotFound, for kubectl.
+	// phase is Accepted, Pending, Conflicted or FleetNotFound, for kubectl.
 	// +optional
-	Phase string `json:"phase,omitempty"`
+	Phase PolicyPhase `json:"phase,omitempty"`
 
 	// conditions: Accepted, Conflicted.
 	// +listType=map

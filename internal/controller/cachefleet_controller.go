@@ -78,7 +78,9 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	before := fleet.Status.DeepCopy()
 
 	defer func() {
-		s.obs.err = retErr
+		if s.obs.firstErr == nil {
+			s.obs.firstErr = retErr
+		}
 		status := computeStatus(*before, fleet.Generation, s.obs)
 		r.recordTransitions(fleet, before, &status)
 		if equality.Semantic.DeepEqual(*before, status) {
@@ -91,25 +93,38 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}()
 
-	phases := []func(context.Context, *fleetScope) error{
-		r.reconcileSecrets,
-		r.reconcileShards,
-		r.reconcileRing,
-		r.reconcileAgents,
-		r.reconcileMonitoring,
-		r.reconcileDrainedShards,
-		r.observe,
+	phases := []struct {
+		doing string
+		run   func(context.Context, *fleetScope) error
+	}{
+		{"creating the generated Secrets", r.reconcileSecrets},
+		{"reconciling shards", r.reconcileShards},
+		{"publishing the ring", r.reconcileRing},
+		{"reconciling agents", r.reconcileAgents},
+		{"reconciling monitoring", r.reconcileMonitoring},
+		{"draining removed shards", r.reconcileDrainedShards},
+		{"observing children", r.observe},
 	}
 	var errs []error
 	for _, phase := range phases {
-		if err := phase(ctx, s); err != nil {
-			errs = append(errs, err)
-			if errors.Is(err, errStop) {
-				break
-			}
+		err := phase.run(ctx, s)
+		if err == nil {
+			continue
+		}
+		var invalid *specError
+		if errors.As(err, &invalid) {
+			// Retrying cannot help: report it and wait for the spec to change.
+			s.obs.invalidSpec = invalid
+			logf.FromContext(ctx).Info("Fleet spec cannot work", "field", invalid.field, "reason", invalid.msg)
+			return ctrl.Result{}, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", phase.doing, err))
+		if errors.Is(err, errStop) {
+			break
 		}
 	}
 	if err := kerrors.NewAggregate(errs); err != nil {
+		s.obs.firstErr = errs[0]
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
@@ -117,6 +132,11 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // errStop ends the phase list: later phases depend on what failed.
 var errStop = errors.New("stopping this reconcile")
+
+// specError is a spec that can never work, found by a check the API server cannot make.
+type specError struct{ field, msg string }
+
+func (e *specError) Error() string { return e.msg }
 
 func (r *CacheFleetReconciler) drainTimeout() time.Duration {
 	if r.DrainTimeout > 0 {
@@ -183,13 +203,13 @@ func (r *CacheFleetReconciler) reconcileSecrets(ctx context.Context, s *fleetSco
 func (r *CacheFleetReconciler) reconcileShards(ctx context.Context, s *fleetScope) error {
 	f := s.fleet
 	if _, ok := f.Spec.Shards.EffectiveMaxMemory(); !ok {
-		return fmt.Errorf("%w: spec.shards has neither maxMemory nor a memory limit", errStop)
+		return &specError{"spec.shards", "spec.shards has neither maxMemory nor a memory limit"}
 	}
 	// Checked here, not in the CRD: a CEL rule over resources.limits exceeds the API server's
 	// cost budget (the map and its quantities are unbounded).
 	if mm, limit := f.Spec.Shards.MaxMemory, f.Spec.Shards.Resources.Limits.Memory(); mm != nil && !limit.IsZero() && mm.Cmp(*limit) >= 0 {
-		return fmt.Errorf("%w: spec.shards.maxMemory (%s) must be below resources.limits.memory (%s), leaving room for replication buffers",
-			errStop, mm.String(), limit.String())
+		return &specError{"spec.shards.maxMemory", fmt.Sprintf("spec.shards.maxMemory (%s) must be below resources.limits.memory (%s), leaving room for replication buffers",
+			mm.String(), limit.String())}
 	}
 	objs := []client.Object{buildShardsConfig(f), buildShardsService(f), buildNetworkPolicy(f)}
 	for i := 0; i < int(f.Spec.Shards.Count); i++ {

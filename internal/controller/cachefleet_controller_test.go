@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -355,14 +356,23 @@ func TestMaxMemoryAboveTheLimitIsReported(t *testing.T) {
 		q := mustQuantity("1Gi")
 		f.Spec.Shards.MaxMemory = &q
 	}))
-	eventually(t, "Ready=False naming the field", func() error {
+	eventually(t, "Ready=False naming the field, phase Failed, generation observed", func() error {
 		f := getFleet(t, ns, "big")
 		c := meta.FindStatusCondition(f.Status.Conditions, cachev1alpha1.ReadyCondition)
-		if c == nil || c.Reason != cachev1alpha1.ReasonReconcileError || !strings.Contains(c.Message, "spec.shards.maxMemory (1Gi) must be below resources.limits.memory (512Mi)") {
+		if c == nil || c.Reason != cachev1alpha1.ReasonInvalidSpec || c.Message != "spec.shards.maxMemory (1Gi) must be below resources.limits.memory (512Mi), leaving room for replication buffers" {
 			return fmt.Errorf("Ready %+v", c)
+		}
+		if f.Status.Phase != cachev1alpha1.PhaseFailed || f.Status.ObservedGeneration != f.Generation {
+			return fmt.Errorf("phase %s, observedGeneration %d of %d", f.Status.Phase, f.Status.ObservedGeneration, f.Generation)
 		}
 		return nil
 	})
+	// A spec that can never work is not an error to retry with backoff forever.
+	r := &CacheFleetReconciler{Client: k8s, AgentImage: "agent:test"}
+	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: "big"}})
+	if err != nil || res != (ctrl.Result{}) {
+		t.Errorf("Reconcile of an invalid spec = %+v, %v; want no error and no requeue", res, err)
+	}
 	if err := exists(ns, "big-shard-0", &appsv1.StatefulSet{}); err == nil {
 		t.Error("shards were created with maxmemory above the container limit")
 	}

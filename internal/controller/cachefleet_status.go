@@ -32,7 +32,10 @@ type observation struct {
 	ringChecksum    string
 	channel         string
 	monitoring      monitoringObservation
-	err             error
+	// firstErr is the first error of a failed reconcile (retried); invalidSpec a spec that can
+	// never work (not retried until the spec changes).
+	firstErr    error
+	invalidSpec *specError
 }
 
 type monitoringObservation struct {
@@ -133,10 +136,13 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 		set(cachev1alpha1.ProgressingCondition, false, cachev1alpha1.ReasonAsExpected, "up to date")
 	}
 
-	ready := shardsReady && agentsReady && obs.ringPublished && len(noPrimary) == 0 && obs.err == nil
+	failed := obs.firstErr != nil || obs.invalidSpec != nil
+	ready := shardsReady && agentsReady && obs.ringPublished && len(noPrimary) == 0 && !failed
 	switch {
-	case obs.err != nil:
-		set(cachev1alpha1.ReadyCondition, false, cachev1alpha1.ReasonReconcileError, obs.err.Error())
+	case obs.invalidSpec != nil:
+		set(cachev1alpha1.ReadyCondition, false, cachev1alpha1.ReasonInvalidSpec, obs.invalidSpec.Error())
+	case obs.firstErr != nil:
+		set(cachev1alpha1.ReadyCondition, false, cachev1alpha1.ReasonReconcileError, obs.firstErr.Error()+" (retrying)")
 	case ready:
 		set(cachev1alpha1.ReadyCondition, true, cachev1alpha1.ReasonAllReady, "shards, agents and ring are ready")
 	default:
@@ -148,14 +154,16 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 		st.Phase = cachev1alpha1.PhaseDegraded
 	case ready:
 		st.Phase = cachev1alpha1.PhaseReady
-	case obs.err != nil && !anyShardExists(obs.shards):
+	case obs.invalidSpec != nil, failed && !anyShardExists(obs.shards):
 		st.Phase = cachev1alpha1.PhaseFailed
 	case !anyShardExists(obs.shards):
 		st.Phase = cachev1alpha1.PhasePending
 	default:
 		st.Phase = cachev1alpha1.PhaseProvisioning
 	}
-	if obs.err == nil {
+	// A spec that can never work was fully observed; a transient error leaves the generation
+	// unobserved so GitOps tools keep waiting.
+	if obs.firstErr == nil {
 		st.ObservedGeneration = generation
 	}
 	return st

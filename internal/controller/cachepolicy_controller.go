@@ -131,12 +131,12 @@ func computePolicyStatus(prev cachev1alpha1.CachePolicyStatus, generation int64,
 	case !in.fleetFound:
 		set(cachev1alpha1.AcceptedCondition, metav1.ConditionFalse, cachev1alpha1.ReasonFleetNotFound, "spec.fleetRef names no CacheFleet in this namespace")
 		set(cachev1alpha1.ConflictedCondition, metav1.ConditionFalse, cachev1alpha1.ReasonNoConflict, "")
-		st.Phase, st.AppliedRingEpoch = cachev1alpha1.ReasonFleetNotFound, 0
+		st.Phase, st.AppliedRingEpoch = cachev1alpha1.PolicyFleetNotFound, 0
 	case in.conflictsWith != "":
 		msg := fmt.Sprintf("policy %q already owns this keyPrefix; this policy is left out of the ring", in.conflictsWith)
 		set(cachev1alpha1.AcceptedCondition, metav1.ConditionFalse, cachev1alpha1.ReasonPrefixConflict, msg)
 		set(cachev1alpha1.ConflictedCondition, metav1.ConditionTrue, cachev1alpha1.ReasonPrefixConflict, msg)
-		st.Phase, st.AppliedRingEpoch = "Conflicted", 0
+		st.Phase, st.AppliedRingEpoch = cachev1alpha1.PolicyConflicted, 0
 	default:
 		set(cachev1alpha1.ConflictedCondition, metav1.ConditionFalse, cachev1alpha1.ReasonNoConflict, "")
 		if in.inRing {
@@ -144,10 +144,10 @@ func computePolicyStatus(prev cachev1alpha1.CachePolicyStatus, generation int64,
 			if st.AppliedRingEpoch == 0 || prev.ObservedGeneration != generation {
 				st.AppliedRingEpoch = in.ringEpoch
 			}
-			st.Phase = "Accepted"
+			st.Phase = cachev1alpha1.PolicyAccepted
 		} else {
 			set(cachev1alpha1.AcceptedCondition, metav1.ConditionFalse, "Pending", "waiting for the fleet to publish a ring with this policy")
-			st.Phase, st.AppliedRingEpoch = "Pending", 0
+			st.Phase, st.AppliedRingEpoch = cachev1alpha1.PolicyPending, 0
 		}
 	}
 	st.ObservedGeneration = generation

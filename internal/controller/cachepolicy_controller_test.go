@@ -34,7 +34,7 @@ func waitPolicy(t *testing.T, ns, name, phase string, check func(cachev1alpha1.C
 	t.Helper()
 	eventually(t, name+" "+phase, func() error {
 		st := policyStatus(t, ns, name)
-		if st.Phase != phase {
+		if string(st.Phase) != phase {
 			return fmt.Errorf("phase %q, conditions %+v", st.Phase, st.Conditions)
 		}
 		if check != nil {

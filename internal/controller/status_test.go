@@ -57,15 +57,18 @@ func TestComputeStatus(t *testing.T) {
 			cachev1alpha1.PhaseReady, map[string]string{"MonitoringReady": "False/CRDNotInstalled", "Ready": "True/AllReady"}, 1, "3/3"},
 		{"draining a removed shard", cachev1alpha1.CacheFleetStatus{}, func(o *observation) { o.draining = 1 },
 			cachev1alpha1.PhaseReady, map[string]string{"Progressing": "True/Scaling"}, 1, "3/3"},
-		{"reconcile error keeps the old observedGeneration", cachev1alpha1.CacheFleetStatus{ObservedGeneration: 1}, func(o *observation) { o.err = errors.New("boom") },
+		{"reconcile error keeps the old observedGeneration", cachev1alpha1.CacheFleetStatus{ObservedGeneration: 1}, func(o *observation) { o.firstErr = errors.New("boom") },
 			cachev1alpha1.PhaseProvisioning, map[string]string{"Ready": "False/ReconcileError"}, 1, "3/3"},
+		{"invalid spec is observed and failed", readyStatus(), func(o *observation) {
+			o.invalidSpec = &specError{"spec.shards.maxMemory", "spec.shards.maxMemory (1Gi) must be below resources.limits.memory (512Mi)"}
+		}, cachev1alpha1.PhaseFailed, map[string]string{"Ready": "False/InvalidSpec"}, 2, "3/3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			obs := healthy()
 			tt.obs(&obs)
 			gen := int64(1)
-			if tt.name == "reconcile error keeps the old observedGeneration" {
+			if tt.name == "reconcile error keeps the old observedGeneration" || tt.name == "invalid spec is observed and failed" {
 				gen = 2
 			}
 			st := computeStatus(tt.prev, gen, obs)
@@ -141,7 +144,7 @@ func TestComputePolicyStatus(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := computePolicyStatus(tt.prev, tt.gen, tt.in)
-			if st.Phase != tt.phase || st.AppliedRingEpoch != tt.applied || st.ObservedGeneration != tt.gen {
+			if string(st.Phase) != tt.phase || st.AppliedRingEpoch != tt.applied || st.ObservedGeneration != tt.gen {
 				t.Errorf("got phase %s applied %d gen %d; want %s %d %d", st.Phase, st.AppliedRingEpoch, st.ObservedGeneration, tt.phase, tt.applied, tt.gen)
 			}
 		})
