@@ -13,6 +13,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
@@ -71,7 +72,7 @@ func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, erro
 	for _, k := range keys {
 		sh := r.ShardFor([]byte(k))
 		groups[sh] = append(groups[sh], k)
-		leases[sh] = append(leases[sh], leaseKey(k)) // an invalidation cancels fill leases too
+		leases[sh] = append(leases[sh], lease.Key(k)) // an invalidation cancels fill leases too
 		s.L1().Delete(k)
 	}
 	var removed atomic.Int64

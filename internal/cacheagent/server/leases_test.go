@@ -161,7 +161,7 @@ func TestShutdownEndsLeaseWaits(t *testing.T) {
 	waiter.nc.SetDeadline(time.Now().Add(30 * time.Second))
 	waiter.nc.Write(tu.Encode("CF.LGET", "slow", "TIMEOUT", "60000"))
 	eventually(t, "the second caller waits", func() error {
-		if n := agents[0].srv.Stats.LeaseWaits.Load(); n == 0 {
+		if n := agents[0].srv.LeaseStats().Waits.Load(); n == 0 {
 			return fmt.Errorf("no wait yet")
 		}
 		return nil

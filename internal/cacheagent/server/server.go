@@ -15,6 +15,7 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/contract"
@@ -47,7 +48,7 @@ type Server struct {
 	bus    atomic.Pointer[bus.Bus]
 	Stats  *Stats
 
-	waiters waiters // CF.LGET callers waiting for a fill
+	leases lease.Leases // CF.LGET callers waiting for a fill
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -113,6 +114,9 @@ func (s *Server) SetRing(doc *contract.Document) error {
 // SetBus connects the server to the fleet's invalidation bus.
 func (s *Server) SetBus(b *bus.Bus) { s.bus.Store(b) }
 
+// LeaseStats are the stampede-protection counters.
+func (s *Server) LeaseStats() *lease.Stats { return &s.leases.Stats }
+
 // Bus is the invalidation bus, nil when none is configured.
 func (s *Server) Bus() *bus.Bus { return s.bus.Load() }
 
@@ -134,7 +138,7 @@ func (s *Server) ApplyInvalidation(m *bus.Message) {
 	case bus.OpFlush:
 		c.Clear()
 	case bus.OpFilled:
-		s.waiters.wake(m.Args...)
+		s.leases.Wake(m.Args...)
 	}
 }
 

@@ -11,17 +11,14 @@ import (
 // Stats are the agent's counters: plain atomics on the hot path, turned into Prometheus
 // metrics only when scraped (see Collector).
 type Stats struct {
-	requests          [numCommands][2]atomic.Int64 // ok, error
-	L1Hits, L1Misses  atomic.Int64
-	L2Hits, L2Misses  atomic.Int64
-	OversizeRejected  atomic.Int64
-	ProtocolErrors    atomic.Int64
-	Clients           atomic.Int64
-	RingEpoch         atomic.Int64
-	LeasesGranted     atomic.Int64
-	LeaseWaits        atomic.Int64
-	LeaseFillsRefused atomic.Int64
-	latency           prometheus.Histogram
+	requests         [numCommands][2]atomic.Int64 // ok, error
+	L1Hits, L1Misses atomic.Int64
+	L2Hits, L2Misses atomic.Int64
+	OversizeRejected atomic.Int64
+	ProtocolErrors   atomic.Int64
+	Clients          atomic.Int64
+	RingEpoch        atomic.Int64
+	latency          prometheus.Histogram
 }
 
 func newStats() *Stats {
@@ -114,9 +111,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descPending, float64(sh.Pending()), n)
 		}
 	}
-	counter(descLeases, st.LeasesGranted.Load(), "granted")
-	counter(descLeases, st.LeaseWaits.Load(), "waited")
-	counter(descLeases, st.LeaseFillsRefused.Load(), "fill_refused")
+	ls := &c.s.leases.Stats
+	counter(descLeases, ls.Granted.Load(), "granted")
+	counter(descLeases, ls.Waits.Load(), "waited")
+	counter(descLeases, ls.FillsRefused.Load(), "fill_refused")
 	if b := c.s.Bus(); b != nil {
 		bs := &b.Stats
 		counter(descBus, bs.Published.Load(), "published")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
@@ -195,7 +196,7 @@ func cmdSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("SET").Keys(key).Args(rest...).Build() }}
 	if rules.LeaseTTL > 0 {
 		// Fresh data written directly: a pending fill is older, refuse it.
-		lk := leaseKey(key)
+		lk := lease.Key(key)
 		cmds = append(cmds, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(lk).Build() })
 	}
 	b.writeJob(ctx, w, args[1], !withGet, cmds...)
@@ -206,7 +207,7 @@ func (b *batch) leaseKeys(keys []string) []string {
 	var out []string
 	for _, k := range keys {
 		if policy.For(b.r.Doc, []byte(k)).LeaseTTL > 0 {
-			out = append(out, leaseKey(k))
+			out = append(out, lease.Key(k))
 		}
 	}
 	return out
