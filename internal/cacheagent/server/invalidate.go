@@ -4,18 +4,14 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/valkey-io/valkey-go"
-
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/purge"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
 // cmdInvalidate: CF.INVALIDATE KEY key... | PREFIX prefix... | TAG tag...
@@ -64,107 +60,26 @@ func cmdInvalidate(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.
 	})
 }
 
-// InvalidateKeys unlinks keys on their shards (queueing for down shards) and broadcasts them.
+// InvalidateKeys unlinks keys on their shards (queueing for down shards), drops the local
+// copies and tells the other agents.
 func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, error) {
 	r := s.Router()
-	groups := map[*router.Shard][]string{}
-	leases := map[*router.Shard][]string{}
 	for _, k := range keys {
-		sh := r.ShardFor([]byte(k))
-		groups[sh] = append(groups[sh], k)
-		leases[sh] = append(leases[sh], lease.Key(k)) // an invalidation cancels fill leases too
 		s.L1().Delete(k)
 	}
-	var removed atomic.Int64
-	var wg sync.WaitGroup
-	for sh, ks := range groups {
-		wg.Go(func() {
-			res, err := sh.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
-				return []valkey.Completed{bd.Unlink().Key(ks...).Build(), bd.Unlink().Key(leases[sh]...).Build()}
-			})
-			if err != nil {
-				sh.QueueDelete(append(ks, leases[sh]...)...)
-				removed.Add(int64(len(ks)))
-				return
-			}
-			n, _ := res[0].AsInt64()
-			removed.Add(n)
-		})
-	}
-	wg.Wait()
+	removed := purge.Keys(ctx, r, keys)
 	s.settle(r, keys...)
-	return removed.Load(), s.broadcast(ctx, bus.OpDelete, keys...)
+	return removed, s.broadcast(ctx, bus.OpDelete, keys...)
 }
 
-// InvalidatePrefixes scans every shard for keys with the prefixes, unlinks them and broadcasts.
+// InvalidatePrefixes scans every shard for keys with the prefixes, unlinks them, drops the
+// local copies and tells the other agents.
 func (s *Server) InvalidatePrefixes(ctx context.Context, prefixes []string) (int64, error) {
-	r := s.Router()
-	var removed atomic.Int64
-	var firstErr error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, sh := range r.Shards {
-		wg.Go(func() {
-			for _, p := range prefixes {
-				n, err := unlinkPrefix(ctx, sh, p)
-				removed.Add(n)
-				if err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Wait()
+	removed, err := purge.Prefixes(ctx, s.Router().Shards, prefixes)
 	for _, p := range prefixes {
 		s.L1().DeletePrefix(p)
 	}
-	if err := s.broadcast(ctx, bus.OpPrefix, prefixes...); err != nil && firstErr == nil {
-		firstErr = err
-	}
-	return removed.Load(), firstErr
-}
-
-func unlinkPrefix(ctx context.Context, sh *router.Shard, prefix string) (int64, error) {
-	pattern := globEscape(prefix) + "*"
-	var removed int64
-	cursor := uint64(0)
-	for {
-		res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
-			return bd.Scan().Cursor(cursor).Match(pattern).Count(1000).Build()
-		})
-		if err != nil {
-			return removed, err
-		}
-		entry, err := res.AsScanEntry()
-		if err != nil {
-			return removed, err
-		}
-		if len(entry.Elements) > 0 {
-			res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(entry.Elements...).Build() })
-			if err != nil {
-				return removed, err
-			}
-			n, _ := res.AsInt64()
-			removed += n
-		}
-		if cursor = entry.Cursor; cursor == 0 {
-			return removed, nil
-		}
-	}
-}
-
-// globEscape makes a prefix match literally in SCAN MATCH.
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if strings.ContainsRune(`*?[]\`, c) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
+	return removed, errors.Join(err, s.broadcast(ctx, bus.OpPrefix, prefixes...))
 }
 
 func (s *Server) broadcast(ctx context.Context, op string, args ...string) error {
