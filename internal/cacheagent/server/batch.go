@@ -51,12 +51,30 @@ type partResult struct {
 	shard *router.Shard
 	res   []valkey.ValkeyResult
 	err   error
+	// queued: the shard was down and the part's deletes wait for it (delete class).
+	queued bool
 }
+
+// class decides, once for every command, what a client sees when a shard it needs is down.
+type class uint8
+
+const (
+	classLocal  class = iota // answered by the agent itself, or talks to shards on its own
+	classRead                // a down shard reads as a miss (the command's own), never an error
+	classWrite               // a down shard fails the write: -CFDOWN naming the shard
+	classDelete              // a down shard gets the delete queued (replayed first when it returns), counted as done
+)
 
 type pending struct {
 	local  func(w *resp.Writer) // written as is, or
 	parts  []part
 	finish func(w *resp.Writer, results []partResult)
+	class  class
+	// miss answers a single-key read (or delete) whose shard is down; nil for multi-key reads,
+	// whose finish sees the down shard's keys as missing.
+	miss func(w *resp.Writer)
+	// deletes are the keys each part deletes (delete class), queued when its shard is down.
+	deletes [][]string
 
 	cmd   *command  // counted when written; nil for unknown commands
 	start time.Time // when the command was read
@@ -71,6 +89,8 @@ type batch struct {
 	// written are the keys this segment writes; exec fences their L1 copies once the shards
 	// have answered and before any reply is written (read-your-writes).
 	written []string
+	// class is the class of the command being dispatched; its jobs take it.
+	class class
 }
 
 func (b *batch) reset(r *router.Router) {
@@ -126,8 +146,60 @@ func (b *batch) cached(i int, reads ...cachedRead) part {
 	return p
 }
 
+// job queues a reply computed from shard parts; what a down shard means comes from the
+// command's class (onShardDown), so finish only sees parts that answered, except in multi-key
+// reads (their down parts read as missing keys) and deletes (queued parts).
 func (b *batch) job(parts []part, finish func(w *resp.Writer, results []partResult)) {
-	b.replies = append(b.replies, pending{parts: parts, finish: finish})
+	b.replies = append(b.replies, pending{parts: parts, finish: finish, class: b.class})
+}
+
+// jobMiss is job for a single-key read or delete: miss answers it when the shard is down.
+func (b *batch) jobMiss(parts []part, miss func(w *resp.Writer), finish func(w *resp.Writer, results []partResult)) {
+	b.replies = append(b.replies, pending{parts: parts, finish: finish, class: b.class, miss: miss})
+}
+
+// jobDeletes is job for a delete: deletes[i] are part i's keys, queued when its shard is down.
+func (b *batch) jobDeletes(parts []part, deletes [][]string, miss func(w *resp.Writer), finish func(w *resp.Writer, results []partResult)) {
+	b.replies = append(b.replies, pending{parts: parts, finish: finish, class: b.class, miss: miss, deletes: deletes})
+}
+
+// onShardDown is the one place that decides what a down shard means for a command, by its
+// class. It reports whether it has written the reply.
+func (s *Server) onShardDown(p *pending, results []partResult, w *resp.Writer) bool {
+	down := -1
+	for i := range results {
+		if results[i].err != nil {
+			down = i
+			break
+		}
+	}
+	if down < 0 {
+		return false
+	}
+	switch p.class {
+	case classRead:
+		if p.miss != nil { // a single-key read: a miss, never an error
+			s.Stats.L2Misses.Add(1)
+			p.miss(w)
+			return true
+		}
+		return false // multi-key reads: finish reads the down parts' keys as missing
+	case classDelete:
+		for i := range results {
+			if results[i].err != nil {
+				results[i].shard.QueueDelete(p.deletes[i]...)
+				results[i].queued = true
+			}
+		}
+		if p.miss != nil { // GETDEL: the value cannot be returned, the delete is not lost
+			p.miss(w)
+			return true
+		}
+		return false
+	default: // write
+		writeErr(w, results[down].err)
+		return true
+	}
 }
 
 // exec runs the queued shard work and writes every reply so far, in order.
@@ -181,7 +253,9 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 			p.local(w)
 		} else {
 			results = b.results(p, results[:0])
-			p.finish(w, results)
+			if !b.s.onShardDown(&p, results, w) {
+				p.finish(w, results)
+			}
 		}
 		if p.cmd != nil {
 			b.s.Stats.requests[p.cmd.id][boolIndex(w.Errors > errorsBefore)].Add(1)

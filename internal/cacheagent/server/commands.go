@@ -16,6 +16,7 @@ type command struct {
 	id      int
 	arity   int // Valkey convention: exact if > 0, at least -arity if < 0
 	noAuth  bool
+	class   class
 	handler handler
 }
 
@@ -23,50 +24,50 @@ const numCommands = 48
 
 var commandTable = map[string]*command{}
 
-func register(name string, arity int, noAuth bool, h handler) {
-	commandTable[name] = &command{id: len(commandTable), arity: arity, noAuth: noAuth, handler: h}
+func register(name string, arity int, noAuth bool, c class, h handler) {
+	commandTable[name] = &command{id: len(commandTable), arity: arity, noAuth: noAuth, class: c, handler: h}
 	if len(commandTable) > numCommands {
 		panic("raise numCommands")
 	}
 }
 
 func init() {
-	register("ping", -1, false, cmdPing)
-	register("echo", 2, false, cmdEcho)
-	register("hello", -1, true, cmdHello)
-	register("auth", -2, true, cmdAuth)
-	register("select", 2, false, cmdSelect)
-	register("quit", 1, true, cmdQuit)
-	register("client", -2, false, cmdClient)
-	register("command", -1, false, cmdCommand)
-	register("info", -1, false, cmdInfo)
-	register("config", -2, false, cmdConfig)
-	register("get", 2, false, cmdGet)
-	register("set", -3, false, cmdSet)
-	register("setex", 4, false, cmdSetex)
-	register("psetex", 4, false, cmdSetex)
-	register("getdel", 2, false, cmdGetdel)
-	register("getex", -2, false, cmdGetex)
-	register("del", -2, false, cmdDel)
-	register("unlink", -2, false, cmdDel)
-	register("exists", -2, false, cmdExists)
-	register("mget", -2, false, cmdMget)
-	register("mset", -3, false, cmdMset)
-	register("expire", -3, false, cmdExpire)
-	register("pexpire", -3, false, cmdExpire)
-	register("persist", 2, false, cmdExpire)
-	register("ttl", 2, false, cmdTTL)
-	register("pttl", 2, false, cmdTTL)
-	register("type", 2, false, cmdTTL)
-	register("cf.invalidate", -3, false, cmdInvalidate)
-	register("cf.lget", -2, false, cmdLGet)
-	register("cf.set", -5, false, cmdTagSet)
-	register("cf.lset", -4, false, cmdLSet)
-	register("cf.lmiss", 3, false, cmdLMiss)
-	register("incr", 2, false, cmdIncr)
-	register("decr", 2, false, cmdIncr)
-	register("incrby", 3, false, cmdIncr)
-	register("decrby", 3, false, cmdIncr)
+	register("ping", -1, false, classLocal, cmdPing)
+	register("echo", 2, false, classLocal, cmdEcho)
+	register("hello", -1, true, classLocal, cmdHello)
+	register("auth", -2, true, classLocal, cmdAuth)
+	register("select", 2, false, classLocal, cmdSelect)
+	register("quit", 1, true, classLocal, cmdQuit)
+	register("client", -2, false, classLocal, cmdClient)
+	register("command", -1, false, classLocal, cmdCommand)
+	register("info", -1, false, classLocal, cmdInfo)
+	register("config", -2, false, classLocal, cmdConfig)
+	register("get", 2, false, classRead, cmdGet)
+	register("set", -3, false, classWrite, cmdSet)
+	register("setex", 4, false, classWrite, cmdSetex)
+	register("psetex", 4, false, classWrite, cmdSetex)
+	register("getdel", 2, false, classDelete, cmdGetdel)
+	register("getex", -2, false, classRead, cmdGetex)
+	register("del", -2, false, classDelete, cmdDel)
+	register("unlink", -2, false, classDelete, cmdDel)
+	register("exists", -2, false, classRead, cmdExists)
+	register("mget", -2, false, classRead, cmdMget)
+	register("mset", -3, false, classWrite, cmdMset)
+	register("expire", -3, false, classWrite, cmdExpire)
+	register("pexpire", -3, false, classWrite, cmdExpire)
+	register("persist", 2, false, classWrite, cmdExpire)
+	register("ttl", 2, false, classRead, cmdTTL)
+	register("pttl", 2, false, classRead, cmdTTL)
+	register("type", 2, false, classRead, cmdTTL)
+	register("cf.invalidate", -3, false, classLocal, cmdInvalidate)
+	register("cf.lget", -2, false, classLocal, cmdLGet)
+	register("cf.set", -5, false, classWrite, cmdTagSet)
+	register("cf.lset", -4, false, classLocal, cmdLSet)
+	register("cf.lmiss", 3, false, classLocal, cmdLMiss)
+	register("incr", 2, false, classWrite, cmdIncr)
+	register("decr", 2, false, classWrite, cmdIncr)
+	register("incrby", 3, false, classWrite, cmdIncr)
+	register("decrby", 3, false, classWrite, cmdIncr)
 }
 
 // dispatch looks up and runs one command, counting its result when its reply is written.
@@ -95,6 +96,7 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		return
 	}
 	start, flushes := len(b.replies), b.flushes
+	b.class = cmd.class
 	cmd.handler(ctx, s, b, c, w, args)
 	if b.flushes != flushes {
 		start = 0 // the handler flushed earlier commands: everything queued now is its own

@@ -71,12 +71,10 @@ func cmdDel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		parts[j] = b.plain(i, cmds...)
 	}
 	b.wrote(keys...)
-	b.job(parts, func(w *resp.Writer, r []partResult) {
+	b.jobDeletes(parts, groups, nil, func(w *resp.Writer, r []partResult) {
 		var n int64
 		for j, pr := range r {
-			if pr.err != nil {
-				// Replayed before the shard serves anything else; counted as deleted.
-				pr.shard.QueueDelete(groups[j]...)
+			if pr.queued { // replayed before the shard serves anything else: counted as deleted
 				n += int64(len(groups[j]))
 				continue
 			}
@@ -179,10 +177,6 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	}
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		for _, pr := range r {
-			if pr.err != nil {
-				writeErr(w, pr.err)
-				return
-			}
 			for _, res := range pr.res {
 				if res.Error() != nil {
 					writeResult(w, res, false)
@@ -208,15 +202,9 @@ func cmdTTL(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writer,
 	name, key := strings.ToUpper(str(args[0])), str(args[1])
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Build() })
-	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
-		if r[0].err != nil {
-			if name == "TYPE" {
-				w.Simple("none")
-			} else {
-				w.Int(-2)
-			}
-			return
-		}
-		writeResult(w, r[0].res[0], name == "TYPE")
-	})
+	miss := func(w *resp.Writer) { w.Int(-2) } // a down shard reads as a missing key
+	if name == "TYPE" {
+		miss = func(w *resp.Writer) { w.Simple("none") }
+	}
+	b.jobMiss([]part{p}, miss, func(w *resp.Writer, r []partResult) { writeResult(w, r[0].res[0], name == "TYPE") })
 }

@@ -35,12 +35,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	case rules.L1 && rules.L1Tracking:
 		i := b.shardOf(ctx, w, args[1], cacheLane)
 		p := b.cached(i, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules.L1TTL})
-		b.job([]part{p}, func(w *resp.Writer, r []partResult) {
-			if r[0].err != nil {
-				s.Stats.L2Misses.Add(1)
-				w.Null() // a down shard reads as a miss, never an error
-				return
-			}
+		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
 			res := r[0].res[0]
 			if res.IsCacheHit() {
 				s.Stats.L1Hits.Add(1)
@@ -65,11 +60,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		p := b.plain(i,
 			func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() },
 			func(bd valkey.Builder) valkey.Completed { return bd.Pttl().Key(key).Build() })
-		b.job([]part{p}, func(w *resp.Writer, r []partResult) {
-			if r[0].err != nil {
-				w.Null()
-				return
-			}
+		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
 			res := r[0].res[0]
 			s.countL2(res)
 			raw, err := res.ToString()
@@ -86,17 +77,15 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	default:
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
-		b.job([]part{p}, func(w *resp.Writer, r []partResult) {
-			if r[0].err != nil {
-				s.Stats.L2Misses.Add(1)
-				w.Null()
-				return
-			}
+		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
 			s.countL2(r[0].res[0])
 			writeResult(w, r[0].res[0], false)
 		})
 	}
 }
+
+// nullReply is the miss of a single-key read.
+func nullReply(w *resp.Writer) { w.Null() }
 
 func (s *Server) countL2(res valkey.ValkeyResult) {
 	if valkey.IsValkeyNil(res.Error()) {
@@ -152,13 +141,7 @@ func (b *batch) writeJob(ctx context.Context, w *resp.Writer, key []byte, status
 	i := b.shardOf(ctx, w, key, plainLane)
 	p := b.plain(i, cmds...)
 	b.wrote(string(key))
-	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
-		if r[0].err != nil {
-			writeErr(w, r[0].err)
-			return
-		}
-		writeResult(w, r[0].res[0], status)
-	})
+	b.job([]part{p}, func(w *resp.Writer, r []partResult) { writeResult(w, r[0].res[0], status) })
 }
 
 func cmdSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
@@ -232,13 +215,7 @@ func cmdGetex(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Write
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("GETEX").Keys(key).Args(rest...).Build() })
 	b.wrote(key)
-	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
-		if r[0].err != nil {
-			w.Null()
-			return
-		}
-		writeResult(w, r[0].res[0], false)
-	})
+	b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) { writeResult(w, r[0].res[0], false) })
 }
 
 func cmdGetdel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
@@ -247,12 +224,7 @@ func cmdGetdel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Getdel().Key(key).Build() })
 	b.wrote(key)
-	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
-		if r[0].err != nil {
-			r[0].shard.QueueDelete(key) // the value cannot be returned, but the delete is not lost
-			w.Null()
-			return
-		}
+	b.jobDeletes([]part{p}, [][]string{{key}}, nullReply, func(w *resp.Writer, r []partResult) {
 		writeResult(w, r[0].res[0], false)
 	})
 }
