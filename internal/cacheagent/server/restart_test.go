@@ -24,17 +24,15 @@ func TestShardRestartUnderLoad(t *testing.T) {
 	for _, mode := range l1Modes {
 		t.Run(mode.name, func(t *testing.T) {
 			shards := twoShards(t)
-			o := defaults()
-			mode.set(&o)
-			o.config.Cooldown = time.Second
+			cooldown := time.Second
 			if d, err := time.ParseDuration(os.Getenv("CACHEFLEET_TEST_COOLDOWN")); err == nil {
-				o.config.Cooldown = d // e.g. 10s, the agent's default, for the README's numbers
+				cooldown = d // e.g. 10s, the agent's default, for the README's numbers
 			}
-			a := startAgent(t, shards, o)
-			recovery, stale := restartUnderLoad(t, a, shards[1], o.config.Cooldown)
+			a := mode.agentIn(t, shards, func(o *options) { o.config.Cooldown = cooldown })
+			recovery, stale := restartUnderLoad(t, a, shards[1], cooldown)
 			t.Logf("shard restart (%s): writes back %v after the restart (cooldown %v), %d requests failed on old connections",
-				mode.name, recovery.Round(time.Millisecond), o.config.Cooldown, len(stale))
-			if recovery > o.config.Cooldown+time.Second {
+				mode.name, recovery.Round(time.Millisecond), cooldown, len(stale))
+			if recovery > cooldown+time.Second {
 				t.Errorf("writes came back %v after the restart, want <= cooldown + 1s", recovery)
 			}
 			if len(stale) > 0 {
@@ -117,9 +115,7 @@ func TestShardRestartWhileIdle(t *testing.T) {
 	for _, mode := range l1Modes {
 		t.Run(mode.name, func(t *testing.T) {
 			shards := twoShards(t)
-			o := defaults()
-			mode.set(&o)
-			a := startAgent(t, shards, o)
+			a := mode.agentIn(t, shards, nil)
 			c := a.dial(t)
 			key := victimKeyProbe(t, a, shards[1])
 			for range 3 {

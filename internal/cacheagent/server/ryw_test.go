@@ -12,11 +12,25 @@ import (
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 )
 
-// l1Modes are the agent's L1 configurations; read-your-writes must hold in each.
-var l1Modes = []struct {
+// l1Mode is one of the agent's L1 configurations; read-your-writes must hold in each.
+type l1Mode struct {
 	name string
 	set  func(*options)
-}{
+}
+
+// agentIn starts an agent over shards in this mode, after tweak adjusts the options.
+func (m l1Mode) agentIn(t *testing.T, shards []*tu.Redis, tweak func(*options)) *agent {
+	o := defaults()
+	m.set(&o)
+	if tweak != nil {
+		tweak(&o)
+	}
+	return startAgent(t, shards, o)
+}
+
+func noMinUsable(o *options) { o.defaults.MinUsableTTL = 0 }
+
+var l1Modes = []l1Mode{
 	{"tracking", func(o *options) {}},
 	{"ttl", func(o *options) { o.defaults.TTLModeForAll = true }},
 	{"off", func(o *options) { o.defaults.L1 = false }},
@@ -30,10 +44,7 @@ func TestReadYourWrites(t *testing.T) {
 	shards := twoShards(t)
 	for _, mode := range l1Modes {
 		t.Run(mode.name, func(t *testing.T) {
-			o := defaults()
-			o.defaults.MinUsableTTL = 0
-			mode.set(&o)
-			a := startAgent(t, shards, o)
+			a := mode.agentIn(t, shards, noMinUsable)
 			var wrong, total atomic.Int64
 			var firstWrong atomic.Value
 			report := func(format string, args ...any) {
@@ -133,10 +144,7 @@ func TestReadYourWritesAfterExpire(t *testing.T) {
 	shards := twoShards(t)
 	for _, mode := range l1Modes {
 		t.Run(mode.name, func(t *testing.T) {
-			o := defaults()
-			o.defaults.MinUsableTTL = 0
-			mode.set(&o)
-			a := startAgent(t, shards, o)
+			a := mode.agentIn(t, shards, noMinUsable)
 			c := a.dial(t)
 			for i := range 200 {
 				key := "exp:" + mode.name + strconv.Itoa(i)

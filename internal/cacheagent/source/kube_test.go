@@ -15,17 +15,24 @@ import (
 	"github.com/cachefleet/cachefleet/internal/testenv"
 )
 
-// TestKubeFollowsTheRingAndReportsItsEpoch runs the agent's Kubernetes source against a real
-// API server, and checks the Lease with the labels and annotation the controller counts.
-func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
+// apiServer starts a real API server for the test and returns a client and a context that
+// ends with the test.
+func apiServer(t *testing.T) (kubernetes.Interface, context.Context) {
+	t.Helper()
 	env, err := testenv.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer env.Stop()
-	cs := kubernetes.NewForConfigOrDie(env.Config)
+	t.Cleanup(func() { _ = env.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
+	return kubernetes.NewForConfigOrDie(env.Config), ctx
+}
+
+// TestKubeFollowsTheRingAndReportsItsEpoch runs the agent's Kubernetes source against a real
+// API server, and checks the Lease with the labels and annotation the controller counts.
+func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
+	cs, ctx := apiServer(t)
 	ns := "default"
 
 	doc := &contract.Document{SchemaVersion: 1, Fleet: "web", Namespace: ns, Algorithm: "rendezvous",
@@ -99,14 +106,7 @@ func TestKubeFollowsTheRingAndReportsItsEpoch(t *testing.T) {
 // change); a changed password and a bus key that appears later are applied at the same epoch;
 // an unreadable bus key does not hold the ring back.
 func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
-	cs := kubernetes.NewForConfigOrDie(env.Config)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	cs, ctx := apiServer(t)
 	ns := "default"
 	doc := &contract.Document{SchemaVersion: 1, Fleet: "api", Namespace: ns, Algorithm: "rendezvous",
 		Shards:       []contract.Shard{{Name: "shard-0", Primary: "a:6379"}},
