@@ -91,6 +91,8 @@ type batch struct {
 	written []string
 	// class is the class of the command being dispatched; its jobs take it.
 	class class
+	// tx: the batch runs one transaction's commands (all reads go to the shard, in order).
+	tx bool
 }
 
 func (b *batch) reset(r *router.Router) {

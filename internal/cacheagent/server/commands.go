@@ -64,11 +64,17 @@ func init() {
 	register("cf.set", -5, false, classWrite, cmdTagSet)
 	register("cf.lset", -4, false, classLocal, cmdLSet)
 	register("cf.lmiss", 3, false, classLocal, cmdLMiss)
+	register("multi", 1, false, classLocal, cmdMulti)
+	register("exec", 1, false, classLocal, cmdExec)
+	register("discard", 1, false, classLocal, cmdDiscard)
 	register("incr", 2, false, classWrite, cmdIncr)
 	register("decr", 2, false, classWrite, cmdIncr)
 	register("incrby", 3, false, classWrite, cmdIncr)
 	register("decrby", 3, false, classWrite, cmdIncr)
 }
+
+// txControl are the commands that act on an open transaction instead of being queued.
+var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "quit": true}
 
 // dispatch looks up and runs one command, counting its result when its reply is written.
 func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {
@@ -80,11 +86,17 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	}
 	cmd := commandTable[string(c.lower)]
 	if cmd == nil {
+		if c.tx != nil {
+			c.tx.aborted = true // as in Valkey: EXEC will answer EXECABORT
+		}
 		msg := unknownCommand(args)
 		b.local(func(w *resp.Writer) { w.Error(msg) })
 		return
 	}
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
+		if c.tx != nil {
+			c.tx.aborted = true
+		}
 		msg := fmt.Sprintf("ERR wrong number of arguments for '%s' command", c.lower)
 		b.local(func(w *resp.Writer) { w.Error(msg) })
 		s.Stats.requests[cmd.id][1].Add(1)
@@ -93,6 +105,10 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	if !c.authed && !cmd.noAuth {
 		b.local(func(w *resp.Writer) { w.Error("NOAUTH Authentication required.") })
 		s.Stats.requests[cmd.id][1].Add(1)
+		return
+	}
+	if c.tx != nil && !txControl[string(c.lower)] {
+		s.queueTx(b, c, cmd, args)
 		return
 	}
 	start, flushes := len(b.replies), b.flushes

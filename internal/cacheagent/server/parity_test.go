@@ -56,6 +56,14 @@ var parityCases = []parityCase{
 		c("GET", "list"), c("INCR", "list"), c("GETDEL", "list"), c("GETEX", "list"), c("TYPE", "list"), c("MGET", "list"),
 		c("SET", "list", "v", "GET"), c("TTL", "list"), c("EXISTS", "list"),
 	}},
+	{name: "transactions", cmds: [][]string{
+		c("EXEC"), c("DISCARD"), c("MULTI"), c("MULTI"), c("SET", "{t}a", "1"), c("INCR", "{t}a"), c("GET", "{t}a"),
+		c("MGET", "{t}a", "{t}b"), c("DEL", "{t}b"), c("EXEC"), c("GET", "{t}a"),
+		c("MULTI"), c("SET", "{t}a", "x"), c("INCR", "{t}a"), c("GET", "{t}a"), c("EXEC"),
+		c("MULTI"), c("SET", "{t}a", "2"), c("NOSUCH"), c("EXEC"), c("GET", "{t}a"),
+		c("MULTI"), c("SET", "{t}a", "3"), c("GET"), c("EXEC"), c("GET", "{t}a"),
+		c("MULTI"), c("SET", "{t}a", "4"), c("DISCARD"), c("GET", "{t}a"), c("MULTI"), c("EXEC"),
+	}},
 	{name: "connection", cmds: [][]string{
 		c("SELECT", "0"), c("SELECT", "x"), c("CLIENT", "SETNAME", "bad name"), c("CLIENT", "SETNAME", "good"),
 		c("CLIENT", "GETNAME"), c("CLIENT", "NOSUCH"), c("AUTH", "nopass"), c("AUTH", "a", "b", "c"), c("HELLO", "4"),
@@ -115,7 +123,7 @@ func isKeyArg(cmd string, i int) bool {
 		return i%2 == 1
 	case "MGET", "DEL", "UNLINK", "EXISTS":
 		return true
-	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG":
+	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG", "MULTI", "EXEC", "DISCARD", "NOSUCH":
 		return false
 	}
 	return i == 1

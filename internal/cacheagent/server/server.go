@@ -236,6 +236,7 @@ type client struct {
 	quit    bool
 	lower   []byte
 	libName string
+	tx      *txState // open transaction (MULTI), nil outside one
 }
 
 func (s *Server) serveConn(nc net.Conn) {

@@ -32,6 +32,13 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	key := str(args[1])
 	rules := b.rulesFor(args[1])
 	switch {
+	case b.tx: // inside a transaction the shard's own reply is the only consistent one
+		i := b.shardOf(ctx, w, args[1], plainLane)
+		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
+		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
+			s.countL2(r[0].res[0])
+			writeResult(w, r[0].res[0], false)
+		})
 	case rules.L1 && rules.L1Tracking:
 		i := b.shardOf(ctx, w, args[1], cacheLane)
 		p := b.cached(i, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules.L1TTL})

@@ -1,0 +1,179 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+)
+
+// Transactions (MULTI, EXEC, DISCARD): queued like Valkey queues them, executed atomically as
+// MULTI ... EXEC in one pipeline on the shard that owns every key of the transaction. The
+// queued commands go through their usual handlers at EXEC, so policies (TTL, size limits,
+// compression) and the L1 fence apply inside as outside. Keys on two shards cannot be
+// atomic: the command naming the second shard is refused and the transaction discarded.
+
+// txState is a client's open transaction.
+type txState struct {
+	queued   [][][]byte // copies of the queued commands
+	aborted  bool       // a queuing error: EXEC answers EXECABORT
+	shard    int        // owner of every key so far; -1 before the first key
+	firstKey string
+}
+
+const execAbort = "EXECABORT Transaction discarded because of previous errors."
+
+// txAllowed are the agent-answered commands that may be queued; data commands all may.
+var txAllowed = map[string]bool{"ping": true, "echo": true}
+
+func cmdMulti(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, _ [][]byte) {
+	if c.tx != nil {
+		b.local(func(w *resp.Writer) { w.Error("ERR MULTI calls can not be nested") })
+		return
+	}
+	c.tx = &txState{shard: -1}
+	b.local(func(w *resp.Writer) { w.OK() })
+}
+
+func cmdDiscard(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, _ [][]byte) {
+	if c.tx == nil {
+		b.local(func(w *resp.Writer) { w.Error("ERR DISCARD without MULTI") })
+		return
+	}
+	c.tx = nil
+	b.local(func(w *resp.Writer) { w.OK() })
+}
+
+// queueTx answers a command sent inside MULTI: QUEUED, or an error that discards the
+// transaction (unknown command, wrong arity, a command that cannot be queued, a key on
+// another shard, a value over its limit).
+func (s *Server) queueTx(b *batch, c *client, cmd *command, args [][]byte) {
+	name := string(c.lower)
+	refuse := func(msg string) {
+		c.tx.aborted = true
+		b.local(func(w *resp.Writer) { w.Error(msg) })
+	}
+	if cmd.class == classLocal && !txAllowed[name] {
+		refuse(fmt.Sprintf("ERR '%s' cannot be queued in a transaction through the cachefleet agent", strings.ToUpper(name)))
+		return
+	}
+	keys := commandKeys(name, args)
+	for _, k := range keys {
+		i := b.r.Index([]byte(k))
+		switch {
+		case c.tx.shard < 0:
+			c.tx.shard, c.tx.firstKey = i, k
+		case i != c.tx.shard:
+			refuse(fmt.Sprintf("CROSSSLOT Keys in request don't hash to the same shard: '%s' is not on the shard of '%s'. "+
+				"A transaction's keys must share one shard to run atomically; give them a common {hashtag}", truncate([]byte(k)), truncate([]byte(c.tx.firstKey))))
+			return
+		}
+	}
+	if len(keys) > 0 {
+		rules := b.rulesFor([]byte(keys[0]))
+		for _, a := range args[2:] {
+			if s.oversize(b, rules, keys[0], len(a)) { // answers the error itself
+				c.tx.aborted = true
+				return
+			}
+		}
+	}
+	queued := make([][]byte, len(args))
+	for i, a := range args {
+		queued[i] = append([]byte(nil), a...)
+	}
+	c.tx.queued = append(c.tx.queued, queued)
+	b.local(func(w *resp.Writer) { w.Simple("QUEUED") })
+}
+
+func cmdExec(ctx context.Context, s *Server, b *batch, c *client, _ *resp.Writer, _ [][]byte) {
+	tx := c.tx
+	if tx == nil {
+		b.local(func(w *resp.Writer) { w.Error("ERR EXEC without MULTI") })
+		return
+	}
+	c.tx = nil
+	if tx.aborted {
+		b.local(func(w *resp.Writer) { w.Error(execAbort) })
+		return
+	}
+	r := b.r
+	// Run when the reply is due: everything the client sent before has been answered.
+	b.local(func(w *resp.Writer) { s.runTx(ctx, r, c, tx, w) })
+}
+
+// runTx executes the queued commands as one MULTI ... EXEC on their shard and writes EXEC's
+// reply: an array with each command's reply as the agent would give it outside.
+func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txState, w *resp.Writer) {
+	if len(tx.queued) == 0 {
+		w.Array(0)
+		return
+	}
+	tb := &batch{s: s, tx: true}
+	tb.reset(r)
+	for _, args := range tx.queued {
+		s.dispatch(ctx, tb, c, w, args)
+	}
+	idx := max(tx.shard, 0)
+	sw := &tb.work[idx]
+	sh := r.Shards[idx]
+	res, err := sh.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
+		cmds := make([]valkey.Completed, 0, len(sw.plain)+2)
+		cmds = append(cmds, bd.Multi().Build())
+		for _, f := range sw.plain {
+			cmds = append(cmds, f(bd))
+		}
+		return append(cmds, bd.Exec().Build())
+	})
+	defer s.settle(r, tb.written...)
+	if err != nil {
+		writeErr(w, err) // the shard is down: nothing ran
+		return
+	}
+	exec := res[len(res)-1]
+	msg, _ := exec.ToMessage()
+	if msg.IsNil() {
+		w.NullArray()
+		return
+	}
+	arr, aerr := msg.ToArray()
+	if aerr != nil || len(arr) != len(sw.plain) {
+		writeResult(w, exec, false) // refused by the shard (EXECABORT): its own words
+		return
+	}
+	sw.results = make([]valkey.ValkeyResult, len(arr))
+	for i := range arr {
+		sw.results[i] = valkey.NewResult(arr[i], nil)
+	}
+	w.Array(len(tb.replies))
+	var results []partResult
+	for _, p := range tb.replies {
+		if p.local != nil {
+			p.local(w)
+			continue
+		}
+		results = tb.results(p, results[:0])
+		p.finish(w, results)
+	}
+}
+
+// commandKeys are the keys a data command touches (for the one-shard rule).
+func commandKeys(name string, args [][]byte) []string {
+	switch name {
+	case "ping", "echo":
+		return nil
+	case "mget", "del", "unlink", "exists":
+		return strs(args[1:])
+	case "mset":
+		var keys []string
+		for i := 1; i < len(args); i += 2 {
+			keys = append(keys, string(args[i]))
+		}
+		return keys
+	}
+	return []string{string(args[1])}
+}

@@ -1,0 +1,69 @@
+package server_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// TestTransactionsRunAtomicallyOnOneShard covers what the parity test cannot compare with a
+// single server: keys on two shards, the policy TTL inside EXEC, the L1 after EXEC, and a
+// whole transaction pipelined in one write (redis-py's pipeline(), ioredis' multi()).
+func TestTransactionsRunAtomicallyOnOneShard(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults()) // tracking L1, default TTL 1h
+	c := a.dial(t)
+	k0, k1 := keyOn(t, a, "tx:", 0), keyOn(t, a, "tx:", 1)
+
+	c.do("SET", k0, "before")
+	c.do("MULTI")
+	if got := c.do("SET", k0, "inside"); got != "QUEUED" {
+		t.Fatalf("SET in MULTI = %q", got)
+	}
+	got := c.do("SET", k1, "other shard")
+	if !strings.HasPrefix(got, "ERR:CROSSSLOT") || !strings.Contains(got, k1) || !strings.Contains(got, "{hashtag}") {
+		t.Errorf("a key on another shard = %q, want CROSSSLOT naming the key and the rule", got)
+	}
+	if got := c.do("EXEC"); got != "ERR:EXECABORT Transaction discarded because of previous errors." {
+		t.Errorf("EXEC after a cross-shard key = %q", got)
+	}
+	if got := c.do("GET", k0); got != "before" {
+		t.Errorf("a discarded transaction changed %s to %q", k0, got)
+	}
+
+	// Keys sharing a hashtag run together; the policy TTL applies inside; the L1 copy of the
+	// key read before is dropped by the write inside EXEC.
+	c.do("SET", "{cart:7}:items", "0")
+	c.do("GET", "{cart:7}:items")
+	c.nc.Write(append(append(append(append(tu.Encode("MULTI"), tu.Encode("INCR", "{cart:7}:items")...),
+		tu.Encode("SET", "{cart:7}:owner", "ann")...), tu.Encode("GET", "{cart:7}:owner")...), tu.Encode("EXEC")...))
+	var replies []string
+	for range 5 {
+		r, err := tu.ReadReply(c.rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replies = append(replies, r)
+	}
+	if strings.Join(replies, "|") != "OK|QUEUED|QUEUED|QUEUED|[1 OK ann]" {
+		t.Errorf("pipelined transaction replies %q", replies)
+	}
+	if got := c.do("GET", "{cart:7}:items"); got != "1" {
+		t.Errorf("read after EXEC = %q (an L1 copy from before the transaction?)", got)
+	}
+	if ttl, _ := strconv.Atoi(c.do("TTL", "{cart:7}:owner")); ttl < 3590 {
+		t.Errorf("SET inside EXEC got TTL %d, want the policy's 1h", ttl)
+	}
+	if got := c.do("MULTI"); got != "OK" {
+		t.Fatal(got)
+	}
+	if got := c.do("CF.LGET", "x"); !strings.HasPrefix(got, "ERR:ERR 'CF.LGET' cannot be queued") {
+		t.Errorf("CF.LGET in MULTI = %q", got)
+	}
+	c.do("DISCARD")
+	if got := c.do("PING"); got != "PONG" {
+		t.Errorf("after DISCARD the connection is not back to normal: %q", got)
+	}
+}
