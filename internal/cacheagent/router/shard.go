@@ -394,6 +394,17 @@ func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []v
 	return res, err
 }
 
+// Dedicate returns a connection of the shard's own, for WATCH: the keys stay watched on it
+// until the transaction ends. release gives it back.
+func (s *Shard) Dedicate() (valkey.DedicatedClient, func(), error) {
+	c, err := s.getClient()
+	if err != nil {
+		return nil, nil, &DownError{Shard: s.cfg.Name, Err: err}
+	}
+	dc, release := c.Dedicate()
+	return dc, release, nil
+}
+
 // Subscribe receives messages of channel until ctx ends or the connection breaks. It bypasses
 // the breaker: a subscription is a long-lived connection, not a request.
 func (s *Shard) Subscribe(ctx context.Context, channel string, fn func(payload string)) error {

@@ -67,6 +67,8 @@ func init() {
 	register("multi", 1, false, classLocal, cmdMulti)
 	register("exec", 1, false, classLocal, cmdExec)
 	register("discard", 1, false, classLocal, cmdDiscard)
+	register("watch", -2, false, classLocal, cmdWatch)
+	register("unwatch", 1, false, classLocal, cmdUnwatch)
 	register("incr", 2, false, classWrite, cmdIncr)
 	register("decr", 2, false, classWrite, cmdIncr)
 	register("incrby", 3, false, classWrite, cmdIncr)
@@ -74,7 +76,7 @@ func init() {
 }
 
 // txControl are the commands that act on an open transaction instead of being queued.
-var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "quit": true}
+var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "quit": true, "watch": true}
 
 // dispatch looks up and runs one command, counting its result when its reply is written.
 func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {

@@ -63,6 +63,8 @@ var parityCases = []parityCase{
 		c("MULTI"), c("SET", "{t}a", "2"), c("NOSUCH"), c("EXEC"), c("GET", "{t}a"),
 		c("MULTI"), c("SET", "{t}a", "3"), c("GET"), c("EXEC"), c("GET", "{t}a"),
 		c("MULTI"), c("SET", "{t}a", "4"), c("DISCARD"), c("GET", "{t}a"), c("MULTI"), c("EXEC"),
+		c("WATCH", "{t}a"), c("WATCH", "{t}b"), c("MULTI"), c("WATCH", "{t}a"), c("SET", "{t}a", "5"), c("EXEC"), c("GET", "{t}a"),
+		c("WATCH", "{t}a"), c("UNWATCH"), c("UNWATCH"), c("WATCH", "{t}a"), c("MULTI"), c("EXEC"), c("WATCH"),
 	}},
 	{name: "connection", cmds: [][]string{
 		c("SELECT", "0"), c("SELECT", "x"), c("CLIENT", "SETNAME", "bad name"), c("CLIENT", "SETNAME", "good"),
@@ -123,7 +125,7 @@ func isKeyArg(cmd string, i int) bool {
 		return i%2 == 1
 	case "MGET", "DEL", "UNLINK", "EXISTS":
 		return true
-	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG", "MULTI", "EXEC", "DISCARD", "NOSUCH":
+	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG", "MULTI", "EXEC", "DISCARD", "NOSUCH", "UNWATCH":
 		return false
 	}
 	return i == 1

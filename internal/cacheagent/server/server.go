@@ -236,12 +236,17 @@ type client struct {
 	quit    bool
 	lower   []byte
 	libName string
-	tx      *txState // open transaction (MULTI), nil outside one
+	tx      *txState    // open transaction (MULTI), nil outside one
+	watch   *watchState // WATCHed keys and their dedicated connection
 }
 
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
+	var c *client
 	defer func() {
+		if c != nil {
+			c.unwatch()
+		}
 		s.mu.Lock()
 		delete(s.conns, nc)
 		s.mu.Unlock()
@@ -253,7 +258,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	s.Stats.Clients.Add(1)
 	defer s.Stats.Clients.Add(-1)
 
-	c := &client{id: s.clientIDs.Add(1), authed: s.password() == ""}
+	c = &client{id: s.clientIDs.Add(1), authed: s.password() == ""}
 	rd := resp.NewReader(bufio.NewReaderSize(nc, 16<<10), s.readLimits())
 	w := resp.NewWriter(bufio.NewWriterSize(nc, 16<<10))
 	b := &batch{s: s}

@@ -27,6 +27,82 @@ type txState struct {
 
 const execAbort = "EXECABORT Transaction discarded because of previous errors."
 
+// watchState is a client's WATCH: the keys are watched on a dedicated connection to their shard,
+// on which EXEC then runs, so a change by anyone between WATCH and EXEC aborts it as in Valkey.
+type watchState struct {
+	shard    int
+	firstKey string
+	dc       valkey.DedicatedClient
+	release  func()
+}
+
+// unwatch ends a client's WATCH, if any, and gives the connection back.
+func (c *client) unwatch() {
+	if c.watch == nil {
+		return
+	}
+	c.watch.dc.Do(context.Background(), c.watch.dc.B().Unwatch().Build())
+	c.watch.release()
+	c.watch = nil
+}
+
+func cmdWatch(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
+	if c.tx != nil {
+		b.local(func(w *resp.Writer) { w.Error("ERR WATCH inside MULTI is not allowed") })
+		return
+	}
+	keys := strs(args[1:])
+	shard, first := -1, ""
+	if c.watch != nil {
+		shard, first = c.watch.shard, c.watch.firstKey
+	}
+	for _, k := range keys {
+		i := b.r.Index([]byte(k))
+		if shard < 0 {
+			shard, first = i, k
+		} else if i != shard {
+			msg := crossShard(k, first)
+			b.local(func(w *resp.Writer) { w.Error(msg) })
+			return
+		}
+	}
+	// WATCH reaches the shard exactly between what the client sent before and after it.
+	b.exec(ctx, w)
+	sh := b.r.Shards[shard]
+	b.local(func(w *resp.Writer) {
+		if c.watch == nil {
+			dc, release, err := sh.Dedicate()
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			c.watch = &watchState{shard: shard, firstKey: first, dc: dc, release: release}
+		}
+		res := c.watch.dc.Do(ctx, c.watch.dc.B().Watch().Key(keys...).Build())
+		if err := res.Error(); err != nil {
+			c.unwatch()
+			writeResult(w, res, true)
+			return
+		}
+		w.OK()
+	})
+	b.exec(ctx, w)
+}
+
+func cmdUnwatch(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, _ [][]byte) {
+	b.local(func(w *resp.Writer) {
+		c.unwatch()
+		w.OK()
+	})
+}
+
+// crossShard refuses a key that is not on the shard of the transaction's (or WATCH's) first key.
+func crossShard(key, first string) string {
+	return fmt.Sprintf("CROSSSLOT Keys in request don't hash to the same shard: '%s' is not on the shard of '%s'. "+
+		"A transaction's keys (and WATCHed keys) must share one shard to run atomically; give them a common {hashtag}",
+		truncate([]byte(key)), truncate([]byte(first)))
+}
+
 // txAllowed are the agent-answered commands that may be queued; data commands all may.
 var txAllowed = map[string]bool{"ping": true, "echo": true}
 
@@ -36,6 +112,9 @@ func cmdMulti(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer,
 		return
 	}
 	c.tx = &txState{shard: -1}
+	if c.watch != nil {
+		c.tx.shard, c.tx.firstKey = c.watch.shard, c.watch.firstKey
+	}
 	b.local(func(w *resp.Writer) { w.OK() })
 }
 
@@ -45,7 +124,10 @@ func cmdDiscard(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Write
 		return
 	}
 	c.tx = nil
-	b.local(func(w *resp.Writer) { w.OK() })
+	b.local(func(w *resp.Writer) {
+		c.unwatch() // DISCARD ends the WATCH too, as in Valkey
+		w.OK()
+	})
 }
 
 // queueTx answers a command sent inside MULTI: QUEUED, or an error that discards the
@@ -68,8 +150,7 @@ func (s *Server) queueTx(b *batch, c *client, cmd *command, args [][]byte) {
 		case c.tx.shard < 0:
 			c.tx.shard, c.tx.firstKey = i, k
 		case i != c.tx.shard:
-			refuse(fmt.Sprintf("CROSSSLOT Keys in request don't hash to the same shard: '%s' is not on the shard of '%s'. "+
-				"A transaction's keys must share one shard to run atomically; give them a common {hashtag}", truncate([]byte(k)), truncate([]byte(c.tx.firstKey))))
+			refuse(crossShard(k, c.tx.firstKey))
 			return
 		}
 	}
@@ -98,7 +179,10 @@ func cmdExec(ctx context.Context, s *Server, b *batch, c *client, _ *resp.Writer
 	}
 	c.tx = nil
 	if tx.aborted {
-		b.local(func(w *resp.Writer) { w.Error(execAbort) })
+		b.local(func(w *resp.Writer) {
+			c.unwatch()
+			w.Error(execAbort)
+		})
 		return
 	}
 	r := b.r
@@ -109,7 +193,8 @@ func cmdExec(ctx context.Context, s *Server, b *batch, c *client, _ *resp.Writer
 // runTx executes the queued commands as one MULTI ... EXEC on their shard and writes EXEC's
 // reply: an array with each command's reply as the agent would give it outside.
 func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txState, w *resp.Writer) {
-	if len(tx.queued) == 0 {
+	defer c.unwatch() // EXEC ends the WATCH, whatever its result
+	if len(tx.queued) == 0 && c.watch == nil {
 		w.Array(0)
 		return
 	}
@@ -121,14 +206,22 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 	idx := max(tx.shard, 0)
 	sw := &tb.work[idx]
 	sh := r.Shards[idx]
-	res, err := sh.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
+	build := func(bd valkey.Builder) []valkey.Completed {
 		cmds := make([]valkey.Completed, 0, len(sw.plain)+2)
 		cmds = append(cmds, bd.Multi().Build())
 		for _, f := range sw.plain {
 			cmds = append(cmds, f(bd))
 		}
 		return append(cmds, bd.Exec().Build())
-	})
+	}
+	var res []valkey.ValkeyResult
+	var err error
+	if c.watch != nil { // on the connection that holds the WATCH
+		res = c.watch.dc.DoMulti(ctx, build(c.watch.dc.B())...)
+		err = firstNetworkError(res)
+	} else {
+		res, err = sh.DoMulti(ctx, build)
+	}
 	defer s.settle(r, tb.written...)
 	if err != nil {
 		writeErr(w, err) // the shard is down: nothing ran
@@ -176,4 +269,14 @@ func commandKeys(name string, args [][]byte) []string {
 		return keys
 	}
 	return []string{string(args[1])}
+}
+
+// firstNetworkError is the first result that did not come from the shard.
+func firstNetworkError(res []valkey.ValkeyResult) error {
+	for _, r := range res {
+		if err := r.NonValkeyError(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -67,3 +67,41 @@ func TestTransactionsRunAtomicallyOnOneShard(t *testing.T) {
 		t.Errorf("after DISCARD the connection is not back to normal: %q", got)
 	}
 }
+
+// TestWatchAbortsOnAChangeFromAnotherClient: WATCH holds the keys on a dedicated connection
+// to their shard, so a write by any client between WATCH and EXEC makes EXEC answer nil, and
+// nothing of the transaction runs (optimistic locking, as rate limiters and counters use it).
+func TestWatchAbortsOnAChangeFromAnotherClient(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	c, other := a.dial(t), a.dial(t)
+	c.do("SET", "{acct:1}:balance", "100")
+	for _, changed := range []bool{false, true} {
+		if got := c.do("WATCH", "{acct:1}:balance"); got != "OK" {
+			t.Fatalf("WATCH = %q", got)
+		}
+		balance, _ := strconv.Atoi(c.do("GET", "{acct:1}:balance"))
+		if changed {
+			other.do("INCRBY", "{acct:1}:balance", "7") // another client, through the same agent
+		}
+		c.do("MULTI")
+		c.do("SET", "{acct:1}:balance", strconv.Itoa(balance-10))
+		c.do("INCR", "{acct:1}:ops")
+		got := c.do("EXEC")
+		switch {
+		case !changed && got != "[OK 1]":
+			t.Errorf("EXEC with no change in between = %q", got)
+		case changed && got != "(nil)":
+			t.Errorf("EXEC after another client's change = %q, want nil (aborted)", got)
+		}
+	}
+	if got := c.do("GET", "{acct:1}:balance"); got != "97" {
+		t.Errorf("balance %q, want 97 (100 - 10 + 7: the aborted transaction wrote nothing)", got)
+	}
+	if got := c.do("GET", "{acct:1}:ops"); got != "1" {
+		t.Errorf("ops %q, want 1", got)
+	}
+	if got := c.do("WATCH", keyOn(t, a, "w:", 0), keyOn(t, a, "w:", 1)); !strings.HasPrefix(got, "ERR:CROSSSLOT") {
+		t.Errorf("WATCH over two shards = %q", got)
+	}
+}
