@@ -36,6 +36,9 @@ func (w *Writer) header(prefix byte, n int64) {
 // Simple writes a status reply such as +OK.
 func (w *Writer) Simple(s string) { w.line('+', s) }
 
+// Raw writes bytes that are already a RESP reply.
+func (w *Writer) Raw(s string) { w.bw.WriteString(s) }
+
 // OK writes +OK.
 func (w *Writer) OK() { w.bw.WriteString("+OK\r\n") }
 

@@ -20,7 +20,7 @@ type command struct {
 	handler handler
 }
 
-const numCommands = 48
+const numCommands = 96
 
 var commandTable = map[string]*command{}
 
@@ -69,6 +69,32 @@ func init() {
 	register("discard", 1, false, classLocal, cmdDiscard)
 	register("watch", -2, false, classLocal, cmdWatch)
 	register("unwatch", 1, false, classLocal, cmdUnwatch)
+	register("setnx", 3, false, classWrite, cmdSetnx)
+	register("getset", 3, false, classWrite, cmdGetset)
+	register("append", 3, false, classWrite, cmdAppend)
+	register("strlen", 2, false, classRead, cmdStrlen)
+	register("incrbyfloat", 3, false, classWrite, forwardWrite(nil, true))
+	register("msetnx", -3, false, classWrite, cmdMsetnx)
+	register("expireat", -3, false, classWrite, forwardWrite(nil, false))
+	register("pexpireat", -3, false, classWrite, forwardWrite(nil, false))
+	register("expiretime", 2, false, classRead, forwardRead(intReply(-2)))
+	register("pexpiretime", 2, false, classRead, forwardRead(intReply(-2)))
+	register("getrange", 4, false, classRead, cmdGetrange)
+	register("setrange", 4, false, classWrite, cmdSetrange)
+	register("hset", -4, false, classWrite, forwardWrite(everyOther(3), true))
+	register("hsetnx", 4, false, classWrite, forwardWrite(argsFrom(3), true))
+	register("hincrby", 4, false, classWrite, forwardWrite(nil, true))
+	register("hdel", -3, false, classWrite, forwardWrite(nil, false))
+	register("hget", 3, false, classRead, forwardRead(nullReply))
+	register("hmget", -3, false, classRead, cmdHmget)
+	register("hgetall", 2, false, classRead, forwardRead(emptyMap))
+	register("hexists", 3, false, classRead, forwardRead(intReply(0)))
+	register("hlen", 2, false, classRead, forwardRead(intReply(0)))
+	register("hkeys", 2, false, classRead, forwardRead(emptyArray))
+	register("hvals", 2, false, classRead, forwardRead(emptyArray))
+	register("eval", -3, false, classWrite, cmdEval)
+	register("evalsha", -3, false, classWrite, cmdEval)
+	register("script", -2, false, classLocal, cmdScript)
 	register("incr", 2, false, classWrite, cmdIncr)
 	register("decr", 2, false, classWrite, cmdIncr)
 	register("incrby", 3, false, classWrite, cmdIncr)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,30 @@ var parityCases = []parityCase{
 		c("GET", "list"), c("INCR", "list"), c("GETDEL", "list"), c("GETEX", "list"), c("TYPE", "list"), c("MGET", "list"),
 		c("SET", "list", "v", "GET"), c("TTL", "list"), c("EXISTS", "list"),
 	}},
+	{name: "more strings", cmds: [][]string{
+		c("SETNX", "s", "1"), c("SETNX", "s", "2"), c("GET", "s"), c("GETSET", "s", "3"), c("GETSET", "new", "x"),
+		c("APPEND", "s", "abc"), c("APPEND", "fresh", "q"), c("STRLEN", "s"), c("STRLEN", "none"), c("INCRBYFLOAT", "f", "1.5"),
+		c("INCRBYFLOAT", "f", "x"), c("INCRBYFLOAT", "s", "1"), c("MSETNX", "{m}a", "1", "{m}b", "2"), c("MSETNX", "{m}a", "9", "{m}c", "3"),
+		c("MGET", "{m}a", "{m}b", "{m}c"), c("MSETNX", "{m}a"), c("EXPIREAT", "s", "4102444800"), c("EXPIRETIME", "s"),
+		c("PEXPIRETIME", "s"), c("EXPIRETIME", "none"), c("PEXPIREAT", "s", "x"), c("GETRANGE", "s", "0", "1"),
+		c("GETRANGE", "s", "-3", "-1"), c("GETRANGE", "s", "5", "2"), c("GETRANGE", "none", "0", "-1"), c("GETRANGE", "s", "a", "b"),
+		c("SETRANGE", "s", "1", "ZZ"), c("GET", "s"), c("SETRANGE", "s", "-1", "x"), c("SETRANGE", "r", "3", "pad"), c("GET", "r"),
+		c("SETNX", "s"), c("GETSET", "s"),
+	}},
+	{name: "hashes", seed: [][]string{c("SET", "str", "v")}, cmds: [][]string{
+		c("HSET", "h", "a", "1", "b", "2"), c("HSET", "h", "a", "3"), c("HSET", "h", "a"), c("HGET", "h", "a"), c("HGET", "h", "zz"),
+		c("HGET", "none", "a"), c("HMGET", "h", "a", "zz", "b"), c("HMGET", "none", "a", "b"), c("HGETALL", "h"), c("HGETALL", "none"),
+		c("HEXISTS", "h", "a"), c("HEXISTS", "h", "zz"), c("HLEN", "h"), c("HLEN", "none"), c("HKEYS", "h"), c("HVALS", "h"),
+		c("HSETNX", "h", "a", "9"), c("HSETNX", "h", "c", "9"), c("HINCRBY", "h", "c", "5"), c("HINCRBY", "h", "c", "x"),
+		c("HDEL", "h", "a", "zz"), c("HGETALL", "h"), c("HGET", "str", "a"), c("HSET", "str", "a", "1"), c("HKEYS", "none"),
+	}},
+	{name: "scripts", cmds: [][]string{
+		c("EVAL", "return redis.call('SET', KEYS[1], ARGV[1])", "1", "{e}k", "v"), c("EVAL", "return redis.call('GET', KEYS[1])", "1", "{e}k"),
+		c("EVAL", "return {1, 2, 'x', redis.call('INCR', KEYS[2])}", "2", "{e}a", "{e}b"), c("EVAL", "return", "x"),
+		c("EVAL", "return 1", "3", "{e}a"), c("EVAL", "return redis.error_reply('MY custom')", "1", "{e}a"),
+		c("SCRIPT", "LOAD", "return KEYS[1]"), c("EVALSHA", "7c2f8f1da97b4ebb2e2a2bd9ee5b6d4b4d0e1e1a", "1", "{e}a"),
+		c("EVALSHA", "b9bd4f2d4e1f7b1b2b50fa5a6ff9d9a9b6ffff1c", "1", "{e}a"), c("SCRIPT", "LOAD"),
+	}},
 	{name: "transactions", cmds: [][]string{
 		c("EXEC"), c("DISCARD"), c("MULTI"), c("MULTI"), c("SET", "{t}a", "1"), c("INCR", "{t}a"), c("GET", "{t}a"),
 		c("MGET", "{t}a", "{t}b"), c("DEL", "{t}b"), c("EXEC"), c("GET", "{t}a"),
@@ -90,7 +115,7 @@ func TestRepliesMatchAValkeyServerByteForByte(t *testing.T) {
 				key := func(args []string) []string {
 					out := append([]string(nil), args...)
 					for i := 1; i < len(out); i++ {
-						if isKeyArg(out[0], i) {
+						if isKeyArg(args, i) {
 							out[i] = prefix + out[i]
 						}
 					}
@@ -119,13 +144,17 @@ func TestRepliesMatchAValkeyServerByteForByte(t *testing.T) {
 }
 
 // isKeyArg says which arguments of the commands above are keys (they get a per-case prefix).
-func isKeyArg(cmd string, i int) bool {
-	switch strings.ToUpper(cmd) {
-	case "MSET":
+func isKeyArg(args []string, i int) bool {
+	switch strings.ToUpper(args[0]) {
+	case "MSET", "MSETNX":
 		return i%2 == 1
+	case "EVAL", "EVALSHA":
+		n, err := strconv.Atoi(args[2])
+		return err == nil && i >= 3 && i < 3+n
 	case "MGET", "DEL", "UNLINK", "EXISTS":
 		return true
-	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG", "MULTI", "EXEC", "DISCARD", "NOSUCH", "UNWATCH":
+	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG", "MULTI", "EXEC", "DISCARD", "NOSUCH",
+		"UNWATCH", "SCRIPT":
 		return false
 	}
 	return i == 1

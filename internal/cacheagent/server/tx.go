@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/valkey-io/valkey-go"
@@ -261,7 +262,13 @@ func commandKeys(name string, args [][]byte) []string {
 		return nil
 	case "mget", "del", "unlink", "exists":
 		return strs(args[1:])
-	case "mset":
+	case "eval", "evalsha":
+		n, err := strconv.Atoi(string(args[2]))
+		if err != nil || n < 0 || n > len(args)-3 {
+			return nil // refused by the command itself
+		}
+		return strs(args[3 : 3+n])
+	case "mset", "msetnx":
 		var keys []string
 		for i := 1; i < len(args); i += 2 {
 			keys = append(keys, string(args[i]))

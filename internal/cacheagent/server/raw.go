@@ -1,0 +1,153 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+)
+
+// A shard's reply as the shard sent it: valkey-go's typed accessors lose what a faithful
+// relay needs (map order, simple versus bulk strings, doubles, an error's own text), but its
+// CacheMarshal encoding keeps all of it: 7 bytes of TTL, then per node a type byte, an 8-byte
+// length (or integer value) and, for strings, the bytes; aggregates are followed by their
+// elements (a map's keys and values alternate). Tested against real servers by the parity test.
+
+type rawNode struct {
+	typ      byte
+	n        int64 // integer value, or element count of an aggregate
+	str      string
+	children []rawNode
+}
+
+var errRawFormat = errors.New("unexpected reply encoding")
+
+func rawReply(m *valkey.ValkeyMessage) (rawNode, error) {
+	b := m.CacheMarshal(nil)
+	if len(b) < 7 {
+		return rawNode{}, errRawFormat
+	}
+	node, rest, err := parseRaw(b[7:], 0)
+	if err == nil && len(rest) != 0 {
+		err = errRawFormat
+	}
+	return node, err
+}
+
+func parseRaw(b []byte, depth int) (rawNode, []byte, error) {
+	if len(b) < 9 || depth > 64 {
+		return rawNode{}, nil, errRawFormat
+	}
+	n := rawNode{typ: b[0], n: int64(binary.BigEndian.Uint64(b[1:9]))}
+	b = b[9:]
+	switch n.typ {
+	case ':', '_', '#':
+	case '*', '%', '~', '>', '|':
+		if n.n < 0 || n.n > int64(len(b)) {
+			return rawNode{}, nil, errRawFormat
+		}
+		n.children = make([]rawNode, n.n)
+		for i := range n.children {
+			var err error
+			if n.children[i], b, err = parseRaw(b, depth+1); err != nil {
+				return rawNode{}, nil, err
+			}
+		}
+	default:
+		if n.n < 0 || n.n > int64(len(b)) {
+			return rawNode{}, nil, errRawFormat
+		}
+		n.str, b = string(b[:n.n]), b[n.n:]
+	}
+	return n, b, nil
+}
+
+// writeRaw writes a shard's reply in the client's protocol (RESP3 types become their RESP2
+// forms for RESP2 clients, as Valkey does).
+func writeRaw(w *resp.Writer, n *rawNode) {
+	v3 := w.Proto >= 3
+	switch n.typ {
+	case '+':
+		w.Simple(n.str)
+	case '-', '!':
+		w.Error(n.str)
+	case ':':
+		w.Int(n.n)
+	case '_':
+		w.Null()
+	case '#':
+		switch {
+		case v3 && n.n == 1:
+			w.Raw("#t\r\n")
+		case v3:
+			w.Raw("#f\r\n")
+		default:
+			w.Int(n.n)
+		}
+	case ',':
+		if v3 {
+			w.Raw("," + n.str + "\r\n")
+		} else {
+			w.BulkString(n.str)
+		}
+	case '(':
+		if v3 {
+			w.Raw("(" + n.str + "\r\n")
+		} else {
+			w.BulkString(n.str)
+		}
+	case '=':
+		w.Verbatim(trimVerbatim(n.str))
+	case '%':
+		if v3 {
+			w.Raw("%" + strconv.Itoa(len(n.children)/2) + "\r\n")
+		} else {
+			w.Array(len(n.children))
+		}
+		writeRawChildren(w, n)
+	case '~':
+		if v3 {
+			w.Raw("~" + strconv.Itoa(len(n.children)) + "\r\n")
+		} else {
+			w.Array(len(n.children))
+		}
+		writeRawChildren(w, n)
+	case '*':
+		w.Array(len(n.children))
+		writeRawChildren(w, n)
+	default: // '$' and anything else that carries a string
+		w.BulkString(n.str)
+	}
+}
+
+func writeRawChildren(w *resp.Writer, n *rawNode) {
+	for i := range n.children {
+		writeRaw(w, &n.children[i])
+	}
+}
+
+// trimVerbatim drops a verbatim string's "txt:" format prefix (Verbatim adds it back).
+func trimVerbatim(s string) string {
+	if len(s) >= 4 && s[3] == ':' {
+		return s[4:]
+	}
+	return s
+}
+
+// relay writes a forwarded command's reply exactly as the shard gave it.
+func relay(w *resp.Writer, r valkey.ValkeyResult) {
+	if err := r.NonValkeyError(); err != nil {
+		writeErr(w, err)
+		return
+	}
+	msg, _ := r.ToMessage()
+	n, err := rawReply(&msg)
+	if err != nil {
+		w.Error("ERR the agent could not read the shard's reply: " + err.Error())
+		return
+	}
+	writeRaw(w, &n)
+}
