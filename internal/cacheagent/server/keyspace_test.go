@@ -1,0 +1,102 @@
+package server_test
+
+import (
+	"fmt"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cachefleet/cachefleet/internal/contract"
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// scanAll walks SCAN from cursor to the end; after calls back once the walk is under way.
+func scanAll(t *testing.T, c *conn, cursor string, opts []string, after func()) []string {
+	t.Helper()
+	var keys []string
+	for i := 0; ; i++ {
+		c.nc.Write(tu.Encode(append([]string{"SCAN", cursor}, opts...)...))
+		raw, err := tu.ReadRaw(c.rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(raw), "\r\n"), "\r\n")
+		// *2, $n, cursor, *k, then $len/key pairs
+		cursor = lines[2]
+		for j := 5; j < len(lines); j += 2 {
+			keys = append(keys, lines[j])
+		}
+		if i == 1 && after != nil {
+			after()
+		}
+		if cursor == "0" {
+			return keys
+		}
+	}
+}
+
+// TestKeyspaceCommandsSpanTheFleet: SCAN walks every shard (and survives a ring change mid
+// walk), KEYS and DBSIZE gather from all, internal keys stay hidden, and redis-cli's --scan and
+// --bigkeys work through the agent.
+func TestKeyspaceCommandsSpanTheFleet(t *testing.T) {
+	shards := []*tu.Redis{tu.StartRedis(t, ""), tu.StartRedis(t, ""), tu.StartRedis(t, "")}
+	a := startAgent(t, shards[:2], defaults())
+	c := a.dial(t)
+	var want []string
+	for i := range 300 {
+		k := fmt.Sprintf("user:%d", i)
+		c.do("SET", k, "v")
+		want = append(want, k)
+	}
+	c.do("HSET", "prof:1", "name", "ann")
+	want = append(want, "prof:1")
+	c.do("CF.SET", "tagged", "v", "TAGS", "t1") // writes the tag index, an internal key
+	want = append(want, "tagged")
+	slices.Sort(want)
+
+	got := scanAll(t, c, "0", []string{"COUNT", "40"}, nil)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("SCAN found %d keys, want %d (first: %v)", len(got), len(want), got[:min(3, len(got))])
+	}
+	if users := scanAll(t, c, "0", []string{"MATCH", "user:1*", "COUNT", "100"}, nil); len(users) != 111 {
+		t.Errorf("SCAN MATCH user:1* found %d keys, want 111", len(users))
+	}
+	if hashes := scanAll(t, c, "0", []string{"TYPE", "hash"}, nil); !slices.Equal(hashes, []string{"prof:1"}) {
+		t.Errorf("SCAN TYPE hash = %v", hashes)
+	}
+	if keys := c.do("KEYS", "user:29*"); strings.Count(keys, "user:29") != 11 {
+		t.Errorf("KEYS user:29* = %s", keys)
+	}
+	if n, _ := strconv.Atoi(c.do("DBSIZE")); n < len(want) {
+		t.Errorf("DBSIZE = %d, want at least %d", n, len(want))
+	}
+
+	// A third shard joins while a walk is under way: every key (none moved: the agent does
+	// not migrate data) is still found.
+	grown := func() {
+		doc := *a.srv.Router().Doc
+		doc.Shards = append(slices.Clone(doc.Shards), contract.Shard{Name: "shard-2", Primary: shards[2].Addr()})
+		doc.Seal(a.srv.Router().Doc)
+		if err := a.srv.SetRing(&doc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got = scanAll(t, c, "0", []string{"COUNT", "40"}, grown)
+	slices.Sort(got)
+	if !slices.Equal(slices.Compact(got), want) {
+		t.Errorf("SCAN across a ring change found %d keys, want %d", len(slices.Compact(got)), len(want))
+	}
+
+	host, port, _ := strings.Cut(a.addr, ":")
+	out, err := exec.Command("redis-cli", "-h", host, "-p", port, "--scan", "--pattern", "user:*").CombinedOutput()
+	if err != nil || strings.Count(string(out), "user:") != 300 {
+		t.Errorf("redis-cli --scan: %v, %d keys", err, strings.Count(string(out), "user:"))
+	}
+	out, err = exec.Command("redis-cli", "-h", host, "-p", port, "--bigkeys").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Biggest string") || !strings.Contains(string(out), "Biggest   hash") {
+		t.Errorf("redis-cli --bigkeys: %v\n%s", err, out)
+	}
+}
