@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cachefleet/cachefleet/internal/contract"
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // scanAll walks SCAN from cursor to the end; after calls back once the walk is under way.
