@@ -231,6 +231,12 @@ type L2Spec struct {
 	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
 	// +optional
 	MaxValueSize resource.Quantity `json:"maxValueSize,omitzero"`
+
+	// allowFlush lets clients run FLUSHALL and FLUSHDB through the agents: they then empty
+	// every shard and every agent's L1. Off by default: one command would empty the whole fleet.
+	// +kubebuilder:default=false
+	// +optional
+	AllowFlush bool `json:"allowFlush,omitempty"`
 }
 
 // InvalidationSpec configures the invalidation bus.

@@ -44,6 +44,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&d.DefaultTTL, "default-ttl", time.Hour, "Static mode: TTL for writes without one.")
 	fs.DurationVar(&d.MinUsableTTL, "min-usable-ttl", 5*time.Second, "Static mode: values with less life left are not kept in L1.")
 	fs.Int64Var(&d.MaxValueBytes, "max-value-bytes", 1<<20, "Static mode: largest value accepted.")
+	fs.BoolVar(&d.AllowFlush, "allow-flush", false, "Static mode: let clients run FLUSHALL/FLUSHDB (they empty every shard).")
 	fs.DurationVar(&o.server.ShardTimeout, "shard-timeout", o.server.ShardTimeout, "Per-request timeout to a shard.")
 	fs.Func("breaker-failures", "Consecutive failures that open a shard's breaker (default 5).", func(s string) error {
 		_, err := fmt.Sscan(s, &o.server.FailuresToOpen)

@@ -60,6 +60,8 @@ type Tiers struct {
 	DefaultTTLMillis int64 `json:"defaultTTLMillis"`
 	MinUsableMillis  int64 `json:"minUsableTTLMillis"`
 	MaxValueBytes    int64 `json:"maxValueBytes"`
+	// AllowFlush lets clients run FLUSHALL/FLUSHDB through the agents.
+	AllowFlush bool `json:"allowFlush,omitempty"`
 }
 
 // Invalidation names the bus.

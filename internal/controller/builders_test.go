@@ -157,3 +157,14 @@ func equalJSON(t *testing.T, a, b any) bool {
 	jb, _ := yaml.Marshal(b)
 	return string(ja) == string(jb)
 }
+
+func TestRingDocumentCarriesAllowFlush(t *testing.T) {
+	f := defaultedFleet()
+	if buildRingDocument(f, nil).Tiers.AllowFlush {
+		t.Error("a fleet that does not allow flushes publishes allowFlush")
+	}
+	f.Spec.Tiers.L2.AllowFlush = true
+	if !buildRingDocument(f, nil).Tiers.AllowFlush {
+		t.Error("spec.tiers.l2.allowFlush does not reach the agents")
+	}
+}

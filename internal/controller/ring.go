@@ -26,6 +26,7 @@ func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.Cac
 			DefaultTTLMillis: s.Tiers.L2.DefaultTTL.Milliseconds(),
 			MinUsableMillis:  s.Tiers.L2.MinUsableTTL.Milliseconds(),
 			MaxValueBytes:    s.Tiers.L2.MaxValueSize.Value(),
+			AllowFlush:       s.Tiers.L2.AllowFlush,
 		},
 		Invalidation: contract.Invalidation{
 			Channel: f.InvalidationChannel(),

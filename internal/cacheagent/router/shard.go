@@ -173,6 +173,15 @@ func (s *Shard) Fence(keys ...string) {
 	}
 }
 
+// FenceAll is Fence for every key: the shard was flushed.
+func (s *Shard) FenceAll() {
+	if l := s.stores.Load(); l != nil {
+		for _, ts := range *l {
+			ts.FenceAll()
+		}
+	}
+}
+
 func (s *Shard) dropStore(ts *trackStore) {
 	s.updateStores(func(l []*trackStore) []*trackStore {
 		return slices.DeleteFunc(l, func(x *trackStore) bool { return x == ts })

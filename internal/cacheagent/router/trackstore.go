@@ -159,6 +159,9 @@ func (s *trackStore) Fence(keys ...string) {
 	}
 }
 
+// FenceAll drops every kept copy and refuses every earlier read's fill (a flush of the shard).
+func (s *trackStore) FenceAll() { s.fence.All(s.kept.InvalidateAll) }
+
 // Close drops everything and fails the reads in flight; the connection is gone.
 func (s *trackStore) Close(err error) {
 	s.mu.Lock()

@@ -22,12 +22,15 @@ func startBusAgents(t *testing.T, shards []*tu.Redis, n int) []*agent {
 	return startBusAgentsWith(t, shards, n, 0)
 }
 
-func startBusAgentsWith(t *testing.T, shards []*tu.Redis, n int, leaseTTL time.Duration) []*agent {
+func startBusAgentsWith(t *testing.T, shards []*tu.Redis, n int, leaseTTL time.Duration, tweaks ...func(*options)) []*agent {
 	t.Helper()
 	o := defaults()
 	o.defaults.LeaseTTL = leaseTTL
 	o.defaults.TTLModeForAll = true
 	o.defaults.MinUsableTTL = time.Second
+	for _, tweak := range tweaks {
+		tweak(&o)
+	}
 	var agents []*agent
 	for i := 0; i < n; i++ {
 		a := startAgent(t, shards, o)

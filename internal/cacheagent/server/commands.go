@@ -98,6 +98,8 @@ func init() {
 	register("scan", -2, false, classLocal, cmdScan)
 	register("keys", 2, false, classLocal, cmdKeys)
 	register("dbsize", 1, false, classLocal, cmdDbsize)
+	register("flushall", -1, false, classLocal, cmdFlush)
+	register("flushdb", -1, false, classLocal, cmdFlush)
 	register("incr", 2, false, classWrite, cmdIncr)
 	register("decr", 2, false, classWrite, cmdIncr)
 	register("incrby", 3, false, classWrite, cmdIncr)

@@ -254,7 +254,7 @@ func TestOversizedValuesAreRefused(t *testing.T) {
 func TestBadInputKeepsTheAgentAlive(t *testing.T) {
 	a := startAgent(t, twoShards(t), defaults())
 	c := a.dial(t)
-	if got := c.do("FLUSHALL"); !strings.HasPrefix(got, "ERR:ERR unknown command 'FLUSHALL'") {
+	if got := c.do("LPUSH", "l", "x"); !strings.HasPrefix(got, "ERR:ERR unknown command 'LPUSH'") {
 		t.Errorf("unknown command = %q", got)
 	}
 	if got := c.do("GET"); got != "ERR:ERR wrong number of arguments for 'get' command" {

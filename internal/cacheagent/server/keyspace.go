@@ -8,6 +8,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tags"
@@ -125,5 +126,39 @@ func cmdDbsize(ctx context.Context, _ *Server, b *batch, _ *client, _ *resp.Writ
 			n += v
 		}
 		w.Int(n)
+	})
+}
+
+// cmdFlush covers FLUSHALL and FLUSHDB: refused unless the fleet allows it; then every shard
+// is emptied, this agent's L1 dropped at once and the other agents' through the bus.
+func cmdFlush(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+	name := strings.ToUpper(str(args[0]))
+	if len(args) > 2 || (len(args) == 2 && !strings.EqualFold(str(args[1]), "async") && !strings.EqualFold(str(args[1]), "sync")) {
+		b.local(func(w *resp.Writer) { w.Error("ERR syntax error") })
+		return
+	}
+	if !b.r.Doc.Tiers.AllowFlush {
+		msg := "ERR " + name + " is refused by the cachefleet agent: it would empty every shard of the fleet. " +
+			"Set spec.tiers.l2.allowFlush: true on the CacheFleet (--allow-flush in static mode) to allow it"
+		b.local(func(w *resp.Writer) { w.Error(msg) })
+		return
+	}
+	rest := strs(args[1:])
+	r := b.r
+	b.local(func(w *resp.Writer) {
+		var failed error
+		for _, sh := range r.Shards {
+			if _, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Args(rest...).Build() }); err != nil && failed == nil {
+				failed = err
+			}
+			sh.FenceAll()
+		}
+		s.L1().Clear()
+		_ = s.broadcast(ctx, bus.OpFlush) // failures are counted by the bus; copies expire with their L1 TTL
+		if failed != nil {
+			writeErr(w, failed) // names the shard that was not emptied
+			return
+		}
+		w.OK()
 	})
 }

@@ -100,3 +100,42 @@ func TestKeyspaceCommandsSpanTheFleet(t *testing.T) {
 		t.Errorf("redis-cli --bigkeys: %v\n%s", err, out)
 	}
 }
+
+// TestFlushIsRefusedUnlessTheFleetAllowsIt: FLUSHALL would empty every shard of the fleet, so
+// it needs the fleet's allowFlush; then it empties every shard, this agent's L1 at once (the
+// next read sees nil) and the other agents' L1 through the bus.
+func TestFlushIsRefusedUnlessTheFleetAllowsIt(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	if got := a.dial(t).do("FLUSHALL"); !strings.Contains(got, "spec.tiers.l2.allowFlush: true") {
+		t.Errorf("FLUSHALL without allowFlush = %q", got)
+	}
+	agents := startBusAgentsWith(t, shards, 2, 0, func(o *options) { o.defaults.AllowFlush = true })
+	ca, cb := agents[0].dial(t), agents[1].dial(t)
+	for i := range 20 {
+		k := fmt.Sprintf("f:%d", i)
+		ca.do("SET", k, "v")
+		ca.do("GET", k)
+		cb.do("GET", k)
+	}
+	if got := ca.do("FLUSHALL", "ASYNC"); got != "OK" {
+		t.Fatalf("FLUSHALL = %q", got)
+	}
+	for _, sh := range shards {
+		if n, _ := sh.Do("DBSIZE"); n != "0" {
+			t.Errorf("shard %s holds %s keys after FLUSHALL", sh.Addr(), n)
+		}
+	}
+	if got := ca.do("GET", "f:3"); got != "(nil)" {
+		t.Errorf("GET on the flushing agent = %q", got)
+	}
+	eventually(t, "the other agent's L1 emptied", func() error {
+		if _, ok := agents[1].srv.L1().Get("f:3"); ok {
+			return fmt.Errorf("f:3 still in B's L1")
+		}
+		return nil
+	})
+	if got := cb.do("FLUSHDB", "NOW"); got != "ERR:ERR syntax error" {
+		t.Errorf("FLUSHDB NOW = %q", got)
+	}
+}

@@ -26,6 +26,8 @@ type Defaults struct {
 	PasswordEnabled bool
 	// LeaseTTL > 0 turns on stampede protection (CF.LGET/CF.LSET) for every key.
 	LeaseTTL time.Duration
+	// AllowFlush lets clients run FLUSHALL/FLUSHDB.
+	AllowFlush bool
 }
 
 // StaticDocument builds a ring document from "name=host:port,name=host:port".
@@ -35,6 +37,7 @@ func StaticDocument(shards string, d Defaults) (*contract.Document, error) {
 		Tiers: contract.Tiers{
 			L1Enabled: d.L1, L1MaxMemoryBytes: d.L1MaxMemory, L1MaxTTLMillis: d.L1MaxTTL.Milliseconds(),
 			DefaultTTLMillis: d.DefaultTTL.Milliseconds(), MinUsableMillis: d.MinUsableTTL.Milliseconds(), MaxValueBytes: d.MaxValueBytes,
+			AllowFlush: d.AllowFlush,
 		},
 		Invalidation: contract.Invalidation{Channel: "cachefleet:local/static"},
 		Auth:         contract.Auth{Enabled: d.PasswordEnabled},
