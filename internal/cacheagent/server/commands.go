@@ -13,6 +13,7 @@ import (
 type handler func(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte)
 
 type command struct {
+	name    string
 	id      int
 	arity   int // Valkey convention: exact if > 0, at least -arity if < 0
 	noAuth  bool
@@ -25,7 +26,7 @@ const numCommands = 96
 var commandTable = map[string]*command{}
 
 func register(name string, arity int, noAuth bool, c class, h handler) {
-	commandTable[name] = &command{id: len(commandTable), arity: arity, noAuth: noAuth, class: c, handler: h}
+	commandTable[name] = &command{name: name, id: len(commandTable), arity: arity, noAuth: noAuth, class: c, handler: h}
 	if len(commandTable) > numCommands {
 		panic("raise numCommands")
 	}
@@ -140,6 +141,9 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		s.Stats.requests[cmd.id][1].Add(1)
 		return
 	}
+	t0 := time.Now()
+	c.lastAt.Store(t0.UnixNano())
+	c.lastCmd.Store(&cmd.name)
 	if c.tx != nil && !txControl[string(c.lower)] {
 		s.queueTx(b, c, cmd, args)
 		return
@@ -151,7 +155,6 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		start = 0 // the handler flushed earlier commands: everything queued now is its own
 	}
 	// Tag the replies this command queued, so exec counts their result and latency.
-	t0 := time.Now()
 	for i := start; i < len(b.replies); i++ {
 		b.replies[i].cmd, b.replies[i].start = cmd, t0
 	}

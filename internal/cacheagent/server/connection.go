@@ -1,12 +1,17 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 
@@ -117,7 +122,8 @@ func cmdHello(_ context.Context, s *Server, b *batch, c *client, w *resp.Writer,
 			c.authed = true
 			rest = rest[3:]
 		case opt == "setname" && len(rest) >= 2:
-			c.name = str(rest[1])
+			name := str(rest[1])
+			c.name.Store(&name)
 			rest = rest[2:]
 		default:
 			b.local(func(w *resp.Writer) { w.Error("ERR Syntax error in HELLO option '" + opt + "'") })
@@ -131,6 +137,7 @@ func cmdHello(_ context.Context, s *Server, b *batch, c *client, w *resp.Writer,
 		return
 	}
 	id := c.id
+	c.proto.Store(int32(proto))
 	b.local(func(w *resp.Writer) {
 		w.Proto = proto
 		w.Map(7)
@@ -152,9 +159,9 @@ func cmdHello(_ context.Context, s *Server, b *batch, c *client, w *resp.Writer,
 }
 
 // clientArity is the argument count of each CLIENT subcommand the agent serves.
-var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4}
+var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4, "list": 2, "info": 2}
 
-func cmdClient(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
+func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 	sub := strings.ToLower(str(args[1]))
 	if want, ok := clientArity[sub]; !ok || want != len(args) {
 		msg := fmt.Sprintf("ERR unknown subcommand '%s'. Try CLIENT HELP.", truncate(args[1]))
@@ -172,10 +179,11 @@ func cmdClient(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer
 			})
 			return
 		}
-		c.name = str(args[2])
+		name := str(args[2])
+		c.name.Store(&name)
 		b.local(func(w *resp.Writer) { w.OK() })
 	case "getname":
-		name := c.name
+		name := loadString(&c.name)
 		b.local(func(w *resp.Writer) {
 			if name == "" {
 				w.Null()
@@ -187,11 +195,51 @@ func cmdClient(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer
 		id := c.id
 		b.local(func(w *resp.Writer) { w.Int(id) })
 	case "setinfo":
-		if strings.EqualFold(str(args[2]), "lib-name") {
-			c.libName = str(args[3])
+		v := str(args[3])
+		switch strings.ToLower(str(args[2])) {
+		case "lib-name":
+			c.libName.Store(&v)
+		case "lib-ver":
+			c.libVer.Store(&v)
+		default:
+			msg := fmt.Sprintf("ERR Unrecognized option '%s'", truncate(args[2]))
+			b.local(func(w *resp.Writer) { w.Error(msg) })
+			return
 		}
 		b.local(func(w *resp.Writer) { w.OK() })
+	case "list":
+		b.local(func(w *resp.Writer) { w.Verbatim(s.clientList()) })
+	case "info":
+		b.local(func(w *resp.Writer) { w.Verbatim(c.describe(time.Now())) })
 	}
+}
+
+// describe is the connection's CLIENT LIST line, in Valkey's field order for the fields an
+// agent connection has.
+func (c *client) describe(now time.Time) string {
+	last := time.Unix(0, c.lastAt.Load())
+	return fmt.Sprintf("id=%d addr=%s laddr=%s name=%s age=%d idle=%d db=0 multi=%d cmd=%s user=default lib-name=%s lib-ver=%s resp=%d\n",
+		c.id, c.addr, c.laddr, loadString(&c.name), int(now.Sub(c.created).Seconds()), int(now.Sub(last).Seconds()),
+		c.multi.Load(), loadString(&c.lastCmd), loadString(&c.libName), loadString(&c.libVer), c.proto.Load())
+}
+
+// clientList describes every connection of this agent, oldest first.
+func (s *Server) clientList() string {
+	s.mu.Lock()
+	clients := make([]*client, 0, len(s.conns))
+	for _, c := range s.conns {
+		if c != nil {
+			clients = append(clients, c)
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(clients, func(a, b *client) int { return cmp.Compare(a.id, b.id) })
+	now := time.Now()
+	var sb strings.Builder
+	for _, c := range clients {
+		sb.WriteString(c.describe(now))
+	}
+	return sb.String()
 }
 
 // validClientName: printable ASCII without spaces, as Valkey requires.
@@ -232,18 +280,54 @@ func cmdConfig(_ context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer
 	b.local(func(w *resp.Writer) { w.Error(msg) })
 }
 
-func cmdInfo(_ context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, _ [][]byte) {
-	st := s.Stats
-	r := s.Router()
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "# Server\r\nredis_version:7.2.0\r\ncachefleet_agent:1\r\nredis_mode:standalone\r\n")
-	fmt.Fprintf(&sb, "# Clients\r\nconnected_clients:%d\r\n", st.Clients.Load())
-	fmt.Fprintf(&sb, "# Stats\r\nl1_hits:%d\r\nl1_misses:%d\r\nl2_hits:%d\r\nl2_misses:%d\r\noversize_rejected:%d\r\n",
-		st.L1Hits.Load(), st.L1Misses.Load(), st.L2Hits.Load(), st.L2Misses.Load(), st.OversizeRejected.Load())
-	if r != nil {
-		fmt.Fprintf(&sb, "# Ring\r\nring_epoch:%d\r\nring_algorithm:%s\r\nshards:%d\r\n", r.Doc.Epoch, r.Doc.Algorithm, len(r.Shards))
+// started is when this agent process started (INFO uptime).
+var started = time.Now()
+
+// infoSections renders INFO's sections in order; INFO answers those asked for (any case),
+// every one for "all", "everything" or none, nothing for an unknown one (as Valkey).
+var infoSections = []struct {
+	name   string
+	render func(s *Server, sb *strings.Builder)
+}{
+	{"server", func(s *Server, sb *strings.Builder) {
+		up := time.Since(started)
+		fmt.Fprintf(sb, "# Server\r\nredis_version:7.2.4\r\nserver_name:cachefleet-agent\r\nvalkey_version:8.0.1\r\n"+
+			"redis_mode:standalone\r\nos:%s %s\r\narch_bits:64\r\nprocess_id:%d\r\nuptime_in_seconds:%d\r\nuptime_in_days:%d\r\n",
+			runtime.GOOS, runtime.GOARCH, os.Getpid(), int(up.Seconds()), int(up.Hours()/24))
+	}},
+	{"clients", func(s *Server, sb *strings.Builder) {
+		fmt.Fprintf(sb, "# Clients\r\nconnected_clients:%d\r\n", s.Stats.Clients.Load())
+	}},
+	{"stats", func(s *Server, sb *strings.Builder) {
+		st := s.Stats
+		fmt.Fprintf(sb, "# Stats\r\nl1_hits:%d\r\nl1_misses:%d\r\nl2_hits:%d\r\nl2_misses:%d\r\noversize_rejected:%d\r\n",
+			st.L1Hits.Load(), st.L1Misses.Load(), st.L2Hits.Load(), st.L2Misses.Load(), st.OversizeRejected.Load())
+	}},
+	{"cachefleet", func(s *Server, sb *strings.Builder) {
+		r := s.Router()
+		if r == nil {
+			return
+		}
+		fmt.Fprintf(sb, "# Cachefleet\r\nring_epoch:%d\r\nring_algorithm:%s\r\nshards:%d\r\n", r.Doc.Epoch, r.Doc.Algorithm, len(r.Shards))
 		for i, sh := range r.Shards {
-			fmt.Fprintf(&sb, "shard%d:name=%s,addr=%s,breaker=%d,pending_deletes=%d\r\n", i, sh.Name(), sh.Addr(), sh.BreakerState(), sh.Pending())
+			fmt.Fprintf(sb, "shard%d:name=%s,addr=%s,breaker=%d,pending_deletes=%d\r\n", i, sh.Name(), sh.Addr(), sh.BreakerState(), sh.Pending())
+		}
+	}},
+}
+
+func cmdInfo(_ context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+	want := map[string]bool{}
+	for _, a := range args[1:] {
+		want[strings.ToLower(str(a))] = true
+	}
+	all := len(want) == 0 || want["all"] || want["everything"] || want["default"]
+	var sb strings.Builder
+	for _, sec := range infoSections {
+		if all || want[sec.name] {
+			if sb.Len() > 0 {
+				sb.WriteString("\r\n")
+			}
+			sec.render(s, &sb)
 		}
 	}
 	info := sb.String()

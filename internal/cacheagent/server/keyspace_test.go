@@ -139,3 +139,41 @@ func TestFlushIsRefusedUnlessTheFleetAllowsIt(t *testing.T) {
 		t.Errorf("FLUSHDB NOW = %q", got)
 	}
 }
+
+// TestInfoAndClientAsToolsExpect: INFO with a section, the server fields clients parse, and
+// CLIENT LIST/INFO describing this agent's connections.
+func TestInfoAndClientAsToolsExpect(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	c, other := a.dial(t), a.dial(t)
+	other.do("CLIENT", "SETNAME", "worker-7")
+	other.do("CLIENT", "SETINFO", "lib-name", "go-redis")
+	server := c.do("INFO", "server")
+	for _, field := range []string{"redis_version:7.2.4", "valkey_version:", "os:", "process_id:", "uptime_in_seconds:"} {
+		if !strings.Contains(server, field) {
+			t.Errorf("INFO server lacks %q:\n%s", field, server)
+		}
+	}
+	if strings.Contains(server, "# Stats") {
+		t.Error("INFO server answered other sections too")
+	}
+	if all := c.do("INFO"); !strings.Contains(all, "# Clients") || !strings.Contains(all, "# Cachefleet") {
+		t.Errorf("INFO without a section:\n%s", all)
+	}
+	if got := c.do("INFO", "nosuchsection"); got != "" {
+		t.Errorf("INFO of an unknown section = %q, want empty", got)
+	}
+	c.do("MULTI")
+	c.do("SET", "k", "v")
+	seen := other.do("CLIENT", "LIST") // read by another connection while c is in MULTI
+	c.do("DISCARD")
+	if !strings.Contains(seen, "multi=1 cmd=set") {
+		t.Errorf("CLIENT LIST while a transaction is open:\n%s", seen)
+	}
+	if info := other.do("CLIENT", "INFO"); !strings.Contains(info, "name=worker-7") || !strings.Contains(info, "multi=-1 cmd=client") || !strings.Contains(info, "resp=2") {
+		t.Errorf("CLIENT INFO = %q", info)
+	}
+	list := c.do("CLIENT", "LIST")
+	if n := strings.Count(list, "\n"); n != 2 || !strings.Contains(list, "name=worker-7") || !strings.Contains(list, "lib-name=go-redis") {
+		t.Errorf("CLIENT LIST (%d lines):\n%s", n, list)
+	}
+}

@@ -52,7 +52,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
-	conns     map[net.Conn]struct{}
+	conns     map[net.Conn]*client
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	clientIDs atomic.Int64
@@ -62,7 +62,7 @@ type Server struct {
 
 // New returns a server that serves nothing until SetRing gives it a ring.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]struct{}{}, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, stopping: make(chan struct{})}
 	s.SetPassword(cfg.Password)
 	return s
 }
@@ -173,7 +173,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return nil
 		}
-		s.conns[nc] = struct{}{}
+		s.conns[nc] = nil // its client is registered when its goroutine starts
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serveConn(nc)
@@ -230,14 +230,29 @@ func (s *Server) Ready(ctx context.Context) bool {
 
 // client is one connection's state.
 type client struct {
-	id      int64
-	name    string
-	authed  bool
-	quit    bool
-	lower   []byte
-	libName string
-	tx      *txState    // open transaction (MULTI), nil outside one
-	watch   *watchState // WATCHed keys and their dedicated connection
+	id     int64
+	authed bool
+	quit   bool
+	lower  []byte
+	tx     *txState    // open transaction (MULTI), nil outside one
+	watch  *watchState // WATCHed keys and their dedicated connection
+
+	// What CLIENT LIST shows of this connection to other connections' goroutines.
+	addr, laddr     string
+	created         time.Time
+	lastAt          atomic.Int64 // unix nanoseconds of the last command
+	lastCmd         atomic.Pointer[string]
+	proto           atomic.Int32
+	multi           atomic.Int32 // commands queued in an open MULTI, -1 outside one
+	name            atomic.Pointer[string]
+	libName, libVer atomic.Pointer[string]
+}
+
+func loadString(p *atomic.Pointer[string]) string {
+	if v := p.Load(); v != nil {
+		return *v
+	}
+	return ""
 }
 
 func (s *Server) serveConn(nc net.Conn) {
@@ -258,7 +273,14 @@ func (s *Server) serveConn(nc net.Conn) {
 	s.Stats.Clients.Add(1)
 	defer s.Stats.Clients.Add(-1)
 
-	c = &client{id: s.clientIDs.Add(1), authed: s.password() == ""}
+	c = &client{id: s.clientIDs.Add(1), authed: s.password() == "", created: time.Now(),
+		addr: nc.RemoteAddr().String(), laddr: nc.LocalAddr().String()}
+	c.proto.Store(2)
+	c.multi.Store(-1)
+	c.lastAt.Store(c.created.UnixNano())
+	s.mu.Lock()
+	s.conns[nc] = c
+	s.mu.Unlock()
 	rd := resp.NewReader(bufio.NewReaderSize(nc, 16<<10), s.readLimits())
 	w := resp.NewWriter(bufio.NewWriterSize(nc, 16<<10))
 	b := &batch{s: s}

@@ -113,6 +113,7 @@ func cmdMulti(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer,
 		return
 	}
 	c.tx = &txState{shard: -1}
+	c.multi.Store(0)
 	if c.watch != nil {
 		c.tx.shard, c.tx.firstKey = c.watch.shard, c.watch.firstKey
 	}
@@ -125,6 +126,7 @@ func cmdDiscard(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Write
 		return
 	}
 	c.tx = nil
+	c.multi.Store(-1)
 	b.local(func(w *resp.Writer) {
 		c.unwatch() // DISCARD ends the WATCH too, as in Valkey
 		w.OK()
@@ -169,6 +171,7 @@ func (s *Server) queueTx(b *batch, c *client, cmd *command, args [][]byte) {
 		queued[i] = append([]byte(nil), a...)
 	}
 	c.tx.queued = append(c.tx.queued, queued)
+	c.multi.Add(1)
 	b.local(func(w *resp.Writer) { w.Simple("QUEUED") })
 }
 
@@ -179,6 +182,7 @@ func cmdExec(ctx context.Context, s *Server, b *batch, c *client, _ *resp.Writer
 		return
 	}
 	c.tx = nil
+	c.multi.Store(-1)
 	if tx.aborted {
 		b.local(func(w *resp.Writer) {
 			c.unwatch()
