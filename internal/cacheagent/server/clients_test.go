@@ -1,0 +1,92 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestGoRedisThroughTheAgent drives the agent with go-redis as an application would: plain
+// commands, pipelines, TxPipelined (MULTI/EXEC), optimistic locking with Watch, hashes,
+// scripts and SCAN, in RESP2 and RESP3 (go-redis' default).
+func TestGoRedisThroughTheAgent(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
+			ctx := context.Background()
+			rdb := redis.NewClient(&redis.Options{Addr: a.addr, Protocol: proto, DisableIdentity: false})
+			defer rdb.Close()
+			p := fmt.Sprintf("gr%d:", proto)
+			if err := rdb.Set(ctx, p+"k", "v", time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := rdb.Get(ctx, p+"k").Result(); err != nil || v != "v" {
+				t.Errorf("GET = %q, %v", v, err)
+			}
+			if _, err := rdb.Get(ctx, p+"missing").Result(); !errors.Is(err, redis.Nil) {
+				t.Errorf("GET of a missing key: %v, want redis.Nil", err)
+			}
+			cmds, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+				for i := range 50 {
+					pipe.Set(ctx, fmt.Sprintf("%sp:%d", p, i), i, 0)
+				}
+				pipe.MGet(ctx, p+"p:1", p+"p:49", p+"missing")
+				return nil
+			})
+			if err != nil || fmt.Sprint(cmds[50].(*redis.SliceCmd).Val()) != "[1 49 <nil>]" {
+				t.Errorf("pipeline: %v, %v", err, cmds[len(cmds)-1])
+			}
+			key := "{" + p + "acct}:balance"
+			rdb.Set(ctx, key, 100, 0)
+			_, err = rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.DecrBy(ctx, key, 30)
+				pipe.Incr(ctx, "{"+p+"acct}:ops")
+				return nil
+			})
+			if v, _ := rdb.Get(ctx, key).Int(); err != nil || v != 70 {
+				t.Errorf("TxPipelined: %v, balance %d", err, v)
+			}
+			// Watch: a change by another client in between fails the transaction.
+			err = rdb.Watch(ctx, func(tx *redis.Tx) error {
+				n, err := tx.Get(ctx, key).Int()
+				if err != nil {
+					return err
+				}
+				rdb.IncrBy(ctx, key, 5) // someone else
+				_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+					pipe.Set(ctx, key, n-10, 0)
+					return nil
+				})
+				return err
+			}, key)
+			if !errors.Is(err, redis.TxFailedErr) {
+				t.Errorf("Watch after a concurrent change: %v, want TxFailedErr", err)
+			}
+			if v, _ := rdb.Get(ctx, key).Int(); v != 75 {
+				t.Errorf("balance %d after the failed transaction, want 75", v)
+			}
+			rdb.HSet(ctx, p+"h", "a", "1", "b", "2")
+			if m, err := rdb.HGetAll(ctx, p+"h").Result(); err != nil || m["a"] != "1" || m["b"] != "2" {
+				t.Errorf("HGETALL = %v, %v", m, err)
+			}
+			script := redis.NewScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+			if n, err := script.Run(ctx, rdb, []string{p + "ctr"}, 3).Int(); err != nil || n != 3 {
+				t.Errorf("script (EVALSHA, then EVAL on NOSCRIPT) = %d, %v", n, err)
+			}
+			var seen []string
+			iter := rdb.Scan(ctx, 0, p+"p:*", 20).Iterator()
+			for iter.Next(ctx) {
+				seen = append(seen, iter.Val())
+			}
+			slices.Sort(seen)
+			if iter.Err() != nil || len(slices.Compact(seen)) != 50 {
+				t.Errorf("SCAN found %d keys, %v", len(seen), iter.Err())
+			}
+		})
+	}
+}
