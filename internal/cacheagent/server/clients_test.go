@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cachefleet/cachefleet/internal/testenv"
 )
 
 // TestGoRedisThroughTheAgent drives the agent with go-redis as an application would: plain
@@ -89,4 +94,38 @@ func TestGoRedisThroughTheAgent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPythonAndNodeClients runs redis-py (Debian's python3-redis), ioredis and node-redis
+// (test/clients/node, installed from the npm registry with npm ci) against an agent over real
+// shards: transactions, pipelines, WATCH, hashes, scripts and SCAN as applications use them.
+func TestPythonAndNodeClients(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	dir := filepath.Join(testenv.RepoRoot(), "test", "clients")
+	env := append(os.Environ(), "AGENT_ADDR="+a.addr)
+	run := func(name string, cmd *exec.Cmd) {
+		t.Helper()
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", name, err, out)
+		}
+	}
+	python := "/usr/bin/python3" // Debian's, with python3-redis (CI installs it)
+	if err := exec.Command(python, "-c", "import redis").Run(); err != nil {
+		t.Fatalf("redis-py is required (apt-get install python3-redis): %v", err)
+	}
+	run("redis-py", exec.Command(python, filepath.Join(dir, "redis_py_client.py")))
+
+	node := filepath.Join(dir, "node")
+	if _, err := os.Stat(filepath.Join(node, "node_modules")); err != nil {
+		install := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		install.Dir = node
+		if out, err := install.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci in %s: %v\n%s", node, err, out)
+		}
+	}
+	cmd := exec.Command("node", "clients.mjs")
+	cmd.Dir = node
+	run("ioredis and node-redis", cmd)
 }

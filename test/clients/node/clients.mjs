@@ -1,0 +1,60 @@
+// ioredis and node-redis against a cachefleet agent, as applications use them. Run by
+// TestPythonAndNodeClients (make test) with AGENT_ADDR=host:port; exits non-zero with the
+// first failed check.
+import assert from "node:assert/strict";
+import Redis from "ioredis";
+import { createClient } from "redis";
+
+const [host, port] = process.env.AGENT_ADDR.split(":");
+
+async function ioredis() {
+  const r = new Redis({ host, port: Number(port), lazyConnect: true, maxRetriesPerRequest: 1 });
+  await r.connect();
+  await r.set("io:k", "v", "EX", 60);
+  assert.equal(await r.get("io:k"), "v");
+  assert.equal(await r.get("io:missing"), null);
+  // multi() is MULTI/EXEC; exec() answers [error, result] pairs.
+  const tx = await r.multi().set("{io:cart}:n", 1).incr("{io:cart}:n").get("{io:cart}:n").exec();
+  assert.deepEqual(tx, [[null, "OK"], [null, 2], [null, "2"]]);
+  const p = r.pipeline();
+  for (let i = 0; i < 30; i++) p.set(`io:p:${i}`, i);
+  p.mget("io:p:0", "io:p:29", "io:missing");
+  const res = await p.exec();
+  assert.deepEqual(res.at(-1), [null, ["0", "29", null]]);
+  await r.hset("io:h", { a: "1", b: "2" });
+  assert.deepEqual(await r.hgetall("io:h"), { a: "1", b: "2" });
+  r.defineCommand("incrBy2", { numberOfKeys: 1, lua: "return redis.call('INCRBY', KEYS[1], ARGV[1])" });
+  assert.equal(await r.incrBy2("io:ctr", 4), 4);
+  const keys = [];
+  for await (const batch of r.scanStream({ match: "io:p:*", count: 10 })) keys.push(...batch);
+  assert.equal(new Set(keys).size, 30);
+  await r.quit();
+  console.log("ioredis: ok");
+}
+
+async function nodeRedis() {
+  const r = createClient({ socket: { host, port: Number(port) } });
+  r.on("error", () => {});
+  await r.connect();
+  await r.set("nr:k", "v", { EX: 60 });
+  assert.equal(await r.get("nr:k"), "v");
+  assert.equal(await r.get("nr:missing"), null);
+  const tx = await r.multi().set("{nr:cart}:n", "1").incr("{nr:cart}:n").get("{nr:cart}:n").exec();
+  assert.deepEqual(tx, ["OK", 2, "2"]);
+  const p = r.multi();
+  for (let i = 0; i < 30; i++) p.set(`nr:p:${i}`, String(i));
+  p.mGet(["nr:p:0", "nr:p:29", "nr:missing"]);
+  const res = await p.execAsPipeline();
+  assert.deepEqual(res.at(-1), ["0", "29", null]);
+  await r.hSet("nr:h", { a: "1", b: "2" });
+  assert.deepEqual({ ...(await r.hGetAll("nr:h")) }, { a: "1", b: "2" });
+  assert.equal(await r.eval("return redis.call('INCRBY', KEYS[1], ARGV[1])", { keys: ["nr:ctr"], arguments: ["6"] }), 6);
+  const keys = [];
+  for await (const batch of r.scanIterator({ MATCH: "nr:p:*", COUNT: 10 })) keys.push(...batch);
+  assert.equal(new Set(keys).size, 30);
+  await r.quit();
+  console.log("node-redis: ok");
+}
+
+await ioredis();
+await nodeRedis();

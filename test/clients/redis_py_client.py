@@ -1,0 +1,51 @@
+"""redis-py (Debian's python3-redis) against a cachefleet agent, as an application uses it.
+
+Run by TestPythonAndNodeClients (make test) with AGENT_ADDR=host:port; exits non-zero with
+the first failed check.
+"""
+import os
+import sys
+
+import redis
+
+host, port = os.environ["AGENT_ADDR"].rsplit(":", 1)
+r = redis.Redis(host=host, port=int(port), decode_responses=True)
+
+
+def check(what, got, want):
+    if got != want:
+        sys.exit(f"redis-py: {what}: got {got!r}, want {want!r}")
+
+
+check("ping", r.ping(), True)
+r.set("py:k", "v", ex=60)
+check("get", r.get("py:k"), "v")
+check("get missing", r.get("py:missing"), None)
+
+# pipeline() is a MULTI/EXEC transaction by default: keys share a hashtag (one shard).
+with r.pipeline() as p:
+    p.set("{py:cart}:items", 1).incr("{py:cart}:items").get("{py:cart}:items")
+    check("transaction pipeline", p.execute(), [True, 2, "2"])
+
+with r.pipeline(transaction=False) as p:
+    for i in range(30):
+        p.set(f"py:p:{i}", i)
+    p.mget("py:p:0", "py:p:29", "py:missing")
+    check("plain pipeline", p.execute()[-1], ["0", "29", None])
+
+# Optimistic locking: WATCH, read, MULTI, write, EXEC.
+r.set("{py:acct}:bal", 100)
+with r.pipeline() as p:
+    p.watch("{py:acct}:bal")
+    bal = int(p.get("{py:acct}:bal"))
+    p.multi()
+    p.set("{py:acct}:bal", bal - 10)
+    check("watch transaction", p.execute(), [True])
+check("balance", r.get("{py:acct}:bal"), "90")
+
+r.hset("py:h", mapping={"a": "1", "b": "2"})
+check("hgetall", r.hgetall("py:h"), {"a": "1", "b": "2"})
+incr = r.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+check("script", incr(keys=["py:ctr"], args=[5]), 5)
+check("scan_iter", sorted(r.scan_iter("py:p:*", count=10)), sorted(f"py:p:{i}" for i in range(30)))
+print("redis-py: ok")
