@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/binary"
 	"errors"
 	"strconv"
 
@@ -32,15 +31,11 @@ func writeResult(w *resp.Writer, r valkey.ValkeyResult, status bool) {
 	writeMessage(w, &msg, status)
 }
 
-// shardErrorText is an error reply's text as the shard sent it. valkey-go's error values drop a
-// leading "ERR "; the message itself keeps the original, which CacheMarshal lays out as 7 bytes
-// of TTL, the type byte, an 8-byte length and the text (tested against a real server).
+// shardErrorText is an error reply's text as the shard sent it: valkey-go's error values drop
+// a leading "ERR ", the message itself keeps it (see rawReply).
 func shardErrorText(m *valkey.ValkeyMessage) string {
-	b := m.CacheMarshal(nil)
-	if len(b) >= 16 && (b[7] == '-' || b[7] == '!') {
-		if n := binary.BigEndian.Uint64(b[8:16]); uint64(len(b)-16) >= n {
-			return string(b[16 : 16+n])
-		}
+	if n, err := rawReply(m); err == nil && (n.typ == '-' || n.typ == '!') {
+		return n.str
 	}
 	if err := m.Error(); err != nil {
 		return "ERR " + err.Error()
