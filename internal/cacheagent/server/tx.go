@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 
@@ -42,7 +43,10 @@ func (c *client) unwatch() {
 	if c.watch == nil {
 		return
 	}
-	c.watch.dc.Do(context.Background(), c.watch.dc.B().Unwatch().Build())
+	// Bounded: a shard that went away must not hold the connection (or a shutdown) open.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	c.watch.dc.Do(ctx, c.watch.dc.B().Unwatch().Build())
+	cancel()
 	c.watch.release()
 	c.watch = nil
 }
