@@ -86,14 +86,16 @@ func refusedOnCompressed(b *batch, name string, key []byte) bool {
 	return true
 }
 
-// cmdSetnx: SET key value NX with the policy TTL; answers 1 or 0 as SETNX does.
-func cmdSetnx(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+// setWith sends SET key value <option> with the policy TTL (the compressed value where the
+// policy says so), and finish answers from its reply. SETNX and GETSET are SETs underneath, so
+// the policies apply to them as to SET.
+func setWith(ctx context.Context, s *Server, b *batch, w *resp.Writer, args [][]byte, option string, finish func(w *resp.Writer, r valkey.ValkeyResult)) {
 	key := str(args[1])
 	rules := b.rulesFor(args[1])
 	if s.oversize(b, rules, key, len(args[2])) {
 		return
 	}
-	set := []string{stored(rules, str(args[2])), "NX"}
+	set := []string{stored(rules, str(args[2])), option}
 	if rules.TTL > 0 {
 		set = append(set, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
 	}
@@ -101,32 +103,23 @@ func cmdSetnx(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Write
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, arbitrary("SET", key, set))
 	b.wrote(key)
-	b.job([]part{p}, func(w *resp.Writer, r []partResult) {
-		if err := r[0].res[0].Error(); err != nil && !valkey.IsValkeyNil(err) {
-			relay(w, r[0].res[0])
+	b.job([]part{p}, func(w *resp.Writer, r []partResult) { finish(w, r[0].res[0]) })
+}
+
+// cmdSetnx: SET key value NX; answers 1 or 0 as SETNX does.
+func cmdSetnx(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	setWith(ctx, s, b, w, args, "NX", func(w *resp.Writer, r valkey.ValkeyResult) {
+		if err := r.Error(); err != nil && !valkey.IsValkeyNil(err) {
+			relay(w, r)
 			return
 		}
-		w.Int(int64(boolIndex(r[0].res[0].Error() == nil)))
+		w.Int(int64(boolIndex(r.Error() == nil)))
 	})
 }
 
-// cmdGetset: SET key value GET with the policy TTL (GETSET drops an expiry; the policy's
-// replaces it, as for SET).
+// cmdGetset: SET key value GET (GETSET drops an expiry; the policy TTL replaces it, as for SET).
 func cmdGetset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	key := str(args[1])
-	rules := b.rulesFor(args[1])
-	if s.oversize(b, rules, key, len(args[2])) {
-		return
-	}
-	set := []string{stored(rules, str(args[2])), "GET"}
-	if rules.TTL > 0 {
-		set = append(set, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
-	}
-	s.forget(key)
-	i := b.shardOf(ctx, w, args[1], plainLane)
-	p := b.plain(i, arbitrary("SET", key, set))
-	b.wrote(key)
-	b.job([]part{p}, func(w *resp.Writer, r []partResult) { writeResult(w, r[0].res[0], false) })
+	setWith(ctx, s, b, w, args, "GET", func(w *resp.Writer, r valkey.ValkeyResult) { writeResult(w, r, false) })
 }
 
 var (
