@@ -65,8 +65,8 @@ test: generated vet test-unit test-e2e ## Run every test: unit, envtest, integra
 generated: manifests generate test-crds fmt ## Regenerate CRDs, RBAC, DeepCopy and format (CI also checks the result is committed).
 
 .PHONY: test-unit
-test-unit: ## Unit, envtest (real kube-apiserver + etcd) and integration tests (real redis-server).
-	KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test $(GO_TEST_FLAGS) ./...
+test-unit: ## Unit, envtest (real kube-apiserver + etcd) and integration tests (real valkey-server shards).
+	CACHEFLEET_SHARD_SERVER="$$(hack/valkey-bins.sh)" KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test $(GO_TEST_FLAGS) ./...
 
 E2E_CLUSTER ?= kwok
 .PHONY: test-e2e

@@ -82,13 +82,13 @@ var parityCases = []parityCase{
 		c("EVALSHA", "b9bd4f2d4e1f7b1b2b50fa5a6ff9d9a9b6ffff1c", "1", "{e}a"), c("SCRIPT", "LOAD"),
 	}},
 	{name: "transactions", cmds: [][]string{
-		c("EXEC"), c("DISCARD"), c("MULTI"), c("MULTI"), c("SET", "{t}a", "1"), c("INCR", "{t}a"), c("GET", "{t}a"),
+		c("EXEC"), c("DISCARD"), c("MULTI"), c("SET", "{t}a", "1"), c("INCR", "{t}a"), c("GET", "{t}a"),
 		c("MGET", "{t}a", "{t}b"), c("DEL", "{t}b"), c("EXEC"), c("GET", "{t}a"),
 		c("MULTI"), c("SET", "{t}a", "x"), c("INCR", "{t}a"), c("GET", "{t}a"), c("EXEC"),
 		c("MULTI"), c("SET", "{t}a", "2"), c("NOSUCH"), c("EXEC"), c("GET", "{t}a"),
 		c("MULTI"), c("SET", "{t}a", "3"), c("GET"), c("EXEC"), c("GET", "{t}a"),
 		c("MULTI"), c("SET", "{t}a", "4"), c("DISCARD"), c("GET", "{t}a"), c("MULTI"), c("EXEC"),
-		c("WATCH", "{t}a"), c("WATCH", "{t}b"), c("MULTI"), c("WATCH", "{t}a"), c("SET", "{t}a", "5"), c("EXEC"), c("GET", "{t}a"),
+		c("WATCH", "{t}a"), c("WATCH", "{t}b"), c("MULTI"), c("SET", "{t}a", "5"), c("EXEC"), c("GET", "{t}a"),
 		c("WATCH", "{t}a"), c("UNWATCH"), c("UNWATCH"), c("WATCH", "{t}a"), c("MULTI"), c("EXEC"), c("WATCH"),
 	}},
 	{name: "connection", cmds: [][]string{
@@ -102,6 +102,13 @@ var parityCases = []parityCase{
 
 func TestRepliesMatchAValkeyServerByteForByte(t *testing.T) {
 	ref := tu.StartRedis(t, "")
+	if info, err := ref.Do("INFO", "server"); err == nil {
+		for _, line := range strings.Split(info, "\r\n") {
+			if strings.HasPrefix(line, "valkey_version:") || strings.HasPrefix(line, "redis_version:") {
+				t.Logf("reference server: %s (%s)", line, tu.ServerBinary())
+			}
+		}
+	}
 	shards := twoShards(t)
 	o := defaults()
 	o.defaults.DefaultTTL = 0

@@ -29,6 +29,9 @@ type txState struct {
 
 const execAbort = "EXECABORT Transaction discarded because of previous errors."
 
+// notInTx answers MULTI and WATCH inside a transaction, which Valkey 8 refuses and discards.
+const notInTx = "ERR Command not allowed inside a transaction"
+
 // watchState is a client's WATCH: the keys are watched on a dedicated connection to their shard,
 // on which EXEC then runs, so a change by anyone between WATCH and EXEC aborts it as in Valkey.
 type watchState struct {
@@ -53,7 +56,8 @@ func (c *client) unwatch() {
 
 func cmdWatch(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
 	if c.tx != nil {
-		b.local(func(w *resp.Writer) { w.Error("ERR WATCH inside MULTI is not allowed") })
+		c.tx.aborted = true
+		b.local(func(w *resp.Writer) { w.Error(notInTx) })
 		return
 	}
 	keys := strs(args[1:])
@@ -113,7 +117,8 @@ var txAllowed = map[string]bool{"ping": true, "echo": true}
 
 func cmdMulti(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, _ [][]byte) {
 	if c.tx != nil {
-		b.local(func(w *resp.Writer) { w.Error("ERR MULTI calls can not be nested") })
+		c.tx.aborted = true // as Valkey 8: refused, and the transaction is discarded
+		b.local(func(w *resp.Writer) { w.Error(notInTx) })
 		return
 	}
 	c.tx = &txState{shard: -1}

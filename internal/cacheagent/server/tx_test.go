@@ -105,3 +105,25 @@ func TestWatchAbortsOnAChangeFromAnotherClient(t *testing.T) {
 		t.Errorf("WATCH over two shards = %q", got)
 	}
 }
+
+// TestNestedMultiAndWatchInsideMulti: Valkey 8 refuses MULTI and WATCH inside a transaction
+// with one error and discards the transaction (Redis 7.0 answered differently and kept it:
+// the parity test, which may run on redis-server, leaves these two out). The replies are
+// Valkey 8.0.1's, read off a real valkey-server.
+func TestNestedMultiAndWatchInsideMulti(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	c := a.dial(t)
+	for _, inner := range [][]string{{"MULTI"}, {"WATCH", "{n}a"}} {
+		c.do("MULTI")
+		c.do("SET", "{n}a", "1")
+		if got := c.do(inner...); got != "ERR:ERR Command not allowed inside a transaction" {
+			t.Errorf("%s inside MULTI = %q", inner[0], got)
+		}
+		if got := c.do("EXEC"); got != "ERR:EXECABORT Transaction discarded because of previous errors." {
+			t.Errorf("EXEC after %s inside MULTI = %q", inner[0], got)
+		}
+		if got := c.do("GET", "{n}a"); got != "(nil)" {
+			t.Errorf("the discarded transaction wrote {n}a = %q", got)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -14,7 +15,16 @@ import (
 	"time"
 )
 
-// Redis is a redis-server process on a loopback port.
+// ServerBinary is the shard server the tests run: $CACHEFLEET_SHARD_SERVER (make test points
+// it at valkey-server built from source), else redis-server (the same protocol and flags).
+func ServerBinary() string {
+	if b := os.Getenv("CACHEFLEET_SHARD_SERVER"); b != "" {
+		return b
+	}
+	return "redis-server"
+}
+
+// Redis is a shard server process (valkey-server or redis-server) on a loopback port.
 type Redis struct {
 	Port     int
 	Password string
@@ -57,8 +67,8 @@ func StartReplica(t testing.TB, primary *Redis) *Redis {
 
 func startRedis(t testing.TB, r *Redis) *Redis {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server is required for this test (apt-get install redis-server): %v", err)
+	if _, err := exec.LookPath(ServerBinary()); err != nil {
+		t.Fatalf("%s is required for this test (hack/valkey-bins.sh builds valkey-server; apt-get install redis-server): %v", ServerBinary(), err)
 	}
 	t.Cleanup(r.Stop)
 	var err error
@@ -93,7 +103,7 @@ func (r *Redis) start() error {
 	if r.ReplicaOf != 0 {
 		args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(r.ReplicaOf))
 	}
-	cmd := exec.Command("redis-server", args...)
+	cmd := exec.Command(ServerBinary(), args...)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
