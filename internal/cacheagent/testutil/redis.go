@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,9 +31,12 @@ type Redis struct {
 	Password string
 	// ReplicaOf is the port of the primary this server replicates, 0 for a primary.
 	ReplicaOf int
-	cmd       *exec.Cmd
-	exited    chan struct{}
-	t         testing.TB
+	// dir is the server's own working directory: a replica writes the RDB of its full sync
+	// there, which must neither land in the package directory nor be loaded by a later start.
+	dir    string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	t      testing.TB
 }
 
 // FreePort returns a loopback port that is free now, picked at random below the kernel's
@@ -71,6 +75,7 @@ func startRedis(t testing.TB, r *Redis) *Redis {
 		t.Fatalf("%s is required for this test (hack/valkey-bins.sh builds valkey-server; apt-get install redis-server): %v", ServerBinary(), err)
 	}
 	t.Cleanup(r.Stop)
+	r.dir = t.TempDir()
 	var err error
 	for range 5 { // another process may take the port first: pick another
 		r.Port = FreePort(t)
@@ -96,7 +101,10 @@ func (r *Redis) Start() {
 // start runs redis-server and waits until it answers. It checks the answer comes from this
 // process, not from another server that holds the port.
 func (r *Redis) start() error {
-	args := []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning", "--repl-diskless-sync-delay", "0"}
+	// A (re)started shard comes back empty, as a restarted cache does.
+	_ = os.Remove(filepath.Join(r.dir, "dump.rdb"))
+	args := []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no",
+		"--loglevel", "warning", "--repl-diskless-sync-delay", "0", "--dir", r.dir}
 	if r.Password != "" {
 		args = append(args, "--requirepass", r.Password, "--masterauth", r.Password)
 	}
