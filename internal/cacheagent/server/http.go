@@ -137,7 +137,7 @@ func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = time.Duration(secs) * time.Second
 	}
-	s.forget(key)
+	s.announce(key)
 	sh := rt.ShardFor([]byte(key))
 	_, err = sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed {
 		return b.Set().Key(key).Value(stored(rules, valkey.BinaryString(body))).Px(ttl).Build()
@@ -156,7 +156,7 @@ func (s *Server) httpDeleteKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := r.PathValue("key")
-	s.forget(key)
+	s.announce(key)
 	sh := rt.ShardFor([]byte(key))
 	_, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed { return b.Unlink().Key(key).Build() })
 	s.settle(rt, key)

@@ -64,9 +64,6 @@ func cmdInvalidate(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.
 // copies and tells the other agents.
 func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, error) {
 	r := s.Router()
-	for _, k := range keys {
-		s.L1().Delete(k)
-	}
 	removed := purge.Keys(ctx, r, keys)
 	s.settle(r, keys...)
 	return removed, s.broadcast(ctx, bus.OpDelete, keys...)

@@ -56,7 +56,7 @@ func pick(keys []string, positions []int) []string {
 func cmdDel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name := strings.ToUpper(str(args[0]))
 	keys := strs(args[1:])
-	s.forget(keys...)
+	s.announce(keys...)
 	shards, positions := b.groupKeys(ctx, w, args[1:])
 	parts := make([]part, len(shards))
 	groups := make([][]string, len(shards))
@@ -155,7 +155,7 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	for j := range keys {
 		rules := b.rulesFor(keys[j])
 		pairs[j] = pair{str(keys[j]), stored(rules, str(args[2+2*j])), rules.WriteTTL(nil)}
-		s.forget(pairs[j].k)
+		s.announce(pairs[j].k)
 	}
 	shards, positions := b.groupKeys(ctx, w, keys)
 	parts := make([]part, len(shards))
@@ -191,7 +191,7 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 // cmdExpire covers EXPIRE, PEXPIRE and PERSIST: writes that change a key's lifetime.
 func cmdExpire(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
-	s.forget(key)
+	s.announce(key)
 	b.writeJob(ctx, w, args[1], false, func(bd valkey.Builder) valkey.Completed {
 		return bd.Arbitrary(name).Keys(key).Args(rest...).Build()
 	})

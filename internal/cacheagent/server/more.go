@@ -51,7 +51,7 @@ func forwardWrite(values func(args [][]byte) [][]byte, creates bool) handler {
 			px := strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10)
 			cmds = append(cmds, arbitrary("PEXPIRE", key, []string{px, "NX"}))
 		}
-		s.forget(key)
+		s.announce(key)
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, cmds...)
 		b.wrote(key)
@@ -99,7 +99,7 @@ func setWith(ctx context.Context, s *Server, b *batch, w *resp.Writer, args [][]
 	if rules.TTL > 0 {
 		set = append(set, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
 	}
-	s.forget(key)
+	s.announce(key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, arbitrary("SET", key, set))
 	b.wrote(key)
@@ -236,7 +236,7 @@ func cmdMsetnx(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 		values = append(values, stored(rules, str(args[i+1])))
 		ttls = append(ttls, strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
 	}
-	s.forget(keys...)
+	s.announce(keys...)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed {
 		return bd.Eval().Script(msetnxScript).Numkeys(int64(len(keys))).Key(keys...).Arg(append(values, ttls...)...).Build()
@@ -271,7 +271,7 @@ func cmdEval(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 		}
 	}
 	script, rest := str(args[1]), strs(args[3+n:])
-	s.forget(keys...)
+	s.announce(keys...)
 	i := b.shardOf(ctx, w, args[3], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed {
 		return bd.Arbitrary(name).Args(script, strconv.Itoa(n)).Keys(keys...).Args(rest...).Build()

@@ -116,18 +116,17 @@ func (s *Server) settle(r *router.Router, keys ...string) {
 	}
 }
 
-// forget drops the agent's own ttl-mode copy of keys that are about to be written and, for
-// policies that invalidate on write, tells the other agents to drop theirs.
-func (s *Server) forget(keys ...string) {
-	l1 := s.L1()
-	r := s.Router()
-	bus := s.bus.Load()
+// announce tells the other agents, for policies that invalidate ttl-mode copies on write,
+// that keys are being written. This agent's own copies are dropped by settle once the shard
+// has answered (before that, a reader may see the old value, as it may on the shard).
+func (s *Server) announce(keys ...string) {
+	r, bus := s.Router(), s.bus.Load()
+	if bus == nil || r == nil {
+		return
+	}
 	for _, k := range keys {
-		l1.Delete(k)
-		if bus != nil && r != nil {
-			if rules := policy.For(r.Doc, []byte(k)); rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite {
-				bus.DeleteAsync(k)
-			}
+		if rules := policy.For(r.Doc, []byte(k)); rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite {
+			bus.DeleteAsync(k)
 		}
 	}
 }
@@ -182,7 +181,7 @@ func cmdSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	if !hasExpiry && rules.TTL > 0 {
 		rest = append(rest, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
 	}
-	s.forget(key)
+	s.announce(key)
 	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("SET").Keys(key).Args(rest...).Build() }}
 	if rules.LeaseTTL > 0 {
 		// Fresh data written directly: a pending fill is older, refuse it.
@@ -210,7 +209,7 @@ func cmdSetex(ctx context.Context, s *Server, b *batch, c *client, w *resp.Write
 		return
 	}
 	ttl, val := str(args[2]), stored(rules, str(args[3]))
-	s.forget(key)
+	s.announce(key)
 	b.writeJob(ctx, w, args[1], true, func(bd valkey.Builder) valkey.Completed {
 		return bd.Arbitrary(name).Keys(key).Args(ttl, val).Build()
 	})
@@ -218,7 +217,7 @@ func cmdSetex(ctx context.Context, s *Server, b *batch, c *client, w *resp.Write
 
 func cmdGetex(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key, rest := str(args[1]), strs(args[2:])
-	s.forget(key)
+	s.announce(key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("GETEX").Keys(key).Args(rest...).Build() })
 	b.wrote(key)
@@ -227,7 +226,7 @@ func cmdGetex(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Write
 
 func cmdGetdel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key := str(args[1])
-	s.forget(key)
+	s.announce(key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Getdel().Key(key).Build() })
 	b.wrote(key)
@@ -241,7 +240,7 @@ func cmdGetdel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 func cmdIncr(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
 	rules := b.rulesFor(args[1])
-	s.forget(key)
+	s.announce(key)
 	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Args(rest...).Build() }}
 	if rules.TTL > 0 {
 		px := strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10)
