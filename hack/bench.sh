@@ -23,9 +23,10 @@ for port in $S0 $S1 $TW 17111 $AG0 $AG1 17130 17131; do
     echo "bench: port $port is already in use; stop what listens there first" >&2; exit 1
   fi
 done
+declare -A PID # the process serving each port, whose CPU time a row reports
 for port in $S0 $S1; do
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning >/dev/null &
-  pids+=($!)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning --dir "$work" >/dev/null &
+  pids+=($!) PID[$port]=$!
 done
 cat > "$work/nutcracker.yml" <<YML
 pool:
@@ -39,32 +40,41 @@ pool:
    - 127.0.0.1:$S1:1 shard-1
 YML
 nutcracker -c "$work/nutcracker.yml" -s 17111 -o "$work/nutcracker.log" &
-pids+=($!)
+pids+=($!) PID[$TW]=$!
 go build -o "$work/agent" ./cmd/agent
 shards="shard-0=127.0.0.1:$S0,shard-1=127.0.0.1:$S1"
 "$work/agent" --shards "$shards" --l1=false --listen 127.0.0.1:$AG0 --http-listen 127.0.0.1:17130 2>"$work/agent0.log" &
-pids+=($!)
+pids+=($!) PID[$AG0]=$!
 "$work/agent" --shards "$shards" --l1=true --listen 127.0.0.1:$AG1 --http-listen 127.0.0.1:17131 2>"$work/agent1.log" &
-pids+=($!)
+pids+=($!) PID[$AG1]=$!
 for port in $S0 $S1 $TW $AG0 $AG1; do
   for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
-# run PORT TEST PIPELINE KEYSPACE -> "rps p50 p99"
+# cpu PORT: user+system clock ticks of the process serving PORT so far.
+TCK=$(getconf CLK_TCK)
+cpu() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
+
+# run PORT TEST PIPELINE KEYSPACE -> "rps p50 p99 cpu-us-per-request" (the CPU of the process
+# on PORT only: the shard for direct rows, the proxy for the others)
 run() {
+  local before after
+  before=$(cpu "$1")
   redis-benchmark -p "$1" -t "$2" -n "$N" -r "$4" -c "$CLIENTS" -d "$SIZE" -P "$3" --csv 2>/dev/null |
-    awk -F'","' 'NR==2 { gsub(/"/, "", $0); split($0, f, ","); printf "%.0f %s %s\n", f[2], f[5], f[7] }'
+    awk -F'","' 'NR==2 { gsub(/"/, "", $0); split($0, f, ","); printf "%.0f %s %s ", f[2], f[5], f[7] }'
+  after=$(cpu "$1")
+  awk -v d=$((after - before)) -v t="$TCK" -v n="$N" 'BEGIN { printf "%.2f\n", d * 1e6 / t / n }'
 }
-declare -A R
+declare -A R C
 targets=("direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1")
-printf "%-14s %-5s %-4s %12s %9s %9s\n" target test -P "req/s" "p50 ms" "p99 ms"
+printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" target test -P "req/s" "p50 ms" "p99 ms" "cpu us/req"
 for pipe in 1 16; do
   for test in set get; do
     for t in "${targets[@]}"; do
       name="${t%%:*}" port="${t##*:}"
-      read -r rps p50 p99 < <(run "$port" "$test" "$pipe" "$KEYSPACE")
-      R["$name/$test/$pipe"]=$rps
-      printf "%-14s %-5s %-4s %12s %9s %9s\n" "$name" "$test" "$pipe" "$rps" "$p50" "$p99"
+      read -r rps p50 p99 us < <(run "$port" "$test" "$pipe" "$KEYSPACE")
+      R["$name/$test/$pipe"]=$rps C["$name/$test/$pipe"]=$us
+      printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$name" "$test" "$pipe" "$rps" "$p50" "$p99" "$us"
     done
   done
 done
@@ -72,11 +82,12 @@ done
 for t in "direct:$S0" "agent-l1-on:$AG1"; do
   name="${t%%:*}" port="${t##*:}"
   redis-benchmark -p "$port" -t set -n 2000 -r "$HOT_KEYS" -c 10 -d "$SIZE" -q >/dev/null 2>&1
-  read -r rps p50 p99 < <(run "$port" get 1 "$HOT_KEYS")
-  R["$name/hot/1"]=$rps
-  printf "%-14s %-5s %-4s %12s %9s %9s\n" "$name" "hot" 1 "$rps" "$p50" "$p99"
+  read -r rps p50 p99 us < <(run "$port" get 1 "$HOT_KEYS")
+  R["$name/hot/1"]=$rps C["$name/hot/1"]=$us
+  printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$name" "hot" 1 "$rps" "$p50" "$p99" "$us"
 done
 ratio() { awk -v a="${R[$1]}" -v b="${R[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
+cpuratio() { awk -v a="${C[$1]}" -v b="${C[$2]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
 echo "ratios (goal in brackets):"
 for test in get set; do
@@ -85,3 +96,6 @@ for test in get set; do
   echo "  agent L1 off / direct,    $test -P16: $(ratio agent-l1-off/$test/16 direct/$test/16)  [>= 0.8]"
 done
 echo "  agent L1 on / direct, hot GET -P1:  $(ratio agent-l1-on/hot/1 direct/hot/1)  [>= 1.2]"
+echo "  CPU per request, agent L1 off / twemproxy, get -P1:  $(cpuratio agent-l1-off/get/1 twemproxy/get/1)  [<= 1.0]"
+echo "  CPU per request, agent L1 off / twemproxy, get -P16: $(cpuratio agent-l1-off/get/16 twemproxy/get/16)  [<= 1.0]"
+echo "  CPU per L1 hit / valkey-server CPU per GET, hot:     $(cpuratio agent-l1-on/hot/1 direct/hot/1)  [<= 1.0]"
