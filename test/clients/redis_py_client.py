@@ -48,4 +48,21 @@ check("hgetall", r.hgetall("py:h"), {"a": "1", "b": "2"})
 incr = r.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
 check("script", incr(keys=["py:ctr"], args=[5]), 5)
 check("scan_iter", sorted(r.scan_iter("py:p:*", count=10)), sorted(f"py:p:{i}" for i in range(30)))
+
+# Client-side caching in RESP2 (redis-py 4 has no cache of its own): invalidations go to a
+# connection subscribed to __redis__:invalidate (CLIENT TRACKING ON REDIRECT), as RESP2
+# clients such as Jedis and Lettuce do it.
+inv = r.connection_pool.get_connection("_")
+inv.send_command("CLIENT", "ID")
+inv_id = inv.read_response()
+inv.send_command("SUBSCRIBE", "__redis__:invalidate")
+check("subscribe", inv.read_response(), ["subscribe", "__redis__:invalidate", 1])
+tracked = redis.Redis(host=host, port=int(port), decode_responses=True, single_connection_client=True)
+check("tracking redirect", tracked.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", inv_id), "OK")
+r.set("py:csc", "v1")
+check("tracked get", tracked.get("py:csc"), "v1")
+r.set("py:csc", "v2")
+if not inv.can_read(timeout=5):
+    sys.exit("redis-py: no invalidation within 5 s of another client's write")
+check("invalidation", inv.read_response(), ["message", "__redis__:invalidate", ["py:csc"]])
 print("redis-py: ok")

@@ -110,3 +110,22 @@ func (w *Writer) Verbatim(s string) {
 	}
 	w.BulkString(s)
 }
+
+// Push writes a RESP3 push header of n elements (out-of-band data such as invalidations), or
+// an array header in RESP2, where pub/sub messages take that form.
+func (w *Writer) Push(n int) {
+	if w.Proto >= 3 {
+		w.header('>', int64(n))
+		return
+	}
+	w.header('*', int64(n))
+}
+
+// Set writes a RESP3 set header of n elements, or an array header in RESP2.
+func (w *Writer) Set(n int) {
+	if w.Proto >= 3 {
+		w.header('~', int64(n))
+		return
+	}
+	w.header('*', int64(n))
+}

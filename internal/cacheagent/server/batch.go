@@ -93,6 +93,10 @@ type batch struct {
 	class class
 	// tx: the batch runs one transaction's commands (all reads go to the shard, in order).
 	tx bool
+	// direct: the command being dispatched is a tracking client's read, which bypasses L1.
+	direct bool
+	// cid is the connection's client id: a NOLOOP client does not hear of its own writes.
+	cid int64
 }
 
 func (b *batch) reset(r *router.Router) {
@@ -246,7 +250,7 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 		wg.Wait()
 	}
 	if len(b.written) > 0 {
-		b.s.settle(b.r, b.written...)
+		b.s.settleBy(b.r, b.cid, b.written...)
 	}
 	var results []partResult
 	for _, p := range b.replies {

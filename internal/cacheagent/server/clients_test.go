@@ -98,7 +98,9 @@ func TestGoRedisThroughTheAgent(t *testing.T) {
 
 // TestPythonAndNodeClients runs redis-py (Debian's python3-redis), ioredis and node-redis
 // (test/clients/node, installed from the npm registry with npm ci) against an agent over real
-// shards: transactions, pipelines, WATCH, hashes, scripts and SCAN as applications use them.
+// shards: transactions, pipelines, WATCH, hashes, scripts, SCAN and client-side caching
+// (node-redis' clientSideCache in RESP3; redis-py with CLIENT TRACKING REDIRECT in RESP2)
+// as applications use them.
 func TestPythonAndNodeClients(t *testing.T) {
 	a := startAgent(t, twoShards(t), defaults())
 	dir := filepath.Join(testenv.RepoRoot(), "test", "clients")

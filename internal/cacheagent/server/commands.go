@@ -101,6 +101,8 @@ func init() {
 	register("dbsize", 1, false, classLocal, cmdDbsize)
 	register("flushall", -1, false, classLocal, cmdFlush)
 	register("flushdb", -1, false, classLocal, cmdFlush)
+	register("subscribe", -2, false, classLocal, cmdSubscribe)
+	register("unsubscribe", -1, false, classLocal, cmdUnsubscribe)
 	register("incr", 2, false, classWrite, cmdIncr)
 	register("decr", 2, false, classWrite, cmdIncr)
 	register("incrby", 3, false, classWrite, cmdIncr)
@@ -141,16 +143,27 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		s.Stats.requests[cmd.id][1].Add(1)
 		return
 	}
+	if c.subscribed.Load() && c.proto.Load() < 3 && !pubsubAllowed[string(c.lower)] {
+		msg := fmt.Sprintf("ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", c.lower)
+		b.local(func(w *resp.Writer) { w.Error(msg) })
+		s.Stats.requests[cmd.id][1].Add(1)
+		return
+	}
 	t0 := time.Now()
 	c.lastAt.Store(t0.UnixNano())
 	c.lastCmd.Store(&cmd.name)
+	direct := cmd.class == classRead && !b.tx && s.trackRead(c, cmd.name, args)
 	if c.tx != nil && !txControl[string(c.lower)] {
 		s.queueTx(b, c, cmd, args)
 		return
 	}
 	start, flushes := len(b.replies), b.flushes
-	b.class = cmd.class
+	b.class, b.direct = cmd.class, direct
 	cmd.handler(ctx, s, b, c, w, args)
+	b.direct = false
+	if !b.tx {
+		c.afterCommand(cmd.name)
+	}
 	if b.flushes != flushes {
 		start = 0 // the handler flushed earlier commands: everything queued now is its own
 	}

@@ -24,9 +24,21 @@ var pingCmd = func(b valkey.Builder) valkey.Completed { return b.Ping().Build() 
 
 // ---- connection commands, answered by the agent itself ----
 
-func cmdPing(_ context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+func cmdPing(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 	if len(args) > 2 {
 		b.local(func(w *resp.Writer) { w.Error("ERR wrong number of arguments for 'ping' command") })
+		return
+	}
+	if c.subscribed.Load() && c.proto.Load() < 3 { // a subscribed RESP2 connection: a pub/sub-shaped pong
+		msg := ""
+		if len(args) > 1 {
+			msg = str(args[1])
+		}
+		b.local(func(w *resp.Writer) {
+			w.Array(2)
+			w.BulkString("pong")
+			w.BulkString(msg)
+		})
 		return
 	}
 	if len(args) > 1 {
@@ -158,12 +170,14 @@ func cmdHello(_ context.Context, s *Server, b *batch, c *client, w *resp.Writer,
 	})
 }
 
-// clientArity is the argument count of each CLIENT subcommand the agent serves.
-var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4, "list": 2, "info": 2}
+// clientArity is the argument count of each CLIENT subcommand the agent serves (Valkey's
+// convention: at least -n when negative).
+var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4, "list": 2, "info": 2,
+	"tracking": -3, "caching": 3, "getredir": 2, "trackinginfo": 2}
 
 func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 	sub := strings.ToLower(str(args[1]))
-	if want, ok := clientArity[sub]; !ok || want != len(args) {
+	if want, ok := clientArity[sub]; !ok || (want > 0 && want != len(args)) || len(args) < -want {
 		msg := fmt.Sprintf("ERR unknown subcommand '%s'. Try CLIENT HELP.", truncate(args[1]))
 		if ok {
 			msg = fmt.Sprintf("ERR wrong number of arguments for 'client|%s' command", sub)
@@ -211,6 +225,14 @@ func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer
 		b.local(func(w *resp.Writer) { w.Verbatim(s.clientList()) })
 	case "info":
 		b.local(func(w *resp.Writer) { w.Verbatim(c.describe(time.Now())) })
+	case "tracking":
+		s.clientTracking(b, c, args)
+	case "caching":
+		s.clientCaching(b, c, args)
+	case "getredir":
+		s.clientGetredir(b, c)
+	case "trackinginfo":
+		s.clientTrackinginfo(b, c)
 	}
 }
 

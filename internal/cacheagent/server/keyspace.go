@@ -154,6 +154,7 @@ func cmdFlush(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Write
 			sh.FenceAll()
 		}
 		s.L1().Clear()
+		s.tracking.InvalidateAll()
 		_ = s.broadcast(ctx, bus.OpFlush) // failures are counted by the bus; copies expire with their L1 TTL
 		if failed != nil {
 			writeErr(w, failed) // names the shard that was not emptied

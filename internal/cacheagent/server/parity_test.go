@@ -98,6 +98,27 @@ var parityCases = []parityCase{
 		c("NOSUCHCMD", strings.Repeat("x", 100), strings.Repeat("y", 100), "z"), c(strings.Repeat("N", 200)),
 		c("NOSUCHCMD", "a\r\nb"), c("CLIENT", "GETNAME", "extra"),
 	}},
+	{name: "tracking", cmds: [][]string{
+		c("CLIENT", "TRACKINGINFO"), c("CLIENT", "GETREDIR"), c("CLIENT", "CACHING", "YES"), c("CLIENT", "TRACKING"),
+		c("CLIENT", "TRACKING", "ON", "PREFIX", "a"), c("CLIENT", "TRACKING", "ON", "OPTIN", "OPTOUT"),
+		c("CLIENT", "TRACKING", "ON", "BCAST", "OPTIN"), c("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "a", "PREFIX", "ab"),
+		c("CLIENT", "TRACKING", "ON", "REDIRECT", "999999"), c("CLIENT", "TRACKING", "ON", "REDIRECT", "x"),
+		c("CLIENT", "TRACKING", "MAYBE"), c("CLIENT", "TRACKING", "ON", "BOGUS"), c("CLIENT", "TRACKING", "ON", "PREFIX"),
+		c("CLIENT", "TRACKING", "ON", "OPTIN"), c("CLIENT", "TRACKINGINFO"), c("CLIENT", "CACHING", "NO"),
+		c("CLIENT", "CACHING", "MAYBE"), c("CLIENT", "CACHING", "YES"), c("CLIENT", "TRACKINGINFO"), c("CLIENT", "CACHING"),
+		c("CLIENT", "TRACKING", "ON", "OPTOUT"), c("CLIENT", "TRACKING", "ON", "BCAST"), c("CLIENT", "GETREDIR"),
+		c("CLIENT", "TRACKING", "OFF"), c("CLIENT", "TRACKING", "ON", "OPTOUT", "NOLOOP"), c("CLIENT", "CACHING", "NO"),
+		c("CLIENT", "TRACKINGINFO"), c("CLIENT", "TRACKING", "OFF"),
+		c("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "user:", "PREFIX", "sess:"),
+		c("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "user:1"), c("CLIENT", "TRACKINGINFO"), c("CLIENT", "TRACKING", "OFF"),
+		c("CLIENT", "TRACKINGINFO"),
+	}},
+	{name: "subscribe", cmds: [][]string{
+		c("UNSUBSCRIBE"), c("SUBSCRIBE", "__redis__:invalidate"), c("PING"), c("PING", "hi"), c("SUBSCRIBE", "__redis__:invalidate"),
+		c("UNSUBSCRIBE", "other", "__redis__:invalidate", "x"), c("PING"), c("SUBSCRIBE", "__redis__:invalidate"), c("UNSUBSCRIBE", "other"),
+		c("UNSUBSCRIBE"), c("SUBSCRIBE"),
+	}},
+	{name: "subscribed resp2", cmds: [][]string{c("SUBSCRIBE", "__redis__:invalidate"), c("GET", "k")}},
 }
 
 func TestRepliesMatchAValkeyServerByteForByte(t *testing.T) {
@@ -161,7 +182,7 @@ func isKeyArg(args []string, i int) bool {
 	case "MGET", "DEL", "UNLINK", "EXISTS":
 		return true
 	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG", "MULTI", "EXEC", "DISCARD", "NOSUCH",
-		"UNWATCH", "SCRIPT":
+		"UNWATCH", "SCRIPT", "SUBSCRIBE", "UNSUBSCRIBE":
 		return false
 	}
 	return i == 1

@@ -18,6 +18,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
 	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
@@ -50,9 +51,14 @@ type Server struct {
 
 	leases lease.Leases // CF.LGET callers waiting for a fill
 
+	tracking *tracking.Table // client-side caching: who read what
+	watchMu  sync.Mutex
+	watchers map[string]*tracking.Watcher // per shard, once a client tracks
+
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[net.Conn]*client
+	byID      map[int64]*client
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	clientIDs atomic.Int64
@@ -62,7 +68,8 @@ type Server struct {
 
 // New returns a server that serves nothing until SetRing gives it a ring.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, byID: map[int64]*client{},
+		stopping: make(chan struct{}), tracking: tracking.NewTable(0)}
 	s.SetPassword(cfg.Password)
 	return s
 }
@@ -100,6 +107,7 @@ func (s *Server) SetRing(doc *contract.Document) error {
 	}
 	s.router.Store(next)
 	s.Stats.RingEpoch.Store(doc.Epoch)
+	s.followRing(next)
 	if retired := router.Retired(prev, next); len(retired) > 0 {
 		// Requests already routed with the old ring finish first.
 		time.AfterFunc(2*s.cfg.ShardTimeout+time.Second, func() {
@@ -203,6 +211,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	s.stopWatchers()
 	if r := s.router.Load(); r != nil {
 		for _, sh := range r.Shards {
 			sh.Close()
@@ -246,6 +255,19 @@ type client struct {
 	multi           atomic.Int32 // commands queued in an open MULTI, -1 outside one
 	name            atomic.Pointer[string]
 	libName, libVer atomic.Pointer[string]
+
+	// Client-side caching (tracking.go). wmu is held by whoever writes to the connection: its
+	// goroutine for a whole batch (reading the first command to flushing the replies), or its
+	// pusher for queued invalidations while the connection is idle.
+	wmu        sync.Mutex
+	w          *resp.Writer
+	nc         net.Conn
+	track      *trackState
+	redirect   atomic.Int64
+	subscribed atomic.Bool
+	pushes     pushQueue
+	pushOnce   sync.Once
+	done       chan struct{} // closed when the connection ends
 }
 
 func loadString(p *atomic.Pointer[string]) string {
@@ -257,51 +279,36 @@ func loadString(p *atomic.Pointer[string]) string {
 
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
-	var c *client
-	defer func() {
-		if c != nil {
-			c.unwatch()
-		}
-		s.mu.Lock()
-		delete(s.conns, nc)
-		s.mu.Unlock()
-		nc.Close()
-	}()
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
 	s.Stats.Clients.Add(1)
 	defer s.Stats.Clients.Add(-1)
-
-	c = &client{id: s.clientIDs.Add(1), authed: s.password() == "", created: time.Now(),
-		addr: nc.RemoteAddr().String(), laddr: nc.LocalAddr().String()}
-	c.proto.Store(2)
-	c.multi.Store(-1)
-	c.lastAt.Store(c.created.UnixNano())
-	s.mu.Lock()
-	s.conns[nc] = c
-	s.mu.Unlock()
+	c := s.register(nc)
+	defer s.unregister(nc, c)
 	rd := resp.NewReader(bufio.NewReaderSize(nc, 16<<10), s.readLimits())
-	w := resp.NewWriter(bufio.NewWriterSize(nc, 16<<10))
-	b := &batch{s: s}
+	w := c.w
+	b := &batch{s: s, cid: c.id}
 	ctx := context.Background()
 	n := 0
+	locked := false
+	defer func() {
+		if locked {
+			c.wmu.Unlock()
+		}
+	}()
 	for {
 		args, err := rd.ReadCommand()
+		if !locked { // held until this batch's replies are flushed: see client.wmu
+			c.wmu.Lock()
+			locked = true
+		}
 		var tooLarge *resp.TooLargeError
 		if errors.As(err, &tooLarge) {
 			err = nil // read whole and dropped: refused below, the connection goes on
 		}
 		if err != nil {
-			var pe *resp.ProtocolError
-			if errors.As(err, &pe) {
-				s.Stats.ProtocolErrors.Add(1)
-				b.flushTo(ctx, w)
-				w.Error("ERR " + pe.Error())
-			} else {
-				b.flushTo(ctx, w)
-			}
-			w.Flush()
+			s.endOnReadError(ctx, b, w, err)
 			return
 		}
 		if b.r == nil {
@@ -321,13 +328,54 @@ func (s *Server) serveConn(nc net.Conn) {
 		n++
 		if rd.Buffered() == 0 || n >= s.cfg.MaxBatch || c.quit {
 			b.flushTo(ctx, w)
+			s.writePushes(c) // after the replies: none can overtake a reply it invalidates
 			if err := w.Flush(); err != nil || c.quit {
 				return
 			}
+			c.wmu.Unlock()
+			locked = false
 			n = 0
 			b.r = nil // pick up a new ring epoch between batches
 		}
 	}
+}
+
+// register creates the connection's client and makes it visible to CLIENT LIST and REDIRECT.
+func (s *Server) register(nc net.Conn) *client {
+	c := &client{id: s.clientIDs.Add(1), authed: s.password() == "", created: time.Now(),
+		addr: nc.RemoteAddr().String(), laddr: nc.LocalAddr().String(), nc: nc, done: make(chan struct{}),
+		w: resp.NewWriter(bufio.NewWriterSize(nc, 16<<10))}
+	c.proto.Store(2)
+	c.multi.Store(-1)
+	c.lastAt.Store(c.created.UnixNano())
+	s.mu.Lock()
+	s.conns[nc] = c
+	s.byID[c.id] = c
+	s.mu.Unlock()
+	return c
+}
+
+func (s *Server) unregister(nc net.Conn, c *client) {
+	c.unwatch()
+	s.trackingOff(c)
+	close(c.done)
+	s.mu.Lock()
+	delete(s.conns, nc)
+	delete(s.byID, c.id)
+	s.mu.Unlock()
+	nc.Close()
+}
+
+// endOnReadError answers what was read before a read error, and a malformed frame with an
+// error reply; the connection then closes.
+func (s *Server) endOnReadError(ctx context.Context, b *batch, w *resp.Writer, err error) {
+	b.flushTo(ctx, w)
+	var pe *resp.ProtocolError
+	if errors.As(err, &pe) {
+		s.Stats.ProtocolErrors.Add(1)
+		w.Error("ERR " + pe.Error())
+	}
+	w.Flush()
 }
 
 // readLimits bound what one command may buffer: the largest value a policy allows (plus room

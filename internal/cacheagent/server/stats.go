@@ -18,6 +18,8 @@ type Stats struct {
 	ProtocolErrors   atomic.Int64
 	Clients          atomic.Int64
 	RingEpoch        atomic.Int64
+	TrackingClients  atomic.Int64 // connections with CLIENT TRACKING on
+	TrackingPushes   atomic.Int64 // invalidation messages queued for tracking clients
 	latency          prometheus.Histogram
 }
 
@@ -66,6 +68,9 @@ var (
 	descBusRej       = prometheus.NewDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
 	descBusGaps      = prometheus.NewDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
 	descBusResub     = prometheus.NewDesc("cachefleet_agent_bus_resubscribes_total", "Bus subscriptions re-established.", nil, nil)
+	descTracking     = prometheus.NewDesc("cachefleet_agent_tracking_clients", "Client connections with CLIENT TRACKING on (client-side caching).", nil, nil)
+	descTrackKeys    = prometheus.NewDesc("cachefleet_agent_tracking_keys", "Keys remembered as read by default-mode tracking clients.", nil, nil)
+	descTrackPushes  = prometheus.NewDesc("cachefleet_agent_tracking_invalidations_total", "Invalidation messages sent to tracking clients.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -95,6 +100,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descProto, st.ProtocolErrors.Load())
 	gauge(descClients, float64(st.Clients.Load()))
 	gauge(descEpoch, float64(st.RingEpoch.Load()))
+	gauge(descTracking, float64(st.TrackingClients.Load()))
+	gauge(descTrackKeys, float64(c.s.tracking.Keys()))
+	counter(descTrackPushes, st.TrackingPushes.Load())
 	if l1 := c.s.L1(); l1 != nil {
 		gauge(descL1Bytes, float64(l1.Weight()))
 	}

@@ -32,7 +32,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	key := str(args[1])
 	rules := b.rulesFor(args[1])
 	switch {
-	case b.tx: // inside a transaction the shard's own reply is the only consistent one
+	case b.tx || b.direct: // a transaction, or a tracking client: the shard's reply is the only coherent one
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
@@ -106,7 +106,12 @@ func (s *Server) countL2(res valkey.ValkeyResult) {
 // (both modes) and refuses fills whose read was issued before. Call it after the shard
 // acknowledged (or failed) the write and before the client's reply: the shard's own
 // invalidation push for a tracked key arrives only after the write's reply.
-func (s *Server) settle(r *router.Router, keys ...string) {
+func (s *Server) settle(r *router.Router, keys ...string) { s.settleBy(r, 0, keys...) }
+
+// settleBy is settle for a write by client by, whose tracking clients hear of it at once; the
+// shard's watchers report it too, a little later.
+func (s *Server) settleBy(r *router.Router, by int64, keys ...string) {
+	s.tracking.Invalidate(by, keys...)
 	l1 := s.L1()
 	for _, k := range keys {
 		l1.Delete(k)

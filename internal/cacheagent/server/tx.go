@@ -212,7 +212,7 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 		w.Array(0)
 		return
 	}
-	tb := &batch{s: s, tx: true}
+	tb := &batch{s: s, tx: true, cid: c.id}
 	tb.reset(r)
 	for _, args := range tx.queued {
 		s.dispatch(ctx, tb, c, w, args)
@@ -236,7 +236,7 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 	} else {
 		res, err = sh.DoMulti(ctx, build)
 	}
-	defer s.settle(r, tb.written...)
+	defer s.settleBy(r, c.id, tb.written...)
 	if err != nil {
 		writeErr(w, err) // the shard is down: nothing ran
 		return

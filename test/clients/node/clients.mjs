@@ -3,7 +3,7 @@
 // first failed check.
 import assert from "node:assert/strict";
 import Redis from "ioredis";
-import { createClient } from "redis";
+import { createClient, BasicClientSideCache } from "redis";
 
 const [host, port] = process.env.AGENT_ADDR.split(":");
 
@@ -56,5 +56,31 @@ async function nodeRedis() {
   console.log("node-redis: ok");
 }
 
+// node-redis' client-side cache (RESP3, CLIENT TRACKING ON): a second GET is answered from
+// the process's own cache; a write by another client reaches it as an invalidation push.
+async function nodeRedisClientSideCache() {
+  const cache = new BasicClientSideCache({ ttl: 0, maxEntries: 0 });
+  const r = createClient({ RESP: 3, clientSideCache: cache, socket: { host, port: Number(port) } });
+  const w = createClient({ socket: { host, port: Number(port) } });
+  for (const c of [r, w]) c.on("error", () => {});
+  await r.connect();
+  await w.connect();
+  await w.set("nr:csc", "v1");
+  assert.equal(await r.get("nr:csc"), "v1");
+  assert.equal(await r.get("nr:csc"), "v1");
+  assert.equal(cache.stats().hitCount, 1, "the second GET is a hit in the process's cache");
+  await w.set("nr:csc", "v2");
+  const deadline = Date.now() + 5000;
+  let v;
+  while ((v = await r.get("nr:csc")) !== "v2") {
+    assert.ok(Date.now() < deadline, `the cached value stayed ${v} after another client's write`);
+    await new Promise((ok) => setTimeout(ok, 5));
+  }
+  await r.quit();
+  await w.quit();
+  console.log("node-redis client-side cache: ok");
+}
+
 await ioredis();
 await nodeRedis();
+await nodeRedisClientSideCache();

@@ -1,0 +1,235 @@
+// Package tracking is the agent's half of client-side caching (CLIENT TRACKING): it remembers
+// which of the agent's clients may hold which keys in their own process, and tells them when a
+// key changes anywhere in the fleet. The semantics are Valkey's: in the default mode a read
+// registers its keys and the next change of a key invalidates it once; in BCAST mode a client
+// hears every change of the keys under its prefixes, read or not.
+package tracking
+
+import (
+	"strings"
+	"sync"
+)
+
+// Sink receives a client's invalidations: the changed keys, or nil when everything the
+// client holds must go (a flush, or changes the agent may have missed).
+type Sink interface {
+	Invalidate(keys []string)
+}
+
+// Table is safe for concurrent use.
+type Table struct {
+	maxKeys int
+
+	mu sync.Mutex
+	// keys: key -> clients that read it since its last invalidation (default mode). Clients
+	// that stopped tracking are dropped lazily, when the key is next invalidated.
+	keys    map[string][]int64
+	clients map[int64]*entry
+	bcast   map[string]map[int64]bool // prefix ("" is every key) -> BCAST clients
+}
+
+type entry struct {
+	sink     Sink
+	noLoop   bool
+	prefixes []string // BCAST only
+}
+
+// DefaultMaxKeys is Valkey's tracking-table-max-keys default.
+const DefaultMaxKeys = 1_000_000
+
+// NewTable bounds the default-mode table at maxKeys keys: past it the oldest-looking keys are
+// invalidated (the clients drop them) rather than remembered forever.
+func NewTable(maxKeys int) *Table {
+	if maxKeys <= 0 {
+		maxKeys = DefaultMaxKeys
+	}
+	return &Table{maxKeys: maxKeys, keys: map[string][]int64{}, clients: map[int64]*entry{}, bcast: map[string]map[int64]bool{}}
+}
+
+// Options are a client's CLIENT TRACKING ON options that the table needs.
+type Options struct {
+	NoLoop   bool
+	BCAST    bool
+	Prefixes []string // BCAST; none means every key
+}
+
+// Enable starts (or changes) tracking for client id. BCAST prefixes add to the ones it has.
+func (t *Table) Enable(id int64, sink Sink, o Options) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.clients[id]
+	if e == nil {
+		e = &entry{}
+		t.clients[id] = e
+	}
+	e.sink, e.noLoop = sink, o.NoLoop
+	if !o.BCAST {
+		return
+	}
+	prefixes := o.Prefixes
+	if len(prefixes) == 0 {
+		prefixes = []string{""}
+	}
+	for _, p := range prefixes {
+		if t.bcast[p] == nil {
+			t.bcast[p] = map[int64]bool{}
+		}
+		if !t.bcast[p][id] {
+			t.bcast[p][id] = true
+			e.prefixes = append(e.prefixes, p)
+		}
+	}
+}
+
+// Prefixes are client id's BCAST prefixes.
+func (t *Table) Prefixes(id int64) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.clients[id]; e != nil {
+		return append([]string(nil), e.prefixes...)
+	}
+	return nil
+}
+
+// Disable stops tracking for client id (CLIENT TRACKING OFF, or the connection closed).
+func (t *Table) Disable(id int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.clients[id]
+	if e == nil {
+		return
+	}
+	for _, p := range e.prefixes {
+		delete(t.bcast[p], id)
+		if len(t.bcast[p]) == 0 {
+			delete(t.bcast, p)
+		}
+	}
+	delete(t.clients, id)
+}
+
+// Clients is the number of tracking clients.
+func (t *Table) Clients() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.clients)
+}
+
+// Keys is the number of keys remembered for default-mode clients.
+func (t *Table) Keys() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.keys)
+}
+
+// Remember registers that client id may now cache keys. Call it before the read that returns
+// them is sent to the shard: a change after that point must find the registration.
+func (t *Table) Remember(id int64, keys ...string) {
+	var evicted map[Sink][]string
+	t.mu.Lock()
+	for _, k := range keys {
+		ids := t.keys[k]
+		if !containsID(ids, id) {
+			t.keys[k] = append(ids, id)
+		}
+	}
+	for len(t.keys) > t.maxKeys {
+		for k, ids := range t.keys { // map order: an arbitrary key goes, as Valkey's random eviction
+			delete(t.keys, k)
+			evicted = t.collect(evicted, k, ids, 0)
+			break
+		}
+	}
+	t.mu.Unlock()
+	deliver(evicted)
+}
+
+// Invalidate tells the clients that may hold keys that they changed. by is the client whose
+// write changed them (0 when unknown): a NOLOOP client does not hear of its own writes.
+func (t *Table) Invalidate(by int64, keys ...string) {
+	t.mu.Lock()
+	if len(t.clients) == 0 {
+		t.mu.Unlock()
+		return
+	}
+	var out map[Sink][]string
+	for _, k := range keys {
+		if ids, ok := t.keys[k]; ok {
+			delete(t.keys, k)
+			out = t.collect(out, k, ids, by)
+		}
+		for p, ids := range t.bcast {
+			if strings.HasPrefix(k, p) {
+				for id := range ids {
+					out = t.add(out, id, k, by)
+				}
+			}
+		}
+	}
+	t.mu.Unlock()
+	deliver(out)
+}
+
+// InvalidateAll tells every tracking client to drop everything (FLUSHALL, or the agent may
+// have missed changes) and forgets what they read.
+func (t *Table) InvalidateAll() {
+	t.mu.Lock()
+	clear(t.keys)
+	sinks := make([]Sink, 0, len(t.clients))
+	for _, e := range t.clients {
+		sinks = append(sinks, e.sink)
+	}
+	t.mu.Unlock()
+	for _, s := range sinks {
+		s.Invalidate(nil)
+	}
+}
+
+func (t *Table) collect(out map[Sink][]string, key string, ids []int64, by int64) map[Sink][]string {
+	for _, id := range ids {
+		out = t.add(out, id, key, by)
+	}
+	return out
+}
+
+func (t *Table) add(out map[Sink][]string, id int64, key string, by int64) map[Sink][]string {
+	e := t.clients[id]
+	if e == nil || (e.noLoop && id == by) {
+		return out
+	}
+	if out == nil {
+		out = map[Sink][]string{}
+	}
+	keys := out[e.sink]
+	if len(keys) == 0 || keys[len(keys)-1] != key { // one key reaches a client once per call
+		out[e.sink] = append(keys, key)
+	}
+	return out
+}
+
+// deliver runs outside the table's lock: a sink may take its connection's locks.
+func deliver(out map[Sink][]string) {
+	for s, keys := range out {
+		s.Invalidate(keys)
+	}
+}
+
+func containsID(ids []int64, id int64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Overlap returns an existing or new prefix that overlaps p (one is a prefix of the other),
+// which Valkey refuses for one client.
+func Overlap(p string, others []string) (string, bool) {
+	for _, o := range others {
+		if strings.HasPrefix(p, o) || strings.HasPrefix(o, p) {
+			return o, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,164 @@
+package tracking
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+)
+
+type recorder struct {
+	mu  sync.Mutex
+	got []string // "k1,k2" per call; "*" for everything
+}
+
+func (r *recorder) Invalidate(keys []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if keys == nil {
+		r.got = append(r.got, "*")
+		return
+	}
+	s := slices.Clone(keys)
+	slices.Sort(s)
+	r.got = append(r.got, fmt.Sprint(s))
+}
+
+func (r *recorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.got
+	r.got = nil
+	return out
+}
+
+func TestDefaultModeInvalidatesOncePerRead(t *testing.T) {
+	tb := NewTable(0)
+	a, b := &recorder{}, &recorder{}
+	tb.Enable(1, a, Options{})
+	tb.Enable(2, b, Options{})
+	tb.Remember(1, "k", "j")
+	tb.Remember(2, "k")
+	tb.Invalidate(0, "k", "other")
+	if got := a.take(); !slices.Equal(got, []string{"[k]"}) {
+		t.Errorf("client 1 got %v", got)
+	}
+	if got := b.take(); !slices.Equal(got, []string{"[k]"}) {
+		t.Errorf("client 2 got %v", got)
+	}
+	tb.Invalidate(0, "k") // one-shot: nobody read it since
+	if got := a.take(); len(got) != 0 {
+		t.Errorf("second change of an unread key reached client 1: %v", got)
+	}
+	tb.Invalidate(0, "j")
+	if got := a.take(); !slices.Equal(got, []string{"[j]"}) {
+		t.Errorf("client 1 got %v for j", got)
+	}
+}
+
+func TestNoLoopSkipsTheWritersOwnChanges(t *testing.T) {
+	tb := NewTable(0)
+	a, b := &recorder{}, &recorder{}
+	tb.Enable(1, a, Options{NoLoop: true})
+	tb.Enable(2, b, Options{})
+	tb.Remember(1, "k")
+	tb.Remember(2, "k")
+	tb.Invalidate(1, "k")
+	if got := a.take(); len(got) != 0 {
+		t.Errorf("NOLOOP client heard its own write: %v", got)
+	}
+	if got := b.take(); !slices.Equal(got, []string{"[k]"}) {
+		t.Errorf("other client got %v", got)
+	}
+	tb.Remember(2, "k")
+	tb.Invalidate(2, "k") // not NOLOOP: hears its own write
+	if got := b.take(); !slices.Equal(got, []string{"[k]"}) {
+		t.Errorf("client without NOLOOP got %v for its own write", got)
+	}
+}
+
+func TestBroadcastPrefixes(t *testing.T) {
+	tb := NewTable(0)
+	users, all := &recorder{}, &recorder{}
+	tb.Enable(1, users, Options{BCAST: true, Prefixes: []string{"user:", "sess:"}})
+	tb.Enable(2, all, Options{BCAST: true})
+	tb.Invalidate(0, "user:1", "order:9", "sess:x")
+	if got := users.take(); !slices.Equal(got, []string{"[sess:x user:1]"}) {
+		t.Errorf("prefix client got %v", got)
+	}
+	if got := all.take(); !slices.Equal(got, []string{"[order:9 sess:x user:1]"}) {
+		t.Errorf("every-key client got %v", got)
+	}
+	tb.Invalidate(0, "user:1") // BCAST needs no read: every change is sent
+	if got := users.take(); !slices.Equal(got, []string{"[user:1]"}) {
+		t.Errorf("second change: %v", got)
+	}
+	if got := tb.Prefixes(1); !slices.Equal(got, []string{"user:", "sess:"}) {
+		t.Errorf("Prefixes = %v", got)
+	}
+	tb.Disable(1)
+	tb.Invalidate(0, "user:2")
+	if got := users.take(); len(got) != 0 {
+		t.Errorf("disabled client got %v", got)
+	}
+}
+
+func TestDisabledClientsAreSkippedAndFlushReachesAll(t *testing.T) {
+	tb := NewTable(0)
+	a, b := &recorder{}, &recorder{}
+	tb.Enable(1, a, Options{})
+	tb.Enable(2, b, Options{BCAST: true})
+	tb.Remember(1, "k")
+	tb.Disable(1)
+	tb.Invalidate(0, "k")
+	if got := a.take(); len(got) != 0 {
+		t.Errorf("client that turned tracking off got %v", got)
+	}
+	if tb.Keys() != 0 {
+		t.Errorf("%d keys remembered after the invalidation", tb.Keys())
+	}
+	tb.Enable(1, a, Options{})
+	tb.Remember(1, "x")
+	tb.InvalidateAll()
+	if got := a.take(); !slices.Equal(got, []string{"*"}) {
+		t.Errorf("flush reached client 1 as %v", got)
+	}
+	if got := b.take(); !slices.Equal(got, []string{"[k]", "*"}) {
+		t.Errorf("flush reached BCAST client as %v", got)
+	}
+	if tb.Keys() != 0 {
+		t.Error("flush left keys remembered")
+	}
+}
+
+func TestTableBoundInvalidatesWhatItForgets(t *testing.T) {
+	tb := NewTable(100)
+	a := &recorder{}
+	tb.Enable(1, a, Options{})
+	for i := range 150 {
+		tb.Remember(1, fmt.Sprintf("k%d", i))
+	}
+	if tb.Keys() != 100 {
+		t.Errorf("table holds %d keys, bound 100", tb.Keys())
+	}
+	if got := a.take(); len(got) != 50 {
+		t.Errorf("%d evictions reached the client, want 50 (a forgotten key must be dropped by the client)", len(got))
+	}
+}
+
+func TestOverlap(t *testing.T) {
+	for _, tc := range []struct {
+		p      string
+		others []string
+		want   bool
+	}{
+		{"user:", []string{"sess:"}, false},
+		{"user:1", []string{"user:"}, true},
+		{"us", []string{"user:"}, true},
+		{"", []string{"a"}, true},
+	} {
+		if _, got := Overlap(tc.p, tc.others); got != tc.want {
+			t.Errorf("Overlap(%q, %v) = %v", tc.p, tc.others, got)
+		}
+	}
+}
