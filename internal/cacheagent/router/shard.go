@@ -63,6 +63,8 @@ type Shard struct {
 	queued  map[string]struct{}
 	closed  bool
 
+	plain combiner // DoMulti rounds
+
 	replicas *replicaReader // nil without replicas
 	// stores are the live tracking stores: valkey-go makes one per connection it opens.
 	stores   atomic.Pointer[[]*trackStore]
@@ -273,18 +275,34 @@ func (s *Shard) Do(ctx context.Context, build func(valkey.Builder) valkey.Comple
 
 // DoMulti pipelines commands in order; the shard fails the batch if any command hit the network.
 // Reads fall back to a replica while the primary is unavailable.
+// Concurrent callers share rounds (see combiner).
 func (s *Shard) DoMulti(ctx context.Context, build func(valkey.Builder) []valkey.Completed) ([]valkey.ValkeyResult, error) {
-	var res []valkey.ValkeyResult
-	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-		res = c.DoMulti(ctx, build(c.B())...)
-		return firstFailure(res)
-	})
+	r := &multiReq{build: build}
+	s.plain.submit(r, func(round []*multiReq) { s.runRound(ctx, round) })
+	res, err := r.res, r.err
 	if err != nil {
 		if rres, ok := s.readReplica(ctx, err, build); ok {
 			return rres, nil
 		}
 	}
 	return res, err
+}
+
+// runRound sends a round's commands as one pipeline and splits the results.
+func (s *Shard) runRound(ctx context.Context, round []*multiReq) {
+	var res []valkey.ValkeyResult
+	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+		b := c.B()
+		cmds := make([]valkey.Completed, 0, len(round))
+		for _, r := range round {
+			own := r.build(b)
+			r.n = len(own)
+			cmds = append(cmds, own...)
+		}
+		res = c.DoMulti(ctx, cmds...)
+		return firstFailure(res)
+	})
+	split(round, res, err)
 }
 
 // readReplica answers reads from a replica when err says the primary is unavailable.

@@ -1,0 +1,80 @@
+package router
+
+import (
+	"sync"
+
+	"github.com/valkey-io/valkey-go"
+)
+
+// Requests for one shard from many client connections travel together (group commit): while
+// one round is in flight, the requests that arrive wait, and the next round sends them all in
+// one pipeline. A lone request goes at once; under load, rounds grow with the round trip, so
+// the shard connection sees one write and one read per round instead of one per request.
+// That is the batching an event loop gets by reading every ready client before writing to a
+// shard, without moving the agent off goroutines. Each request's commands stay contiguous and
+// in order, so a transaction (MULTI ... EXEC) sent by one client is not interleaved.
+
+// multiReq is one caller's pipeline in a round.
+type multiReq struct {
+	build func(valkey.Builder) []valkey.Completed
+	n     int // commands it built in the round
+	res   []valkey.ValkeyResult
+	err   error
+	done  chan struct{} // closed when res and err are set, or when lead is
+	lead  bool          // this request runs the next round
+}
+
+type combiner struct {
+	mu    sync.Mutex
+	busy  bool // a round is in flight, or being handed over
+	queue []*multiReq
+}
+
+// submit returns when r has its results: run executes a round, with r leading it or not.
+func (cb *combiner) submit(r *multiReq, run func(round []*multiReq)) {
+	cb.mu.Lock()
+	if cb.busy {
+		r.done = make(chan struct{})
+		cb.queue = append(cb.queue, r)
+		cb.mu.Unlock()
+		<-r.done
+		if !r.lead {
+			return
+		}
+		cb.mu.Lock()
+	}
+	cb.busy = true
+	round := append([]*multiReq{r}, cb.queue...)
+	cb.queue = nil
+	cb.mu.Unlock()
+
+	run(round)
+
+	cb.mu.Lock()
+	var next *multiReq
+	if len(cb.queue) > 0 {
+		next, cb.queue = cb.queue[0], cb.queue[1:]
+		next.lead = true
+	} else {
+		cb.busy = false
+	}
+	cb.mu.Unlock()
+	for _, q := range round[1:] {
+		close(q.done)
+	}
+	if next != nil {
+		close(next.done)
+	}
+}
+
+// split hands each request of a round its share of the results.
+func split(round []*multiReq, res []valkey.ValkeyResult, err error) {
+	off := 0
+	for _, r := range round {
+		r.err = err
+		if off+r.n <= len(res) {
+			r.res = res[off : off+r.n : off+r.n]
+		}
+		off += r.n
+	}
+}
