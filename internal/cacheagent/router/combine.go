@@ -14,9 +14,10 @@ import (
 // shard, without moving the agent off goroutines. Each request's commands stay contiguous and
 // in order, so a transaction (MULTI ... EXEC) sent by one client is not interleaved.
 
-// multiReq is one caller's pipeline in a round.
-type multiReq struct {
-	build func(valkey.Builder) []valkey.Completed
+// roundReq is one caller's pipeline in a round: plain commands (C = valkey.Completed) or
+// reads through the tracking cache (C = valkey.CacheableTTL).
+type roundReq[C any] struct {
+	build func(valkey.Builder) []C
 	n     int // commands it built in the round
 	res   []valkey.ValkeyResult
 	err   error
@@ -24,14 +25,16 @@ type multiReq struct {
 	lead  bool          // this request runs the next round
 }
 
-type combiner struct {
+type multiReq = roundReq[valkey.Completed]
+
+type combiner[C any] struct {
 	mu    sync.Mutex
 	busy  bool // a round is in flight, or being handed over
-	queue []*multiReq
+	queue []*roundReq[C]
 }
 
 // submit returns when r has its results: run executes a round, with r leading it or not.
-func (cb *combiner) submit(r *multiReq, run func(round []*multiReq)) {
+func (cb *combiner[C]) submit(r *roundReq[C], run func(round []*roundReq[C])) {
 	cb.mu.Lock()
 	if cb.busy {
 		r.done = make(chan struct{})
@@ -44,14 +47,14 @@ func (cb *combiner) submit(r *multiReq, run func(round []*multiReq)) {
 		cb.mu.Lock()
 	}
 	cb.busy = true
-	round := append([]*multiReq{r}, cb.queue...)
+	round := append([]*roundReq[C]{r}, cb.queue...)
 	cb.queue = nil
 	cb.mu.Unlock()
 
 	run(round)
 
 	cb.mu.Lock()
-	var next *multiReq
+	var next *roundReq[C]
 	if len(cb.queue) > 0 {
 		next, cb.queue = cb.queue[0], cb.queue[1:]
 		next.lead = true
@@ -68,7 +71,7 @@ func (cb *combiner) submit(r *multiReq, run func(round []*multiReq)) {
 }
 
 // split hands each request of a round its share of the results.
-func split(round []*multiReq, res []valkey.ValkeyResult, err error) {
+func split[C any](round []*roundReq[C], res []valkey.ValkeyResult, err error) {
 	off := 0
 	for _, r := range round {
 		r.err = err

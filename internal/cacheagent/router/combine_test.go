@@ -13,7 +13,7 @@ import (
 // TestCombinerGivesEachCallerItsOwnResults: concurrent callers share rounds, every caller gets
 // exactly the results of its own commands, in order, and a lone caller is never held back.
 func TestCombinerGivesEachCallerItsOwnResults(t *testing.T) {
-	var cb combiner
+	var cb combiner[valkey.Completed]
 	var rounds, inFlight atomic.Int64
 	var ids sync.Map // *multiReq -> the caller's name
 	run := func(round []*multiReq) {

@@ -63,7 +63,8 @@ type Shard struct {
 	queued  map[string]struct{}
 	closed  bool
 
-	plain combiner // DoMulti rounds
+	plain  combiner[valkey.Completed]    // DoMulti rounds
+	cached combiner[valkey.CacheableTTL] // DoMultiCache rounds
 
 	replicas *replicaReader // nil without replicas
 	// stores are the live tracking stores: valkey-go makes one per connection it opens.
@@ -292,17 +293,21 @@ func (s *Shard) DoMulti(ctx context.Context, build func(valkey.Builder) []valkey
 func (s *Shard) runRound(ctx context.Context, round []*multiReq) {
 	var res []valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-		b := c.B()
-		cmds := make([]valkey.Completed, 0, len(round))
-		for _, r := range round {
-			own := r.build(b)
-			r.n = len(own)
-			cmds = append(cmds, own...)
-		}
-		res = c.DoMulti(ctx, cmds...)
+		res = c.DoMulti(ctx, buildRound(c.B(), round)...)
 		return firstFailure(res)
 	})
 	split(round, res, err)
+}
+
+// buildRound builds every request's commands, in order, noting how many each has.
+func buildRound[C any](b valkey.Builder, round []*roundReq[C]) []C {
+	cmds := make([]C, 0, len(round))
+	for _, r := range round {
+		own := r.build(b)
+		r.n = len(own)
+		cmds = append(cmds, own...)
+	}
+	return cmds
 }
 
 // readReplica answers reads from a replica when err says the primary is unavailable.
@@ -399,12 +404,18 @@ func (s *Shard) replayPending(ctx context.Context, c valkey.Client) error {
 
 // DoMultiCache reads several keys through the client-side cache in one round trip.
 // Without the primary, the reads go uncached to a replica.
+// Concurrent callers share rounds (see combiner).
 func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []valkey.CacheableTTL) ([]valkey.ValkeyResult, error) {
-	var res []valkey.ValkeyResult
-	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-		res = c.DoMultiCache(ctx, build(c.B())...)
-		return firstFailure(res)
+	r := &roundReq[valkey.CacheableTTL]{build: build}
+	s.cached.submit(r, func(round []*roundReq[valkey.CacheableTTL]) {
+		var res []valkey.ValkeyResult
+		err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+			res = c.DoMultiCache(ctx, buildRound(c.B(), round)...)
+			return firstFailure(res)
+		})
+		split(round, res, err)
 	})
+	res, err := r.res, r.err
 	if err != nil {
 		uncached := func(b valkey.Builder) []valkey.Completed {
 			cts := build(b)
