@@ -96,6 +96,14 @@ func (s *trackStore) Flight(key, cmd string, ttl time.Duration, now time.Time) (
 	return valkey.ValkeyMessage{}, nil
 }
 
+// Kept returns the kept reply of cmd on key, if it is still fresh.
+func (s *trackStore) Kept(key, cmd string, now time.Time) (valkey.ValkeyMessage, bool) {
+	if e, ok := s.kept.GetIfPresent(key); ok && e.cmd == cmd && e.pxat > now.UnixMilli() {
+		return e.msg, true
+	}
+	return valkey.ValkeyMessage{}, false
+}
+
 // Update keeps the reply unless it expires too soon, wakes the waiting readers, and returns the
 // client-side expiry: the requested TTL, shortened to the server's.
 func (s *trackStore) Update(key, cmd string, msg valkey.ValkeyMessage) int64 {

@@ -92,3 +92,25 @@ func TestTrackStoreFenceDropsCopiesOfOwnWrites(t *testing.T) {
 		t.Error("a read issued after the write was not kept")
 	}
 }
+
+// TestKeptAnswersOnlyFreshCopiesOfTheSameCommand: the agent's direct L1 lookup sees what
+// valkey-go would: the command's own copy, not after a fence, not past its expiry.
+func TestKeptAnswersOnlyFreshCopiesOfTheSameCommand(t *testing.T) {
+	s := newTrackStore(1<<20, 0)
+	now := time.Now()
+	s.Flight("k", "GET", time.Minute, now)
+	s.Update("k", "GET", valkey.ValkeyMessage{})
+	if _, ok := s.Kept("k", "GET", now); !ok {
+		t.Fatal("a kept GET is not found")
+	}
+	if _, ok := s.Kept("k", "STRLEN", now); ok {
+		t.Error("another command's lookup found the GET's copy")
+	}
+	if _, ok := s.Kept("k", "GET", now.Add(2*time.Minute)); ok {
+		t.Error("an expired copy was answered")
+	}
+	s.Fence("k")
+	if _, ok := s.Kept("k", "GET", now); ok {
+		t.Error("a copy fenced by a write was answered")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 
@@ -40,6 +41,13 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			writeResult(w, r[0].res[0], false)
 		})
 	case rules.L1 && rules.L1Tracking:
+		if !b.writing(key) {
+			if msg, ok := b.r.ShardFor(args[1]).KeptGet(key, time.Now()); ok {
+				s.Stats.L1Hits.Add(1)
+				b.local(func(w *resp.Writer) { writeResult(w, valkey.NewResult(msg, nil), false) })
+				return
+			}
+		}
 		i := b.shardOf(ctx, w, args[1], cacheLane)
 		p := b.cached(i, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules.L1TTL})
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
