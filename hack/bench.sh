@@ -78,24 +78,31 @@ for pipe in 1 16; do
     done
   done
 done
-# Hot reads: a small keyspace that fits in L1.
-for t in "direct:$S0" "agent-l1-on:$AG1"; do
+# Hot keys: a small keyspace that fits in L1 (GET), and writes that invalidate its copies (SET).
+for t in "direct:$S0" "twemproxy:$TW" "agent-l1-on:$AG1"; do
   name="${t%%:*}" port="${t##*:}"
   redis-benchmark -p "$port" -t set -n 2000 -r "$HOT_KEYS" -c 10 -d "$SIZE" -q >/dev/null 2>&1
-  read -r rps p50 p99 us < <(run "$port" get 1 "$HOT_KEYS")
-  R["$name/hot/1"]=$rps C["$name/hot/1"]=$us
-  printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$name" "hot" 1 "$rps" "$p50" "$p99" "$us"
+  for pipe in 1 16; do
+    for test in get set; do
+      read -r rps p50 p99 us < <(run "$port" "$test" "$pipe" "$HOT_KEYS")
+      R["$name/hot-$test/$pipe"]=$rps C["$name/hot-$test/$pipe"]=$us
+      printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$name" "hot-$test" "$pipe" "$rps" "$p50" "$p99" "$us"
+    done
+  done
 done
 ratio() { awk -v a="${R[$1]}" -v b="${R[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
 cpuratio() { awk -v a="${C[$1]}" -v b="${C[$2]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
-echo "ratios (goal in brackets):"
-for test in get set; do
-  echo "  agent L1 off / direct,    $test -P1:  $(ratio agent-l1-off/$test/1 direct/$test/1)  [>= 1.0]"
-  echo "  agent L1 off / twemproxy, $test -P1:  $(ratio agent-l1-off/$test/1 twemproxy/$test/1)  [>= 1.25]"
-  echo "  agent L1 off / direct,    $test -P16: $(ratio agent-l1-off/$test/16 direct/$test/16)  [>= 0.8]"
+echo "ratios against the goals (goal in brackets):"
+for l1 in off on; do
+  for pipe in 1 16; do
+    echo "  CPU per request, agent L1 $l1 / twemproxy, GET -P$pipe:  $(cpuratio agent-l1-$l1/get/$pipe twemproxy/get/$pipe)  [<= 1.0]"
+  done
 done
-echo "  agent L1 on / direct, hot GET -P1:  $(ratio agent-l1-on/hot/1 direct/hot/1)  [>= 1.2]"
-echo "  CPU per request, agent L1 off / twemproxy, get -P1:  $(cpuratio agent-l1-off/get/1 twemproxy/get/1)  [<= 1.0]"
-echo "  CPU per request, agent L1 off / twemproxy, get -P16: $(cpuratio agent-l1-off/get/16 twemproxy/get/16)  [<= 1.0]"
-echo "  CPU per L1 hit / valkey-server CPU per GET, hot:     $(cpuratio agent-l1-on/hot/1 direct/hot/1)  [<= 1.0]"
+echo "  hot GET, agent L1 on / direct, -P1:                  $(ratio agent-l1-on/hot-get/1 direct/hot-get/1)  [>= 1.2]"
+echo "  CPU per L1 hit / valkey-server CPU per GET, hot -P1: $(cpuratio agent-l1-on/hot-get/1 direct/hot-get/1)  [<= 1.0]"
+echo "  hot SET, agent L1 on / twemproxy, -P1:               $(ratio agent-l1-on/hot-set/1 twemproxy/hot-set/1)  [>= 1.0]"
+for test in get set; do
+  echo "  $test, agent L1 off / twemproxy, -P1:  $(ratio agent-l1-off/$test/1 twemproxy/$test/1)  [>= 1.0]"
+  echo "  $test, agent L1 off / twemproxy, -P16: $(ratio agent-l1-off/$test/16 twemproxy/$test/16)  [>= 1.25]"
+done
