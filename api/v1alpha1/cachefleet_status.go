@@ -22,6 +22,12 @@ const (
 	DegradedCondition = "Degraded"
 	// ProgressingCondition is True while the fleet moves towards its spec (scaling, rolling out).
 	ProgressingCondition = "Progressing"
+	// ReconcilingCondition is True while the object is not yet what its spec asks for and the
+	// controller is working on it; StalledCondition is True when it cannot get there until the
+	// spec (or something the spec names) changes. Both follow the kstatus conventions, so
+	// Argo CD, Flux and kpt read a CacheFleet's or CachePolicy's health without custom rules.
+	ReconcilingCondition = "Reconciling"
+	StalledCondition     = "Stalled"
 )
 
 // Condition reasons of a CacheFleet.

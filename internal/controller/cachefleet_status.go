@@ -149,6 +149,29 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 		set(cachev1alpha1.ReadyCondition, false, cachev1alpha1.ReasonNotAllReady, "see ShardsReady, AgentsReady and RingPublished")
 	}
 
+	readyCond := meta.FindStatusCondition(st.Conditions, cachev1alpha1.ReadyCondition)
+	switch {
+	case obs.invalidSpec != nil:
+		set(cachev1alpha1.StalledCondition, true, cachev1alpha1.ReasonInvalidSpec, obs.invalidSpec.Error())
+		set(cachev1alpha1.ReconcilingCondition, false, cachev1alpha1.ReasonInvalidSpec, "waiting for the spec to change")
+	case ready && obs.draining == 0:
+		set(cachev1alpha1.StalledCondition, false, cachev1alpha1.ReasonAsExpected, "")
+		set(cachev1alpha1.ReconcilingCondition, false, cachev1alpha1.ReasonAllReady, "up to date")
+	case ready:
+		set(cachev1alpha1.StalledCondition, false, cachev1alpha1.ReasonAsExpected, "")
+		set(cachev1alpha1.ReconcilingCondition, true, cachev1alpha1.ReasonScaling, fmt.Sprintf("%d removed shards wait for agents to leave them", obs.draining))
+	default:
+		reason, msg := readyCond.Reason, readyCond.Message
+		switch {
+		case degraded:
+			reason, msg = cachev1alpha1.ReasonPrimaryNotReady, "shards without a ready primary: "+list(noPrimary)
+		case obs.firstErr == nil:
+			msg = waitingFor(obs, shardsReady, agentsReady, notReadyPods)
+		}
+		set(cachev1alpha1.StalledCondition, false, cachev1alpha1.ReasonAsExpected, "")
+		set(cachev1alpha1.ReconcilingCondition, true, reason, msg)
+	}
+
 	switch {
 	case degraded:
 		st.Phase = cachev1alpha1.PhaseDegraded
@@ -167,6 +190,24 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 		st.ObservedGeneration = generation
 	}
 	return st
+}
+
+// waitingFor names what a fleet that is not ready yet waits for, for the Reconciling condition.
+func waitingFor(obs observation, shardsReady, agentsReady bool, notReadyPods []string) string {
+	var parts []string
+	if !shardsReady {
+		parts = append(parts, "shards with pods not ready: "+list(notReadyPods))
+	}
+	if !agentsReady {
+		parts = append(parts, fmt.Sprintf("%d of %d agents ready", obs.readyAgents, obs.desiredAgents))
+	}
+	if !obs.ringPublished {
+		parts = append(parts, "the ring is not published yet")
+	}
+	if len(parts) == 0 {
+		return "waiting for shards and agents"
+	}
+	return "waiting for " + strings.Join(parts, "; ")
 }
 
 func anyShardExists(shards []shardObservation) bool {

@@ -150,6 +150,20 @@ func computePolicyStatus(prev cachev1alpha1.CachePolicyStatus, generation int64,
 			st.Phase, st.AppliedRingEpoch = cachev1alpha1.PolicyPending, 0
 		}
 	}
+	// kstatus conventions (see ReconcilingCondition): a missing fleet or a taken prefix needs a
+	// change by someone; a policy not yet in the ring needs only time.
+	accepted := meta.FindStatusCondition(st.Conditions, cachev1alpha1.AcceptedCondition)
+	switch st.Phase {
+	case cachev1alpha1.PolicyFleetNotFound, cachev1alpha1.PolicyConflicted:
+		set(cachev1alpha1.StalledCondition, metav1.ConditionTrue, accepted.Reason, accepted.Message)
+		set(cachev1alpha1.ReconcilingCondition, metav1.ConditionFalse, accepted.Reason, "waiting for a change")
+	case cachev1alpha1.PolicyPending:
+		set(cachev1alpha1.StalledCondition, metav1.ConditionFalse, cachev1alpha1.ReasonAsExpected, "")
+		set(cachev1alpha1.ReconcilingCondition, metav1.ConditionTrue, accepted.Reason, accepted.Message)
+	default:
+		set(cachev1alpha1.StalledCondition, metav1.ConditionFalse, cachev1alpha1.ReasonAsExpected, "")
+		set(cachev1alpha1.ReconcilingCondition, metav1.ConditionFalse, accepted.Reason, accepted.Message)
+	}
 	st.ObservedGeneration = generation
 	return st
 }
