@@ -40,6 +40,8 @@ type CacheFleetReconciler struct {
 	DrainTimeout time.Duration
 	// Now is the clock; tests move it to cross the drain timeout.
 	Now func() time.Time
+
+	converge convergence // epoch publish times, for cachefleet_epoch_convergence_seconds
 }
 
 // fleetScope carries one reconcile's state between phases.
@@ -69,6 +71,9 @@ type fleetScope struct {
 func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	fleet := &cachev1alpha1.CacheFleet{}
 	if err := r.Get(ctx, req.NamespacedName, fleet); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.converge.forget(req.String())
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !fleet.DeletionTimestamp.IsZero() {
@@ -83,6 +88,9 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 		status := computeStatus(*before, fleet.Generation, s.obs)
 		r.recordTransitions(fleet, before, &status)
+		if took, done := r.converge.observe(req.String(), status, r.now()); done {
+			epochConvergence.Observe(took.Seconds())
+		}
 		if equality.Semantic.DeepEqual(*before, status) {
 			return
 		}
@@ -94,16 +102,16 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}()
 
 	phases := []struct {
-		doing string
-		run   func(context.Context, *fleetScope) error
+		name, doing string // name labels cachefleet_reconcile_errors_total
+		run         func(context.Context, *fleetScope) error
 	}{
-		{"creating the generated Secrets", r.reconcileSecrets},
-		{"reconciling shards", r.reconcileShards},
-		{"publishing the ring", r.reconcileRing},
-		{"reconciling agents", r.reconcileAgents},
-		{"reconciling monitoring", r.reconcileMonitoring},
-		{"draining removed shards", r.reconcileDrainedShards},
-		{"observing children", r.observe},
+		{"secrets", "creating the generated Secrets", r.reconcileSecrets},
+		{"shards", "reconciling shards", r.reconcileShards},
+		{"ring", "publishing the ring", r.reconcileRing},
+		{"agents", "reconciling agents", r.reconcileAgents},
+		{"monitoring", "reconciling monitoring", r.reconcileMonitoring},
+		{"drain", "draining removed shards", r.reconcileDrainedShards},
+		{"observe", "observing children", r.observe},
 	}
 	var errs []error
 	for _, phase := range phases {
@@ -118,6 +126,7 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			logf.FromContext(ctx).Info("Fleet spec cannot work", "field", invalid.field, "reason", invalid.msg)
 			return ctrl.Result{}, nil
 		}
+		reconcileErrors.WithLabelValues(phase.name).Inc()
 		errs = append(errs, fmt.Errorf("%s: %w", phase.doing, err))
 		if errors.Is(err, errStop) {
 			break

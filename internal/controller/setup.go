@@ -78,6 +78,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	copts := controller.Options{MaxConcurrentReconciles: max(opts.MaxConcurrentReconciles, 1)}
+	registerMetrics(mgr.GetClient())
 
 	fleets := &CacheFleetReconciler{
 		Client:       mgr.GetClient(),
