@@ -46,32 +46,43 @@ func (s *Server) Collector() prometheus.Collector { return &collector{s: s} }
 type collector struct{ s *Server }
 
 var (
-	descRequests     = prometheus.NewDesc("cachefleet_agent_requests_total", "Commands answered, by command and result.", []string{"command", "result"}, nil)
-	descHits         = prometheus.NewDesc("cachefleet_agent_cache_hits_total", "Reads answered by a tier.", []string{"tier"}, nil)
-	descMisses       = prometheus.NewDesc("cachefleet_agent_cache_misses_total", "Reads a tier could not answer.", []string{"tier"}, nil)
-	descOversize     = prometheus.NewDesc("cachefleet_agent_oversize_rejected_total", "Writes refused for exceeding the value size limit.", nil, nil)
-	descUndecodable  = prometheus.NewDesc("cachefleet_agent_undecodable_values_total", "Values marked compressed that did not decompress; returned as stored.", nil, nil)
-	descProto        = prometheus.NewDesc("cachefleet_agent_protocol_errors_total", "Connections closed for malformed frames.", nil, nil)
-	descClients      = prometheus.NewDesc("cachefleet_agent_clients", "Open client connections.", nil, nil)
-	descEpoch        = prometheus.NewDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
-	descBreaker      = prometheus.NewDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
-	descShardErr     = prometheus.NewDesc("cachefleet_agent_shard_errors_total", "Failed requests to a shard.", []string{"shard"}, nil)
-	descReplicaReads = prometheus.NewDesc("cachefleet_agent_replica_reads_total", "Reads answered by a replica while the shard's primary was unavailable.", []string{"shard"}, nil)
-	descStaleRetry   = prometheus.NewDesc("cachefleet_agent_stale_connection_retries_total", "Requests retried on a fresh connection because the shard had closed the old one before they were sent.", []string{"shard"}, nil)
-	descQueued       = prometheus.NewDesc("cachefleet_agent_deletes_queued_total", "Deletes queued for a shard that was down.", []string{"shard"}, nil)
-	descReplayed     = prometheus.NewDesc("cachefleet_agent_deletes_replayed_total", "Queued deletes replayed after the shard returned.", []string{"shard"}, nil)
-	descDropped      = prometheus.NewDesc("cachefleet_agent_deletes_dropped_total", "Deletes not queued because the queue was full.", []string{"shard"}, nil)
-	descPending      = prometheus.NewDesc("cachefleet_agent_deletes_pending", "Deletes waiting for their shard.", []string{"shard"}, nil)
-	descL1Bytes      = prometheus.NewDesc("cachefleet_agent_l1_bytes", "Approximate bytes held by the ttl-mode L1.", nil, nil)
-	descLeases       = prometheus.NewDesc("cachefleet_agent_leases_total", "Stampede protection: leases granted, waits for another caller's fill, fills refused.", []string{"event"}, nil)
-	descBus          = prometheus.NewDesc("cachefleet_agent_bus_messages_total", "Invalidation bus messages, by event: published, publish_failed, received, applied, duplicate.", []string{"event"}, nil)
-	descBusRej       = prometheus.NewDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
-	descBusGaps      = prometheus.NewDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
-	descBusResub     = prometheus.NewDesc("cachefleet_agent_bus_resubscribes_total", "Bus subscriptions re-established.", nil, nil)
-	descTracking     = prometheus.NewDesc("cachefleet_agent_tracking_clients", "Client connections with CLIENT TRACKING on (client-side caching).", nil, nil)
-	descTrackKeys    = prometheus.NewDesc("cachefleet_agent_tracking_keys", "Keys remembered as read by default-mode tracking clients.", nil, nil)
-	descTrackPushes  = prometheus.NewDesc("cachefleet_agent_tracking_invalidations_total", "Invalidation messages sent to tracking clients.", nil, nil)
+	descRequests     = newDesc("cachefleet_agent_requests_total", "Commands answered, by command and result.", []string{"command", "result"}, nil)
+	descHits         = newDesc("cachefleet_agent_cache_hits_total", "Reads answered by a tier.", []string{"tier"}, nil)
+	descMisses       = newDesc("cachefleet_agent_cache_misses_total", "Reads a tier could not answer.", []string{"tier"}, nil)
+	descOversize     = newDesc("cachefleet_agent_oversize_rejected_total", "Writes refused for exceeding the value size limit.", nil, nil)
+	descUndecodable  = newDesc("cachefleet_agent_undecodable_values_total", "Values marked compressed that did not decompress; returned as stored.", nil, nil)
+	descProto        = newDesc("cachefleet_agent_protocol_errors_total", "Connections closed for malformed frames.", nil, nil)
+	descClients      = newDesc("cachefleet_agent_clients", "Open client connections.", nil, nil)
+	descEpoch        = newDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
+	descBreaker      = newDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
+	descShardErr     = newDesc("cachefleet_agent_shard_errors_total", "Failed requests to a shard.", []string{"shard"}, nil)
+	descReplicaReads = newDesc("cachefleet_agent_replica_reads_total", "Reads answered by a replica while the shard's primary was unavailable.", []string{"shard"}, nil)
+	descStaleRetry   = newDesc("cachefleet_agent_stale_connection_retries_total", "Requests retried on a fresh connection because the shard had closed the old one before they were sent.", []string{"shard"}, nil)
+	descQueued       = newDesc("cachefleet_agent_deletes_queued_total", "Deletes queued for a shard that was down.", []string{"shard"}, nil)
+	descReplayed     = newDesc("cachefleet_agent_deletes_replayed_total", "Queued deletes replayed after the shard returned.", []string{"shard"}, nil)
+	descDropped      = newDesc("cachefleet_agent_deletes_dropped_total", "Deletes not queued because the queue was full.", []string{"shard"}, nil)
+	descPending      = newDesc("cachefleet_agent_deletes_pending", "Deletes waiting for their shard.", []string{"shard"}, nil)
+	descL1Bytes      = newDesc("cachefleet_agent_l1_bytes", "Approximate bytes held by the ttl-mode L1.", nil, nil)
+	descLeases       = newDesc("cachefleet_agent_leases_total", "Stampede protection: leases granted, waits for another caller's fill, fills refused.", []string{"event"}, nil)
+	descBus          = newDesc("cachefleet_agent_bus_messages_total", "Invalidation bus messages, by event: published, publish_failed, received, applied, duplicate.", []string{"event"}, nil)
+	descBusRej       = newDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
+	descBusGaps      = newDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
+	descBusResub     = newDesc("cachefleet_agent_bus_resubscribes_total", "Bus subscriptions re-established.", nil, nil)
+	descTracking     = newDesc("cachefleet_agent_tracking_clients", "Client connections with CLIENT TRACKING on (client-side caching).", nil, nil)
+	descTrackKeys    = newDesc("cachefleet_agent_tracking_keys", "Keys remembered as read by default-mode tracking clients.", nil, nil)
+	descTrackPushes  = newDesc("cachefleet_agent_tracking_invalidations_total", "Invalidation messages sent to tracking clients.", nil, nil)
 )
+
+// metricNames are every metric the agent exports, for the dashboard and alert checks.
+var metricNames = []string{"cachefleet_agent_request_duration_seconds"}
+
+func newDesc(name, help string, labels []string, constLabels prometheus.Labels) *prometheus.Desc {
+	metricNames = append(metricNames, name)
+	return prometheus.NewDesc(name, help, labels, constLabels)
+}
+
+// MetricNames lists the names of the agent's metrics (histograms without their suffixes).
+func MetricNames() []string { return append([]string(nil), metricNames...) }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
 
