@@ -271,3 +271,41 @@ valkey-cli -h dp-agent -p 6380 PING`
 		t.Fatalf("valkey-cli through the agent Service: %v\n%s", err, out)
 	}
 }
+
+// TestGitOpsApplyShowsNoDrift: applying the samples again, client-side or server-side, changes
+// nothing, and kubectl diff is empty: the defaults the API server writes and the status the
+// controller writes are not drift a GitOps tool would try to undo.
+func TestGitOpsApplyShowsNoDrift(t *testing.T) {
+	for _, mode := range []struct {
+		name  string
+		apply []string
+		diff  []string
+	}{
+		{"client-side", []string{"apply", "-k", "config/samples"}, []string{"diff", "-k", "config/samples"}},
+		{"server-side", []string{"apply", "--server-side", "--field-manager=gitops", "-k", "config/samples"},
+			[]string{"diff", "--server-side", "--field-manager=gitops", "-k", "config/samples"}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			ns := namespace(t, "e2e-drift-"+mode.name)
+			mustKubectl(t, "", append([]string{"-n", ns}, mode.apply...)...)
+			waitReady(t, ns, "web-cache", 2*time.Minute)
+			objs := []string{"cachefleet/web-cache", "cachepolicy/sessions", "cachepolicy/catalog"}
+			versions := func() string {
+				var v []string
+				for _, o := range objs {
+					// Not resourceVersion: the controller's status writes move it.
+					v = append(v, o+"@"+jsonpath(ns, o, "{.metadata.generation} {.metadata.labels} {.metadata.annotations} {.spec}"))
+				}
+				return strings.Join(v, " ")
+			}
+			before := versions()
+			out := mustKubectl(t, "", append([]string{"-n", ns}, mode.apply...)...)
+			if after := versions(); after != before {
+				t.Errorf("a second apply changed objects:\n before %s\n after  %s\n%s", before, after, out)
+			}
+			if out, err := kubectl("", append([]string{"-n", ns}, mode.diff...)...); err != nil || strings.TrimSpace(out) != "" {
+				t.Errorf("kubectl diff after apply is not empty (%v):\n%s", err, out)
+			}
+		})
+	}
+}
