@@ -7,6 +7,7 @@ CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cachefleet
 TOOLS := $(CACHE)/tools
 CONTROLLER_GEN := $(TOOLS)/controller-gen-v$(CONTROLLER_TOOLS_VERSION)/controller-gen
 GOLANGCI_LINT := $(TOOLS)/golangci-lint-v$(GOLANGCI_LINT_VERSION)/golangci-lint
+HELM := $(TOOLS)/helm-v$(HELM_VERSION)/helm
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo "$$(hack/k8s-bins.sh envtest)/kubectl")
 # -race: the agent is concurrent everywhere; the race detector runs on every test.
 GO_TEST_FLAGS ?= -count=1 -race
@@ -70,8 +71,8 @@ test-unit: ## Unit, envtest (real kube-apiserver + etcd) and integration tests (
 
 E2E_CLUSTER ?= kwok
 .PHONY: test-e2e
-test-e2e: ## The e2e suite on a fresh cluster: E2E_CLUSTER=kwok (default, runs here) or kind.
-	E2E_CLUSTER=$(E2E_CLUSTER) hack/e2e.sh
+test-e2e: $(HELM) ## The e2e suite on a fresh cluster: E2E_CLUSTER=kwok (default, runs here) or kind; includes helm lint/template of charts/cachefleet.
+	HELM=$(HELM) E2E_CLUSTER=$(E2E_CLUSTER) hack/e2e.sh
 
 .PHONY: golden
 golden: ## Rewrite the golden files of the builders after an intended change.
@@ -132,6 +133,9 @@ kind-deploy: docker-build ## Load the images into the kind cluster "cachefleet" 
 
 $(CONTROLLER_GEN):
 	GOBIN=$(dir $@) go install sigs.k8s.io/controller-tools/cmd/controller-gen@v$(CONTROLLER_TOOLS_VERSION)
+
+$(HELM): # built from the Go module proxy (a few minutes once), cached by version
+	GOBIN=$(dir $@) go install helm.sh/helm/v3/cmd/helm@v$(HELM_VERSION)
 
 $(GOLANGCI_LINT): # built from the Go module proxy (about 80 s once), cached by version
 	GOBIN=$(dir $@) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v$(GOLANGCI_LINT_VERSION)
