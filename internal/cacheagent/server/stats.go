@@ -1,6 +1,7 @@
 package server
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,23 @@ type Stats struct {
 	TrackingClients  atomic.Int64 // connections with CLIENT TRACKING on
 	TrackingPushes   atomic.Int64 // invalidation messages queued for tracking clients
 	latency          prometheus.Histogram
+	policies         sync.Map // policy name -> *policyCounters (GET reads)
+}
+
+// policyCounters are one policy's GET reads: L1 hits, L1 misses, L2 hits, L2 misses.
+type policyCounters [4]atomic.Int64
+
+// forPolicy returns the counters of a policy ("" is the fleet's defaults); the set is bounded
+// by the policies the ring has carried.
+func (s *Stats) forPolicy(name string) *policyCounters {
+	if name == "" {
+		name = "default"
+	}
+	if pc, ok := s.policies.Load(name); ok {
+		return pc.(*policyCounters)
+	}
+	pc, _ := s.policies.LoadOrStore(name, new(policyCounters))
+	return pc.(*policyCounters)
 }
 
 func newStats() *Stats {
@@ -68,6 +86,8 @@ var (
 	descBusRej       = newDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
 	descBusGaps      = newDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
 	descBusResub     = newDesc("cachefleet_agent_bus_resubscribes_total", "Bus subscriptions re-established.", nil, nil)
+	descPolicyHits   = newDesc("cachefleet_agent_policy_hits_total", "GET reads answered by a tier, by the key's policy.", []string{"policy", "tier"}, nil)
+	descPolicyMisses = newDesc("cachefleet_agent_policy_misses_total", "GET reads a tier could not answer, by the key's policy.", []string{"policy", "tier"}, nil)
 	descTracking     = newDesc("cachefleet_agent_tracking_clients", "Client connections with CLIENT TRACKING on (client-side caching).", nil, nil)
 	descTrackKeys    = newDesc("cachefleet_agent_tracking_keys", "Keys remembered as read by default-mode tracking clients.", nil, nil)
 	descTrackPushes  = newDesc("cachefleet_agent_tracking_invalidations_total", "Invalidation messages sent to tracking clients.", nil, nil)
@@ -106,6 +126,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descHits, st.L2Hits.Load(), "l2")
 	counter(descMisses, st.L1Misses.Load(), "l1")
 	counter(descMisses, st.L2Misses.Load(), "l2")
+	st.policies.Range(func(k, v any) bool {
+		name, pc := k.(string), v.(*policyCounters)
+		counter(descPolicyHits, pc[0].Load(), name, "l1")
+		counter(descPolicyMisses, pc[1].Load(), name, "l1")
+		counter(descPolicyHits, pc[2].Load(), name, "l2")
+		counter(descPolicyMisses, pc[3].Load(), name, "l2")
+		return true
+	})
 	counter(descOversize, st.OversizeRejected.Load())
 	counter(descUndecodable, codec.Corrupt.Load())
 	counter(descProto, st.ProtocolErrors.Load())

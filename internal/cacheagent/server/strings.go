@@ -32,18 +32,19 @@ func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane)
 func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key := str(args[1])
 	rules := b.rulesFor(args[1])
+	pc := s.Stats.forPolicy(rules.Name)
 	switch {
 	case b.tx || b.direct: // a transaction, or a tracking client: the shard's reply is the only coherent one
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
-			s.countL2(r[0].res[0])
+			s.countL2(r[0].res[0], pc)
 			writeResult(w, r[0].res[0], false)
 		})
 	case rules.L1 && rules.L1Tracking:
 		if !b.writing(key) {
 			if msg, ok := b.r.ShardFor(args[1]).KeptGet(key, time.Now()); ok {
-				s.Stats.L1Hits.Add(1)
+				s.hitL1(pc)
 				b.local(func(w *resp.Writer) { writeResult(w, valkey.NewResult(msg, nil), false) })
 				return
 			}
@@ -53,10 +54,10 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
 			res := r[0].res[0]
 			if res.IsCacheHit() {
-				s.Stats.L1Hits.Add(1)
+				s.hitL1(pc)
 			} else {
-				s.Stats.L1Misses.Add(1)
-				s.countL2(res)
+				s.missL1(pc)
+				s.countL2(res, pc)
 			}
 			writeResult(w, res, false)
 		})
@@ -64,12 +65,12 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		l1 := s.L1()
 		if !b.writing(key) {
 			if v, ok := l1.Get(key); ok {
-				s.Stats.L1Hits.Add(1)
+				s.hitL1(pc)
 				b.local(func(w *resp.Writer) { w.Bulk(v) })
 				return
 			}
 		}
-		s.Stats.L1Misses.Add(1)
+		s.missL1(pc)
 		ticket := l1.Ticket(key) // before the read leaves: a write acknowledged after refuses the fill
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i,
@@ -77,7 +78,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			func(bd valkey.Builder) valkey.Completed { return bd.Pttl().Key(key).Build() })
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
 			res := r[0].res[0]
-			s.countL2(res)
+			s.countL2(res, pc)
 			raw, err := res.ToString()
 			v, present := readable(raw)
 			if err != nil || !present {
@@ -93,7 +94,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
-			s.countL2(r[0].res[0])
+			s.countL2(r[0].res[0], pc)
 			writeResult(w, r[0].res[0], false)
 		})
 	}
@@ -102,12 +103,27 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 // nullReply is the miss of a single-key read.
 func nullReply(w *resp.Writer) { w.Null() }
 
-func (s *Server) countL2(res valkey.ValkeyResult) {
-	if valkey.IsValkeyNil(res.Error()) {
+// countL2 counts a shard read, for the agent and, when pc is set, for the key's policy.
+func (s *Server) countL2(res valkey.ValkeyResult, pc *policyCounters) {
+	miss := valkey.IsValkeyNil(res.Error())
+	if miss {
 		s.Stats.L2Misses.Add(1)
 	} else {
 		s.Stats.L2Hits.Add(1)
 	}
+	if pc != nil {
+		pc[2+boolIndex(miss)].Add(1)
+	}
+}
+
+func (s *Server) hitL1(pc *policyCounters) {
+	s.Stats.L1Hits.Add(1)
+	pc[0].Add(1)
+}
+
+func (s *Server) missL1(pc *policyCounters) {
+	s.Stats.L1Misses.Add(1)
+	pc[1].Add(1)
 }
 
 // settle makes the agent's own writes of keys visible to its next reads: it drops the L1 copies
