@@ -90,6 +90,17 @@ for t in "direct:$S0" "twemproxy:$TW" "agent-l1-on:$AG1"; do
     done
   done
 done
+# Latency at half the agent's peak: a fixed-rate GET load (hack/loadgen measures from each
+# request's scheduled start), the same rate for every target.
+go build -o "$work/loadgen" ./hack/loadgen
+half=$(awk -v r="${R[agent-l1-off/get/1]}" 'BEGIN { printf "%d", r / 2 }')
+declare -A P99
+for t in "direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1"; do
+  name="${t%%:*}" port="${t##*:}"
+  read -r rps p50 p99 p999 < <("$work/loadgen" -addr "127.0.0.1:$port" -rate "$half" -duration 5s -conns "$CLIENTS" -keyspace "$KEYSPACE")
+  P99[$name]=$p99
+  printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$name" "get@$half/s" 1 "$rps" "$(awk -v u="$p50" 'BEGIN{printf "%.3f", u/1000}')" "$(awk -v u="$p99" 'BEGIN{printf "%.3f", u/1000}')" ""
+done
 ratio() { awk -v a="${R[$1]}" -v b="${R[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
 cpuratio() { awk -v a="${C[$1]}" -v b="${C[$2]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
@@ -105,4 +116,7 @@ echo "  hot SET, agent L1 on / twemproxy, -P1:               $(ratio agent-l1-on
 for test in get set; do
   echo "  $test, agent L1 off / twemproxy, -P1:  $(ratio agent-l1-off/$test/1 twemproxy/$test/1)  [>= 1.0]"
   echo "  $test, agent L1 off / twemproxy, -P16: $(ratio agent-l1-off/$test/16 twemproxy/$test/16)  [>= 1.25]"
+done
+for l1 in off on; do
+  echo "  p99 added over direct at half the agent's peak ($half GET/s), agent L1 $l1: $(( ${P99[agent-l1-$l1]} - ${P99[direct]} )) us  [<= 150]"
 done
