@@ -55,7 +55,7 @@ func run(addr string, rate int, duration time.Duration, conns, keyspace int) err
 			for i := range n {
 				due := first.Add(time.Duration(i) * interval)
 				time.Sleep(time.Until(due))
-				key := fmt.Sprintf("key:%012d", rand.IntN(keyspace))
+				key := fmt.Sprintf("key:%012d", rand.IntN(keyspace)) //nolint:gosec // load, not secrets
 				fmt.Fprintf(w, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(key), key)
 				if err := w.Flush(); err != nil {
 					errs <- err
