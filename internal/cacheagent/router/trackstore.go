@@ -77,9 +77,8 @@ func newTrackStore(maxBytes int, minUsable time.Duration) *trackStore {
 // Flight returns a kept value, or the read in flight to wait for, or neither: then the caller
 // reads from the shard and reports back with Update or Cancel.
 func (s *trackStore) Flight(key, cmd string, ttl time.Duration, now time.Time) (valkey.ValkeyMessage, valkey.CacheEntry) {
-	nowMs := now.UnixMilli()
-	if e, ok := s.kept.GetIfPresent(key); ok && e.cmd == cmd && e.pxat > nowMs {
-		return e.msg, nil
+	if msg, ok := s.Kept(key, cmd, now); ok {
+		return msg, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

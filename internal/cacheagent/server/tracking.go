@@ -157,7 +157,7 @@ func (s *Server) writePushes(c *client) bool {
 		w.BulkString("message")
 		w.BulkString(invalidateChannel)
 	default:
-		return broken != 0 && resp3
+		return false // RESP2 without a subscription: nowhere to send it (broken is RESP3 only)
 	}
 	if all {
 		w.Null()

@@ -8,6 +8,7 @@ package tracking
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Sink receives a client's invalidations: the changed keys, or nil when everything the
@@ -19,6 +20,10 @@ type Sink interface {
 // Table is safe for concurrent use.
 type Table struct {
 	maxKeys int
+
+	// tracking mirrors len(clients), so the agent's every write skips the lock while no client
+	// tracks (the common case).
+	tracking atomic.Int32
 
 	mu sync.Mutex
 	// keys: key -> clients that read it since its last invalidation (default mode). Clients
@@ -61,6 +66,7 @@ func (t *Table) Enable(id int64, sink Sink, o Options) {
 	if e == nil {
 		e = &entry{}
 		t.clients[id] = e
+		t.tracking.Store(int32(len(t.clients)))
 	}
 	e.sink, e.noLoop = sink, o.NoLoop
 	if !o.BCAST {
@@ -106,6 +112,10 @@ func (t *Table) Disable(id int64) {
 		}
 	}
 	delete(t.clients, id)
+	t.tracking.Store(int32(len(t.clients)))
+	if len(t.clients) == 0 {
+		clear(t.keys) // what the last clients read, nobody can still hold
+	}
 }
 
 // Clients is the number of tracking clients.
@@ -147,11 +157,10 @@ func (t *Table) Remember(id int64, keys ...string) {
 // Invalidate tells the clients that may hold keys that they changed. by is the client whose
 // write changed them (0 when unknown): a NOLOOP client does not hear of its own writes.
 func (t *Table) Invalidate(by int64, keys ...string) {
-	t.mu.Lock()
-	if len(t.clients) == 0 {
-		t.mu.Unlock()
-		return
+	if t.tracking.Load() == 0 {
+		return // a client enabling now has read nothing yet
 	}
+	t.mu.Lock()
 	var out map[Sink][]string
 	for _, k := range keys {
 		if ids, ok := t.keys[k]; ok {

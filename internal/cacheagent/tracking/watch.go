@@ -88,10 +88,7 @@ func (w *Watcher) run(ctx context.Context, o WatchOptions, onChange func(keys []
 			cancel()
 			mu.Lock()
 			wasLost := lost
-			lost = lost || err != nil
-			if err == nil {
-				lost = false
-			}
+			lost = err != nil
 			mu.Unlock()
 			switch {
 			case err != nil:
