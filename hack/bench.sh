@@ -66,15 +66,19 @@ run() {
   awk -v d=$((after - before)) -v t="$TCK" -v n="$N" 'BEGIN { printf "%.2f\n", d * 1e6 / t / n }'
 }
 declare -A R C
+# row NAME PORT TEST PIPELINE KEYSPACE LABEL: measure, record under NAME/LABEL/PIPELINE, print.
+row() {
+  local rps p50 p99 us
+  read -r rps p50 p99 us < <(run "$2" "$3" "$4" "$5")
+  R["$1/$6/$4"]=$rps C["$1/$6/$4"]=$us
+  printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$1" "$6" "$4" "$rps" "$p50" "$p99" "$us"
+}
 targets=("direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1")
 printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" target test -P "req/s" "p50 ms" "p99 ms" "cpu us/req"
 for pipe in 1 16; do
   for test in set get; do
     for t in "${targets[@]}"; do
-      name="${t%%:*}" port="${t##*:}"
-      read -r rps p50 p99 us < <(run "$port" "$test" "$pipe" "$KEYSPACE")
-      R["$name/$test/$pipe"]=$rps C["$name/$test/$pipe"]=$us
-      printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$name" "$test" "$pipe" "$rps" "$p50" "$p99" "$us"
+      row "${t%%:*}" "${t##*:}" "$test" "$pipe" "$KEYSPACE" "$test"
     done
   done
 done
@@ -84,9 +88,7 @@ for t in "direct:$S0" "twemproxy:$TW" "agent-l1-on:$AG1"; do
   redis-benchmark -p "$port" -t set -n 2000 -r "$HOT_KEYS" -c 10 -d "$SIZE" -q >/dev/null 2>&1
   for pipe in 1 16; do
     for test in get set; do
-      read -r rps p50 p99 us < <(run "$port" "$test" "$pipe" "$HOT_KEYS")
-      R["$name/hot-$test/$pipe"]=$rps C["$name/hot-$test/$pipe"]=$us
-      printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$name" "hot-$test" "$pipe" "$rps" "$p50" "$p99" "$us"
+      row "$name" "$port" "$test" "$pipe" "$HOT_KEYS" "hot-$test"
     done
   done
 done
