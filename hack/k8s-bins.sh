@@ -5,6 +5,7 @@
 #
 #   hack/k8s-bins.sh envtest   # etcd, kube-apiserver, kubectl (what envtest needs)
 #   hack/k8s-bins.sh all       # + kube-controller-manager, kube-scheduler, kwok, kwokctl
+#   hack/k8s-bins.sh nodes     # all + kubelet, kube-proxy, coredns (real nodes: hack/node-cluster.sh)
 #
 # KUBEBUILDER_ASSETS, when set and holding the envtest binaries, wins for `envtest`.
 set -euo pipefail
@@ -72,6 +73,12 @@ build_kube() {
   )
 }
 
+build_coredns() {
+  [[ -x "$dir/coredns" ]] && return
+  log "building coredns v$COREDNS_VERSION"
+  GOBIN="$dir" go install "github.com/coredns/coredns@v$COREDNS_VERSION"
+}
+
 build_kwok() {
   for b in kwok kwokctl; do
     [[ -x "$dir/$b" ]] && continue
@@ -83,6 +90,9 @@ build_kwok() {
 case "$what" in
   envtest) build_etcd; build_kube kube-apiserver kubectl ;;
   all) build_etcd; build_kube kube-apiserver kubectl kube-controller-manager kube-scheduler; build_kwok ;;
-  *) echo "usage: $0 envtest|all" >&2; exit 2 ;;
+  nodes)
+    build_etcd; build_kube kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy
+    build_kwok; build_coredns ;;
+  *) echo "usage: $0 envtest|all|nodes" >&2; exit 2 ;;
 esac
 echo "$dir"
