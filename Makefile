@@ -69,9 +69,9 @@ generated: manifests generate test-crds fmt ## Regenerate CRDs, RBAC, DeepCopy a
 test-unit: ## Unit, envtest (real kube-apiserver + etcd) and integration tests (real valkey-server shards).
 	CACHEFLEET_SHARD_SERVER="$$(hack/valkey-bins.sh)" KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test $(GO_TEST_FLAGS) ./...
 
-E2E_CLUSTER ?= kwok
+E2E_CLUSTER ?= all
 .PHONY: test-e2e
-test-e2e: $(HELM) ## The e2e suite on a fresh cluster: E2E_CLUSTER=kwok (default, runs here) or kind; includes helm lint/template of charts/cachefleet.
+test-e2e: $(HELM) ## The e2e suite on fresh clusters: E2E_CLUSTER=all (default: kwok, then real nodes here), kwok, nodes or kind; includes helm lint/template of charts/cachefleet.
 	HELM=$(HELM) E2E_CLUSTER=$(E2E_CLUSTER) hack/e2e.sh
 
 .PHONY: golden
@@ -99,7 +99,7 @@ run: manifests generate ## Run the manager against the current kubeconfig.
 
 KWOK_NAME ?= cachefleet
 .PHONY: dev
-dev: ## Start a local kwok cluster, install the CRDs, run the manager, apply the samples.
+dev: ## Start a local cluster with real nodes (DEV_CLUSTER=kwok: simulated), run the manager, apply the samples, forward 127.0.0.1:6380 to an agent.
 	@hack/dev.sh up $(KWOK_NAME)
 
 .PHONY: dev-down

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# Runs the e2e suite (test/e2e) against a fresh cluster.
-#   E2E_CLUSTER=kwok (default): kwokctl cluster from source-built binaries, manager as a process.
+# Runs the e2e suite (test/e2e) against fresh clusters.
+#   E2E_CLUSTER=all (default): kwok, then nodes.
+#   E2E_CLUSTER=kwok: kwokctl cluster from source-built binaries, manager as a process; the
+#     control-plane tests (simulated pods: 100 fleets at once, drift, Helm).
+#   E2E_CLUSTER=nodes: real nodes on this machine (hack/node-cluster.sh), manager as a process; the
+#     tests whose pods must run (the data path, replication, scaling and failure under load).
 #   E2E_CLUSTER=kind: kind cluster, images built and loaded, operator deployed from config/default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-E2E_CLUSTER="${E2E_CLUSTER:-kwok}"
+E2E_CLUSTER="${E2E_CLUSTER:-all}"
+if [[ "$E2E_CLUSTER" == all ]]; then
+  E2E_CLUSTER=kwok "$0" && E2E_CLUSTER=nodes "$0"
+  exit
+fi
+# The tests that need pods that really run; the kwok run skips them, the nodes run runs only them.
+REAL_POD_TESTS='^(TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryPodDeletedUnderLoad)$'
+
 bins="$(hack/k8s-bins.sh all)"
 export PATH="$bins:$PATH" E2E_CLUSTER
-logs="${XDG_CACHE_HOME:-$HOME/.cache}/cachefleet/e2e-logs"
+logs="${XDG_CACHE_HOME:-$HOME/.cache}/cachefleet/e2e-logs-$E2E_CLUSTER"
 rm -rf "$logs"; mkdir -p "$logs"
 # A fresh discovery cache: clusters come and go on reused ports.
 export KUBECACHEDIR="$logs/kube-cache"
@@ -36,6 +47,28 @@ case "$E2E_CLUSTER" in
     fi
     grep -q '^ok' "$logs/e2e.log" || { echo "e2e: FAILED; logs in $logs"; exit 1; }
     ;;
+  nodes)
+    start=$(date +%s)
+    cleanup() {
+      [[ -n "${manager_pid:-}" ]] && kill "$manager_pid" 2>/dev/null && wait "$manager_pid" 2>/dev/null || true
+      cp -r "$(dirname "$KUBECONFIG")/logs" "$logs/cluster" 2>/dev/null || true
+      hack/node-cluster.sh delete
+    }
+    trap cleanup EXIT
+    KUBECONFIG="$(hack/node-cluster.sh create "${E2E_NODES:-2}")"
+    export KUBECONFIG
+    echo "e2e: cluster with real nodes up in $(( $(date +%s) - start ))s (kubeconfig $KUBECONFIG)"
+    kubectl apply --server-side -f config/crd/bases >/dev/null
+    go build -o bin/manager ./cmd/manager
+    bin/manager --metrics-bind-address=0 --health-probe-bind-address=0 --agent-image=ghcr.io/cachefleet/agent:dev \
+      >"$logs/manager.log" 2>&1 &
+    manager_pid=$!
+    export E2E_MANAGER_PID=$manager_pid
+    if ! go test -tags e2e -count=1 -timeout 30m -v -run "${E2E_RUN:-$REAL_POD_TESTS}" ./test/e2e/ 2>&1 | tee "$logs/e2e.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|_test.go'; then
+      echo "e2e: FAILED; logs in $logs (e2e.log, manager.log, cluster/)"; exit 1
+    fi
+    grep -q '^ok' "$logs/e2e.log" || { echo "e2e: FAILED; logs in $logs"; exit 1; }
+    ;;
   kind)
     IMG_MANAGER="${IMG_MANAGER:-cachefleet/manager:dev}" IMG_AGENT="${IMG_AGENT:-cachefleet/agent:dev}"
     kind get clusters | grep -qx cachefleet || kind create cluster --config hack/kind-config.yaml
@@ -44,5 +77,5 @@ case "$E2E_CLUSTER" in
     make kind-deploy IMG_MANAGER="$IMG_MANAGER" IMG_AGENT="$IMG_AGENT"
     go test -tags e2e -count=1 -timeout 30m -v ./test/e2e/
     ;;
-  *) echo "E2E_CLUSTER must be kwok or kind" >&2; exit 2 ;;
+  *) echo "E2E_CLUSTER must be all, kwok, nodes or kind" >&2; exit 2 ;;
 esac

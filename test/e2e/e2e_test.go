@@ -251,27 +251,6 @@ func managerPeakMemory() string {
 	return "unknown"
 }
 
-// TestDataPathThroughTheNodeLocalAgent needs containers that really run: kind only.
-func TestDataPathThroughTheNodeLocalAgent(t *testing.T) {
-	if cluster != "kind" {
-		t.Skip("kwok simulates pods without running containers; the data path is checked on kind (make test-e2e E2E_CLUSTER=kind)")
-	}
-	ns := namespace(t, "e2e-datapath")
-	mustKubectl(t, fleetYAML("dp", 2, 0, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, "dp", 3*time.Minute)
-	password := mustKubectl(t, "", "-n", ns, "get", "secret", "dp-auth", "-o", "jsonpath={.data.password}")
-	script := `set -e
-export REDISCLI_AUTH="$(echo "$PW" | base64 -d)"
-valkey-cli -h dp-agent -p 6380 SET hello world
-test "$(valkey-cli -h dp-agent -p 6380 GET hello)" = world
-valkey-cli -h dp-agent -p 6380 PING`
-	out, err := kubectl("", "-n", ns, "run", "datapath", "--rm", "-i", "--restart=Never", "--image=valkey/valkey:8.1.4",
-		"--env=PW="+password, "--command", "--", "sh", "-c", script)
-	if err != nil || !strings.Contains(out, "PONG") {
-		t.Fatalf("valkey-cli through the agent Service: %v\n%s", err, out)
-	}
-}
-
 // TestGitOpsApplyShowsNoDrift: applying the samples again, client-side or server-side, changes
 // nothing, and kubectl diff is empty: the defaults the API server writes and the status the
 // controller writes are not drift a GitOps tool would try to undo.

@@ -105,6 +105,11 @@ spec:
 func waitReady(t *testing.T, ns, name string, timeout time.Duration) {
 	t.Helper()
 	eventually(t, timeout, name+" Ready", func() error {
+		// Ready about the current spec: a status written before the last change does not count.
+		gen := jsonpath(ns, "cachefleet/"+name, "{.metadata.generation} {.status.observedGeneration}")
+		if g := strings.Fields(gen); len(g) != 2 || g[0] != g[1] {
+			return fmt.Errorf("generation, observed generation: %q", gen)
+		}
 		if phase := jsonpath(ns, "cachefleet/"+name, "{.status.phase}"); phase != "Ready" {
 			return fmt.Errorf("phase %q, conditions %s", phase, jsonpath(ns, "cachefleet/"+name, "{.status.conditions}"))
 		}

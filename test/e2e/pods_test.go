@@ -1,0 +1,402 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The data path inside Kubernetes, on pods that really run: real Valkey shards, real agents, the
+// node-local Service, RBAC and Pod Security admission. `make test-e2e` runs these on the local
+// real-node cluster (hack/node-cluster.sh); on kind they run the same way.
+
+// TestDataPathThroughTheNodeLocalAgent: a fleet in a namespace enforcing the restricted Pod
+// Security Standard becomes Ready; on every node, an application pod reaches its own node's agent
+// through the Service name and SETs, GETs and MGETs; so does a client of each agent pod.
+func TestDataPathThroughTheNodeLocalAgent(t *testing.T) {
+	needsRealPods(t)
+	ns := namespace(t, "e2e-datapath")
+	mustKubectl(t, "", "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+	t0 := time.Now()
+	mustKubectl(t, realFleetYAML("dp", 2, 1, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, "dp", 3*time.Minute)
+	t.Logf("timing: fleet of 2 shards x 2 pods Ready %s after apply (restricted namespace)", since(t0))
+	if ev := mustKubectl(t, "", "-n", ns, "get", "events", "--field-selector", "reason=FailedCreate", "-o", "name"); ev != "" {
+		t.Errorf("pod creation refused in the restricted namespace: %s", ev)
+	}
+
+	agents := agentPods(t, ns, "dp")
+	if len(agents) != nodeCount(t) {
+		t.Fatalf("agents on %d nodes, cluster has %d: %v", len(agents), nodeCount(t), agents)
+	}
+	password := fleetPassword(t, ns, "dp")
+	apps := namespace(t, "e2e-datapath-apps") // applications live in their own namespace
+	for node := range agents {
+		script := fmt.Sprintf(`set -e
+export REDISCLI_AUTH="$PW"
+a=dp-agent.%[1]s.svc.cluster.local
+valkey-cli -h $a -p 6380 SET app:%[2]s from-%[2]s
+test "$(valkey-cli -h $a -p 6380 GET app:%[2]s)" = from-%[2]s
+valkey-cli -h $a -p 6380 MGET app:%[2]s app:none | tr '\n' ' '
+echo
+valkey-cli -h $a -p 6380 PING`, ns, node)
+		out, err := runToCompletion(t, apps, "app-"+node, node, password, script)
+		if err != nil || !strings.Contains(out, "PONG") || !strings.Contains(out, "from-"+node+"  ") {
+			t.Errorf("an application on %s through the node-local agent Service: %v\n%s", node, err, out)
+		}
+	}
+	ctx := context.Background()
+	for node, pod := range agents {
+		c := agentClient(t, ns, "dp", pod)
+		if err := c.Set(ctx, "direct:"+node, node, 0).Err(); err != nil {
+			t.Fatalf("SET through %s: %v", pod, err)
+		}
+		for other := range agents {
+			// Every agent sees every other agent's writes: one fleet, one keyspace.
+			if got, err := c.MGet(ctx, "app:"+other, "nope").Result(); err != nil || got[0] != "from-"+other || got[1] != nil {
+				t.Errorf("MGET through %s: %v %v", pod, got, err)
+			}
+		}
+	}
+}
+
+// TestWriteOnOneNodeInvalidatesAnotherNodesL1: a key cached in one agent's L1 (a minute of TTL)
+// is replaced there within a second of a write through another node's agent.
+func TestWriteOnOneNodeInvalidatesAnotherNodesL1(t *testing.T) {
+	needsRealPods(t)
+	ns := namespace(t, "e2e-l1")
+	mustKubectl(t, realFleetYAML("l1", 2, 0, "  tiers: {l1: {maxTTL: 5m}}\n")+`---
+apiVersion: cache.cachefleet.io/v1alpha1
+kind: CachePolicy
+metadata: {name: catalog}
+spec: {fleetRef: {name: l1}, keyPrefix: "catalog:", ttl: 10m, l1: {mode: ttl, ttl: 60s}}
+`, "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, "l1", 3*time.Minute)
+	eventually(t, time.Minute, "policy accepted", func() error {
+		if s := jsonpath(ns, "cachepolicy/catalog", "{.status.phase}"); s != "Accepted" {
+			return fmt.Errorf("policy %q", s)
+		}
+		return nil
+	})
+	agents := agentPods(t, ns, "l1")
+	if len(agents) < 2 {
+		t.Skipf("needs two nodes with agents, has %v", agents)
+	}
+	var writer, reader string
+	for _, p := range agents {
+		if writer == "" {
+			writer = p
+		} else if reader == "" {
+			reader = p
+		}
+	}
+	ctx := context.Background()
+	w, r := agentClient(t, ns, "l1", writer), agentClient(t, ns, "l1", reader)
+	metrics := podAddr(t, ns, reader, 8080)
+	l1Hits := `cachefleet_agent_cache_hits_total{tier="l1"}`
+	eventually(t, 30*time.Second, "the reader's agent serves the policy", func() error {
+		if err := w.Set(ctx, "catalog:item", "v1", 0).Err(); err != nil {
+			return err
+		}
+		before := agentMetric(t, metrics, l1Hits)
+		for range 3 {
+			if v, err := r.Get(ctx, "catalog:item").Result(); err != nil || v != "v1" {
+				return fmt.Errorf("GET %q %v", v, err)
+			}
+		}
+		if hits := agentMetric(t, metrics, l1Hits) - before; hits < 2 {
+			return fmt.Errorf("%v L1 hits for 3 GETs: the key is not in the reader's L1", hits)
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := w.Set(ctx, "catalog:item", "v2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "the write reaches the other node's L1", func() error {
+		if v, _ := r.Get(ctx, "catalog:item").Result(); v != "v2" {
+			return fmt.Errorf("still %q", v)
+		}
+		return nil
+	})
+	t.Logf("timing: write on %s visible in %s's L1 after %s (L1 TTL 60s)", writer, reader, time.Since(start).Round(time.Millisecond))
+}
+
+// TestShardsReplicateAndAgentsReportTheirEpoch: replicas follow their primary (INFO replication
+// and the data itself), and every agent's Lease carries the epoch the fleet's status publishes.
+func TestShardsReplicateAndAgentsReportTheirEpoch(t *testing.T) {
+	needsRealPods(t)
+	ns := namespace(t, "e2e-repl")
+	mustKubectl(t, realFleetYAML("rp", 1, 1, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, "rp", 3*time.Minute)
+	agents := agentPods(t, ns, "rp")
+	var c *redis.Client
+	for _, p := range agents {
+		c = agentClient(t, ns, "rp", p)
+		break
+	}
+	ctx := context.Background()
+	for i := range 50 {
+		if err := c.Set(ctx, fmt.Sprintf("k%d", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, time.Minute, "the replica follows its primary", func() error {
+		info := execValkeyCLI(t, ns, "rp-shard-0-1", "INFO", "replication")
+		if !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_link_status:up") ||
+			!strings.Contains(info, "master_host:rp-shard-0-0.rp-shards."+ns) {
+			return fmt.Errorf("replica: %s", info)
+		}
+		if n := execValkeyCLI(t, ns, "rp-shard-0-1", "DBSIZE"); n != "50" {
+			return fmt.Errorf("replica holds %s keys, want 50", n)
+		}
+		if v := execValkeyCLI(t, ns, "rp-shard-0-1", "GET", "k7"); v != "7" {
+			return fmt.Errorf("replica GET k7 = %q", v)
+		}
+		return nil
+	})
+	if info := execValkeyCLI(t, ns, "rp-shard-0-0", "INFO", "replication"); !strings.Contains(info, "connected_slaves:1") {
+		t.Errorf("primary: %s", info)
+	}
+	epoch := jsonpath(ns, "cachefleet/rp", "{.status.ringEpoch}")
+	eventually(t, time.Minute, "every agent's Lease reports the published epoch "+epoch, func() error {
+		for node := range agents {
+			lease := "lease/rp-agent-" + node
+			if got := jsonpath(ns, lease, `{.metadata.annotations.cachefleet\.io/ring-epoch}`); got != epoch || epoch == "" {
+				return fmt.Errorf("%s reports epoch %q, status has %q", lease, got, epoch)
+			}
+		}
+		return nil
+	})
+}
+
+// TestAuthAndSecretsAreFenced: without the password the agent answers NOAUTH, with a wrong one
+// WRONGPASS; an agent's ServiceAccount may read its own fleet's Secrets and not another fleet's.
+func TestAuthAndSecretsAreFenced(t *testing.T) {
+	needsRealPods(t)
+	ns := namespace(t, "e2e-auth")
+	mustKubectl(t, realFleetYAML("au", 1, 0, "")+"---\n"+realFleetYAML("other", 1, 0, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, "au", 3*time.Minute)
+	waitReady(t, ns, "other", 3*time.Minute)
+	var pod string
+	for _, p := range agentPods(t, ns, "au") {
+		pod = p
+	}
+	addr := podAddr(t, ns, pod, 6380)
+	ctx := context.Background()
+	anon := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer anon.Close()
+	if err := anon.Get(ctx, "x").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
+		t.Errorf("GET without a password: %v, want NOAUTH", err)
+	}
+	wrong := redis.NewClient(&redis.Options{Addr: addr, Password: "not-the-password", MaxRetries: -1})
+	defer wrong.Close()
+	if err := wrong.Ping(ctx).Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGPASS") {
+		t.Errorf("PING with a wrong password: %v, want WRONGPASS", err)
+	}
+	sa := "system:serviceaccount:" + ns + ":au-agent"
+	for secret, want := range map[string]string{"au-auth": "yes", "au-bus": "yes", "other-auth": "no", "other-bus": "no"} {
+		out, _ := kubectl("", "-n", ns, "auth", "can-i", "get", "secret/"+secret, "--as="+sa)
+		if got := strings.TrimSpace(out); got != want {
+			t.Errorf("can %s get secret/%s: %q, want %q", sa, secret, got, want)
+		}
+	}
+	if out, _ := kubectl("", "-n", ns, "auth", "can-i", "list", "secrets", "--as="+sa); strings.TrimSpace(out) != "no" {
+		t.Errorf("%s may list every Secret: %q", sa, out)
+	}
+}
+
+// load runs readers (and a writer) against an agent until stop, counting errors; reads of keys
+// that are gone are misses (nil), never errors.
+type load struct {
+	reads, readErrs, writes, writeErrs atomic.Int64
+	lastWriteErr                       atomic.Int64 // unix nanos
+	firstReadErr                       atomic.Value
+	stop                               chan struct{}
+	wg                                 sync.WaitGroup
+}
+
+func startLoad(c *redis.Client, keys int, withWrites bool) *load {
+	l := &load{stop: make(chan struct{})}
+	ctx := context.Background()
+	for r := range 4 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := r; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				err := c.Get(ctx, fmt.Sprintf("load:%d", i%keys)).Err()
+				l.reads.Add(1)
+				if err != nil && !errors.Is(err, redis.Nil) {
+					l.readErrs.Add(1)
+					l.firstReadErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	if withWrites {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				l.writes.Add(1)
+				if err := c.Set(ctx, fmt.Sprintf("load:%d", i%keys), i, 0).Err(); err != nil {
+					l.writeErrs.Add(1)
+					l.lastWriteErr.Store(time.Now().UnixNano())
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) finish(t *testing.T, what string) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	t.Logf("%s: %d reads, %d read errors; %d writes, %d write errors", what, l.reads.Load(), l.readErrs.Load(), l.writes.Load(), l.writeErrs.Load())
+	if n := l.readErrs.Load(); n > 0 {
+		t.Errorf("%s: %d reads failed (first: %v); reads must answer a value or a miss", what, n, l.firstReadErr.Load())
+	}
+}
+
+func fill(t *testing.T, c *redis.Client, keys int) {
+	t.Helper()
+	if err := fillErr(c, "load", keys); err != nil {
+		t.Fatalf("filling %d keys: %v", keys, err)
+	}
+}
+
+func fillErr(c *redis.Client, prefix string, keys int) error {
+	p := c.Pipeline()
+	for i := range keys {
+		p.Set(context.Background(), fmt.Sprintf("%s:%d", prefix, i), i, 0)
+	}
+	_, err := p.Exec(context.Background())
+	return err
+}
+
+// TestScaleThreeFourThreeUnderLoad: readers never see an error while the fleet grows to 4 shards
+// and shrinks back; keys that lived only on the removed shard come back as misses.
+func TestScaleThreeFourThreeUnderLoad(t *testing.T) {
+	needsRealPods(t)
+	ns := namespace(t, "e2e-scale-pods")
+	mustKubectl(t, realFleetYAML("sc", 3, 0, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, "sc", 3*time.Minute)
+	var pod string
+	for _, p := range agentPods(t, ns, "sc") {
+		pod = p
+	}
+	c := agentClient(t, ns, "sc", pod)
+	const keys = 2000
+	fill(t, c, keys)
+	l := startLoad(c, keys, false)
+	scale := func(n int) {
+		t0 := time.Now()
+		mustKubectl(t, "", "-n", ns, "patch", "cachefleet/sc", "--type=merge", "-p", fmt.Sprintf(`{"spec":{"shards":{"count":%d}}}`, n))
+		waitReady(t, ns, "sc", 3*time.Minute)
+		eventually(t, 3*time.Minute, fmt.Sprintf("%d shards in the ring", n), func() error {
+			if d := readRing(t, ns, "sc"); len(d.Shards) != n {
+				return fmt.Errorf("ring has %d shards", len(d.Shards))
+			}
+			if n == 3 && exists(ns, "statefulset/sc-shard-3") {
+				return fmt.Errorf("shard 3 still exists")
+			}
+			return nil
+		})
+		t.Logf("timing: scale to %d shards done in %s", n, since(t0))
+	}
+	scale(4)
+	// Some keys now live on shard 3 only. Writes to it may be refused (CFDOWN) until the agent's
+	// breaker for the new shard closes: issue 13 makes scale-up two-phase.
+	t0 := time.Now()
+	eventually(t, time.Minute, "writes to the grown fleet succeed", func() error { return fillErr(c, "moved", keys) })
+	t.Logf("timing: writes to every shard succeed %s after the fleet reported Ready with 4 shards", since(t0))
+	scale(3)
+	time.Sleep(time.Second)
+	l.finish(t, "scale 3->4->3")
+	misses := 0
+	for i := range keys {
+		v, err := c.Get(context.Background(), fmt.Sprintf("moved:%d", i)).Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			misses++
+		case err != nil:
+			t.Fatalf("GET after scale-in: %v", err)
+		case v != fmt.Sprint(i):
+			t.Fatalf("moved:%d = %q", i, v)
+		}
+	}
+	// Written while the fleet had 4 shards: about a quarter lived on shard 3.
+	t.Logf("after scale-in: %d of %d keys written at 4 shards are misses (they lived on the removed shard)", misses, keys)
+	if misses == 0 || misses == keys {
+		t.Errorf("%d misses of %d: the removed shard's keys should be misses, the others hits", misses, keys)
+	}
+}
+
+// TestPrimaryPodDeletedUnderLoad: reads keep answering while a shard's primary pod is deleted and
+// recreated; writes fail only until the shard is back, then succeed again.
+func TestPrimaryPodDeletedUnderLoad(t *testing.T) {
+	needsRealPods(t)
+	ns := namespace(t, "e2e-primary")
+	mustKubectl(t, realFleetYAML("pr", 2, 1, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, "pr", 3*time.Minute)
+	var pod string
+	for _, p := range agentPods(t, ns, "pr") {
+		pod = p
+	}
+	c := agentClient(t, ns, "pr", pod)
+	const keys = 500
+	fill(t, c, keys)
+	l := startLoad(c, keys, true)
+	time.Sleep(2 * time.Second)
+	uid := jsonpath(ns, "pod/pr-shard-0-0", "{.metadata.uid}")
+	t0 := time.Now()
+	mustKubectl(t, "", "-n", ns, "delete", "pod", "pr-shard-0-0", "--wait=false")
+	eventually(t, 3*time.Minute, "the primary pod is back and Ready", func() error {
+		if u := jsonpath(ns, "pod/pr-shard-0-0", "{.metadata.uid}"); u == uid || u == "" {
+			return fmt.Errorf("not recreated yet")
+		}
+		if r := jsonpath(ns, "pod/pr-shard-0-0", `{.status.conditions[?(@.type=="Ready")].status}`); r != "True" {
+			return fmt.Errorf("not Ready")
+		}
+		return nil
+	})
+	back := time.Since(t0)
+	eventually(t, time.Minute, "writes succeed again", func() error {
+		for i := range 20 {
+			if err := c.Set(context.Background(), fmt.Sprintf("load:%d", i), "after", 0).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	writable := time.Since(t0)
+	time.Sleep(time.Second)
+	l.finish(t, "primary pod deleted")
+	lastErr := "none"
+	if ns := l.lastWriteErr.Load(); ns != 0 {
+		lastErr = time.Unix(0, ns).Sub(t0).Round(100 * time.Millisecond).String()
+	}
+	t.Logf("timing: primary pod Ready again after %s, writes succeeding after %s (last failed write at %s)",
+		back.Round(100*time.Millisecond), writable.Round(100*time.Millisecond), lastErr)
+	waitReady(t, ns, "pr", time.Minute)
+}
