@@ -60,7 +60,7 @@ envtest-assets: ## Build (or reuse from the cache) etcd, kube-apiserver and kube
 	@hack/k8s-bins.sh envtest
 
 .PHONY: test
-test: generated vet test-unit test-e2e ## Run every test: unit, envtest, integration (real redis-server), e2e on kwok.
+test: generated vet test-unit test-e2e ## Run every test: unit, envtest, integration (real valkey-server shards), e2e on kwok and on real nodes.
 
 .PHONY: generated
 generated: manifests generate test-crds fmt ## Regenerate CRDs, RBAC, DeepCopy and format (CI also checks the result is committed).

@@ -8,9 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-200000}"
 CLIENTS=50 SIZE=64 KEYSPACE=100000 HOT_KEYS=100
-for tool in redis-server redis-benchmark nutcracker; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install redis-server redis-tools nutcracker)" >&2; exit 1; }
+for tool in redis-benchmark nutcracker; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install redis-tools nutcracker)" >&2; exit 1; }
 done
+# Shards are valkey-server built from source (hack/valkey-bins.sh; redis-server where it cannot be).
+SHARD_SERVER="$(hack/valkey-bins.sh)"
+echo "bench: shards run $("$SHARD_SERVER" --version | head -1)"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -25,7 +28,7 @@ for port in $S0 $S1 $TW 17111 $AG0 $AG1 17130 17131; do
 done
 declare -A PID # the process serving each port, whose CPU time a row reports
 for port in $S0 $S1; do
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning --dir "$work" >/dev/null &
+  "$SHARD_SERVER" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning --dir "$work" >/dev/null &
   pids+=($!) PID[$port]=$!
 done
 cat > "$work/nutcracker.yml" <<YML

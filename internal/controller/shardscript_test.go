@@ -12,12 +12,13 @@ import (
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 )
 
-// runStartScript runs the shard start script with sh, as the pod does, against redis-server
-// (standing in for valkey-server: same config syntax) in a temporary directory.
+// runStartScript runs the shard start script with sh, as the pod does, against the tests' shard
+// server (valkey-server built from source under make test) in a temporary directory.
 func runStartScript(t *testing.T, password string) (*tu.Redis, *exec.Cmd, *strings.Builder) {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server is required (apt-get install redis-server): %v", err)
+	server := tu.ServerBinary()
+	if _, err := exec.LookPath(server); err != nil {
+		t.Fatalf("%s is required (hack/valkey-bins.sh): %v", server, err)
 	}
 	dir := t.TempDir()
 	conf := strings.Replace(valkeyConfig(defaultedFleet()), "dir /data", "dir "+dir, 1)
@@ -28,7 +29,7 @@ func runStartScript(t *testing.T, password string) (*tu.Redis, *exec.Cmd, *strin
 	script := strings.NewReplacer(
 		"/etc/valkey/valkey.conf", filepath.Join(dir, "valkey.conf"),
 		"/run/valkey/valkey.conf", filepath.Join(dir, "runtime.conf"),
-		"exec valkey-server", "exec redis-server",
+		"exec valkey-server", "exec "+server,
 	).Replace(shardStartScript)
 	script = strings.TrimSpace(script) + " --port " + strconv.Itoa(r.Port) + "\n"
 	cmd := exec.Command("sh", "-c", script)

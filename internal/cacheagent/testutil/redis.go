@@ -1,5 +1,6 @@
-// Package testutil starts real redis-server processes (standing in for Valkey shards) and
-// agents for integration tests.
+// Package testutil starts real shard server processes (valkey-server under make test; redis-server
+// where a test is about compatibility with it, or Valkey is not built) and agents for
+// integration tests.
 package testutil
 
 import (
