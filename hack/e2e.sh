@@ -55,6 +55,7 @@ case "$E2E_CLUSTER" in
       hack/node-cluster.sh delete
     }
     trap cleanup EXIT
+    trap 'exit 1' INT TERM # so an interrupted run still tears the nodes down
     KUBECONFIG="$(hack/node-cluster.sh create "${E2E_NODES:-2}")"
     export KUBECONFIG
     echo "e2e: cluster with real nodes up in $(( $(date +%s) - start ))s (kubeconfig $KUBECONFIG)"

@@ -197,7 +197,7 @@ func sharedLibraries(file string) ([]string, error) {
 	if f.Section(".interp") == nil {
 		return nil, nil
 	}
-	out, err := exec.Command("ldd", file).Output()
+	out, err := exec.Command("ldd", file).Output() //nolint:gosec // file is a path this build tool was given
 	if err != nil {
 		return nil, fmt.Errorf("ldd %s: %w", file, err)
 	}
