@@ -266,6 +266,13 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 		return err
 	}
 	doc := buildRingDocument(f, accepted)
+	ready, err := r.primariesReady(ctx, f)
+	if err != nil {
+		return err
+	}
+	if s.obs.joining = holdBackJoiningShards(doc, previous, func(sh string) bool { return ready[sh] }); len(s.obs.joining) > 0 {
+		s.requeue = minPositive(s.requeue, 2*time.Second) // pod readiness also wakes us; this bounds the wait
+	}
 	doc.SealAbove(previous, floor)
 	if previous == nil || previous.Epoch != doc.Epoch {
 		s.publishedAt = r.now()
@@ -288,6 +295,20 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 	s.obs.ringPublished = true
 	s.obs.ringEpoch, s.obs.ringChecksum, s.obs.channel = doc.Epoch, doc.Checksum, f.InvalidationChannel()
 	return nil
+}
+
+// primariesReady reports, by shard name, whether the shard's primary pod is ready.
+func (r *CacheFleetReconciler) primariesReady(ctx context.Context, f *cachev1alpha1.CacheFleet) (map[string]bool, error) {
+	ready := map[string]bool{}
+	for i := 0; i < int(f.Spec.Shards.Count); i++ {
+		var pod corev1.Pod
+		err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: shardStatefulSetName(f, i) + "-0"}, &pod)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		ready[shardName(i)] = err == nil && podReady(&pod)
+	}
+	return ready, nil
 }
 
 // reconcileAgents makes the agent identity, its least-privilege Role, the DaemonSet and the

@@ -232,10 +232,14 @@ func TestFleetReadyThenDegradedThenRecovered(t *testing.T) {
 	waitPhase(t, ns, "web", cachev1alpha1.PhaseReady, nil)
 }
 
-func TestScaleUpAddsOneShardAndBumpsEpoch(t *testing.T) {
+// TestScaleUpIsTwoPhase: a new shard enters the ring only once its primary is ready, so no key
+// moves to a shard that cannot answer; the existing shards are not rewritten.
+func TestScaleUpIsTwoPhase(t *testing.T) {
 	ns := newNamespace(t)
 	createFleet(t, newFleet(ns, "web", nil))
 	waitForChildren(t, ns, "web", 3)
+	markReady(t, ns, "web", 3, 2, 2)
+	waitPhase(t, ns, "web", cachev1alpha1.PhaseReady, nil)
 	before := map[string]string{}
 	for i := 0; i < 3; i++ {
 		before[fmt.Sprint(i)] = get(t, ns, fmt.Sprintf("web-shard-%d", i), &appsv1.StatefulSet{}).ResourceVersion
@@ -244,17 +248,46 @@ func TestScaleUpAddsOneShardAndBumpsEpoch(t *testing.T) {
 
 	scale(t, ns, "web", 4)
 	waitForChildren(t, ns, "web", 4)
+	setPrimaryReady(t, ns, "web", 3, false)
+	eventually(t, "the fleet waits for shard-3", func() error {
+		f := getFleet(t, ns, "web")
+		c := meta.FindStatusCondition(f.Status.Conditions, cachev1alpha1.ReadyCondition)
+		if f.Status.ObservedGeneration != f.Generation || c == nil || c.Status != metav1.ConditionFalse {
+			return fmt.Errorf("ready condition %+v", c)
+		}
+		if !strings.Contains(allMessages(f), "shard-3") {
+			return fmt.Errorf("no condition names shard-3: %+v", f.Status.Conditions)
+		}
+		return nil
+	})
+	for range 8 { // the ring must hold still while shard-3 is not ready
+		if doc := readRing(t, ns, "web"); len(doc.Shards) != 3 || doc.Epoch != epoch {
+			t.Fatalf("ring has %d shards at epoch %d before shard-3's primary is ready", len(doc.Shards), doc.Epoch)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
+	markReady(t, ns, "web", 4, 2, 2)
 	eventually(t, "ring with 4 shards", func() error {
 		if doc := readRing(t, ns, "web"); len(doc.Shards) != 4 || doc.Epoch != epoch+1 {
 			return fmt.Errorf("ring has %d shards at epoch %d", len(doc.Shards), doc.Epoch)
 		}
 		return nil
 	})
+	waitPhase(t, ns, "web", cachev1alpha1.PhaseReady, nil)
 	for i := 0; i < 3; i++ {
 		if rv := get(t, ns, fmt.Sprintf("web-shard-%d", i), &appsv1.StatefulSet{}).ResourceVersion; rv != before[fmt.Sprint(i)] {
 			t.Errorf("shard %d was rewritten by a scale-up", i)
 		}
 	}
+}
+
+func allMessages(f *cachev1alpha1.CacheFleet) string {
+	var b strings.Builder
+	for _, c := range f.Status.Conditions {
+		b.WriteString(c.Message + "\n")
+	}
+	return b.String()
 }
 
 func scale(t *testing.T, ns, name string, count int32) {
@@ -386,6 +419,8 @@ func TestEpochNeverGoesBack(t *testing.T) {
 	createFleet(t, newFleet(ns, "web", nil))
 	waitForChildren(t, ns, "web", 3)
 	scale(t, ns, "web", 4)
+	waitForChildren(t, ns, "web", 4)
+	markReady(t, ns, "web", 4, 2, 2) // a new shard joins the ring once its primary is ready
 	eventually(t, "epoch 2 published and in status", func() error {
 		if e := readRing(t, ns, "web").Epoch; e != 2 || getFleet(t, ns, "web").Status.RingEpoch != 2 {
 			return fmt.Errorf("ring epoch %d, status %d", e, getFleet(t, ns, "web").Status.RingEpoch)

@@ -22,7 +22,8 @@ type shardObservation struct {
 // observation is everything the status is computed from; gathered once per reconcile.
 type observation struct {
 	shards          []shardObservation
-	draining        int // StatefulSets of removed shards still waiting for agents to converge
+	draining        int      // StatefulSets of removed shards still waiting for agents to converge
+	joining         []string // new shards kept out of the ring until their primary is ready
 	agentsExist     bool
 	desiredAgents   int32
 	readyAgents     int32
@@ -127,7 +128,10 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 		set(cachev1alpha1.DegradedCondition, false, cachev1alpha1.ReasonAsExpected, "every shard has a ready primary or is starting")
 	}
 
-	if obs.draining > 0 {
+	if len(obs.joining) > 0 {
+		set(cachev1alpha1.ProgressingCondition, true, cachev1alpha1.ReasonScaling,
+			"new shards enter the ring once their primary is ready: "+list(obs.joining))
+	} else if obs.draining > 0 {
 		set(cachev1alpha1.ProgressingCondition, true, cachev1alpha1.ReasonScaling,
 			fmt.Sprintf("%d removed shards wait for agents to leave them", obs.draining))
 	} else if !shardsReady || !agentsReady {

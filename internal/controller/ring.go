@@ -55,6 +55,31 @@ func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.Cac
 	return doc
 }
 
+// holdBackJoiningShards removes from doc the shards that previous did not have and whose primary
+// is not ready, and names them: a scale-up moves keys to a new shard only once it can answer
+// (otherwise writes to those keys fail and reads miss until it starts). A first document, with
+// no previous one, is published whole: there are no keys to move yet.
+func holdBackJoiningShards(doc, previous *contract.Document, primaryReady func(shard string) bool) []string {
+	if previous == nil {
+		return nil
+	}
+	had := map[string]bool{}
+	for _, sh := range previous.Shards {
+		had[sh.Name] = true
+	}
+	var held []string
+	kept := doc.Shards[:0]
+	for _, sh := range doc.Shards {
+		if !had[sh.Name] && !primaryReady(sh.Name) {
+			held = append(held, sh.Name)
+			continue
+		}
+		kept = append(kept, sh)
+	}
+	doc.Shards = kept
+	return held
+}
+
 func millis(d *metav1.Duration) int64 {
 	if d == nil {
 		return 0
