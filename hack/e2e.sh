@@ -14,7 +14,7 @@ if [[ "$E2E_CLUSTER" == all ]]; then
   exit
 fi
 # The tests that need pods that really run; the kwok run skips them, the nodes run runs only them.
-REAL_POD_TESTS='^(TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryPodDeletedUnderLoad)$'
+REAL_POD_TESTS='^(TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard)$'
 
 bins="$(hack/k8s-bins.sh all)"
 export PATH="$bins:$PATH" E2E_CLUSTER

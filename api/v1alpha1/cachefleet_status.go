@@ -121,6 +121,30 @@ type CacheFleetStatus struct {
 	// invalidationChannel is the effective bus channel.
 	// +optional
 	InvalidationChannel string `json:"invalidationChannel,omitempty"`
+
+	// primaries names each shard's primary pod: the controller assigns the role (pod 0 at first)
+	// and moves it on failover.
+	// +listType=map
+	// +listMapKey=shard
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Primaries []ShardPrimary `json:"primaries,omitempty"`
+	// failovers counts the primaries the controller has replaced.
+	// +optional
+	Failovers int32 `json:"failovers,omitempty"`
+	// lastFailoverTime is when the last one was.
+	// +optional
+	LastFailoverTime *metav1.Time `json:"lastFailoverTime,omitempty"`
+}
+
+// ShardPrimary is the pod holding a shard's primary role.
+type ShardPrimary struct {
+	// shard is the shard's name (shard-<index>).
+	// +kubebuilder:validation:MaxLength=16
+	Shard string `json:"shard"`
+	// pod is the primary's pod name.
+	// +kubebuilder:validation:MaxLength=63
+	Pod string `json:"pod"`
 }
 
 // +kubebuilder:object:root=true
@@ -132,6 +156,8 @@ type CacheFleetStatus struct {
 // +kubebuilder:printcolumn:name="Agents",type=string,JSONPath=`.status.agents`,description="Ready agents / desired"
 // +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.ringEpoch`,description="Published ring epoch"
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Failovers",type=integer,JSONPath=`.status.failovers`,priority=1,description="Primaries replaced by the controller"
+// +kubebuilder:printcolumn:name="Last-Failover",type=date,JSONPath=`.status.lastFailoverTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // CacheFleet is a shared, sharded, two-tier cache: Valkey shards behind one agent per node.

@@ -100,6 +100,16 @@ type ShardsSpec struct {
 	// +optional
 	Scheduling Scheduling `json:"scheduling,omitzero"`
 
+	// failoverAfter is how long a shard's primary may be unready (or gone) before the controller
+	// promotes the replica with the most data. A primary that restarted empty while a replica
+	// still holds the shard's data is replaced at once, whatever this says.
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:default="5s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="failoverAfter must be between 1s and 10m"
+	// +optional
+	FailoverAfter metav1.Duration `json:"failoverAfter,omitzero"`
+
 	// podDisruptionBudget limits voluntary disruptions to one pod per shard at a time.
 	// It only takes effect when replicas > 0 (a single pod cannot keep serving while evicted).
 	// +kubebuilder:default={}

@@ -85,7 +85,7 @@ func TestGoldenShardsConfig(t *testing.T) {
 // TestGoldenRingDocument pins the document agents follow; a change here is a change to the
 // contract between controller and agents.
 func TestGoldenRingDocument(t *testing.T) {
-	doc := buildRingDocument(defaultedFleet(), samplePolicies())
+	doc := buildRingDocument(defaultedFleet(), samplePolicies(), nil)
 	doc.Seal(nil)
 	assertGolden(t, "ring-document.golden.yaml", doc)
 }
@@ -145,7 +145,7 @@ func TestBuildersDoNotMutateTheFleet(t *testing.T) {
 	before := f.DeepCopy()
 	buildShardStatefulSet(f, 0)
 	buildAgentDaemonSet(f, "x")
-	buildRingDocument(f, samplePolicies())
+	buildRingDocument(f, samplePolicies(), nil)
 	buildServiceMonitor(f)
 	if !equalJSON(t, f, before) {
 		t.Error("a builder changed its input")
@@ -160,11 +160,11 @@ func equalJSON(t *testing.T, a, b any) bool {
 
 func TestRingDocumentCarriesAllowFlush(t *testing.T) {
 	f := defaultedFleet()
-	if buildRingDocument(f, nil).Tiers.AllowFlush {
+	if buildRingDocument(f, nil, nil).Tiers.AllowFlush {
 		t.Error("a fleet that does not allow flushes publishes allowFlush")
 	}
 	f.Spec.Tiers.L2.AllowFlush = true
-	if !buildRingDocument(f, nil).Tiers.AllowFlush {
+	if !buildRingDocument(f, nil, nil).Tiers.AllowFlush {
 		t.Error("spec.tiers.l2.allowFlush does not reach the agents")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -41,7 +42,11 @@ type CacheFleetReconciler struct {
 	// Now is the clock; tests move it to cross the drain timeout.
 	Now func() time.Time
 
+	// Admin talks to shard pods for failover; nil means Valkey over the network.
+	Admin shardAdmin
+
 	converge convergence // epoch publish times, for cachefleet_epoch_convergence_seconds
+	down     sync.Map    // "namespace/fleet/shard" -> when its primary was first seen not ready
 }
 
 // fleetScope carries one reconcile's state between phases.
@@ -50,6 +55,8 @@ type fleetScope struct {
 	policies    []cachev1alpha1.CachePolicy
 	doc         *contract.Document
 	publishedAt time.Time
+	roles       shardRoles // each shard's primary pod
+	failedOver  []string   // shards whose primary this reconcile replaced
 	obs         observation
 	requeue     time.Duration
 }
@@ -60,6 +67,7 @@ type fleetScope struct {
 // +kubebuilder:rbac:groups=apps,resources=statefulsets;daemonsets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=services;configmaps;secrets;serviceaccounts,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;delete
@@ -86,6 +94,7 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if s.obs.firstErr == nil {
 			s.obs.firstErr = retErr
 		}
+		s.obs.primaries, s.obs.failedOver, s.obs.now = s.roles.list(), len(s.failedOver), metav1.NewTime(r.now())
 		status := computeStatus(*before, fleet.Generation, s.obs)
 		r.recordTransitions(fleet, before, &status)
 		if took, done := r.converge.observe(req.String(), status, r.now()); done {
@@ -106,6 +115,9 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		run         func(context.Context, *fleetScope) error
 	}{
 		{"secrets", "creating the generated Secrets", r.reconcileSecrets},
+		{"roles", "reading the shards' roles", r.readRoles},
+		{"failover", "checking the shards' primaries", r.reconcileFailover},
+		{"roles-publish", "publishing the shards' roles", r.publishRoles},
 		{"shards", "reconciling shards", r.reconcileShards},
 		{"ring", "publishing the ring", r.reconcileRing},
 		{"agents", "reconciling agents", r.reconcileAgents},
@@ -265,8 +277,8 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 	case !apierrors.IsNotFound(err):
 		return err
 	}
-	doc := buildRingDocument(f, accepted)
-	ready, err := r.primariesReady(ctx, f)
+	doc := buildRingDocument(f, accepted, s.roles)
+	ready, err := r.primariesReady(ctx, f, s.roles)
 	if err != nil {
 		return err
 	}
@@ -298,11 +310,12 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 }
 
 // primariesReady reports, by shard name, whether the shard's primary pod is ready.
-func (r *CacheFleetReconciler) primariesReady(ctx context.Context, f *cachev1alpha1.CacheFleet) (map[string]bool, error) {
+func (r *CacheFleetReconciler) primariesReady(ctx context.Context, f *cachev1alpha1.CacheFleet, roles shardRoles) (map[string]bool, error) {
 	ready := map[string]bool{}
+	roles = roles.withDefaults(f)
 	for i := 0; i < int(f.Spec.Shards.Count); i++ {
 		var pod corev1.Pod
-		err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: shardStatefulSetName(f, i) + "-0"}, &pod)
+		err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: roles[shardName(i)]}, &pod)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return nil, err
 		}
@@ -408,7 +421,7 @@ func (r *CacheFleetReconciler) observe(ctx context.Context, s *fleetScope) error
 			return err
 		}
 		var pod corev1.Pod
-		err = r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: shardStatefulSetName(f, i) + "-0"}, &pod)
+		err = r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: s.roles.withDefaults(f)[shardName(i)]}, &pod)
 		if err == nil {
 			o.primaryReady = podReady(&pod)
 		} else if !apierrors.IsNotFound(err) {

@@ -24,6 +24,9 @@ type observation struct {
 	shards          []shardObservation
 	draining        int      // StatefulSets of removed shards still waiting for agents to converge
 	joining         []string // new shards kept out of the ring until their primary is ready
+	primaries       []cachev1alpha1.ShardPrimary
+	failedOver      int // primaries replaced by this reconcile
+	now             metav1.Time
 	agentsExist     bool
 	desiredAgents   int32
 	readyAgents     int32
@@ -78,6 +81,13 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 	st.DesiredAgents, st.ReadyAgents, st.ConvergedAgents = obs.desiredAgents, obs.readyAgents, obs.convergedAgents
 	st.Agents = fmt.Sprintf("%d/%d", obs.readyAgents, obs.desiredAgents)
 	st.RingEpoch, st.RingChecksum, st.InvalidationChannel = obs.ringEpoch, obs.ringChecksum, obs.channel
+	if obs.primaries != nil {
+		st.Primaries = obs.primaries
+	}
+	if obs.failedOver > 0 {
+		st.Failovers += int32(obs.failedOver)
+		st.LastFailoverTime = obs.now.DeepCopy()
+	}
 
 	shardsReady := len(notReadyPods) == 0 && len(obs.shards) > 0
 	if shardsReady {

@@ -12,7 +12,7 @@ import (
 
 // buildRingDocument is the unsealed ring document for the fleet and its accepted policies.
 // Shards are listed in index order; their names, not addresses, are the ring's members.
-func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.CachePolicy) *contract.Document {
+func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.CachePolicy, roles shardRoles) *contract.Document {
 	s := f.Spec
 	doc := &contract.Document{
 		SchemaVersion: contract.SchemaVersion,
@@ -41,10 +41,14 @@ func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.Cac
 		ref := contract.SecretRef(f.PasswordSecret())
 		doc.Auth.Secret = &ref
 	}
+	roles = roles.withDefaults(f)
 	for i := 0; i < int(s.Shards.Count); i++ {
-		sh := contract.Shard{Name: shardName(i), Primary: shardPodAddress(f, i, 0)}
-		for r := 1; r <= int(s.Shards.Replicas); r++ {
-			sh.Replicas = append(sh.Replicas, shardPodAddress(f, i, r))
+		primary := roles[shardName(i)]
+		sh := contract.Shard{Name: shardName(i), Primary: podAddress(f, primary)}
+		for o := 0; o <= int(s.Shards.Replicas); o++ {
+			if pod := shardPodName(f, i, o); pod != primary {
+				sh.Replicas = append(sh.Replicas, podAddress(f, pod))
+			}
 		}
 		doc.Shards = append(doc.Shards, sh)
 	}

@@ -57,11 +57,32 @@ func buildShardsConfig(f *cachev1alpha1.CacheFleet) *corev1.ConfigMap {
 	}
 }
 
-// shardStartScript writes the runtime config (password, replicaof) into a tmpfs and execs Valkey:
-// ordinal 0 is the primary, the others replicate from it through its stable DNS name. The
-// password is escaped for Valkey's config syntax, so a user's Secret may hold quotes and
-// backslashes.
+// shardStartScript writes the runtime config (password, replicaof) into a tmpfs and execs Valkey.
+// The primary is the pod the controller named in the roles ConfigMap (PRIMARY_POD), never an
+// ordinal. Nothing is persisted, so a primary always starts empty: if a peer still holds the
+// shard's data (a replica with a replication offset), the starting primary replicates from the
+// peer with the most data instead, and the controller promotes that peer. A replica must never
+// full-sync from an empty primary (that wipes the shard). The password is escaped for Valkey's
+// config syntax, so a user's Secret may hold quotes and backslashes.
 const shardStartScript = `set -eu
+primary="$PRIMARY_POD"
+rm -f /run/valkey/deferred
+if [ "$POD_NAME" = "$primary" ]; then
+  best=0
+  for peer in $SHARD_PEERS; do
+    [ "$peer" = "$POD_NAME" ] && continue
+    offset=$(timeout 3 valkey-cli -h "$peer.$SHARD_DOMAIN" -p 6379 --no-auth-warning INFO replication 2>/dev/null |
+      tr -d '\r' | sed -n 's/^master_repl_offset://p') || true
+    if [ -n "$offset" ] && [ "$offset" -gt "$best" ]; then
+      best=$offset primary=$peer
+    fi
+  done
+  if [ "$primary" != "$POD_NAME" ]; then
+    echo "started empty while $primary holds the shard's data (offset $best): replicating from it" >&2
+    # Not ready until synced: the controller sees an unready primary and promotes the peer.
+    touch /run/valkey/deferred
+  fi
+fi
 {
   echo "include /etc/valkey/valkey.conf"
   if [ -n "${VALKEY_PASSWORD:-}" ]; then
@@ -74,18 +95,22 @@ const shardStartScript = `set -eu
     pw=$(printf '%s' "$VALKEY_PASSWORD" | sed 's/[\\"]/\\&/g')
     printf 'requirepass "%s"\nmasterauth "%s"\n' "$pw" "$pw"
   fi
-  case "$POD_NAME" in
-    *-0) ;;
-    *) echo "replicaof $PRIMARY_HOST ` + "6379" + `" ;;
-  esac
+  if [ "$primary" != "$POD_NAME" ]; then
+    echo "replicaof $primary.$SHARD_DOMAIN ` + "6379" + `"
+  fi
 } > /run/valkey/valkey.conf
 exec valkey-server /run/valkey/valkey.conf
 `
 
-// shardProbeScript authenticates through REDISCLI_AUTH, so the password is not on a command line.
-const shardProbeScript = `valkey-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG`
+// shardLivenessScript authenticates through REDISCLI_AUTH, so the password is not on a command line.
+const shardLivenessScript = `valkey-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG`
 
-// buildShardStatefulSet is shard i: pod 0 the primary, pods 1..replicas its replicas.
+// shardReadinessScript: alive, and not a primary that deferred to a peer (see shardStartScript)
+// unless it has since synced from the peer the controller promoted.
+const shardReadinessScript = shardLivenessScript + ` && { [ ! -f /run/valkey/deferred ] ||
+  valkey-cli -h 127.0.0.1 -p 6379 info replication | grep -q master_link_status:up; }`
+
+// buildShardStatefulSet is shard i: 1+replicas pods, one of them the primary (see shardRoles).
 func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulSet {
 	s := f.Spec.Shards
 	name := shardStatefulSetName(f, i)
@@ -96,16 +121,23 @@ func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulS
 	meta := objectMeta(f, name, ComponentShard)
 	meta.Labels[LabelShard] = shardName(i)
 
+	peers := make([]string, 0, 1+s.Replicas)
+	for o := 0; o <= int(s.Replicas); o++ {
+		peers = append(peers, shardPodName(f, i, o))
+	}
 	env := []corev1.EnvVar{
 		fieldEnv("POD_NAME", "metadata.name"),
-		{Name: "PRIMARY_HOST", Value: strings.TrimSuffix(shardPodAddress(f, i, 0), fmt.Sprintf(":%d", ValkeyPort))},
+		{Name: "PRIMARY_POD", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: rolesConfigMapName(f)}, Key: shardName(i)}}},
+		{Name: "SHARD_PEERS", Value: strings.Join(peers, " ")},
+		{Name: "SHARD_DOMAIN", Value: shardDomain(f)},
 	}
 	if f.Spec.Auth.Enabled {
 		env = append(env, secretEnv("VALKEY_PASSWORD", f.PasswordSecret()), secretEnv("REDISCLI_AUTH", f.PasswordSecret()))
 	}
-	probe := func(period, failures int32) *corev1.Probe {
+	probe := func(script string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", shardProbeScript}}},
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", script}}},
 			PeriodSeconds:    period,
 			TimeoutSeconds:   3,
 			FailureThreshold: failures,
@@ -162,8 +194,8 @@ func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulS
 						Env:             env,
 						Ports:           []corev1.ContainerPort{{Name: "valkey", ContainerPort: ValkeyPort, Protocol: corev1.ProtocolTCP}},
 						Resources:       s.Resources,
-						ReadinessProbe:  probe(5, 2),
-						LivenessProbe:   probe(10, 6),
+						ReadinessProbe:  probe(shardReadinessScript, 5, 2),
+						LivenessProbe:   probe(shardLivenessScript, 10, 6),
 						SecurityContext: restrictedContainer(),
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "config", MountPath: "/etc/valkey", ReadOnly: true},

@@ -1,24 +1,54 @@
 package controller
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 )
 
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// readiness runs the readiness probe of a server runStartScript started.
+var readiness = map[*tu.Redis]func() bool{}
+
 // runStartScript runs the shard start script with sh, as the pod does, against the tests' shard
-// server (valkey-server built from source under make test) in a temporary directory.
-func runStartScript(t *testing.T, password string) (*tu.Redis, *exec.Cmd, *strings.Builder) {
+// server (valkey-server built from source under make test) in a temporary directory, as pod
+// web-shard-0-0, the shard's designated primary. peer, when set, is the shard's other pod
+// (web-shard-0-1), reached on loopback instead of through cluster DNS.
+func runStartScript(t *testing.T, password string, peer *tu.Redis) (*tu.Redis, *exec.Cmd, *lockedBuffer) {
 	t.Helper()
 	server := tu.ServerBinary()
-	if _, err := exec.LookPath(server); err != nil {
+	path, err := exec.LookPath(server)
+	if err != nil {
 		t.Fatalf("%s is required (hack/valkey-bins.sh): %v", server, err)
+	}
+	cli := filepath.Join(filepath.Dir(path), "valkey-cli") // built next to valkey-server
+	if _, err := os.Stat(cli); err != nil {
+		cli = "redis-cli"
 	}
 	dir := t.TempDir()
 	conf := strings.Replace(valkeyConfig(defaultedFleet()), "dir /data", "dir "+dir, 1)
@@ -26,15 +56,31 @@ func runStartScript(t *testing.T, password string) (*tu.Redis, *exec.Cmd, *strin
 		t.Fatal(err)
 	}
 	r := &tu.Redis{Port: tu.FreePort(t), Password: password}
+	peers, peerPort := "web-shard-0-0", "0"
+	if peer != nil {
+		peers, peerPort = "web-shard-0-0 web-shard-0-1", strconv.Itoa(peer.Port)
+	}
 	script := strings.NewReplacer(
 		"/etc/valkey/valkey.conf", filepath.Join(dir, "valkey.conf"),
 		"/run/valkey/valkey.conf", filepath.Join(dir, "runtime.conf"),
+		"/run/valkey/deferred", filepath.Join(dir, "deferred"),
 		"exec valkey-server", "exec "+server,
+		"valkey-cli", cli,
+		`-h "$peer.$SHARD_DOMAIN" -p 6379`, "-h 127.0.0.1 -p "+peerPort,
+		"$primary.$SHARD_DOMAIN 6379", "127.0.0.1 "+peerPort,
 	).Replace(shardStartScript)
 	script = strings.TrimSpace(script) + " --port " + strconv.Itoa(r.Port) + "\n"
+	ready := strings.NewReplacer("/run/valkey/deferred", filepath.Join(dir, "deferred"), "valkey-cli", cli,
+		"-p 6379", "-p "+strconv.Itoa(r.Port)).Replace(shardReadinessScript)
+	readiness[r] = func() bool {
+		c := exec.Command("sh", "-c", ready)
+		c.Env = append(os.Environ(), "REDISCLI_AUTH="+password)
+		return c.Run() == nil
+	}
 	cmd := exec.Command("sh", "-c", script)
-	cmd.Env = append(os.Environ(), "VALKEY_PASSWORD="+password, "POD_NAME=web-shard-0-0", "PRIMARY_HOST=unused")
-	out := &strings.Builder{}
+	cmd.Env = append(os.Environ(), "VALKEY_PASSWORD="+password, "REDISCLI_AUTH="+password, "POD_NAME=web-shard-0-0",
+		"PRIMARY_POD=web-shard-0-0", "SHARD_PEERS="+peers, "SHARD_DOMAIN=web-shards.default.svc")
+	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -43,9 +89,79 @@ func runStartScript(t *testing.T, password string) (*tu.Redis, *exec.Cmd, *strin
 	return r, cmd, out
 }
 
+// TestRestartedPrimaryNeverWipesAWarmReplica: the designated primary starts empty (nothing is
+// persisted) while its replica still holds the shard. It must replicate from the replica instead
+// of serving as an empty primary the replica would full-sync from; once the controller promotes
+// the replica, the restarted pod gets the data back.
+func TestRestartedPrimaryNeverWipesAWarmReplica(t *testing.T) {
+	const pw = "secret"
+	old := tu.StartRedis(t, pw)
+	replica := tu.StartReplica(t, old)
+	for i := range 100 {
+		if _, err := old.Do("SET", "k"+strconv.Itoa(i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the replica holds the shard", func() bool { n, _ := replica.Do("DBSIZE"); return n == "100" })
+	old.Stop() // the primary's process is gone; its replica keeps the data
+
+	restarted, _, out := runStartScript(t, pw, replica)
+	waitFor(t, "the restarted primary answers", func() bool { p, _ := restarted.Do("PING"); return p == "PONG" })
+	if info, _ := restarted.Do("INFO", "replication"); !strings.Contains(info, "role:slave") ||
+		!strings.Contains(info, "master_port:"+strconv.Itoa(replica.Port)) {
+		t.Fatalf("the restarted primary serves as a primary while its replica holds the data:\n%s\n%s", info, out)
+	}
+	if !strings.Contains(out.String(), "replicating from it") {
+		t.Errorf("the script does not say why it replicates: %q", out)
+	}
+	time.Sleep(time.Second) // both sides retry their links meanwhile
+	if n, _ := replica.Do("DBSIZE"); n != "100" {
+		t.Fatalf("the replica lost its data: DBSIZE %s", n)
+	}
+	if readiness[restarted]() {
+		t.Error("the deferring primary is ready: the controller would not replace it")
+	}
+
+	// What the controller does next: promote the replica; the restarted pod then syncs from it.
+	admin := valkeyAdmin{}
+	if err := admin.ReplicaOfNoOne(context.Background(), replica.Addr(), pw); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restarted pod gets the shard back", func() bool { n, _ := restarted.Do("DBSIZE"); return n == "100" })
+	waitFor(t, "the restarted pod, now a synced replica, is ready", readiness[restarted])
+	info, err := admin.Replication(context.Background(), replica.Addr(), pw)
+	if err != nil || info.role != "master" || info.offset == 0 {
+		t.Errorf("promoted replica: %+v %v", info, err)
+	}
+}
+
+// TestFreshPrimaryStartsAsPrimary: with no peer holding data, the designated primary is one.
+func TestFreshPrimaryStartsAsPrimary(t *testing.T) {
+	empty := tu.StartRedis(t, "pw")
+	r, _, out := runStartScript(t, "pw", empty)
+	waitFor(t, "the primary answers", func() bool { p, _ := r.Do("PING"); return p == "PONG" })
+	if info, _ := r.Do("INFO", "replication"); !strings.Contains(info, "role:master") {
+		t.Errorf("a fresh shard's designated primary is not a primary:\n%s\n%s", info, out)
+	}
+	if !readiness[r]() {
+		t.Error("a fresh primary is not ready")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 15s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func TestShardStartScriptAcceptsPasswordsWithQuotesAndBackslashes(t *testing.T) {
 	for _, pw := range []string{`plain`, `with "quotes"`, `back\slash\`, `\x41 \n $HOME 'single' #hash`} {
-		r, _, out := runStartScript(t, pw)
+		r, _, out := runStartScript(t, pw, nil)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			got, err := r.Do("PING")
@@ -65,7 +181,7 @@ func TestShardStartScriptAcceptsPasswordsWithQuotesAndBackslashes(t *testing.T) 
 }
 
 func TestShardStartScriptRefusesAMultiLinePassword(t *testing.T) {
-	_, cmd, out := runStartScript(t, "line one\nline two")
+	_, cmd, out := runStartScript(t, "line one\nline two", nil)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {

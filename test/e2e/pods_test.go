@@ -352,9 +352,12 @@ func TestScaleThreeFourThreeUnderLoad(t *testing.T) {
 	}
 }
 
-// TestPrimaryPodDeletedUnderLoad: reads keep answering while a shard's primary pod is deleted and
-// recreated; writes fail only until the shard is back, then succeed again.
-func TestPrimaryPodDeletedUnderLoad(t *testing.T) {
+// TestPrimaryLossFailsOverWithoutLosingTheShard: the primary pod of a shard is deleted under a
+// running client, then the new primary's Valkey process is killed (its container restarts empty
+// in the same pod). Each time the controller promotes the replica holding the data, reads never
+// fail, writes come back, and no key written before is lost: a replica never resyncs from an
+// empty primary.
+func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 	needsRealPods(t)
 	ns := namespace(t, "e2e-primary")
 	mustKubectl(t, realFleetYAML("pr", 2, 1, ""), "-n", ns, "apply", "-f", "-")
@@ -366,37 +369,79 @@ func TestPrimaryPodDeletedUnderLoad(t *testing.T) {
 	c := agentClient(t, ns, "pr", pod)
 	const keys = 500
 	fill(t, c, keys)
-	l := startLoad(c, keys, true)
-	time.Sleep(2 * time.Second)
-	uid := jsonpath(ns, "pod/pr-shard-0-0", "{.metadata.uid}")
-	t0 := time.Now()
-	mustKubectl(t, "", "-n", ns, "delete", "pod", "pr-shard-0-0", "--wait=false")
-	eventually(t, 3*time.Minute, "the primary pod is back and Ready", func() error {
-		if u := jsonpath(ns, "pod/pr-shard-0-0", "{.metadata.uid}"); u == uid || u == "" {
-			return fmt.Errorf("not recreated yet")
-		}
-		if r := jsonpath(ns, "pod/pr-shard-0-0", `{.status.conditions[?(@.type=="Ready")].status}`); r != "True" {
-			return fmt.Errorf("not Ready")
-		}
-		return nil
-	})
-	back := time.Since(t0)
-	eventually(t, time.Minute, "writes succeed again", func() error {
-		for i := range 20 {
-			if err := c.Set(context.Background(), fmt.Sprintf("load:%d", i), "after", 0).Err(); err != nil {
-				return err
+	if err := fillErr(c, "keep", keys); err != nil {
+		t.Fatal(err)
+	}
+	primaryOf := func() string { return jsonpath(ns, "cachefleet/pr", `{.status.primaries[?(@.shard=="shard-0")].pod}`) }
+	if p := primaryOf(); p != "pr-shard-0-0" {
+		t.Fatalf("shard-0's primary is %q, want pod 0 at first", p)
+	}
+	kept := func(what string) {
+		t.Helper()
+		lost := 0
+		for i := range keys {
+			if v, err := c.Get(context.Background(), fmt.Sprintf("keep:%d", i)).Result(); err != nil || v != fmt.Sprint(i) {
+				lost++
 			}
 		}
-		return nil
-	})
-	writable := time.Since(t0)
-	time.Sleep(time.Second)
-	l.finish(t, "primary pod deleted")
-	lastErr := "none"
-	if ns := l.lastWriteErr.Load(); ns != 0 {
-		lastErr = time.Unix(0, ns).Sub(t0).Round(100 * time.Millisecond).String()
+		if lost > 0 {
+			t.Errorf("%s: %d of %d keys written before are gone", what, lost, keys)
+		}
 	}
-	t.Logf("timing: primary pod Ready again after %s, writes succeeding after %s (last failed write at %s)",
-		back.Round(100*time.Millisecond), writable.Round(100*time.Millisecond), lastErr)
+	failover := func(what, from, to string, failovers int, disrupt func()) {
+		t.Helper()
+		l := startLoad(c, keys, true)
+		time.Sleep(time.Second)
+		t0 := time.Now()
+		disrupt()
+		eventually(t, 2*time.Minute, what+": "+to+" promoted", func() error {
+			if p := primaryOf(); p != to {
+				return fmt.Errorf("shard-0's primary is %q", p)
+			}
+			if n := jsonpath(ns, "cachefleet/pr", "{.status.failovers}"); n != fmt.Sprint(failovers) {
+				return fmt.Errorf("%s failovers", n)
+			}
+			return nil
+		})
+		promoted := time.Since(t0)
+		eventually(t, time.Minute, what+": writes succeed again", func() error {
+			for i := range 20 {
+				if err := c.Set(context.Background(), fmt.Sprintf("load:%d", i), "after", 0).Err(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		writable := time.Since(t0)
+		eventually(t, 2*time.Minute, what+": "+from+" is back as a replica of "+to, func() error {
+			if r := jsonpath(ns, "pod/"+from, `{.status.conditions[?(@.type=="Ready")].status}`); r != "True" {
+				return fmt.Errorf("%s not Ready", from)
+			}
+			info := execValkeyCLI(t, ns, from, "INFO", "replication")
+			if !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_host:"+to+".") || !strings.Contains(info, "master_link_status:up") {
+				return fmt.Errorf("%s: %s", from, info)
+			}
+			return nil
+		})
+		l.finish(t, what)
+		t.Logf("timing: %s: promoted after %s, writes through the agent succeed after %s", what,
+			promoted.Round(100*time.Millisecond), writable.Round(100*time.Millisecond))
+		kept(what)
+	}
+	failover("primary pod deleted", "pr-shard-0-0", "pr-shard-0-1", 1, func() {
+		mustKubectl(t, "", "-n", ns, "delete", "pod", "pr-shard-0-0", "--wait=false")
+	})
+	failover("primary restarted empty in its pod", "pr-shard-0-1", "pr-shard-0-0", 2, func() {
+		// SIGTERM to Valkey (the container's PID 1): the container restarts with no data.
+		mustKubectl(t, "", "-n", ns, "exec", "pr-shard-0-1", "--", "kill", "1")
+	})
+	if ev := mustKubectl(t, "", "-n", ns, "get", "events", "--field-selector", "reason=Failover", "-o", "name"); strings.Count(ev, "\n") < 2 {
+		t.Errorf("want two Failover events, got %q", ev)
+	}
+	wide := mustKubectl(t, "", "-n", ns, "get", "cachefleet", "pr", "-o", "wide")
+	if !strings.Contains(wide, "FAILOVERS") || !strings.Contains(wide, "LAST-FAILOVER") {
+		t.Errorf("kubectl get -o wide does not show failovers:\n%s", wide)
+	}
+	t.Logf("kubectl get cachefleet -o wide:\n%s", wide)
 	waitReady(t, ns, "pr", time.Minute)
 }

@@ -1,0 +1,46 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecideFailover(t *testing.T) {
+	const after = 5 * time.Second
+	p := func(name string, ordinal int, ready bool, role string, offset int64) shardPod {
+		return shardPod{name: name, ordinal: ordinal, addr: name + ":6379", ready: ready, reachable: role != "", role: role, offset: offset}
+	}
+	for _, tc := range []struct {
+		name     string
+		primary  string
+		pods     []shardPod
+		downFor  time.Duration
+		promote  string
+		wantWait bool
+	}{
+		{"healthy primary", "s-0", []shardPod{p("s-0", 0, true, "master", 100), p("s-1", 1, true, "slave", 100)}, 0, "", false},
+		{"primary down, not long enough", "s-0", []shardPod{p("s-0", 0, false, "", 0), p("s-1", 1, true, "slave", 100)}, 2 * time.Second, "", true},
+		{"primary down long enough", "s-0", []shardPod{p("s-0", 0, false, "", 0), p("s-1", 1, true, "slave", 100)}, after, "s-1", false},
+		{"primary pod gone: at once", "s-0", []shardPod{{name: "s-0", gone: true}, p("s-1", 1, true, "slave", 100)}, 0, "s-1", false},
+		{"primary pod being deleted: at once", "s-0", []shardPod{{name: "s-0", gone: true, addr: "x", reachable: true, role: "master", offset: 100}, p("s-1", 1, true, "slave", 100)}, 0, "s-1", false},
+		{"the replica with the most data wins", "s-0", []shardPod{p("s-0", 0, false, "", 0), p("s-1", 1, true, "slave", 90), p("s-2", 2, true, "slave", 120)}, after, "s-2", false},
+		{"a tie goes to the lowest ordinal", "s-0", []shardPod{p("s-0", 0, false, "", 0), p("s-2", 2, true, "slave", 100), p("s-1", 1, true, "slave", 100)}, after, "s-1", false},
+		{"unready replicas are not candidates", "s-0", []shardPod{p("s-0", 0, false, "", 0), p("s-1", 1, false, "slave", 100)}, after, "", false},
+		{"restarted empty primary deferring to a peer (unready)", "s-0", []shardPod{p("s-0", 0, false, "slave", 0), p("s-1", 1, true, "slave", 100)}, after, "s-1", false},
+		{"ready replicas holding nothing, primary deferring", "s-0", []shardPod{p("s-0", 0, false, "slave", 0), p("s-1", 1, true, "master", 0)}, after, "s-1", false},
+		{"no replica holds data: keep the primary", "s-0", []shardPod{p("s-0", 0, false, "", 0), p("s-1", 1, true, "slave", 0)}, after, "", false},
+		{"an unready primary holding more stays", "s-0", []shardPod{p("s-0", 0, false, "master", 500), p("s-1", 1, true, "slave", 100)}, after, "", false},
+		{"after a failover the new primary is watched", "s-1", []shardPod{p("s-0", 0, true, "slave", 100), p("s-1", 1, false, "", 0)}, after, "s-0", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := decideFailover(tc.primary, tc.pods, tc.downFor, after)
+			if d.promote != tc.promote || (d.wait > 0) != tc.wantWait {
+				t.Errorf("promote %q wait %v (%s), want promote %q wait %v", d.promote, d.wait, d.reason, tc.promote, tc.wantWait)
+			}
+			if d.promote != "" && !strings.Contains(d.reason, d.promote) {
+				t.Errorf("reason %q does not name %s", d.reason, d.promote)
+			}
+		})
+	}
+}
