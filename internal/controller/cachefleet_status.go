@@ -81,13 +81,7 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 	st.DesiredAgents, st.ReadyAgents, st.ConvergedAgents = obs.desiredAgents, obs.readyAgents, obs.convergedAgents
 	st.Agents = fmt.Sprintf("%d/%d", obs.readyAgents, obs.desiredAgents)
 	st.RingEpoch, st.RingChecksum, st.InvalidationChannel = obs.ringEpoch, obs.ringChecksum, obs.channel
-	if obs.primaries != nil {
-		st.Primaries = obs.primaries
-	}
-	if obs.failedOver > 0 {
-		st.Failovers += int32(obs.failedOver)
-		st.LastFailoverTime = obs.now.DeepCopy()
-	}
+	recordFailovers(&st, obs)
 
 	shardsReady := len(notReadyPods) == 0 && len(obs.shards) > 0
 	if shardsReady {
@@ -138,17 +132,8 @@ func computeStatus(prev cachev1alpha1.CacheFleetStatus, generation int64, obs ob
 		set(cachev1alpha1.DegradedCondition, false, cachev1alpha1.ReasonAsExpected, "every shard has a ready primary or is starting")
 	}
 
-	if len(obs.joining) > 0 {
-		set(cachev1alpha1.ProgressingCondition, true, cachev1alpha1.ReasonScaling,
-			"new shards enter the ring once their primary is ready: "+list(obs.joining))
-	} else if obs.draining > 0 {
-		set(cachev1alpha1.ProgressingCondition, true, cachev1alpha1.ReasonScaling,
-			fmt.Sprintf("%d removed shards wait for agents to leave them", obs.draining))
-	} else if !shardsReady || !agentsReady {
-		set(cachev1alpha1.ProgressingCondition, true, cachev1alpha1.ReasonNotAllReady, "waiting for shards and agents")
-	} else {
-		set(cachev1alpha1.ProgressingCondition, false, cachev1alpha1.ReasonAsExpected, "up to date")
-	}
+	busy, reason, msg := progressing(obs, shardsReady, agentsReady)
+	set(cachev1alpha1.ProgressingCondition, busy, reason, msg)
 
 	failed := obs.firstErr != nil || obs.invalidSpec != nil
 	ready := shardsReady && agentsReady && obs.ringPublished && len(noPrimary) == 0 && !failed
@@ -239,4 +224,29 @@ func list(names []string) string {
 		return strings.Join(names[:most], ", ") + fmt.Sprintf(" and %d more", len(names)-most)
 	}
 	return strings.Join(names, ", ")
+}
+
+// progressing says whether the fleet is on its way somewhere, and where.
+func progressing(obs observation, shardsReady, agentsReady bool) (bool, string, string) {
+	switch {
+	case len(obs.joining) > 0:
+		return true, cachev1alpha1.ReasonScaling, "new shards enter the ring once their primary is ready: " + list(obs.joining)
+	case obs.draining > 0:
+		return true, cachev1alpha1.ReasonScaling, fmt.Sprintf("%d removed shards wait for agents to leave them", obs.draining)
+	case !shardsReady || !agentsReady:
+		return true, cachev1alpha1.ReasonNotAllReady, "waiting for shards and agents"
+	default:
+		return false, cachev1alpha1.ReasonAsExpected, "up to date"
+	}
+}
+
+// recordFailovers publishes the shards' primaries and counts the failovers of this reconcile.
+func recordFailovers(st *cachev1alpha1.CacheFleetStatus, obs observation) {
+	if obs.primaries != nil {
+		st.Primaries = obs.primaries
+	}
+	if obs.failedOver > 0 {
+		st.Failovers += int32(obs.failedOver)
+		st.LastFailoverTime = obs.now.DeepCopy()
+	}
 }

@@ -65,8 +65,3 @@ func networkPolicyName(f *cachev1alpha1.CacheFleet) string { return f.Name + "-s
 
 // agentLeaseName is the Lease an agent on node renews with the ring epoch it serves.
 func agentLeaseName(fleet, node string) string { return contract.AgentLeaseName(fleet, node) }
-
-// shardPodAddress is the stable DNS name of pod ordinal of shard i, through the headless Service.
-func shardPodAddress(f *cachev1alpha1.CacheFleet, i, ordinal int) string {
-	return fmt.Sprintf("%s-%d.%s.%s.svc:%d", shardStatefulSetName(f, i), ordinal, shardsServiceName(f), f.Namespace, ValkeyPort)
-}
