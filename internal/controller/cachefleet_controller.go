@@ -45,8 +45,9 @@ type CacheFleetReconciler struct {
 	// Admin talks to shard pods for failover; nil means Valkey over the network.
 	Admin shardAdmin
 
-	converge convergence // epoch publish times, for cachefleet_epoch_convergence_seconds
-	down     sync.Map    // "namespace/fleet/shard" -> when its primary was first seen not ready
+	converge  convergence // epoch publish times, for cachefleet_epoch_convergence_seconds
+	down      sync.Map    // "namespace/fleet/shard" -> when its primary was first seen not ready
+	lastEpoch sync.Map    // fleet key -> the last epoch this manager published
 }
 
 // fleetScope carries one reconcile's state between phases.
@@ -260,7 +261,12 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 	s.policies = accepted
 
 	var previous *contract.Document
-	floor := f.Status.RingEpoch // epochs only grow, even when the published document is unreadable
+	// Epochs only grow, even when the published document is unreadable: above the status and
+	// above what this manager published (the cached status may lag its own last write).
+	floor := f.Status.RingEpoch
+	if last, ok := r.lastEpoch.Load(client.ObjectKeyFromObject(f)); ok {
+		floor = max(floor, last.(int64))
+	}
 	s.publishedAt = r.now()
 	var cm corev1.ConfigMap
 	switch err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: ringConfigMapName(f)}, &cm); {
@@ -286,6 +292,7 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 		s.requeue = minPositive(s.requeue, 2*time.Second) // pod readiness also wakes us; this bounds the wait
 	}
 	doc.SealAbove(previous, floor)
+	r.lastEpoch.Store(client.ObjectKeyFromObject(f), doc.Epoch)
 	if previous == nil || previous.Epoch != doc.Epoch {
 		s.publishedAt = r.now()
 	}
