@@ -27,6 +27,10 @@ type shardPod struct {
 	offset    int64  // master_repl_offset: how much of the shard's history it holds
 }
 
+// switchoverWait bounds the wait for a terminating primary's own switchover (its preStop gives
+// FAILOVER 5 s and watches it for 7 s).
+const switchoverWait = 8 * time.Second
+
 // failoverDecision says which pod to promote and why; promote is empty when nothing is to be done.
 type failoverDecision struct {
 	promote, reason string
@@ -53,6 +57,10 @@ func decideFailover(primary string, pods []shardPod, downFor, failoverAfter time
 		return failoverDecision{}
 	case !gone && downFor < failoverAfter:
 		return failoverDecision{wait: failoverAfter - downFor}
+	case gone && cur != nil && cur.reachable && cur.role == "master" && downFor < switchoverWait:
+		// A terminating primary's preStop hands its role over with FAILOVER (no acknowledged
+		// write lost); promoting a replica meanwhile could drop its last writes.
+		return failoverDecision{wait: 200 * time.Millisecond}
 	}
 	reason := fmt.Sprintf("primary %s not ready for %s", primary, downFor.Round(100*time.Millisecond))
 	if gone {

@@ -102,6 +102,21 @@ fi
 exec valkey-server /run/valkey/valkey.conf
 `
 
+// shardPreStopScript is the planned switchover: a primary being stopped (rollout, drain, a pod
+// deleted) first hands its role to its most up-to-date replica with Valkey's FAILOVER, which
+// pauses writes until the replica has every one, so no acknowledged write is lost. The
+// controller waits for it before publishing the new primary (see decideFailover).
+const shardPreStopScript = `info=$(valkey-cli -h 127.0.0.1 -p 6379 info replication | tr -d '\r')
+case "$info" in *role:master*) ;; *) exit 0 ;; esac
+case "$info" in *connected_slaves:0*) exit 0 ;; esac
+valkey-cli -h 127.0.0.1 -p 6379 FAILOVER TIMEOUT 5000 | grep -q OK || exit 0
+i=0
+while [ $i -lt 70 ]; do
+  valkey-cli -h 127.0.0.1 -p 6379 info replication | grep -q role:slave && exit 0
+  sleep 0.1
+  i=$((i + 1))
+done`
+
 // shardLivenessScript authenticates through REDISCLI_AUTH, so the password is not on a command line.
 const shardLivenessScript = `valkey-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG`
 
@@ -196,6 +211,8 @@ func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulS
 						Resources:       s.Resources,
 						ReadinessProbe:  probe(shardReadinessScript, 5, 2),
 						LivenessProbe:   probe(shardLivenessScript, 10, 6),
+						Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+							Exec: &corev1.ExecAction{Command: []string{"sh", "-c", shardPreStopScript}}}},
 						SecurityContext: restrictedContainer(),
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "config", MountPath: "/etc/valkey", ReadOnly: true},

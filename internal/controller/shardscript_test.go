@@ -193,3 +193,76 @@ func TestShardStartScriptRefusesAMultiLinePassword(t *testing.T) {
 		t.Fatal("the script started a server with a multi-line password")
 	}
 }
+
+// TestPreStopHandsThePrimaryRoleOverWithoutLosingAWrite: the preStop hook of a primary being
+// stopped runs FAILOVER: its replica becomes the primary holding every acknowledged write, and
+// the old one a replica of it.
+func TestPreStopHandsThePrimaryRoleOverWithoutLosingAWrite(t *testing.T) {
+	server := tu.ServerBinary()
+	path, err := exec.LookPath(server)
+	if err != nil {
+		t.Fatalf("%s is required (hack/valkey-bins.sh): %v", server, err)
+	}
+	cli := filepath.Join(filepath.Dir(path), "valkey-cli")
+	if _, err := os.Stat(cli); err != nil {
+		t.Skip("FAILOVER needs Valkey (or Redis 6.2+) and its cli; this run has neither built")
+	}
+	const pw = "pw"
+	primary := tu.StartRedis(t, pw)
+	replica := tu.StartReplica(t, primary)
+	waitFor(t, "the replica is linked", func() bool {
+		info, _ := replica.Do("INFO", "replication")
+		return strings.Contains(info, "master_link_status:up")
+	})
+
+	var mu sync.Mutex
+	var acked []string
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // a writer on the primary, recording what was acknowledged
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := "w" + strconv.Itoa(i)
+			if got, err := primary.Do("SET", k, "v"); err == nil && got == "OK" {
+				mu.Lock()
+				acked = append(acked, k)
+				mu.Unlock()
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	script := strings.NewReplacer("valkey-cli", cli, "-p 6379", "-p "+strconv.Itoa(primary.Port)).Replace(shardPreStopScript)
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+pw)
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("preStop: %v\n%s", err, out)
+	}
+	took := time.Since(start)
+	close(stop)
+	<-done
+
+	if info, _ := primary.Do("INFO", "replication"); !strings.Contains(info, "role:slave") {
+		t.Fatalf("the old primary is still a primary after preStop:\n%s", info)
+	}
+	if info, _ := replica.Do("INFO", "replication"); !strings.Contains(info, "role:master") {
+		t.Fatalf("the replica was not promoted:\n%s", info)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	lost := 0
+	for _, k := range acked {
+		if v, _ := replica.Do("GET", k); v != "v" {
+			lost++
+		}
+	}
+	t.Logf("switchover in %s; %d acknowledged writes, %d lost", took.Round(time.Millisecond), len(acked), lost)
+	if lost > 0 || len(acked) == 0 {
+		t.Errorf("%d of %d acknowledged writes lost in the switchover", lost, len(acked))
+	}
+}

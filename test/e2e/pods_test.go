@@ -219,6 +219,8 @@ func TestAuthAndSecretsAreFenced(t *testing.T) {
 // that are gone are misses (nil), never errors.
 type load struct {
 	reads, readErrs, writes, writeErrs atomic.Int64
+	ackedMu                            sync.Mutex
+	acked                              []string // keys whose SET was acknowledged, each written once
 	lastWriteErr                       atomic.Int64 // unix nanos
 	firstReadErr                       atomic.Value
 	stop                               chan struct{}
@@ -258,14 +260,31 @@ func startLoad(c *redis.Client, keys int, withWrites bool) *load {
 				case <-time.After(5 * time.Millisecond):
 				}
 				l.writes.Add(1)
-				if err := c.Set(ctx, fmt.Sprintf("load:%d", i%keys), i, 0).Err(); err != nil {
+				k := fmt.Sprintf("acked:%d", i)
+				if err := c.Set(ctx, k, i, 0).Err(); err != nil {
 					l.writeErrs.Add(1)
 					l.lastWriteErr.Store(time.Now().UnixNano())
+				} else {
+					l.ackedMu.Lock()
+					l.acked = append(l.acked, k)
+					l.ackedMu.Unlock()
 				}
 			}
 		}()
 	}
 	return l
+}
+
+// lostAcked counts acknowledged writes the fleet no longer has.
+func (l *load) lostAcked(c *redis.Client) (lost, acked int) {
+	l.ackedMu.Lock()
+	defer l.ackedMu.Unlock()
+	for _, k := range l.acked {
+		if err := c.Get(context.Background(), k).Err(); err != nil {
+			lost++
+		}
+	}
+	return lost, len(l.acked)
 }
 
 func (l *load) finish(t *testing.T, what string) {
@@ -388,7 +407,7 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 			t.Errorf("%s: %d of %d keys written before are gone", what, lost, keys)
 		}
 	}
-	failover := func(what, from, to string, failovers int, disrupt func()) {
+	failover := func(what, from, to string, failovers int, planned bool, disrupt func()) {
 		t.Helper()
 		l := startLoad(c, keys, true)
 		time.Sleep(time.Second)
@@ -424,14 +443,19 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 			return nil
 		})
 		l.finish(t, what)
-		t.Logf("timing: %s: promoted after %s, writes through the agent succeed after %s", what,
-			promoted.Round(100*time.Millisecond), writable.Round(100*time.Millisecond))
+		lost, acked := l.lostAcked(c)
+		t.Logf("timing: %s: promoted after %s, writes through the agent succeed after %s; %d of %d acknowledged writes lost",
+			what, promoted.Round(100*time.Millisecond), writable.Round(100*time.Millisecond), lost, acked)
+		if planned && lost > 0 {
+			t.Errorf("%s: a planned switchover lost %d acknowledged writes", what, lost)
+		}
 		kept(what)
 	}
-	failover("primary pod deleted", "pr-shard-0-0", "pr-shard-0-1", 1, func() {
+	// Deleting a pod is a planned switchover: its preStop hands the role over with FAILOVER.
+	failover("primary pod deleted", "pr-shard-0-0", "pr-shard-0-1", 1, true, func() {
 		mustKubectl(t, "", "-n", ns, "delete", "pod", "pr-shard-0-0", "--wait=false")
 	})
-	failover("primary restarted empty in its pod", "pr-shard-0-1", "pr-shard-0-0", 2, func() {
+	failover("primary restarted empty in its pod", "pr-shard-0-1", "pr-shard-0-0", 2, false, func() {
 		// SIGTERM to Valkey (the container's PID 1): the container restarts with no data.
 		mustKubectl(t, "", "-n", ns, "exec", "pr-shard-0-1", "--", "kill", "1")
 	})
