@@ -220,7 +220,7 @@ func TestAuthAndSecretsAreFenced(t *testing.T) {
 type load struct {
 	reads, readErrs, writes, writeErrs atomic.Int64
 	ackedMu                            sync.Mutex
-	acked                              []string // keys whose SET was acknowledged, each written once
+	acked                              []string     // keys whose SET was acknowledged, each written once
 	lastWriteErr                       atomic.Int64 // unix nanos
 	firstReadErr                       atomic.Value
 	stop                               chan struct{}
