@@ -64,7 +64,7 @@ func decideFailover(primary string, pods []shardPod, downFor, failoverAfter time
 	}
 	reason := fmt.Sprintf("primary %s not ready for %s", primary, downFor.Round(100*time.Millisecond))
 	if gone {
-		reason = fmt.Sprintf("primary pod %s deleted", primary)
+		reason = fmt.Sprintf("primary pod %s deleted (%s ago)", primary, downFor.Round(100*time.Millisecond))
 	}
 	if cur != nil && cur.reachable && cur.role == "slave" {
 		reason = fmt.Sprintf("primary %s restarted without the shard's data and replicates from a peer", primary)
@@ -207,7 +207,7 @@ func (r *CacheFleetReconciler) shardPods(ctx context.Context, f *cachev1alpha1.C
 		}
 		p.gone = pod.DeletionTimestamp != nil
 		p.ready = !p.gone && podReady(&pod) && r.nodeReady(ctx, pod.Spec.NodeName)
-		if pod.Status.PodIP != "" && pod.DeletionTimestamp == nil {
+		if pod.Status.PodIP != "" { // a terminating pod too: it may be handing its role over
 			p.addr = fmt.Sprintf("%s:%d", pod.Status.PodIP, ValkeyPort)
 		}
 		pods = append(pods, p)

@@ -436,7 +436,10 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 			if r := jsonpath(ns, "pod/"+from, `{.status.conditions[?(@.type=="Ready")].status}`); r != "True" {
 				return fmt.Errorf("%s not Ready", from)
 			}
-			info := execValkeyCLI(t, ns, from, "INFO", "replication")
+			info, err := kubectl("", "-n", ns, "exec", from, "--", "sh", "-c", `REDISCLI_AUTH="$VALKEY_PASSWORD" valkey-cli INFO replication`)
+			if err != nil {
+				return err
+			}
 			if !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_host:"+to+".") || !strings.Contains(info, "master_link_status:up") {
 				return fmt.Errorf("%s: %s", from, info)
 			}
@@ -453,7 +456,19 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 	}
 	// Deleting a pod is a planned switchover: its preStop hands the role over with FAILOVER.
 	failover("primary pod deleted", "pr-shard-0-0", "pr-shard-0-1", 1, true, func() {
+		old := redis.NewClient(&redis.Options{Addr: podAddr(t, ns, "pr-shard-0-0", 6379), Password: fleetPassword(t, ns, "pr"), MaxRetries: -1})
+		t0 := time.Now()
 		mustKubectl(t, "", "-n", ns, "delete", "pod", "pr-shard-0-0", "--wait=false")
+		go func() { // when the old primary's own FAILOVER (its preStop) made it a replica
+			defer old.Close()
+			for time.Since(t0) < 10*time.Second {
+				if info, err := old.Info(context.Background(), "replication").Result(); err == nil && strings.Contains(info, "role:slave") {
+					t.Logf("timing: the deleted primary handed its role over %s after the delete", since(t0))
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
 	})
 	failover("primary restarted empty in its pod", "pr-shard-0-1", "pr-shard-0-0", 2, false, func() {
 		// SIGTERM to Valkey (the container's PID 1): the container restarts with no data.
