@@ -74,7 +74,8 @@ build_kube() {
 }
 
 build_coredns() {
-  [[ -x "$dir/coredns" ]] && return
+  # The directory is keyed by the Kubernetes, etcd and kwok versions; CoreDNS says its own.
+  [[ -x "$dir/coredns" ]] && "$dir/coredns" -version 2>/dev/null | grep -qx "CoreDNS-$COREDNS_VERSION" && return
   log "building coredns v$COREDNS_VERSION"
   GOBIN="$dir" go install "github.com/coredns/coredns@v$COREDNS_VERSION"
 }
