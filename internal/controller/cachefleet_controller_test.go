@@ -450,3 +450,33 @@ func TestEpochNeverGoesBack(t *testing.T) {
 		})
 	}
 }
+
+// TestEpochNeverRepeatsWhenTheCachedStatusLags: the reconciler reads the fleet from its cache,
+// whose status may be one write behind. An unreadable ring must still be republished above the
+// last epoch this manager published, not above the lagging status (which would repeat or lower it).
+func TestEpochNeverRepeatsWhenTheCachedStatusLags(t *testing.T) {
+	ns := newNamespace(t)
+	f := defaultedFleet()
+	f.Namespace, f.Name, f.UID = ns, "lagging", "uid-lagging" // never created: the suite's manager leaves it alone
+	r := &CacheFleetReconciler{Client: k8s}
+	ctx := context.Background()
+	publish := func() int64 {
+		t.Helper()
+		s := &fleetScope{fleet: f}
+		if err := r.reconcileRing(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		return s.doc.Epoch
+	}
+	publish()
+	f.Spec.Tiers.L2.DefaultTTL.Duration *= 2 // new content: a new epoch; f.Status still says 0
+	last := publish()
+	cm := get(t, ns, "lagging-ring", &corev1.ConfigMap{})
+	cm.Data[contract.DocumentKey] = "not json at all"
+	if err := k8s.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	if got := publish(); got <= last {
+		t.Errorf("republished at epoch %d after publishing %d (status said %d)", got, last, f.Status.RingEpoch)
+	}
+}
