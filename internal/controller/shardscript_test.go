@@ -32,24 +32,37 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// readiness runs the readiness probe of a server runStartScript started.
-var readiness = map[*tu.Redis]func() bool{}
+// shardBinaries are the tests' shard server and its cli: valkey-cli built next to valkey-server,
+// else redis-cli (FAILOVER and the rest of what the scripts use exist in both).
+func shardBinaries(t *testing.T) (server, cli string) {
+	t.Helper()
+	server = tu.ServerBinary()
+	path, err := exec.LookPath(server)
+	if err != nil {
+		t.Fatalf("%s is required (hack/valkey-bins.sh): %v", server, err)
+	}
+	cli = filepath.Join(filepath.Dir(path), "valkey-cli")
+	if _, err := os.Stat(cli); err != nil {
+		cli = "redis-cli"
+	}
+	return server, cli
+}
+
+// startedShard is a shard server started by the start script.
+type startedShard struct {
+	*tu.Redis
+	cmd   *exec.Cmd
+	out   *lockedBuffer
+	ready func() bool // the pod's readiness probe, run against this server
+}
 
 // runStartScript runs the shard start script with sh, as the pod does, against the tests' shard
 // server (valkey-server built from source under make test) in a temporary directory, as pod
 // web-shard-0-0, the shard's designated primary. peer, when set, is the shard's other pod
 // (web-shard-0-1), reached on loopback instead of through cluster DNS.
-func runStartScript(t *testing.T, password string, peer *tu.Redis) (*tu.Redis, *exec.Cmd, *lockedBuffer) {
+func runStartScript(t *testing.T, password string, peer *tu.Redis) *startedShard {
 	t.Helper()
-	server := tu.ServerBinary()
-	path, err := exec.LookPath(server)
-	if err != nil {
-		t.Fatalf("%s is required (hack/valkey-bins.sh): %v", server, err)
-	}
-	cli := filepath.Join(filepath.Dir(path), "valkey-cli") // built next to valkey-server
-	if _, err := os.Stat(cli); err != nil {
-		cli = "redis-cli"
-	}
+	server, cli := shardBinaries(t)
 	dir := t.TempDir()
 	conf := strings.Replace(valkeyConfig(defaultedFleet()), "dir /data", "dir "+dir, 1)
 	if err := os.WriteFile(filepath.Join(dir, "valkey.conf"), []byte(conf), 0o600); err != nil {
@@ -72,11 +85,6 @@ func runStartScript(t *testing.T, password string, peer *tu.Redis) (*tu.Redis, *
 	script = strings.TrimSpace(script) + " --port " + strconv.Itoa(r.Port) + "\n"
 	ready := strings.NewReplacer("/run/valkey/deferred", filepath.Join(dir, "deferred"), "valkey-cli", cli,
 		"-p 6379", "-p "+strconv.Itoa(r.Port)).Replace(shardReadinessScript)
-	readiness[r] = func() bool {
-		c := exec.Command("sh", "-c", ready)
-		c.Env = append(os.Environ(), "REDISCLI_AUTH="+password)
-		return c.Run() == nil
-	}
 	cmd := exec.Command("sh", "-c", script)
 	cmd.Env = append(os.Environ(), "VALKEY_PASSWORD="+password, "REDISCLI_AUTH="+password, "POD_NAME=web-shard-0-0",
 		"PRIMARY_POD=web-shard-0-0", "SHARD_PEERS="+peers, "SHARD_DOMAIN=web-shards.default.svc")
@@ -86,7 +94,11 @@ func runStartScript(t *testing.T, password string, peer *tu.Redis) (*tu.Redis, *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return r, cmd, out
+	return &startedShard{Redis: r, cmd: cmd, out: out, ready: func() bool {
+		c := exec.Command("sh", "-c", ready)
+		c.Env = append(os.Environ(), "REDISCLI_AUTH="+password)
+		return c.Run() == nil
+	}}
 }
 
 // TestRestartedPrimaryNeverWipesAWarmReplica: the designated primary starts empty (nothing is
@@ -105,7 +117,8 @@ func TestRestartedPrimaryNeverWipesAWarmReplica(t *testing.T) {
 	waitFor(t, "the replica holds the shard", func() bool { n, _ := replica.Do("DBSIZE"); return n == "100" })
 	old.Stop() // the primary's process is gone; its replica keeps the data
 
-	restarted, _, out := runStartScript(t, pw, replica)
+	restarted := runStartScript(t, pw, replica)
+	out := restarted.out
 	waitFor(t, "the restarted primary answers", func() bool { p, _ := restarted.Do("PING"); return p == "PONG" })
 	if info, _ := restarted.Do("INFO", "replication"); !strings.Contains(info, "role:slave") ||
 		!strings.Contains(info, "master_port:"+strconv.Itoa(replica.Port)) {
@@ -118,7 +131,7 @@ func TestRestartedPrimaryNeverWipesAWarmReplica(t *testing.T) {
 	if n, _ := replica.Do("DBSIZE"); n != "100" {
 		t.Fatalf("the replica lost its data: DBSIZE %s", n)
 	}
-	if readiness[restarted]() {
+	if restarted.ready() {
 		t.Error("the deferring primary is ready: the controller would not replace it")
 	}
 
@@ -128,7 +141,7 @@ func TestRestartedPrimaryNeverWipesAWarmReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the restarted pod gets the shard back", func() bool { n, _ := restarted.Do("DBSIZE"); return n == "100" })
-	waitFor(t, "the restarted pod, now a synced replica, is ready", readiness[restarted])
+	waitFor(t, "the restarted pod, now a synced replica, is ready", restarted.ready)
 	info, err := admin.Replication(context.Background(), replica.Addr(), pw)
 	if err != nil || info.role != "master" || info.offset == 0 {
 		t.Errorf("promoted replica: %+v %v", info, err)
@@ -138,12 +151,13 @@ func TestRestartedPrimaryNeverWipesAWarmReplica(t *testing.T) {
 // TestFreshPrimaryStartsAsPrimary: with no peer holding data, the designated primary is one.
 func TestFreshPrimaryStartsAsPrimary(t *testing.T) {
 	empty := tu.StartRedis(t, "pw")
-	r, _, out := runStartScript(t, "pw", empty)
+	r := runStartScript(t, "pw", empty)
+	out := r.out
 	waitFor(t, "the primary answers", func() bool { p, _ := r.Do("PING"); return p == "PONG" })
 	if info, _ := r.Do("INFO", "replication"); !strings.Contains(info, "role:master") {
 		t.Errorf("a fresh shard's designated primary is not a primary:\n%s\n%s", info, out)
 	}
-	if !readiness[r]() {
+	if !r.ready() {
 		t.Error("a fresh primary is not ready")
 	}
 }
@@ -161,7 +175,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestShardStartScriptAcceptsPasswordsWithQuotesAndBackslashes(t *testing.T) {
 	for _, pw := range []string{`plain`, `with "quotes"`, `back\slash\`, `\x41 \n $HOME 'single' #hash`} {
-		r, _, out := runStartScript(t, pw, nil)
+		r := runStartScript(t, pw, nil)
+		out := r.out
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			got, err := r.Do("PING")
@@ -181,7 +196,8 @@ func TestShardStartScriptAcceptsPasswordsWithQuotesAndBackslashes(t *testing.T) 
 }
 
 func TestShardStartScriptRefusesAMultiLinePassword(t *testing.T) {
-	_, cmd, out := runStartScript(t, "line one\nline two", nil)
+	started := runStartScript(t, "line one\nline two", nil)
+	cmd, out := started.cmd, started.out
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -198,15 +214,7 @@ func TestShardStartScriptRefusesAMultiLinePassword(t *testing.T) {
 // stopped runs FAILOVER: its replica becomes the primary holding every acknowledged write, and
 // the old one a replica of it.
 func TestPreStopHandsThePrimaryRoleOverWithoutLosingAWrite(t *testing.T) {
-	server := tu.ServerBinary()
-	path, err := exec.LookPath(server)
-	if err != nil {
-		t.Fatalf("%s is required (hack/valkey-bins.sh): %v", server, err)
-	}
-	cli := filepath.Join(filepath.Dir(path), "valkey-cli")
-	if _, err := os.Stat(cli); err != nil {
-		t.Skip("FAILOVER needs Valkey (or Redis 6.2+) and its cli; this run has neither built")
-	}
+	_, cli := shardBinaries(t)
 	const pw = "pw"
 	primary := tu.StartRedis(t, pw)
 	replica := tu.StartReplica(t, primary)
