@@ -82,6 +82,7 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Get(ctx, req.NamespacedName, fleet); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.converge.forget(req.String())
+			r.forgetFleet(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -415,6 +416,7 @@ func (r *CacheFleetReconciler) convergedAgents(ctx context.Context, s *fleetScop
 func (r *CacheFleetReconciler) observe(ctx context.Context, s *fleetScope) error {
 	f := s.fleet
 	s.obs.shards = nil
+	primaries := s.roles.withDefaults(f)
 	for i := 0; i < int(f.Spec.Shards.Count); i++ {
 		o := shardObservation{name: shardName(i), desiredPods: 1 + f.Spec.Shards.Replicas}
 		var sts appsv1.StatefulSet
@@ -428,7 +430,7 @@ func (r *CacheFleetReconciler) observe(ctx context.Context, s *fleetScope) error
 			return err
 		}
 		var pod corev1.Pod
-		err = r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: s.roles.withDefaults(f)[shardName(i)]}, &pod)
+		err = r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: primaries[shardName(i)]}, &pod)
 		if err == nil {
 			o.primaryReady = podReady(&pod)
 		} else if !apierrors.IsNotFound(err) {

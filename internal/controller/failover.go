@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -98,14 +99,11 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 	if f.Spec.Shards.Replicas == 0 {
 		return nil
 	}
-	password, err := r.shardPassword(ctx, f)
-	if err != nil {
-		return err
-	}
 	after := f.Spec.Shards.FailoverAfter.Duration
 	if after <= 0 {
 		after = 5 * time.Second
 	}
+	var password string // read only when a primary is down
 	for i := 0; i < int(f.Spec.Shards.Count); i++ {
 		shard := shardName(i)
 		primary := s.roles[shard]
@@ -118,6 +116,9 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 		d := decideFailover(primary, pods, downFor, after)
 		if d.wait == 0 && (downFor > 0 || podGone(pods, primary)) {
 			// Only now ask Valkey itself: a healthy fleet costs the controller no connections.
+			if password, err = r.shardPassword(ctx, f); err != nil {
+				return err
+			}
 			r.probe(ctx, pods, password)
 			d = decideFailover(primary, pods, downFor, after)
 		}
@@ -138,6 +139,18 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 		r.event(f, corev1.EventTypeWarning, "Failover", "Failover", "%s: %s", shard, d.reason)
 	}
 	return nil
+}
+
+// forgetFleet drops what the reconciler remembers about a deleted fleet.
+func (r *CacheFleetReconciler) forgetFleet(fleet client.ObjectKey) {
+	r.lastEpoch.Delete(fleet)
+	prefix := fleet.Namespace + "/" + fleet.Name + "/"
+	r.down.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), prefix) {
+			r.down.Delete(k)
+		}
+		return true
+	})
 }
 
 // downFor is how long the primary has been seen not ready (0 while ready). Kept in memory: a
@@ -166,8 +179,7 @@ func (r *CacheFleetReconciler) promote(ctx context.Context, f *cachev1alpha1.Cac
 	if err := admin.ReplicaOfNoOne(ctx, target.addr, password); err != nil {
 		return err
 	}
-	host := podAddress(f, pod)
-	host = host[:len(host)-len(fmt.Sprintf(":%d", ValkeyPort))]
+	host := podHost(f, pod)
 	for _, p := range pods {
 		if p.name == pod || !p.reachable {
 			continue

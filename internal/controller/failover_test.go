@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 func TestDecideFailover(t *testing.T) {
@@ -44,5 +46,27 @@ func TestDecideFailover(t *testing.T) {
 				t.Errorf("reason %q does not name %s", d.reason, d.promote)
 			}
 		})
+	}
+}
+
+func TestForgetFleetDropsOnlyThatFleet(t *testing.T) {
+	r := &CacheFleetReconciler{}
+	web, other := client.ObjectKey{Namespace: "shop", Name: "web"}, client.ObjectKey{Namespace: "shop", Name: "web2"}
+	r.lastEpoch.Store(web, int64(3))
+	r.lastEpoch.Store(other, int64(5))
+	r.down.Store("shop/web/shard-0", time.Now())
+	r.down.Store("shop/web2/shard-0", time.Now())
+	r.forgetFleet(web)
+	if _, ok := r.lastEpoch.Load(web); ok {
+		t.Error("the deleted fleet's epoch is remembered")
+	}
+	if _, ok := r.down.Load("shop/web/shard-0"); ok {
+		t.Error("the deleted fleet's down clock is remembered")
+	}
+	if _, ok := r.lastEpoch.Load(other); !ok {
+		t.Error("another fleet's epoch was dropped")
+	}
+	if _, ok := r.down.Load("shop/web2/shard-0"); !ok {
+		t.Error("another fleet (a name with the same prefix) lost its down clock")
 	}
 }

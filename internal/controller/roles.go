@@ -32,9 +32,11 @@ func shardDomain(f *cachev1alpha1.CacheFleet) string {
 	return fmt.Sprintf("%s.%s.svc", shardsServiceName(f), f.Namespace)
 }
 
-// podAddress is the stable DNS address of a shard pod.
+// podHost is the stable DNS name of a shard pod; podAddress adds the port.
+func podHost(f *cachev1alpha1.CacheFleet, pod string) string { return pod + "." + shardDomain(f) }
+
 func podAddress(f *cachev1alpha1.CacheFleet, pod string) string {
-	return fmt.Sprintf("%s.%s:%d", pod, shardDomain(f), ValkeyPort)
+	return fmt.Sprintf("%s:%d", podHost(f, pod), ValkeyPort)
 }
 
 // withDefaults returns the roles with pod 0 as primary for every shard that has none yet, and
