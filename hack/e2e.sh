@@ -13,7 +13,7 @@ if [[ "$E2E_CLUSTER" == all ]]; then
   E2E_CLUSTER=kwok "$0" && E2E_CLUSTER=nodes "$0"
   exit
 fi
-# The tests that need pods that really run; the kwok run skips them, the nodes run runs only them.
+# The tests that need pods that really run: the kwok run leaves them out, the nodes run runs only them.
 REAL_POD_TESTS='^(TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard)$'
 
 bins="$(hack/k8s-bins.sh all)"
@@ -23,6 +23,28 @@ rm -rf "$logs"; mkdir -p "$logs"
 # A fresh discovery cache: clusters come and go on reused ports.
 export KUBECACHEDIR="$logs/kube-cache"
 
+# start_manager FLAGS...: the manager as a process against $KUBECONFIG, with the CRDs installed.
+start_manager() {
+  kubectl apply --server-side -f config/crd/bases >/dev/null
+  go build -o bin/manager ./cmd/manager
+  bin/manager --metrics-bind-address=0 --health-probe-bind-address=0 "$@" >"$logs/manager.log" 2>&1 &
+  manager_pid=$!
+  export E2E_MANAGER_PID=$manager_pid
+}
+stop_manager() {
+  [[ -n "${manager_pid:-}" ]] && kill "$manager_pid" 2>/dev/null && wait "$manager_pid" 2>/dev/null || true
+}
+
+# run_suite TIMEOUT GO-TEST-FLAGS...: the suite, its log kept, a summary printed.
+run_suite() {
+  local timeout="$1"; shift
+  if ! go test -tags e2e -count=1 -timeout "$timeout" -v "$@" ./test/e2e/ 2>&1 | tee "$logs/e2e.log" |
+    grep -E '^(=== RUN|--- |PASS|FAIL|ok|e2e-scale:)|_test.go'; then
+    echo "e2e: FAILED; logs in $logs"; exit 1
+  fi
+  grep -q '^ok' "$logs/e2e.log" || { echo "e2e: FAILED; logs in $logs"; exit 1; }
+}
+
 case "$E2E_CLUSTER" in
   kwok)
     export E2E_KWOK_NAME="cachefleet-e2e"
@@ -30,28 +52,18 @@ case "$E2E_CLUSTER" in
     KUBECONFIG="$(hack/kwok-cluster.sh create "$E2E_KWOK_NAME" 3)"
     export KUBECONFIG
     echo "e2e: kwok cluster up in $(( $(date +%s) - start ))s (kubeconfig $KUBECONFIG)"
-    cleanup() {
-      [[ -n "${manager_pid:-}" ]] && kill "$manager_pid" 2>/dev/null && wait "$manager_pid" 2>/dev/null || true
-      hack/kwok-cluster.sh delete "$E2E_KWOK_NAME"
-    }
+    cleanup() { stop_manager; hack/kwok-cluster.sh delete "$E2E_KWOK_NAME"; }
     trap cleanup EXIT
-    kubectl apply --server-side -f config/crd/bases >/dev/null
-    go build -o bin/manager ./cmd/manager
     # A short drain timeout: simulated agents never report their epoch.
-    bin/manager --metrics-bind-address=0 --health-probe-bind-address=0 --drain-timeout=15s \
-      --max-concurrent-reconciles=8 >"$logs/manager.log" 2>&1 &
-    manager_pid=$!
-    export E2E_MANAGER_PID=$manager_pid
-    if ! go test -tags e2e -count=1 -timeout 20m -v -run "${E2E_RUN:-.}" ./test/e2e/ 2>&1 | tee "$logs/e2e.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok|e2e-scale:)|_test.go'; then
-      echo "e2e: FAILED; logs in $logs (e2e.log, manager.log)"; exit 1
-    fi
-    grep -q '^ok' "$logs/e2e.log" || { echo "e2e: FAILED; logs in $logs"; exit 1; }
+    start_manager --drain-timeout=15s --max-concurrent-reconciles=8
+    # Pods do not run here: the real-pod tests are the nodes run's.
+    if [[ -n "${E2E_RUN:-}" ]]; then run_suite 20m -run "$E2E_RUN"; else run_suite 20m -skip "$REAL_POD_TESTS"; fi
     ;;
   nodes)
     start=$(date +%s)
     cleanup() {
-      [[ -n "${manager_pid:-}" ]] && kill "$manager_pid" 2>/dev/null && wait "$manager_pid" 2>/dev/null || true
-      cp -r "$(dirname "$KUBECONFIG")/logs" "$logs/cluster" 2>/dev/null || true
+      stop_manager
+      cp -r "$(dirname "${KUBECONFIG:-.}")/logs" "$logs/cluster" 2>/dev/null || true
       hack/node-cluster.sh delete
     }
     trap cleanup EXIT
@@ -59,16 +71,8 @@ case "$E2E_CLUSTER" in
     KUBECONFIG="$(hack/node-cluster.sh create "${E2E_NODES:-2}")"
     export KUBECONFIG
     echo "e2e: cluster with real nodes up in $(( $(date +%s) - start ))s (kubeconfig $KUBECONFIG)"
-    kubectl apply --server-side -f config/crd/bases >/dev/null
-    go build -o bin/manager ./cmd/manager
-    bin/manager --metrics-bind-address=0 --health-probe-bind-address=0 --agent-image=ghcr.io/cachefleet/agent:dev \
-      >"$logs/manager.log" 2>&1 &
-    manager_pid=$!
-    export E2E_MANAGER_PID=$manager_pid
-    if ! go test -tags e2e -count=1 -timeout 30m -v -run "${E2E_RUN:-$REAL_POD_TESTS}" ./test/e2e/ 2>&1 | tee "$logs/e2e.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|_test.go'; then
-      echo "e2e: FAILED; logs in $logs (e2e.log, manager.log, cluster/)"; exit 1
-    fi
-    grep -q '^ok' "$logs/e2e.log" || { echo "e2e: FAILED; logs in $logs"; exit 1; }
+    start_manager --agent-image=ghcr.io/cachefleet/agent:dev
+    run_suite 30m -run "${E2E_RUN:-$REAL_POD_TESTS}"
     ;;
   kind)
     IMG_MANAGER="${IMG_MANAGER:-cachefleet/manager:dev}" IMG_AGENT="${IMG_AGENT:-cachefleet/agent:dev}"

@@ -122,12 +122,30 @@ func agentMetric(t *testing.T, addr, sample string) float64 {
 	return 0
 }
 
-// execValkeyCLI runs valkey-cli in a shard pod, authenticated with the pod's own password.
+// valkeyCLI runs valkey-cli in a shard pod, authenticated with the pod's own password.
+func valkeyCLI(ns, pod string, args ...string) (string, error) {
+	out, err := kubectl("", append([]string{"-n", ns, "exec", pod, "--", "sh", "-c",
+		`REDISCLI_AUTH="$VALKEY_PASSWORD" valkey-cli "$@"`, "valkey-cli"}, args...)...)
+	return strings.TrimSpace(out), err
+}
+
 func execValkeyCLI(t *testing.T, ns, pod string, args ...string) string {
 	t.Helper()
-	out := mustKubectl(t, "", append([]string{"-n", ns, "exec", pod, "--", "sh", "-c",
-		`REDISCLI_AUTH="$VALKEY_PASSWORD" valkey-cli "$@"`, "valkey-cli"}, args...)...)
-	return strings.TrimSpace(out)
+	out, err := valkeyCLI(ns, pod, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// oneAgent is the name of one of the fleet's agent pods.
+func oneAgent(t *testing.T, ns, fleet string) string {
+	t.Helper()
+	for _, pod := range agentPods(t, ns, fleet) {
+		return pod
+	}
+	t.Fatalf("fleet %s has no agent pod", fleet)
+	return ""
 }
 
 // since formats a duration for the printed timings.

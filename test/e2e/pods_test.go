@@ -89,7 +89,7 @@ spec: {fleetRef: {name: l1}, keyPrefix: "catalog:", ttl: 10m, l1: {mode: ttl, tt
 	})
 	agents := agentPods(t, ns, "l1")
 	if len(agents) < 2 {
-		t.Skipf("needs two nodes with agents, has %v", agents)
+		t.Fatalf("cross-node invalidation needs agents on two nodes, has %v (the e2e clusters have 2 or more nodes)", agents)
 	}
 	var writer, reader string
 	for _, p := range agents {
@@ -139,11 +139,7 @@ func TestShardsReplicateAndAgentsReportTheirEpoch(t *testing.T) {
 	mustKubectl(t, realFleetYAML("rp", 1, 1, ""), "-n", ns, "apply", "-f", "-")
 	waitReady(t, ns, "rp", 3*time.Minute)
 	agents := agentPods(t, ns, "rp")
-	var c *redis.Client
-	for _, p := range agents {
-		c = agentClient(t, ns, "rp", p)
-		break
-	}
+	c := agentClient(t, ns, "rp", oneAgent(t, ns, "rp"))
 	ctx := context.Background()
 	for i := range 50 {
 		if err := c.Set(ctx, fmt.Sprintf("k%d", i), i, 0).Err(); err != nil {
@@ -187,10 +183,7 @@ func TestAuthAndSecretsAreFenced(t *testing.T) {
 	mustKubectl(t, realFleetYAML("au", 1, 0, "")+"---\n"+realFleetYAML("other", 1, 0, ""), "-n", ns, "apply", "-f", "-")
 	waitReady(t, ns, "au", 3*time.Minute)
 	waitReady(t, ns, "other", 3*time.Minute)
-	var pod string
-	for _, p := range agentPods(t, ns, "au") {
-		pod = p
-	}
+	pod := oneAgent(t, ns, "au")
 	addr := podAddr(t, ns, pod, 6380)
 	ctx := context.Background()
 	anon := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
@@ -335,10 +328,7 @@ func TestScaleThreeFourThreeUnderLoad(t *testing.T) {
 	ns := namespace(t, "e2e-scale-pods")
 	mustKubectl(t, realFleetYAML("sc", 3, 0, ""), "-n", ns, "apply", "-f", "-")
 	waitReady(t, ns, "sc", 3*time.Minute)
-	var pod string
-	for _, p := range agentPods(t, ns, "sc") {
-		pod = p
-	}
+	pod := oneAgent(t, ns, "sc")
 	c := agentClient(t, ns, "sc", pod)
 	const keys = 2000
 	fill(t, c, keys)
@@ -404,10 +394,7 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 	ns := namespace(t, "e2e-primary")
 	mustKubectl(t, realFleetYAML("pr", 2, 1, ""), "-n", ns, "apply", "-f", "-")
 	waitReady(t, ns, "pr", 3*time.Minute)
-	var pod string
-	for _, p := range agentPods(t, ns, "pr") {
-		pod = p
-	}
+	pod := oneAgent(t, ns, "pr")
 	c := agentClient(t, ns, "pr", pod)
 	const keys = 500
 	fill(t, c, keys)
@@ -459,7 +446,7 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 			if r := jsonpath(ns, "pod/"+from, `{.status.conditions[?(@.type=="Ready")].status}`); r != "True" {
 				return fmt.Errorf("%s not Ready", from)
 			}
-			info, err := kubectl("", "-n", ns, "exec", from, "--", "sh", "-c", `REDISCLI_AUTH="$VALKEY_PASSWORD" valkey-cli INFO replication`)
+			info, err := valkeyCLI(ns, from, "INFO", "replication")
 			if err != nil {
 				return err
 			}
