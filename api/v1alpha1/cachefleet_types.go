@@ -110,6 +110,16 @@ type ShardsSpec struct {
 	// +optional
 	FailoverAfter metav1.Duration `json:"failoverAfter,omitzero"`
 
+	// warmUpWindow is how long, after the ring's members change (a scale-up), a miss on a key's
+	// new shard is looked up on the shard that held it before and copied over with its remaining
+	// TTL. "0s" turns warm-up off.
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="warmUpWindow must be between 0s and 24h"
+	// +optional
+	WarmUpWindow *metav1.Duration `json:"warmUpWindow,omitempty"`
+
 	// podDisruptionBudget limits voluntary disruptions to one pod per shard at a time.
 	// It only takes effect when replicas > 0 (a single pod cannot keep serving while evicted).
 	// +kubebuilder:default={}

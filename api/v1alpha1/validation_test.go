@@ -45,6 +45,9 @@ func TestCacheFleetValidation(t *testing.T) {
 		{"too many replicas", fleet("  shards: {replicas: 6}"), []string{"spec.shards.replicas: Invalid value: 6", "less than or equal to 5"}},
 		{"unknown eviction policy", fleet("  shards: {evictionPolicy: lru}"), []string{"spec.shards.evictionPolicy: Unsupported value: \"lru\"", "allkeys-lru"}},
 		{"no memory bound", fleet("  shards: {resources: {requests: {cpu: 100m}}}"), []string{"spec.shards.maxMemory", "set maxMemory or resources.limits.memory"}},
+		{"failover too fast", fleet("  shards: {failoverAfter: 100ms}"), []string{"spec.shards.failoverAfter", "between 1s and 10m"}},
+		{"warm-up window too long", fleet("  shards: {warmUpWindow: 25h}"), []string{"spec.shards.warmUpWindow", "between 0s and 24h"}},
+		{"warm-up window not a duration", fleet("  shards: {warmUpWindow: forever}"), []string{"spec.shards.warmUpWindow: Invalid value: \"forever\""}},
 		{"unknown hash", fleet("  ring: {algorithm: jump}"), []string{"spec.ring.algorithm: Unsupported value: \"jump\""}},
 		{"zero virtual nodes", fleet("  ring: {virtualNodes: 0}"), []string{"spec.ring.virtualNodes: Invalid value: 0"}},
 		{"L1 maxTTL zero", fleet("  tiers: {l1: {maxTTL: 0s}}"), []string{"spec.tiers.l1.maxTTL", "maxTTL must be positive"}},
@@ -118,4 +121,19 @@ func mustObject(t *testing.T, doc string) *unstructured.Unstructured {
 		t.Fatalf("bad test YAML: %v\n%s", err, doc)
 	}
 	return obj
+}
+
+// TestWarmUpWindowZeroIsKept: "0s" turns warm-up off; the default must not replace it.
+func TestWarmUpWindowZeroIsKept(t *testing.T) {
+	for _, tc := range []struct{ spec, want string }{{"  shards: {warmUpWindow: 0s}", "0s"}, {"  shards: {count: 2}", "10m"}} {
+		obj := mustObject(t, fmt.Sprintf(fleetHead, "warm")+"spec:\n"+tc.spec)
+		if err := env.Client.Create(context.Background(), obj); err != nil {
+			t.Fatal(err)
+		}
+		got, _, _ := unstructured.NestedString(obj.Object, "spec", "shards", "warmUpWindow")
+		_ = env.Client.Delete(context.Background(), obj)
+		if got != tc.want {
+			t.Fatalf("%s: stored warmUpWindow = %q, want %q", tc.spec, got, tc.want)
+		}
+	}
 }

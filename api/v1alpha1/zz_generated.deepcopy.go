@@ -543,6 +543,11 @@ func (in *ShardsSpec) DeepCopyInto(out *ShardsSpec) {
 	}
 	in.Scheduling.DeepCopyInto(&out.Scheduling)
 	out.FailoverAfter = in.FailoverAfter
+	if in.WarmUpWindow != nil {
+		in, out := &in.WarmUpWindow, &out.WarmUpWindow
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	out.PodDisruptionBudget = in.PodDisruptionBudget
 }
 

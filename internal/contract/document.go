@@ -42,6 +42,36 @@ type Document struct {
 	Auth         Auth         `json:"auth"`
 	// Policies are sorted longest prefix first, then by prefix, so the first match wins.
 	Policies []Policy `json:"policies,omitempty"`
+	// Warming is the layout before the last change of ring members, while its warm-up window
+	// lasts: a miss on a key's new owner is looked up on its previous owner.
+	Warming *Warming `json:"warming,omitempty"`
+}
+
+// Warming is a previous ring layout: its members and hashing, not their addresses (a previous
+// owner is consulted only while it is still a member, through the current layout's address).
+type Warming struct {
+	// Epoch is the last epoch that routed by this layout.
+	Epoch        int64    `json:"epoch"`
+	Algorithm    string   `json:"algorithm"`
+	VirtualNodes int      `json:"virtualNodes,omitempty"`
+	Members      []string `json:"members"`
+	// UntilMillis ends the window (Unix milliseconds, the controller's clock).
+	UntilMillis int64 `json:"untilMillis"`
+}
+
+// Members are the ring members' names in ring order.
+func (d *Document) Members() []string {
+	out := make([]string, len(d.Shards))
+	for i, sh := range d.Shards {
+		out[i] = sh.Name
+	}
+	return out
+}
+
+// SameLayout reports whether o hashes keys to the same members as d: same algorithm, virtual
+// nodes and member names in the same order. Addresses (a failover) do not move keys.
+func (d *Document) SameLayout(o *Document) bool {
+	return d.Algorithm == o.Algorithm && d.VirtualNodes == o.VirtualNodes && slices.Equal(d.Members(), o.Members())
 }
 
 // Shard is one ring member.

@@ -292,6 +292,10 @@ func (r *CacheFleetReconciler) reconcileRing(ctx context.Context, s *fleetScope)
 	if s.obs.joining = holdBackJoiningShards(doc, previous, func(sh string) bool { return ready[sh] }); len(s.obs.joining) > 0 {
 		s.requeue = minPositive(s.requeue, 2*time.Second) // pod readiness also wakes us; this bounds the wait
 	}
+	carryWarming(doc, previous, r.now(), warmUpWindow(f))
+	if doc.Warming != nil { // the warm-up ends with a document without it
+		s.requeue = minPositive(s.requeue, time.UnixMilli(doc.Warming.UntilMillis).Sub(r.now())+time.Second)
+	}
 	doc.SealAbove(previous, floor)
 	r.lastEpoch.Store(client.ObjectKeyFromObject(f), doc.Epoch)
 	if previous == nil || previous.Epoch != doc.Epoch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -274,6 +275,14 @@ func TestScaleUpIsTwoPhase(t *testing.T) {
 		}
 		return nil
 	})
+	// The layout the keys were written under stays published for the warm-up window.
+	w := readRing(t, ns, "web").Warming
+	if w == nil || w.Epoch != epoch || !slices.Equal(w.Members, []string{"shard-0", "shard-1", "shard-2"}) {
+		t.Fatalf("warming after the scale-up = %+v, want the 3-shard layout of epoch %d", w, epoch)
+	}
+	if left := time.Until(time.UnixMilli(w.UntilMillis)); left < DefaultWarmUpWindow-time.Minute || left > DefaultWarmUpWindow {
+		t.Fatalf("warm-up window ends in %s, want about %s", left, DefaultWarmUpWindow)
+	}
 	waitPhase(t, ns, "web", cachev1alpha1.PhaseReady, nil)
 	for i := 0; i < 3; i++ {
 		if rv := get(t, ns, fmt.Sprintf("web-shard-%d", i), &appsv1.StatefulSet{}).ResourceVersion; rv != before[fmt.Sprint(i)] {

@@ -84,6 +84,53 @@ func holdBackJoiningShards(doc, previous *contract.Document, primaryReady func(s
 	return held
 }
 
+// DefaultWarmUpWindow is spec.shards.warmUpWindow's default.
+const DefaultWarmUpWindow = 10 * time.Minute
+
+func warmUpWindow(f *cachev1alpha1.CacheFleet) time.Duration {
+	if w := f.Spec.Shards.WarmUpWindow; w != nil {
+		return w.Duration
+	}
+	return DefaultWarmUpWindow
+}
+
+// carryWarming sets doc's warm-up layout: previous's layout when this document moves keys to
+// new owners, previous's own warm-up while it lasts when the layout is unchanged, none once it
+// ended (which is also a new epoch, so the document says what is in effect). The window starts
+// at now. A scale-in alone warms nothing: its keys move only off the removed shards, which
+// agents do not consult.
+func carryWarming(doc, previous *contract.Document, now time.Time, window time.Duration) {
+	switch {
+	case previous == nil || window <= 0:
+		doc.Warming = nil
+	case !doc.SameLayout(previous) && !onlyRemoves(doc, previous):
+		doc.Warming = &contract.Warming{Epoch: previous.Epoch, Algorithm: previous.Algorithm,
+			VirtualNodes: previous.VirtualNodes, Members: previous.Members(), UntilMillis: now.Add(window).UnixMilli()}
+	case previous.Warming != nil && now.UnixMilli() < previous.Warming.UntilMillis:
+		w := *previous.Warming
+		doc.Warming = &w
+	default:
+		doc.Warming = nil
+	}
+}
+
+// onlyRemoves reports whether doc is previous less some members, hashed the same way.
+func onlyRemoves(doc, previous *contract.Document) bool {
+	if doc.Algorithm != previous.Algorithm || doc.VirtualNodes != previous.VirtualNodes {
+		return false
+	}
+	had := map[string]bool{}
+	for _, name := range previous.Members() {
+		had[name] = true
+	}
+	for _, name := range doc.Members() {
+		if !had[name] {
+			return false
+		}
+	}
+	return true
+}
+
 func millis(d *metav1.Duration) int64 {
 	if d == nil {
 		return 0

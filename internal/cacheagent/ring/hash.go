@@ -148,9 +148,10 @@ func (k *Ketama) Owner(key []byte) int {
 
 // For builds the hash ring over a document's shards, by their names.
 func For(d *contract.Document) (Ring, error) {
-	names := make([]string, len(d.Shards))
-	for i, s := range d.Shards {
-		names[i] = s.Name
-	}
-	return New(d.Algorithm, names, d.VirtualNodes)
+	return New(d.Algorithm, d.Members(), d.VirtualNodes)
+}
+
+// ForWarming builds the ring of a document's previous layout, by its members' names.
+func ForWarming(w *contract.Warming) (Ring, error) {
+	return New(w.Algorithm, w.Members, w.VirtualNodes)
 }

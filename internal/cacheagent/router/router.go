@@ -18,6 +18,7 @@ type Router struct {
 	Doc    *contract.Document
 	ring   ring.Ring
 	Shards []*Shard
+	warm   *warming // nil when the document has no warm-up window
 }
 
 // New builds the router for doc. config gives each shard's connection settings; a shard of
@@ -43,6 +44,10 @@ func New(doc *contract.Document, previous *Router, config func(contract.Shard) S
 			s = NewShard(cfg)
 		}
 		out.Shards = append(out.Shards, s)
+	}
+	if doc.Warming != nil {
+		// A layout that cannot be hashed only costs the warm-up, never the ring itself.
+		out.warm, _ = newWarming(doc.Warming, out)
 	}
 	return out, nil
 }

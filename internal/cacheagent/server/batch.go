@@ -78,6 +78,8 @@ type pending struct {
 
 	cmd   *command  // counted when written; nil for unknown commands
 	start time.Time // when the command was read
+	// warm: a GET whose key moved in the last change of ring members (warmup.go).
+	warm *warmRead
 }
 
 type batch struct {
@@ -97,6 +99,8 @@ type batch struct {
 	direct bool
 	// cid is the connection's client id: a NOLOOP client does not hear of its own writes.
 	cid int64
+	// warms counts the segment's reads that may look up a previous owner.
+	warms int
 }
 
 func (b *batch) reset(r *router.Router) {
@@ -110,6 +114,7 @@ func (b *batch) reset(r *router.Router) {
 	}
 	b.replies = b.replies[:0]
 	b.written = b.written[:0]
+	b.warms = 0
 }
 
 // wrote registers keys written by work just queued in this segment.
@@ -210,6 +215,9 @@ func (s *Server) onShardDown(p *pending, results []partResult, w *resp.Writer) b
 
 // exec runs the queued shard work and writes every reply so far, in order.
 func (b *batch) exec(ctx context.Context, w *resp.Writer) {
+	if len(b.written) > 0 && b.r.Warming() {
+		b.s.dropPrevious(ctx, b.r, b.written)
+	}
 	var active []int
 	for i := range b.work {
 		if b.work[i].used {
@@ -249,6 +257,9 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 		run(active[0])
 		wg.Wait()
 	}
+	if b.warms > 0 {
+		b.warmUp(ctx)
+	}
 	if len(b.written) > 0 {
 		b.s.settleBy(b.r, b.cid, b.written...)
 	}
@@ -258,10 +269,7 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 		if p.local != nil {
 			p.local(w)
 		} else {
-			results = b.results(p, results[:0])
-			if !b.s.onShardDown(&p, results, w) {
-				p.finish(w, results)
-			}
+			results = b.replyFrom(&p, results, w)
 		}
 		if p.cmd != nil {
 			b.s.Stats.requests[p.cmd.id][boolIndex(w.Errors > errorsBefore)].Add(1)
@@ -270,6 +278,19 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	}
 	b.reset(b.r)
 	b.flushes++
+}
+
+// replyFrom writes a job's reply from what its parts got (or, for a warmed read, from what its
+// key's previous owner held); results is scratch space, returned for reuse.
+func (b *batch) replyFrom(p *pending, results []partResult, w *resp.Writer) []partResult {
+	results = b.results(*p, results[:0])
+	if p.warm != nil && p.warm.res != nil {
+		results[0].res = p.warm.res[:len(results[0].res)]
+	}
+	if !b.s.onShardDown(p, results, w) {
+		p.finish(w, results)
+	}
+	return results
 }
 
 // results collects what a job's parts got from their shards.

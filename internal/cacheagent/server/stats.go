@@ -21,6 +21,7 @@ type Stats struct {
 	RingEpoch        atomic.Int64
 	TrackingClients  atomic.Int64 // connections with CLIENT TRACKING on
 	TrackingPushes   atomic.Int64 // invalidation messages queued for tracking clients
+	Warmup           WarmupStats
 	latency          prometheus.Histogram
 	policies         sync.Map // policy name -> *policyCounters (GET reads)
 }
@@ -90,6 +91,7 @@ var (
 	descPolicyMisses = newDesc("cachefleet_agent_policy_misses_total", "GET reads a tier could not answer, by the key's policy.", []string{"policy", "tier"}, nil)
 	descTracking     = newDesc("cachefleet_agent_tracking_clients", "Client connections with CLIENT TRACKING on (client-side caching).", nil, nil)
 	descTrackKeys    = newDesc("cachefleet_agent_tracking_keys", "Keys remembered as read by default-mode tracking clients.", nil, nil)
+	descWarmup       = newDesc("cachefleet_agent_warmup_total", "Warm-up after a change of ring members: reads of moved keys looked up on their previous owner (moved, absent, raced, superseded, unmoved) and previous copies dropped for writes.", []string{"result"}, nil)
 	descTrackPushes  = newDesc("cachefleet_agent_tracking_invalidations_total", "Invalidation messages sent to tracking clients.", nil, nil)
 )
 
@@ -142,6 +144,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descTracking, float64(st.TrackingClients.Load()))
 	gauge(descTrackKeys, float64(c.s.tracking.Keys()))
 	counter(descTrackPushes, st.TrackingPushes.Load())
+	for _, v := range []struct {
+		name string
+		n    *atomic.Int64
+	}{{"moved", &st.Warmup.Moved}, {"absent", &st.Warmup.Absent}, {"raced", &st.Warmup.Raced}, {"superseded", &st.Warmup.Superseded},
+		{"unmoved", &st.Warmup.Unmoved}, {"dropped", &st.Warmup.Dropped}} {
+		counter(descWarmup, v.n.Load(), v.name)
+	}
 	if l1 := c.s.L1(); l1 != nil {
 		gauge(descL1Bytes, float64(l1.Weight()))
 	}

@@ -41,9 +41,11 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			s.countL2(r[0].res[0], pc)
 			writeResult(w, r[0].res[0], false)
 		})
+		b.warmOnMiss(args[1])
 	case rules.L1 && rules.L1Tracking:
 		if !b.writing(key) {
-			if msg, ok := b.r.ShardFor(args[1]).KeptGet(key, time.Now()); ok {
+			// A kept miss of a moved key is not answered: its previous owner may hold it.
+			if msg, ok := b.r.ShardFor(args[1]).KeptGet(key, time.Now()); ok && (!msg.IsNil() || b.r.PreviousOwner(args[1]) == nil) {
 				s.hitL1(pc)
 				b.local(func(w *resp.Writer) { writeResult(w, valkey.NewResult(msg, nil), false) })
 				return
@@ -61,6 +63,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			}
 			writeResult(w, res, false)
 		})
+		b.warmOnMiss(args[1])
 	case rules.L1:
 		l1 := s.L1()
 		if !b.writing(key) {
@@ -90,6 +93,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			}
 			w.BulkString(v)
 		})
+		b.warmOnMiss(args[1])
 	default:
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
@@ -97,6 +101,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			s.countL2(r[0].res[0], pc)
 			writeResult(w, r[0].res[0], false)
 		})
+		b.warmOnMiss(args[1])
 	}
 }
 

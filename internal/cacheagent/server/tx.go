@@ -228,6 +228,9 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 		}
 		return append(cmds, bd.Exec().Build())
 	}
+	if r.Warming() {
+		s.dropPrevious(ctx, r, tb.written)
+	}
 	var res []valkey.ValkeyResult
 	var err error
 	if c.watch != nil { // on the connection that holds the WATCH
