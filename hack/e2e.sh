@@ -14,7 +14,7 @@ if [[ "$E2E_CLUSTER" == all ]]; then
   exit
 fi
 # The tests that need pods that really run: the kwok run leaves them out, the nodes run runs only them.
-REAL_POD_TESTS='^(TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard)$'
+REAL_POD_TESTS='^(TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard|TestRollingUpdateOfAllShardsKeepsTheHitRate)$'
 
 bins="$(hack/k8s-bins.sh all)"
 export PATH="$bins:$PATH" E2E_CLUSTER

@@ -66,7 +66,7 @@ func buildShardsConfig(f *cachev1alpha1.CacheFleet) *corev1.ConfigMap {
 // config syntax, so a user's Secret may hold quotes and backslashes.
 const shardStartScript = `set -eu
 primary="$PRIMARY_POD"
-rm -f /run/valkey/deferred
+rm -f /run/valkey/deferred /run/valkey/synced
 if [ "$POD_NAME" = "$primary" ]; then
   best=0
   for peer in $SHARD_PEERS; do
@@ -120,10 +120,19 @@ done`
 // shardLivenessScript authenticates through REDISCLI_AUTH, so the password is not on a command line.
 const shardLivenessScript = `valkey-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG`
 
-// shardReadinessScript: alive, and not a primary that deferred to a peer (see shardStartScript)
-// unless it has since synced from the peer the controller promoted.
-const shardReadinessScript = shardLivenessScript + ` && { [ ! -f /run/valkey/deferred ] ||
-  valkey-cli -h 127.0.0.1 -p 6379 info replication | grep -q master_link_status:up; }`
+// shardReadinessScript: alive and holding the shard's data: a primary (not one that deferred to
+// a peer, see shardStartScript), or a replica once it has synced. Ready then stays ready while
+// the process lives (a replica whose primary went away still holds the data the controller may
+// promote), so a rollout moves to the next pod, a primary, only after this one can take over.
+const shardReadinessScript = shardLivenessScript + ` && { [ -f /run/valkey/synced ] || {
+  info=$(valkey-cli -h 127.0.0.1 -p 6379 info replication | tr -d '\r')
+  case "$info" in
+    *master_link_status:up*) ;;
+    *role:master*) [ ! -f /run/valkey/deferred ] || exit 1 ;;
+    *) exit 1 ;;
+  esac
+  touch /run/valkey/synced
+}; }`
 
 // buildShardStatefulSet is shard i: 1+replicas pods, one of them the primary (see shardRoles).
 func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulSet {

@@ -62,6 +62,12 @@ type startedShard struct {
 // (web-shard-0-1), reached on loopback instead of through cluster DNS.
 func runStartScript(t *testing.T, password string, peer *tu.Redis) *startedShard {
 	t.Helper()
+	return runStartScriptAs(t, "web-shard-0-0", password, peer)
+}
+
+// runStartScriptAs is runStartScript as pod (web-shard-0-1 starts as a replica of peer).
+func runStartScriptAs(t *testing.T, pod, password string, peer *tu.Redis) *startedShard {
+	t.Helper()
 	server, cli := shardBinaries(t)
 	dir := t.TempDir()
 	conf := strings.Replace(valkeyConfig(defaultedFleet()), "dir /data", "dir "+dir, 1)
@@ -77,16 +83,18 @@ func runStartScript(t *testing.T, password string, peer *tu.Redis) *startedShard
 		"/etc/valkey/valkey.conf", filepath.Join(dir, "valkey.conf"),
 		"/run/valkey/valkey.conf", filepath.Join(dir, "runtime.conf"),
 		"/run/valkey/deferred", filepath.Join(dir, "deferred"),
+		"/run/valkey/synced", filepath.Join(dir, "synced"),
 		"exec valkey-server", "exec "+server,
 		"valkey-cli", cli,
 		`-h "$peer.$SHARD_DOMAIN" -p 6379`, "-h 127.0.0.1 -p "+peerPort,
 		"$primary.$SHARD_DOMAIN 6379", "127.0.0.1 "+peerPort,
 	).Replace(shardStartScript)
 	script = strings.TrimSpace(script) + " --port " + strconv.Itoa(r.Port) + "\n"
-	ready := strings.NewReplacer("/run/valkey/deferred", filepath.Join(dir, "deferred"), "valkey-cli", cli,
+	ready := strings.NewReplacer("/run/valkey/deferred", filepath.Join(dir, "deferred"),
+		"/run/valkey/synced", filepath.Join(dir, "synced"), "valkey-cli", cli,
 		"-p 6379", "-p "+strconv.Itoa(r.Port)).Replace(shardReadinessScript)
 	cmd := exec.Command("sh", "-c", script)
-	cmd.Env = append(os.Environ(), "VALKEY_PASSWORD="+password, "REDISCLI_AUTH="+password, "POD_NAME=web-shard-0-0",
+	cmd.Env = append(os.Environ(), "VALKEY_PASSWORD="+password, "REDISCLI_AUTH="+password, "POD_NAME="+pod,
 		"PRIMARY_POD=web-shard-0-0", "SHARD_PEERS="+peers, "SHARD_DOMAIN=web-shards.default.svc")
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -145,6 +153,41 @@ func TestRestartedPrimaryNeverWipesAWarmReplica(t *testing.T) {
 	info, err := admin.Replication(context.Background(), replica.Addr(), pw)
 	if err != nil || info.role != "master" || info.offset == 0 {
 		t.Errorf("promoted replica: %+v %v", info, err)
+	}
+}
+
+// TestReplicaIsReadyOnlyOnceSynced: a replica that started empty is not ready until it has the
+// shard's data (a rollout would otherwise go on to stop the primary it cannot replace), and stays
+// ready when its primary goes away afterwards (it is what the controller promotes).
+func TestReplicaIsReadyOnlyOnceSynced(t *testing.T) {
+	const pw = "pw"
+	primary := tu.StartRedis(t, pw)
+	for i := range 100 {
+		if _, err := primary.Do("SET", "k"+strconv.Itoa(i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	primary.Stop()
+	replica := runStartScriptAs(t, "web-shard-0-1", pw, primary)
+	waitFor(t, "the replica answers", func() bool { p, _ := replica.Do("PING"); return p == "PONG" })
+	time.Sleep(500 * time.Millisecond)
+	if replica.ready() {
+		t.Fatal("an empty replica whose primary is away is ready")
+	}
+	primary.Start()
+	for i := range 100 {
+		if _, err := primary.Do("SET", "k"+strconv.Itoa(i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the replica syncs and is ready", replica.ready)
+	if n, _ := replica.Do("DBSIZE"); n != "100" {
+		t.Fatalf("ready replica holds %s keys, want 100", n)
+	}
+	primary.Stop()
+	time.Sleep(500 * time.Millisecond)
+	if !replica.ready() {
+		t.Fatal("a synced replica turned unready when its primary went away: the controller could not promote it")
 	}
 }
 
