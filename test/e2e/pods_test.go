@@ -283,6 +283,47 @@ func (l *load) hitRate(lastReads, lastMisses *int64) float64 {
 	return 100 * float64(dr-dm) / float64(dr)
 }
 
+// lowestHitRate samples the hit rate every 250 ms until the returned function is called, which
+// gives the lowest window and how many windows there were.
+func (l *load) lowestHitRate() func() (lowest float64, windows int) {
+	lastReads, lastMisses := l.reads.Load(), l.misses.Load()
+	lowest, windows := 100.0, 0
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+				lowest = min(lowest, l.hitRate(&lastReads, &lastMisses))
+				windows++
+			}
+		}
+	}()
+	return func() (float64, int) {
+		close(stop)
+		<-stopped
+		return lowest, windows
+	}
+}
+
+// loadedFleet applies a fleet of real pods, fills keys through one of its agents and runs a
+// load (4 readers, and a writer when asked) through it; it returns the agent pod, its client,
+// the load and the hit rate over the first 2 s.
+func loadedFleet(t *testing.T, ns, name string, shards, replicas, keys int, withWrites bool) (string, *redis.Client, *load, float64) {
+	t.Helper()
+	mustKubectl(t, realFleetYAML(name, shards, replicas, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, name, 3*time.Minute)
+	pod := oneAgent(t, ns, name)
+	c := agentClient(t, ns, name, pod)
+	fill(t, c, keys)
+	l := startLoad(c, keys, withWrites)
+	var lastReads, lastMisses int64
+	time.Sleep(2 * time.Second)
+	return pod, c, l, l.hitRate(&lastReads, &lastMisses)
+}
+
 // lostAcked counts acknowledged writes the fleet no longer has.
 func (l *load) lostAcked(c *redis.Client) (lost, acked int) {
 	l.ackedMu.Lock()
@@ -326,16 +367,8 @@ func fillErr(c *redis.Client, prefix string, keys int) error {
 func TestScaleThreeFourThreeUnderLoad(t *testing.T) {
 	needsRealPods(t)
 	ns := namespace(t, "e2e-scale-pods")
-	mustKubectl(t, realFleetYAML("sc", 3, 0, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, "sc", 3*time.Minute)
-	pod := oneAgent(t, ns, "sc")
-	c := agentClient(t, ns, "sc", pod)
 	const keys = 2000
-	fill(t, c, keys)
-	l := startLoad(c, keys, false)
-	var lastReads, lastMisses int64
-	time.Sleep(2 * time.Second)
-	steady := l.hitRate(&lastReads, &lastMisses)
+	pod, c, l, steady := loadedFleet(t, ns, "sc", 3, 0, keys, false)
 	scale := func(n int) {
 		t0 := time.Now()
 		mustKubectl(t, "", "-n", ns, "patch", "cachefleet/sc", "--type=merge", "-p", fmt.Sprintf(`{"spec":{"shards":{"count":%d}}}`, n))
@@ -353,25 +386,10 @@ func TestScaleThreeFourThreeUnderLoad(t *testing.T) {
 	}
 	// The hit rate in every 250 ms from the patch to 3 s after the 4th shard joined the ring:
 	// warm-up (issue 13) answers the moved keys from their previous shard.
-	var lowest float64 = 100
-	var samples int
-	stopSampling, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-time.After(250 * time.Millisecond):
-				lowest = min(lowest, l.hitRate(&lastReads, &lastMisses))
-				samples++
-			}
-		}
-	}()
+	sampled := l.lowestHitRate()
 	scale(4)
 	time.Sleep(3 * time.Second)
-	close(stopSampling)
-	<-sampled
+	lowest, samples := sampled()
 	t.Logf("hit rate: %.1f%% steady at 3 shards, lowest %.1f%% over %d windows of 250 ms during 3 -> 4 (goal: >= 95%% of steady)",
 		steady, lowest, samples)
 	if lowest < 0.95*steady {
@@ -526,16 +544,8 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 func TestRollingUpdateOfAllShardsKeepsTheHitRate(t *testing.T) {
 	needsRealPods(t)
 	ns := namespace(t, "e2e-rollout")
-	mustKubectl(t, realFleetYAML("ru", 2, 1, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, "ru", 3*time.Minute)
-	pod := oneAgent(t, ns, "ru")
-	c := agentClient(t, ns, "ru", pod)
 	const keys = 2000
-	fill(t, c, keys)
-	l := startLoad(c, keys, true)
-	var lastReads, lastMisses int64
-	time.Sleep(2 * time.Second)
-	steady := l.hitRate(&lastReads, &lastMisses)
+	_, c, l, steady := loadedFleet(t, ns, "ru", 2, 1, keys, true)
 	revisions := func() map[string]string {
 		out := map[string]string{}
 		for i := range 2 {
@@ -545,21 +555,7 @@ func TestRollingUpdateOfAllShardsKeepsTheHitRate(t *testing.T) {
 		return out
 	}
 	before := revisions()
-	lowest := 100.0
-	samples := 0
-	stopSampling, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-time.After(250 * time.Millisecond):
-				lowest = min(lowest, l.hitRate(&lastReads, &lastMisses))
-				samples++
-			}
-		}
-	}()
+	sampled := l.lowestHitRate()
 	t0 := time.Now()
 	mustKubectl(t, "", "-n", ns, "patch", "cachefleet/ru", "--type=merge", "-p",
 		`{"spec":{"shards":{"resources":{"requests":{"cpu":"20m","memory":"96Mi"},"limits":{"memory":"96Mi"}}}}}`)
@@ -580,8 +576,7 @@ func TestRollingUpdateOfAllShardsKeepsTheHitRate(t *testing.T) {
 	waitReady(t, ns, "ru", 3*time.Minute)
 	t.Logf("timing: rolling update of 2 shards x 2 pods done in %s", since(t0))
 	time.Sleep(2 * time.Second)
-	close(stopSampling)
-	<-sampled
+	lowest, samples := sampled()
 	l.finish(t, "rolling update")
 	t.Logf("hit rate: %.1f%% steady, lowest %.1f%% over %d windows of 250 ms during the rolling update (goal: dip <= 1 point); failovers %s",
 		steady, lowest, samples, jsonpath(ns, "cachefleet/ru", "{.status.failovers}"))
