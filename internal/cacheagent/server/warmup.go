@@ -55,7 +55,7 @@ func (b *batch) warmOnMiss(key []byte) {
 // warmUp looks up, on their previous owners, the keys of marked reads that missed: one
 // pipeline per previous owner, in parallel.
 func (b *batch) warmUp(ctx context.Context) {
-	byShard := map[*router.Shard][]*warmRead{}
+	var missed []*warmRead
 	for i := range b.replies {
 		p := &b.replies[i]
 		if p.warm == nil {
@@ -67,11 +67,24 @@ func (b *batch) warmUp(ctx context.Context) {
 			p.warm = nil
 			continue
 		}
-		byShard[p.warm.from] = append(byShard[p.warm.from], p.warm)
+		missed = append(missed, p.warm)
+	}
+	perShard(missed, func(rd *warmRead) *router.Shard { return rd.from }, func(from *router.Shard, reads []*warmRead) {
+		b.s.moveBack(ctx, b.r, from, reads)
+	})
+}
+
+// perShard groups items by shard (nil: left out) and runs each group, the groups in parallel.
+func perShard[T any](items []T, shardOf func(T) *router.Shard, run func(*router.Shard, []T)) {
+	groups := map[*router.Shard][]T{}
+	for _, it := range items {
+		if sh := shardOf(it); sh != nil {
+			groups[sh] = append(groups[sh], it)
+		}
 	}
 	var wg sync.WaitGroup
-	for from, reads := range byShard {
-		wg.Go(func() { b.s.moveBack(ctx, b.r, from, reads) })
+	for sh, g := range groups {
+		wg.Go(func() { run(sh, g) })
 	}
 	wg.Wait()
 }
@@ -128,12 +141,7 @@ func (s *Server) moveBack(ctx context.Context, r *router.Router, from *router.Sh
 // concurrent reader may have just moved them there (without this, the second of two readers
 // of a moved key would miss).
 func (s *Server) rereadMoved(ctx context.Context, r *router.Router, reads []*warmRead) {
-	byShard := map[*router.Shard][]*warmRead{}
-	for _, rd := range reads {
-		to := r.ShardFor([]byte(rd.key))
-		byShard[to] = append(byShard[to], rd)
-	}
-	for to, rds := range byShard {
+	perShard(reads, func(rd *warmRead) *router.Shard { return r.ShardFor([]byte(rd.key)) }, func(to *router.Shard, rds []*warmRead) {
 		res, err := to.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
 			out := make([]valkey.Completed, 0, 2*len(rds))
 			for _, rd := range rds {
@@ -149,27 +157,17 @@ func (s *Server) rereadMoved(ctx context.Context, r *router.Router, reads []*war
 			s.Stats.Warmup.Raced.Add(1)
 			rd.res = []valkey.ValkeyResult{res[2*i], res[2*i+1]}
 		}
-	}
+	})
 }
 
 // dropPrevious deletes, on their previous owners, the moved keys about to be written, and
 // waits for it (see the package comment above); a previous owner that is down gets the delete
 // queued, as any delete.
 func (s *Server) dropPrevious(ctx context.Context, r *router.Router, keys []string) {
-	byShard := map[*router.Shard][]string{}
-	for _, k := range keys {
-		if prev := r.PreviousOwner([]byte(k)); prev != nil {
-			byShard[prev] = append(byShard[prev], k)
+	perShard(keys, func(k string) *router.Shard { return r.PreviousOwner([]byte(k)) }, func(sh *router.Shard, ks []string) {
+		if _, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(ks...).Build() }); err != nil {
+			sh.QueueDelete(ks...)
 		}
-	}
-	var wg sync.WaitGroup
-	for sh, ks := range byShard {
-		wg.Go(func() {
-			if _, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(ks...).Build() }); err != nil {
-				sh.QueueDelete(ks...)
-			}
-			s.Stats.Warmup.Dropped.Add(int64(len(ks)))
-		})
-	}
-	wg.Wait()
+		s.Stats.Warmup.Dropped.Add(int64(len(ks)))
+	})
 }
