@@ -9,7 +9,9 @@ import (
 // policies match a key, the longest prefix wins; keys matched by none use the fleet's defaults.
 // Absent optional fields fall back to the fleet's settings.
 // +kubebuilder:validation:XValidation:rule="!has(self.ttl) || !has(self.negativeCacheTTL) || duration(self.negativeCacheTTL) <= duration(self.ttl)",message="negativeCacheTTL must not exceed ttl",fieldPath=".negativeCacheTTL"
-// +kubebuilder:validation:XValidation:rule="!has(self.negativeCacheTTL) || (has(self.stampedeProtection) && self.stampedeProtection.enabled)",message="negativeCacheTTL needs stampedeProtection.enabled: misses are recorded by the lease holder (CF.LMISS)",fieldPath=".negativeCacheTTL"
+// +kubebuilder:validation:XValidation:rule="!has(self.negativeCacheTTL) || has(self.origin) || (has(self.stampedeProtection) && self.stampedeProtection.enabled)",message="negativeCacheTTL needs an origin or stampedeProtection.enabled: misses are recorded by the agent that asked the origin, or by the lease holder (CF.LMISS)",fieldPath=".negativeCacheTTL"
+// +kubebuilder:validation:XValidation:rule="!has(self.staleWhileRevalidate) || has(self.origin)",message="staleWhileRevalidate needs an origin to revalidate from",fieldPath=".staleWhileRevalidate"
+// +kubebuilder:validation:XValidation:rule="!has(self.staleIfError) || has(self.origin)",message="staleIfError needs an origin whose errors it covers",fieldPath=".staleIfError"
 type CachePolicySpec struct {
 	// fleetRef names the CacheFleet, in this namespace, the policy applies to.
 	// +required
@@ -59,6 +61,29 @@ type CachePolicySpec struct {
 	// +optional
 	NegativeCacheTTL *metav1.Duration `json:"negativeCacheTTL,omitempty"`
 
+	// origin makes the agents fill missing keys themselves (read-through): a GET or MGET of a
+	// missing key asks the origin, once per key across the fleet, stores the answer with the
+	// policy's ttl and returns it.
+	// +optional
+	Origin *Origin `json:"origin,omitempty"`
+
+	// staleWhileRevalidate answers a value up to this long past its ttl at once, and refreshes
+	// it from the origin in the background (once per key across the fleet). Needs origin.
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('24h')",message="staleWhileRevalidate must be between 0s (excluded) and 24h"
+	// +optional
+	StaleWhileRevalidate *metav1.Duration `json:"staleWhileRevalidate,omitempty"`
+
+	// staleIfError answers a value up to this long past its ttl while the origin fails or times
+	// out (the failure is counted); clients never wait longer than the origin's timeout. Needs
+	// origin.
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="staleIfError must be between 0s (excluded) and 168h"
+	// +optional
+	StaleIfError *metav1.Duration `json:"staleIfError,omitempty"`
+
 	// invalidateOnWrite makes a write through any agent drop every agent's L1 copy of the key.
 	// +kubebuilder:default=true
 	// +optional
@@ -73,6 +98,52 @@ type CachePolicySpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Compression Compression `json:"compression,omitzero"`
+}
+
+// Origin is the HTTP service a policy's keys are read through from.
+type Origin struct {
+	// url is fetched with GET for a missing key; {key} is replaced by the key without the
+	// policy's prefix, escaped for where it stands (path or query).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('http://') || self.startsWith('https://')",message="url must start with http:// or https://"
+	// +kubebuilder:validation:XValidation:rule="self.contains('{key}')",message="url must contain {key}, where the key goes"
+	// +kubebuilder:validation:XValidation:rule="isURL(self.replace('{key}', 'k'))",message="url is not a valid URL"
+	// +required
+	URL string `json:"url"`
+
+	// timeout bounds one origin request, and how long a reader waits for one.
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="timeout must be between 10ms and 60s"
+	// +kubebuilder:default="2s"
+	// +optional
+	Timeout metav1.Duration `json:"timeout,omitzero"`
+
+	// headersFrom names a Secret in this namespace whose every key is sent as a request header
+	// (an Authorization header, say); the agents are allowed to read it.
+	// +optional
+	HeadersFrom *SecretName `json:"headersFrom,omitempty"`
+
+	// allowedStatusCodes are the answers stored as values. 404 and 410 mean "not found"
+	// (cached for negativeCacheTTL, read as nil); any other status is an error.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:Minimum=200
+	// +kubebuilder:validation:items:Maximum=299
+	// +listType=set
+	// +kubebuilder:default={200}
+	// +optional
+	AllowedStatusCodes []int32 `json:"allowedStatusCodes,omitempty"`
+}
+
+// SecretName names a Secret in the same namespace.
+type SecretName struct {
+	// name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
 }
 
 // FleetReference names a CacheFleet in the same namespace.
@@ -218,6 +289,7 @@ type CachePolicyStatus struct {
 // +kubebuilder:printcolumn:name="Prefix",type=string,JSONPath=`.spec.keyPrefix`
 // +kubebuilder:printcolumn:name="TTL",type=string,JSONPath=`.spec.ttl`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Origin",type=string,JSONPath=`.spec.origin.url`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // CachePolicy sets per-keyspace cache rules (TTL, jitter, size limit, L1, invalidation, stampede

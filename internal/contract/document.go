@@ -127,6 +127,35 @@ type Policy struct {
 	LeaseTTLMillis     int64  `json:"leaseTTLMillis,omitempty"`
 	Compression        string `json:"compression,omitempty"`
 	CompressionMinSize int64  `json:"compressionMinSize,omitempty"`
+	// Origin, when set, makes reads of missing keys fill themselves from it (read-through).
+	Origin *Origin `json:"origin,omitempty"`
+	// StaleWhileRevalidateMillis and StaleIfErrorMillis: how long past its TTL an origin-filled
+	// value is still answered, while it is refreshed / while the origin fails.
+	StaleWhileRevalidateMillis int64 `json:"staleWhileRevalidateMillis,omitempty"`
+	StaleIfErrorMillis         int64 `json:"staleIfErrorMillis,omitempty"`
+}
+
+// Origin is the HTTP service a policy's keys are read through from.
+type Origin struct {
+	// URL holds "{key}", replaced by the escaped key without the policy prefix.
+	URL           string `json:"url"`
+	TimeoutMillis int64  `json:"timeoutMillis"`
+	// HeadersSecret names a Secret whose every key is a request header ("" for none).
+	HeadersSecret string `json:"headersSecret,omitempty"`
+	// AllowedStatus are the statuses whose body is stored as the value.
+	AllowedStatus []int32 `json:"allowedStatus"`
+}
+
+// OriginHeaderSecrets are the Secrets the policies' origins take headers from, sorted, once each.
+func (d *Document) OriginHeaderSecrets() []string {
+	var out []string
+	for _, p := range d.Policies {
+		if p.Origin != nil && p.Origin.HeadersSecret != "" && !slices.Contains(out, p.Origin.HeadersSecret) {
+			out = append(out, p.Origin.HeadersSecret)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // SortPolicies orders policies longest prefix first, so PolicyFor can stop at the first match.

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // agentUID is the distroless "nonroot" user the agent image runs as.
@@ -21,13 +23,21 @@ func buildAgentServiceAccount(f *cachev1alpha1.CacheFleet) *corev1.ServiceAccoun
 	return &corev1.ServiceAccount{ObjectMeta: objectMeta(f, agentName(f), ComponentAgent)}
 }
 
-// buildAgentRole lets agents read exactly their ring and Secrets, and keep their convergence
-// Lease. Lease creation cannot be limited by name in RBAC (the name is not known before
-// creation), so leases are limited to the verbs an agent needs in the fleet's namespace.
-func buildAgentRole(f *cachev1alpha1.CacheFleet) *rbacv1.Role {
+// buildAgentRole lets agents read exactly their ring and Secrets (the fleet's, and those the
+// published policies' origins take headers from), and keep their convergence Lease. Lease
+// creation cannot be limited by name in RBAC (the name is not known before creation), so
+// leases are limited to the verbs an agent needs in the fleet's namespace.
+func buildAgentRole(f *cachev1alpha1.CacheFleet, doc *contract.Document) *rbacv1.Role {
 	secrets := []string{f.BusSecret().Name}
 	if f.Spec.Auth.Enabled {
 		secrets = append(secrets, f.PasswordSecret().Name)
+	}
+	if doc != nil {
+		for _, name := range doc.OriginHeaderSecrets() {
+			if !slices.Contains(secrets, name) {
+				secrets = append(secrets, name)
+			}
+		}
 	}
 	return &rbacv1.Role{
 		ObjectMeta: objectMeta(f, agentName(f), ComponentAgent),

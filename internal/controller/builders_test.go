@@ -135,7 +135,7 @@ func TestShardPodsWithoutAuthGetNoPassword(t *testing.T) {
 			t.Errorf("auth disabled but %s is set", e.Name)
 		}
 	}
-	if r := buildAgentRole(f); len(r.Rules[1].ResourceNames) != 1 {
+	if r := buildAgentRole(f, nil); len(r.Rules[1].ResourceNames) != 1 {
 		t.Errorf("agent may read %v; only the bus key is needed without auth", r.Rules[1].ResourceNames)
 	}
 }

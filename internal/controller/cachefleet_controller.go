@@ -341,7 +341,7 @@ func (r *CacheFleetReconciler) primariesReady(ctx context.Context, f *cachev1alp
 func (r *CacheFleetReconciler) reconcileAgents(ctx context.Context, s *fleetScope) error {
 	f := s.fleet
 	for _, o := range []client.Object{
-		buildAgentServiceAccount(f), buildAgentRole(f), buildAgentRoleBinding(f),
+		buildAgentServiceAccount(f), buildAgentRole(f, s.doc), buildAgentRoleBinding(f),
 		buildAgentDaemonSet(f, r.AgentImage), buildAgentService(f),
 	} {
 		if err := r.applyAndRecord(ctx, f, o); err != nil {

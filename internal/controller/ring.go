@@ -162,6 +162,20 @@ func compilePolicy(p *cachev1alpha1.CachePolicy) contract.Policy {
 		out.Compression = string(s.Compression.Algorithm)
 		out.CompressionMinSize = s.Compression.MinSize.Value()
 	}
+	if o := s.Origin; o != nil {
+		out.Origin = &contract.Origin{URL: o.URL, TimeoutMillis: o.Timeout.Milliseconds(), AllowedStatus: o.AllowedStatusCodes}
+		if o.HeadersFrom != nil {
+			out.Origin.HeadersSecret = o.HeadersFrom.Name
+		}
+		if len(out.Origin.AllowedStatus) == 0 { // defaulted by the API server; kept for objects built in code
+			out.Origin.AllowedStatus = []int32{200}
+		}
+		if out.Origin.TimeoutMillis <= 0 {
+			out.Origin.TimeoutMillis = 2000
+		}
+		out.StaleWhileRevalidateMillis = millis(s.StaleWhileRevalidate)
+		out.StaleIfErrorMillis = millis(s.StaleIfError)
+	}
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEncodeDecode(t *testing.T) {
@@ -96,4 +97,20 @@ func BenchmarkEncodeConcurrentWriters(b *testing.B) {
 			Encode(Zstd, 1024, v)
 		}
 	})
+}
+
+func TestStampRoundTrip(t *testing.T) {
+	at := time.UnixMilli(1_790_000_000_123)
+	for _, stored := range []string{"", "plain", Marker + "frame", "\xffCFo0000000000000001x"} {
+		until, got, ok := Unstamp(Stamp(at, stored))
+		if !ok || !until.Equal(at) || got != stored {
+			t.Errorf("Unstamp(Stamp(%q)) = %v %q %v", stored, until, got, ok)
+		}
+	}
+	// Values written by clients are not stamped, whatever they start with.
+	for _, v := range []string{"", "x", FreshMarker, FreshMarker + "12ab", FreshMarker + "notdigits-16char"} {
+		if _, got, ok := Unstamp(v); ok || got != v {
+			t.Errorf("Unstamp(%q) = %q, %v; want the value as is, unstamped", v, got, ok)
+		}
+	}
 }

@@ -29,6 +29,13 @@ type Rules struct {
 	// Compression ("zstd" or "") applies to values of at least CompressionMinSize bytes.
 	Compression        string
 	CompressionMinSize int64
+	// Origin, when set, fills missing keys (read-through); Prefix is stripped from the key
+	// for its URL. Its fetches hold the key's lease (LeaseTTL covers the origin timeout).
+	Origin *contract.Origin
+	Prefix string
+	// StaleWhileRevalidate and StaleIfError: how long past its TTL an origin-filled value is
+	// answered while it is refreshed in the background / while the origin fails.
+	StaleWhileRevalidate, StaleIfError time.Duration
 }
 
 // For returns the rules for key: the longest matching policy over the fleet defaults.
@@ -61,6 +68,12 @@ func For(doc *contract.Document, key []byte) Rules {
 	r.LeaseTTL = ms(p.LeaseTTLMillis)
 	r.NegativeTTL = ms(p.NegativeTTLMillis)
 	r.Compression, r.CompressionMinSize = p.Compression, p.CompressionMinSize
+	if o := p.Origin; o != nil {
+		r.Origin, r.Prefix = o, p.Prefix
+		r.StaleWhileRevalidate, r.StaleIfError = ms(p.StaleWhileRevalidateMillis), ms(p.StaleIfErrorMillis)
+		// The lease outlives the fetch, so a holder that is still fetching is never overtaken.
+		r.LeaseTTL = max(r.LeaseTTL, r.OriginTimeout()+time.Second)
+	}
 	if p.L1TTLMillis > 0 {
 		r.L1TTL = min(ms(p.L1TTLMillis), ms(t.L1MaxTTLMillis))
 	}
@@ -102,3 +115,15 @@ func (r Rules) L1Lifetime(pttl int64) time.Duration {
 	}
 	return life
 }
+
+// OriginTimeout bounds one origin request (0 without an origin).
+func (r Rules) OriginTimeout() time.Duration {
+	if r.Origin == nil {
+		return 0
+	}
+	return ms(r.Origin.TimeoutMillis)
+}
+
+// StaleWindow is how long an origin-filled value is kept past its TTL: the longer of the two
+// stale windows.
+func (r Rules) StaleWindow() time.Duration { return max(r.StaleWhileRevalidate, r.StaleIfError) }

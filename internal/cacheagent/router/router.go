@@ -19,6 +19,8 @@ type Router struct {
 	ring   ring.Ring
 	Shards []*Shard
 	warm   *warming // nil when the document has no warm-up window
+	// ReadsThrough: some policy has an origin (multi-key reads look at each key's policy).
+	ReadsThrough bool
 }
 
 // New builds the router for doc. config gives each shard's connection settings; a shard of
@@ -35,6 +37,9 @@ func New(doc *contract.Document, previous *Router, config func(contract.Shard) S
 		}
 	}
 	out := &Router{Doc: doc, ring: r}
+	for _, p := range doc.Policies {
+		out.ReadsThrough = out.ReadsThrough || p.Origin != nil
+	}
 	for _, sh := range doc.Shards {
 		cfg := config(sh)
 		s, ok := reuse[cfg]

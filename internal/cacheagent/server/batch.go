@@ -80,6 +80,8 @@ type pending struct {
 	start time.Time // when the command was read
 	// warm: a GET whose key moved in the last change of ring members (warmup.go).
 	warm *warmRead
+	// origin: reads of keys whose policy has an origin (readthrough.go).
+	origin []*originRead
 }
 
 type batch struct {
@@ -101,6 +103,8 @@ type batch struct {
 	cid int64
 	// warms counts the segment's reads that may look up a previous owner.
 	warms int
+	// origins counts the segment's reads that may go to an origin.
+	origins int
 }
 
 func (b *batch) reset(r *router.Router) {
@@ -115,6 +119,7 @@ func (b *batch) reset(r *router.Router) {
 	b.replies = b.replies[:0]
 	b.written = b.written[:0]
 	b.warms = 0
+	b.origins = 0
 }
 
 // wrote registers keys written by work just queued in this segment.
@@ -260,6 +265,9 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	if b.warms > 0 {
 		b.warmUp(ctx)
 	}
+	if b.origins > 0 {
+		b.readThrough(ctx)
+	}
 	if len(b.written) > 0 {
 		b.s.settleBy(b.r, b.cid, b.written...)
 	}
@@ -286,6 +294,12 @@ func (b *batch) replyFrom(p *pending, results []partResult, w *resp.Writer) []pa
 	results = b.results(*p, results[:0])
 	if p.warm != nil && p.warm.res != nil {
 		results[0].res = p.warm.res[:len(results[0].res)]
+	}
+	if len(p.origin) == 1 && p.origin[0].elem < 0 && p.origin[0].ans != nil { // a GET read through
+		rd := p.origin[0]
+		b.s.Stats.L2Misses.Add(1)
+		writeAnswer(w, rd.ans, rd.rules)
+		return results
 	}
 	if !b.s.onShardDown(p, results, w) {
 		p.finish(w, results)

@@ -41,6 +41,7 @@ func (s *Server) HTTPHandlerWithToken(gatherer prometheus.Gatherer, token func()
 	mux.HandleFunc("PUT /v1/keys/{key}", s.httpPutKey)
 	mux.HandleFunc("DELETE /v1/keys/{key}", s.httpDeleteKey)
 	mux.HandleFunc("POST /v1/invalidate", s.httpInvalidate(token))
+	mux.HandleFunc("GET /v1/read/{policy}/{key...}", s.httpRead)
 	return mux
 }
 

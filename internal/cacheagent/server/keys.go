@@ -105,6 +105,7 @@ func cmdExists(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writ
 
 func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	keys, where, parts := b.perShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Mget().Key(g...).Build() })
+	job := len(b.replies)
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		values := make([]*valkey.ValkeyMessage, len(keys))
 		for j, pr := range r {
@@ -120,8 +121,17 @@ func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 				values[pos] = &arr[k]
 			}
 		}
+		through := map[int]*originRead{}
+		for _, rd := range b.replies[job].origin {
+			through[rd.pos] = rd
+		}
 		w.Array(len(values))
-		for _, v := range values {
+		for pos, v := range values {
+			if rd := through[pos]; rd != nil && rd.ans != nil {
+				s.Stats.L2Misses.Add(1)
+				writeAnswer(w, rd.ans, rd.rules)
+				continue
+			}
 			if v == nil || v.IsNil() {
 				s.Stats.L2Misses.Add(1)
 				w.Null()
@@ -131,6 +141,14 @@ func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 			writeMessage(w, v, false)
 		}
 	})
+	for j, positions := range where {
+		for k, pos := range positions {
+			if !b.r.ReadsThrough {
+				break
+			}
+			b.readThroughOnMiss(keys[pos], b.rulesFor(args[1+pos]), j, 0, k, pos)
+		}
+	}
 }
 
 // cmdMset writes each pair with its policy TTL (MSET itself cannot set one). Pairs on a down

@@ -91,8 +91,10 @@ func stored(rules policy.Rules, value string) string {
 }
 
 // readable is what a client gets for a value read from L2; present is false for a key
-// recorded as absent at the origin (negative cache), which reads as nil.
+// recorded as absent at the origin (negative cache), which reads as nil. An origin-filled
+// value's freshness stamp is the agent's, never the client's.
 func readable(value string) (v string, present bool) {
+	_, value, _ = codec.Unstamp(value)
 	if value == codec.Absent {
 		return "", false
 	}

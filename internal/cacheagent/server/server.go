@@ -16,6 +16,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
@@ -50,6 +51,7 @@ type Server struct {
 	Stats  *Stats
 
 	leases lease.Leases // CF.LGET callers waiting for a fill
+	rt     readThrough  // fetches from the policies' origins
 
 	tracking *tracking.Table // client-side caching: who read what
 	watchMu  sync.Mutex
@@ -69,7 +71,7 @@ type Server struct {
 // New returns a server that serves nothing until SetRing gives it a ring.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, byID: map[int64]*client{},
-		stopping: make(chan struct{}), tracking: tracking.NewTable(0)}
+		stopping: make(chan struct{}), tracking: tracking.NewTable(0), rt: readThrough{client: origin.NewClient()}}
 	s.SetPassword(cfg.Password)
 	return s
 }
@@ -118,6 +120,9 @@ func (s *Server) SetRing(doc *contract.Document) error {
 	}
 	return nil
 }
+
+// SetOriginHeaders installs the headers origin requests send, by Secret name.
+func (s *Server) SetOriginHeaders(bySecret map[string]map[string]string) { s.rt.client.SetHeaders(bySecret) }
 
 // SetBus connects the server to the fleet's invalidation bus.
 func (s *Server) SetBus(b *bus.Bus) { s.bus.Store(b) }

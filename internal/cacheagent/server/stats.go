@@ -22,6 +22,7 @@ type Stats struct {
 	TrackingClients  atomic.Int64 // connections with CLIENT TRACKING on
 	TrackingPushes   atomic.Int64 // invalidation messages queued for tracking clients
 	Warmup           WarmupStats
+	Origin           OriginStats
 	latency          prometheus.Histogram
 	policies         sync.Map // policy name -> *policyCounters (GET reads)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
@@ -42,10 +43,11 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			writeResult(w, r[0].res[0], false)
 		})
 		b.warmOnMiss(args[1])
+		b.readThroughOnMiss(key, rules, 0, 0, -1, 0)
 	case rules.L1 && rules.L1Tracking:
 		if !b.writing(key) {
 			// A kept miss of a moved key is not answered: its previous owner may hold it.
-			if msg, ok := b.r.ShardFor(args[1]).KeptGet(key, time.Now()); ok && (!msg.IsNil() || b.r.PreviousOwner(args[1]) == nil) {
+			if msg, ok := b.r.ShardFor(args[1]).KeptGet(key, time.Now()); ok && keptAnswers(&msg, rules) && (!msg.IsNil() || b.r.PreviousOwner(args[1]) == nil) {
 				s.hitL1(pc)
 				b.local(func(w *resp.Writer) { writeResult(w, valkey.NewResult(msg, nil), false) })
 				return
@@ -64,6 +66,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			writeResult(w, res, false)
 		})
 		b.warmOnMiss(args[1])
+		b.readThroughOnMiss(key, rules, 0, 0, -1, 0)
 	case rules.L1:
 		l1 := s.L1()
 		if !b.writing(key) {
@@ -89,11 +92,12 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 				return
 			}
 			if pttl, err := r[0].res[1].AsInt64(); err == nil {
-				l1.Fill(ticket, key, []byte(v), rules.L1Lifetime(pttl))
+				l1.Fill(ticket, key, []byte(v), freshFor(raw, rules.L1Lifetime(pttl)))
 			}
 			w.BulkString(v)
 		})
 		b.warmOnMiss(args[1])
+		b.readThroughOnMiss(key, rules, 0, 0, -1, 0)
 	default:
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
@@ -102,7 +106,30 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			writeResult(w, r[0].res[0], false)
 		})
 		b.warmOnMiss(args[1])
+		b.readThroughOnMiss(key, rules, 0, 0, -1, 0)
 	}
+}
+
+// keptAnswers reports whether a kept (tracking) read may be answered locally: under a policy
+// with an origin, a kept miss or a stale value is not, the origin or a refresh is due.
+func keptAnswers(msg *valkey.ValkeyMessage, rules policy.Rules) bool {
+	if rules.Origin == nil {
+		return true
+	}
+	if msg.IsNil() {
+		return false
+	}
+	raw, err := msg.ToString()
+	return err != nil || freshFor(raw, time.Hour) > 0
+}
+
+// freshFor caps an L1 lifetime at an origin-filled value's freshness: L1 holds fresh copies
+// only, so a stale value is always seen by the read-through.
+func freshFor(raw string, life time.Duration) time.Duration {
+	if until, _, stamped := codec.Unstamp(raw); stamped {
+		return min(life, max(time.Until(until), 0))
+	}
+	return life
 }
 
 // nullReply is the miss of a single-key read.

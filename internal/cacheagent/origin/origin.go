@@ -1,0 +1,142 @@
+// Package origin fetches a missing key from its policy's HTTP origin (read-through): it builds
+// the URL from the key, sends the headers the policy's Secret holds, and sorts the answer into
+// a value, "not found", or an error that says what the origin did. It never returns part of a
+// value: a body cut short or over the size limit is an error.
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cachefleet/cachefleet/internal/contract"
+)
+
+// Result is an origin's answer that is not an error.
+type Result struct {
+	Found  bool   // false: the origin said the key does not exist (404, 410)
+	Body   []byte // the value, when Found
+	Status int
+}
+
+// Kinds of errors, as metrics label them.
+const (
+	KindStatus      = "status"      // an answer with a status that is neither allowed nor "not found"
+	KindTimeout     = "timeout"     // no full answer within the timeout
+	KindUnreachable = "unreachable" // no answer at all (connection refused, DNS, reset)
+	KindTooLarge    = "too_large"   // a body over the policy's size limit
+)
+
+// Error is an origin failure; its text is what clients read.
+type Error struct {
+	Kind    string
+	Status  int
+	Timeout time.Duration
+	Limit   int64
+	Err     error
+}
+
+func (e *Error) Error() string {
+	switch e.Kind {
+	case KindStatus:
+		return fmt.Sprintf("origin answered %d %s", e.Status, http.StatusText(e.Status))
+	case KindTimeout:
+		return fmt.Sprintf("origin did not answer within its timeout of %s", e.Timeout)
+	case KindTooLarge:
+		return fmt.Sprintf("origin's value exceeds the limit of %d bytes; nothing was stored", e.Limit)
+	default:
+		return fmt.Sprintf("origin unreachable: %v", e.Err)
+	}
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Client fetches from origins. It is safe for concurrent use.
+type Client struct {
+	http    *http.Client
+	headers atomic.Pointer[map[string]map[string]string] // Secret name -> header -> value
+}
+
+// NewClient returns a client with connection reuse sized for many concurrent fetches.
+func NewClient() *Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = 256, 64
+	return &Client{http: &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse // a redirect is the origin's answer, not a value: it is an error status
+	}}}
+}
+
+// SetHeaders installs the request headers by Secret name (from the Secrets' keys and values).
+func (c *Client) SetHeaders(bySecret map[string]map[string]string) { c.headers.Store(&bySecret) }
+
+// URL puts key into the template at {key}, escaped for where it stands: as a path segment
+// before any "?", as a query value after it.
+func URL(template, key string) string {
+	at := strings.Index(template, "{key}")
+	if at < 0 {
+		return template
+	}
+	q := strings.IndexByte(template, '?')
+	escaped := url.PathEscape(key)
+	if q >= 0 && q < at {
+		escaped = url.QueryEscape(key)
+	}
+	return template[:at] + escaped + template[at+len("{key}"):]
+}
+
+// Fetch asks o for key (without its policy prefix). limit bounds the value's size.
+func (c *Client) Fetch(ctx context.Context, o *contract.Origin, key string, limit int64) (Result, error) {
+	timeout := time.Duration(o.TimeoutMillis) * time.Millisecond
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, URL(o.URL, key), nil)
+	if err != nil {
+		return Result{}, &Error{Kind: KindUnreachable, Err: err}
+	}
+	if o.HeadersSecret != "" {
+		if all := c.headers.Load(); all != nil {
+			for name, value := range (*all)[o.HeadersSecret] {
+				req.Header.Set(name, value)
+			}
+		}
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Result{}, classify(err, timeout)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+		return Result{Status: resp.StatusCode}, nil
+	case !slices.Contains(o.AllowedStatus, int32(resp.StatusCode)):
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return Result{}, &Error{Kind: KindStatus, Status: resp.StatusCode}
+	case resp.ContentLength > limit:
+		return Result{}, &Error{Kind: KindTooLarge, Limit: limit}
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return Result{}, classify(err, timeout)
+	}
+	if int64(len(body)) > limit {
+		return Result{}, &Error{Kind: KindTooLarge, Limit: limit}
+	}
+	return Result{Found: true, Body: body, Status: resp.StatusCode}, nil
+}
+
+func classify(err error, timeout time.Duration) error {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return &Error{Kind: KindTimeout, Timeout: timeout, Err: err}
+	}
+	return &Error{Kind: KindUnreachable, Err: err}
+}

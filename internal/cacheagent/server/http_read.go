@@ -1,0 +1,108 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+)
+
+// httpRead is GET /v1/read/{policy}/{key}: the read-through of the policy's key for clients
+// without a Redis client. The key is the policy's prefix followed by {key}. Every answer says
+// how it was made in a Cache-Status header (RFC 9211), as "cachefleet; ..." :
+//
+//	hit; ttl=N                                    fresh (N seconds left)
+//	hit; ttl=-N; detail=stale-while-revalidate    stale, refreshed in the background
+//	hit; ttl=-N; fwd=stale; fwd-status=503; detail=stale-if-error
+//	fwd=miss; fwd-status=200; stored [; collapsed]
+func (s *Server) httpRead(w http.ResponseWriter, r *http.Request) {
+	rt := s.routerOrUnavailable(w)
+	if rt == nil {
+		return
+	}
+	name := r.PathValue("policy")
+	prefix, ok := "", false
+	for _, p := range rt.Doc.Policies {
+		if p.Name == name {
+			prefix, ok = p.Prefix, true
+			break
+		}
+	}
+	if !ok {
+		http.Error(w, fmt.Sprintf("no policy named %q in the fleet's ring", name), http.StatusNotFound)
+		return
+	}
+	key := prefix + r.PathValue("key")
+	rules := policy.For(rt.Doc, []byte(key))
+	sh := rt.ShardFor([]byte(key))
+	res, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed { return b.Get().Key(key).Build() })
+	raw, rerr := res.ToString()
+	found, down := rerr == nil, err != nil && !valkey.IsValkeyNil(err)
+	if rerr != nil && !valkey.IsValkeyNil(rerr) && !down {
+		http.Error(w, rerr.Error(), http.StatusBadGateway) // another type, say
+		return
+	}
+	if rules.Origin == nil {
+		if down {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		s.writeHTTPAnswer(w, &answer{fromShard: true, outcome: outcomeHit}, raw, found)
+		return
+	}
+	s.writeHTTPAnswer(w, s.resolve(r.Context(), rt, key, rules, raw, found, down), raw, found)
+}
+
+func (s *Server) writeHTTPAnswer(w http.ResponseWriter, a *answer, raw string, found bool) {
+	status := []string{"cachefleet"}
+	value, present := a.value, a.present
+	if a.fromShard {
+		value, present = readable(raw)
+		present = present && found
+		status = append(status, "hit")
+		if !a.freshUntil.IsZero() {
+			status = append(status, fmt.Sprintf("ttl=%d", int(time.Until(a.freshUntil).Round(time.Second).Seconds())))
+		}
+		switch a.outcome {
+		case outcomeRevalidate:
+			status = append(status, "detail=stale-while-revalidate")
+		case outcomeStaleError:
+			status = append(status, "fwd=stale")
+			if a.fwdStatus > 0 {
+				status = append(status, fmt.Sprintf("fwd-status=%d", a.fwdStatus))
+			}
+			status = append(status, "detail=stale-if-error")
+		}
+	} else {
+		status = append(status, "fwd=miss")
+		if a.fwdStatus > 0 {
+			status = append(status, fmt.Sprintf("fwd-status=%d", a.fwdStatus))
+		}
+		if a.stored {
+			status = append(status, "stored")
+		}
+		if a.collapsed {
+			status = append(status, "collapsed")
+		}
+	}
+	w.Header().Set("Cache-Status", strings.Join(status, "; "))
+	switch {
+	case a.err != nil:
+		code := http.StatusBadGateway
+		if oe := (*origin.Error)(nil); errors.As(a.err, &oe) && oe.Kind == origin.KindTimeout {
+			code = http.StatusGatewayTimeout
+		}
+		http.Error(w, a.err.Error(), code)
+	case !present:
+		http.Error(w, "not found", http.StatusNotFound)
+	default:
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write([]byte(value))
+	}
+}
