@@ -109,6 +109,7 @@ func (a *agent) followKubernetes(ctx context.Context) error {
 		LeaseDuration: 30 * time.Second, Report: a.report,
 		Apply: func(doc *contract.Document, sec source.Secrets) error {
 			a.srv.SetPassword(sec.Password)
+			a.srv.SetOriginHeaders(sec.OriginHeaders)
 			if err := a.srv.SetRing(doc); err != nil {
 				return err
 			}

@@ -14,8 +14,11 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/cachefleet/cachefleet/internal/contract"
 )
@@ -29,10 +32,20 @@ type Result struct {
 
 // Kinds of errors, as metrics label them.
 const (
-	KindStatus      = "status"      // an answer with a status that is neither allowed nor "not found"
-	KindTimeout     = "timeout"     // no full answer within the timeout
-	KindUnreachable = "unreachable" // no answer at all (connection refused, DNS, reset)
-	KindTooLarge    = "too_large"   // a body over the policy's size limit
+	KindStatus        = "status"        // an answer with a status that is neither allowed nor "not found"
+	KindTimeout       = "timeout"       // no full answer within the timeout
+	KindUnreachable   = "unreachable"   // no answer at all (connection refused, DNS, reset)
+	KindTooLarge      = "too_large"     // a body over the policy's size limit
+	KindOpen          = "breaker_open"  // not asked: the origin failed too often lately
+	KindMisconfigured = "misconfigured" // not asked: its headers Secret could not be read
+)
+
+// Breaker settings: an origin that fails this many times in a row (5xx, timeouts, no answer)
+// is not asked for Cooldown, then by one request, so an outage costs the origin a probe every
+// few seconds instead of a request per key per second while it recovers.
+const (
+	FailuresToOpen = 5
+	Cooldown       = 5 * time.Second
 )
 
 // Error is an origin failure; its text is what clients read.
@@ -41,6 +54,7 @@ type Error struct {
 	Status  int
 	Timeout time.Duration
 	Limit   int64
+	Secret  string
 	Err     error
 }
 
@@ -52,6 +66,10 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("origin did not answer within its timeout of %s", e.Timeout)
 	case KindTooLarge:
 		return fmt.Sprintf("origin's value exceeds the limit of %d bytes; nothing was stored", e.Limit)
+	case KindMisconfigured:
+		return fmt.Sprintf("origin not asked: its headers Secret %s could not be read by the agent", e.Secret)
+	case KindOpen:
+		return fmt.Sprintf("origin not asked: it failed %d times in a row, next try within %s", FailuresToOpen, Cooldown)
 	default:
 		return fmt.Sprintf("origin unreachable: %v", e.Err)
 	}
@@ -63,12 +81,35 @@ func (e *Error) Unwrap() error { return e.Err }
 type Client struct {
 	http    *http.Client
 	headers atomic.Pointer[map[string]map[string]string] // Secret name -> header -> value
+	// breakers, one per origin (scheme and host of its URL).
+	breakers sync.Map // string -> *gobreaker.TwoStepCircuitBreaker[struct{}]
+}
+
+func (c *Client) breaker(template string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	host := template
+	if u, err := url.Parse(strings.ReplaceAll(template, "{key}", "k")); err == nil {
+		host = u.Scheme + "://" + u.Host
+	}
+	if b, ok := c.breakers.Load(host); ok {
+		return b.(*gobreaker.TwoStepCircuitBreaker[struct{}])
+	}
+	b, _ := c.breakers.LoadOrStore(host, gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name: host, MaxRequests: 1, Timeout: Cooldown,
+		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= FailuresToOpen },
+		IsSuccessful: func(err error) bool { // answers given on purpose show the origin is up
+			var oe *Error
+			return err == nil || (errors.As(err, &oe) && (oe.Kind == KindTooLarge || oe.Kind == KindMisconfigured || (oe.Kind == KindStatus && oe.Status < 500)))
+		},
+	}))
+	return b.(*gobreaker.TwoStepCircuitBreaker[struct{}])
 }
 
 // NewClient returns a client with connection reuse sized for many concurrent fetches.
 func NewClient() *Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns, t.MaxIdleConnsPerHost = 256, 64
+	// Bounded per host: a refresh burst at a TTL boundary reuses connections instead of opening
+	// one per key (and closing most of them again).
+	t.MaxIdleConns, t.MaxIdleConnsPerHost, t.MaxConnsPerHost = 256, 64, 64
 	return &Client{http: &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse // a redirect is the origin's answer, not a value: it is an error status
 	}}}
@@ -92,8 +133,19 @@ func URL(template, key string) string {
 	return template[:at] + escaped + template[at+len("{key}"):]
 }
 
-// Fetch asks o for key (without its policy prefix). limit bounds the value's size.
+// Fetch asks o for key (without its policy prefix). limit bounds the value's size. An origin
+// whose breaker is open is not asked.
 func (c *Client) Fetch(ctx context.Context, o *contract.Origin, key string, limit int64) (Result, error) {
+	done, err := c.breaker(o.URL).Allow()
+	if err != nil {
+		return Result{}, &Error{Kind: KindOpen, Err: err}
+	}
+	res, err := c.fetch(ctx, o, key, limit)
+	done(err)
+	return res, err
+}
+
+func (c *Client) fetch(ctx context.Context, o *contract.Origin, key string, limit int64) (Result, error) {
 	timeout := time.Duration(o.TimeoutMillis) * time.Millisecond
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -102,10 +154,15 @@ func (c *Client) Fetch(ctx context.Context, o *contract.Origin, key string, limi
 		return Result{}, &Error{Kind: KindUnreachable, Err: err}
 	}
 	if o.HeadersSecret != "" {
+		var headers map[string]string
 		if all := c.headers.Load(); all != nil {
-			for name, value := range (*all)[o.HeadersSecret] {
-				req.Header.Set(name, value)
-			}
+			headers = (*all)[o.HeadersSecret]
+		}
+		if headers == nil { // never send a request the origin would refuse (or, worse, answer for anyone)
+			return Result{}, &Error{Kind: KindMisconfigured, Secret: o.HeadersSecret}
+		}
+		for name, value := range headers {
+			req.Header.Set(name, value)
 		}
 	}
 	resp, err := c.http.Do(req)

@@ -3,9 +3,11 @@ package origin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,5 +101,47 @@ func TestFetchSortsAnswers(t *testing.T) {
 	var oe *Error
 	if _, err := c.Fetch(context.Background(), o, "ok", 100); !errors.As(err, &oe) || oe.Kind != KindUnreachable {
 		t.Errorf("closed origin: err = %v, want unreachable", err)
+	}
+}
+
+func TestFailingOriginIsLeftAloneForACooldown(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if strings.HasSuffix(r.URL.Path, "/forbidden") {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		http.Error(w, "down", http.StatusBadGateway)
+	}))
+	defer srv.Close()
+	c := NewClient()
+	o := &contract.Origin{URL: srv.URL + "/items/{key}", TimeoutMillis: 1000, AllowedStatus: []int32{200}}
+	// Answers the origin gives on purpose (a 4xx) do not count against it.
+	for i := 0; i < 2*FailuresToOpen; i++ {
+		c.Fetch(context.Background(), o, "forbidden", 100)
+	}
+	for i := 0; i < 3*FailuresToOpen; i++ {
+		c.Fetch(context.Background(), o, "k", 100)
+	}
+	if n := requests.Load(); n != 3*FailuresToOpen {
+		t.Errorf("origin got %d requests, want %d: %d 4xx answers and %d failures before its breaker opened", n, 3*FailuresToOpen, 2*FailuresToOpen, FailuresToOpen)
+	}
+	var oe *Error
+	if _, err := c.Fetch(context.Background(), o, "k", 100); !errors.As(err, &oe) || oe.Kind != KindOpen {
+		t.Errorf("err = %v, want the breaker open", err)
+	}
+}
+
+func TestUnreadableHeadersSecretSendsNothing(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { requests.Add(1) }))
+	defer srv.Close()
+	c := NewClient()
+	c.SetHeaders(map[string]map[string]string{"other": {"Authorization": "x"}})
+	o := &contract.Origin{URL: srv.URL + "/{key}", TimeoutMillis: 1000, HeadersSecret: "catalog-auth", AllowedStatus: []int32{200}}
+	_, err := c.Fetch(context.Background(), o, "k", 100)
+	if got, want := fmt.Sprint(err), "origin not asked: its headers Secret catalog-auth could not be read by the agent"; got != want || requests.Load() != 0 {
+		t.Errorf("err = %q with %d requests sent, want %q and none", got, requests.Load(), want)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -67,7 +68,7 @@ func (s *Server) writeHTTPAnswer(w http.ResponseWriter, a *answer, raw string, f
 		present = present && found
 		status = append(status, "hit")
 		if !a.freshUntil.IsZero() {
-			status = append(status, fmt.Sprintf("ttl=%d", int(time.Until(a.freshUntil).Round(time.Second).Seconds())))
+			status = append(status, fmt.Sprintf("ttl=%d", ttlSeconds(time.Until(a.freshUntil))))
 		}
 		switch a.outcome {
 		case outcomeRevalidate:
@@ -105,4 +106,13 @@ func (s *Server) writeHTTPAnswer(w http.ResponseWriter, a *answer, raw string, f
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = w.Write([]byte(value))
 	}
+}
+
+// ttlSeconds is Cache-Status's ttl: whole seconds of freshness left, negative once stale (a
+// value stale by a moment is -1, not 0).
+func ttlSeconds(left time.Duration) int {
+	if left >= 0 {
+		return int(math.Ceil(left.Seconds()))
+	}
+	return int(math.Floor(left.Seconds()))
 }

@@ -52,7 +52,7 @@ type readThrough struct {
 // OriginStats count read-through.
 type OriginStats struct {
 	// Requests by result: ok, not_found, and the origin.Kind* errors.
-	OK, NotFound, Status, Timeout, Unreachable, TooLarge atomic.Int64
+	OK, NotFound, Status, Timeout, Unreachable, TooLarge, BreakerOpen, Misconfigured atomic.Int64
 	// Refreshes are background refreshes this agent sent to the origin (stale-while-revalidate).
 	Refreshes atomic.Int64
 	// Stale answers by reason.
@@ -258,7 +258,7 @@ func (s *Server) fetchLeased(r *router.Router, key string, rules policy.Rules) *
 		case err != nil: // the shard failed meanwhile: the origin still answers
 			return s.fetchUnstored(key, rules)
 		case c.State == lease.Granted:
-			return s.fetchAndSettle(ctx, r, sh, key, token, rules)
+			return s.fetchAndSettle(ctx, r, sh, key, token, rules, true)
 		case c.State == lease.Fresh:
 			if waited {
 				s.Stats.Origin.CoalescedFleet.Add(1)
@@ -288,7 +288,9 @@ func (s *Server) fetchLeased(r *router.Router, key string, rules policy.Rules) *
 }
 
 // fetchAndSettle asks the origin as the lease holder and settles the lease with what it said.
-func (s *Server) fetchAndSettle(ctx context.Context, r *router.Router, sh *router.Shard, key, token string, rules policy.Rules) *answer {
+// wake tells the other agents' waiters through the bus; a background refresh has none (its
+// readers were answered the stale value), so it spares the bus a message per key.
+func (s *Server) fetchAndSettle(ctx context.Context, r *router.Router, sh *router.Shard, key, token string, rules policy.Rules, wake bool) *answer {
 	res, err := s.rt.client.Fetch(ctx, rules.Origin, key[len(rules.Prefix):], rules.MaxValueBytes)
 	s.countOrigin(err, res)
 	a := &answer{outcome: outcomeMiss, fwdStatus: res.Status}
@@ -313,8 +315,8 @@ func (s *Server) fetchAndSettle(ctx context.Context, r *router.Router, sh *route
 	a.stored, _ = s.leases.Settle(ctx, sh, key, token, settle)
 	a.stored = a.stored && err == nil
 	s.settle(r, key)
-	if bu := s.bus.Load(); bu != nil {
-		go func() { _ = bu.Publish(context.Background(), bus.OpFilled, key) }() // wakes the other agents' waiters
+	if bu := s.bus.Load(); bu != nil && wake {
+		go func() { _ = bu.Publish(context.Background(), bus.OpFilled, key) }()
 	}
 	return a
 }
@@ -348,7 +350,7 @@ func (s *Server) revalidate(r *router.Router, key string, rules policy.Rules) {
 			return
 		}
 		s.Stats.Origin.Refreshes.Add(1)
-		s.fetchAndSettle(ctx, r, sh, key, token, rules)
+		s.fetchAndSettle(ctx, r, sh, key, token, rules, false)
 	}()
 }
 
@@ -368,6 +370,10 @@ func (s *Server) countOrigin(err error, res origin.Result) {
 		st.Timeout.Add(1)
 	case oe.Kind == origin.KindTooLarge:
 		st.TooLarge.Add(1)
+	case oe.Kind == origin.KindOpen:
+		st.BreakerOpen.Add(1)
+	case oe.Kind == origin.KindMisconfigured:
+		st.Misconfigured.Add(1)
 	default:
 		st.Unreachable.Add(1)
 	}

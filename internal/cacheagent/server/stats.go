@@ -92,6 +92,11 @@ var (
 	descPolicyMisses = newDesc("cachefleet_agent_policy_misses_total", "GET reads a tier could not answer, by the key's policy.", []string{"policy", "tier"}, nil)
 	descTracking     = newDesc("cachefleet_agent_tracking_clients", "Client connections with CLIENT TRACKING on (client-side caching).", nil, nil)
 	descTrackKeys    = newDesc("cachefleet_agent_tracking_keys", "Keys remembered as read by default-mode tracking clients.", nil, nil)
+	descOriginReqs   = newDesc("cachefleet_agent_origin_requests_total", "Read-through: requests to policies' origins by result (ok, not_found, status, timeout, unreachable, too_large), and fetches not sent: the origin's breaker was open (breaker_open), its headers Secret unreadable (misconfigured).", []string{"result"}, nil)
+	descRefreshes    = newDesc("cachefleet_agent_origin_refreshes_total", "Read-through: background refreshes of stale values sent to the origin (stale-while-revalidate).", nil, nil)
+	descStale        = newDesc("cachefleet_agent_stale_answers_total", "Read-through: values past their TTL answered, by reason (revalidate: refreshed in the background; error: the origin failed).", []string{"reason"}, nil)
+	descCoalesced    = newDesc("cachefleet_agent_origin_coalesced_total", "Read-through: readers answered by another reader's origin fetch, on this agent (agent) or another (fleet).", []string{"scope"}, nil)
+	descUnstored     = newDesc("cachefleet_agent_origin_unstored_total", "Read-through: origin answers for keys whose shard was down, answered and not stored.", nil, nil)
 	descWarmup       = newDesc("cachefleet_agent_warmup_total", "Warm-up after a change of ring members: reads of moved keys looked up on their previous owner (moved, absent, raced, superseded, unmoved) and previous copies dropped for writes.", []string{"result"}, nil)
 	descTrackPushes  = newDesc("cachefleet_agent_tracking_invalidations_total", "Invalidation messages sent to tracking clients.", nil, nil)
 )
@@ -152,6 +157,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{"unmoved", &st.Warmup.Unmoved}, {"dropped", &st.Warmup.Dropped}} {
 		counter(descWarmup, v.n.Load(), v.name)
 	}
+	o := &st.Origin
+	for _, v := range []struct {
+		name string
+		n    *atomic.Int64
+	}{{"ok", &o.OK}, {"not_found", &o.NotFound}, {"status", &o.Status}, {"timeout", &o.Timeout}, {"unreachable", &o.Unreachable},
+		{"too_large", &o.TooLarge}, {"breaker_open", &o.BreakerOpen}, {"misconfigured", &o.Misconfigured}} {
+		counter(descOriginReqs, v.n.Load(), v.name)
+	}
+	counter(descRefreshes, o.Refreshes.Load())
+	counter(descStale, o.StaleRevalidate.Load(), "revalidate")
+	counter(descStale, o.StaleError.Load(), "error")
+	counter(descCoalesced, o.CoalescedAgent.Load(), "agent")
+	counter(descCoalesced, o.CoalescedFleet.Load(), "fleet")
+	counter(descUnstored, o.Unstored.Load())
 	if l1 := c.s.L1(); l1 != nil {
 		gauge(descL1Bytes, float64(l1.Weight()))
 	}

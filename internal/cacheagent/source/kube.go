@@ -3,7 +3,10 @@ package source
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -51,6 +54,9 @@ type Secrets struct {
 	// BusKey signs the invalidation bus; nil when the fleet has no bus or the Secret could not
 	// be read this time (the bus keeps its current key).
 	BusKey []byte
+	// OriginHeaders are the request headers of the policies' origins, by Secret name: each
+	// key of the Secret is a header name, its value the header's value.
+	OriginHeaders map[string]map[string]string
 }
 
 // appliedState identifies what was last applied, so an unchanged resync does nothing.
@@ -58,6 +64,7 @@ type appliedState struct {
 	epoch    int64
 	password [32]byte
 	busKey   [32]byte
+	headers  [32]byte
 }
 
 // Retry backoff after a failed apply.
@@ -147,7 +154,8 @@ func (k *Kube) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	state := appliedState{epoch: doc.Epoch, password: sha256.Sum256([]byte(sec.Password)), busKey: k.applied.busKey}
+	state := appliedState{epoch: doc.Epoch, password: sha256.Sum256([]byte(sec.Password)), busKey: k.applied.busKey,
+		headers: headersSum(sec.OriginHeaders)}
 	if sec.BusKey != nil {
 		state.busKey = sha256.Sum256(sec.BusKey)
 	}
@@ -169,8 +177,8 @@ func (k *Kube) sync(ctx context.Context) error {
 	return busErr
 }
 
-// readSecrets reads the shards' password (required when auth is on) and the bus key (optional:
-// its error is returned apart).
+// readSecrets reads the shards' password (required when auth is on), the bus key and the
+// origins' headers (optional: their errors are returned apart).
 func (k *Kube) readSecrets(ctx context.Context, doc *contract.Document) (sec Secrets, busErr, err error) {
 	if doc.Auth.Enabled && doc.Auth.Secret != nil {
 		v, err := k.secretValue(ctx, doc.Auth.Secret.Name, doc.Auth.Secret.Key)
@@ -179,14 +187,34 @@ func (k *Kube) readSecrets(ctx context.Context, doc *contract.Document) (sec Sec
 		}
 		sec.Password = string(v)
 	}
+	// An unreadable origin headers Secret does not hold the ring back either: that origin is
+	// not asked until it can be read (see origin.KindMisconfigured).
+	var headerErrs []error
+	for _, name := range doc.OriginHeaderSecrets() {
+		s, err := k.Client.CoreV1().Secrets(k.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			headerErrs = append(headerErrs, fmt.Errorf("reading the origin headers Secret %s: %w", name, err))
+			continue
+		}
+		if sec.OriginHeaders == nil {
+			sec.OriginHeaders = map[string]map[string]string{}
+		}
+		sec.OriginHeaders[name] = map[string]string{}
+		for h, v := range s.Data {
+			sec.OriginHeaders[name][h] = string(v)
+		}
+	}
+	if len(headerErrs) > 0 {
+		busErr = errors.Join(headerErrs...)
+	}
 	if ref := doc.Invalidation.Secret; ref.Name != "" {
 		v, err := k.secretValue(ctx, ref.Name, ref.Key)
 		if err != nil {
-			return sec, fmt.Errorf("reading the bus Secret: %w", err), nil
+			return sec, errors.Join(busErr, fmt.Errorf("reading the bus Secret: %w", err)), nil
 		}
 		sec.BusKey = v
 	}
-	return sec, nil, nil
+	return sec, busErr, nil
 }
 
 func (k *Kube) secretValue(ctx context.Context, name, key string) ([]byte, error) {
@@ -240,4 +268,18 @@ func (k *Kube) renew(ctx context.Context) error {
 	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &k.Pod, &secs, &now
 	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 	return err
+}
+
+// headersSum identifies a set of origin headers, so a changed Secret is applied again.
+func headersSum(bySecret map[string]map[string]string) [32]byte {
+	h := sha256.New()
+	for _, name := range slices.Sorted(maps.Keys(bySecret)) {
+		fmt.Fprintf(h, "%q\n", name)
+		for _, k := range slices.Sorted(maps.Keys(bySecret[name])) {
+			fmt.Fprintf(h, "%q=%q\n", k, bySecret[name][k])
+		}
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
 }

@@ -111,7 +111,8 @@ func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
 	doc := &contract.Document{SchemaVersion: 1, Fleet: "api", Namespace: ns, Algorithm: "rendezvous",
 		Shards:       []contract.Shard{{Name: "shard-0", Primary: "a:6379"}},
 		Auth:         contract.Auth{Enabled: true, Secret: &contract.SecretRef{Name: "api-auth", Key: "password"}},
-		Invalidation: contract.Invalidation{Channel: "c", Secret: contract.SecretRef{Name: "api-bus", Key: "key"}}}
+		Invalidation: contract.Invalidation{Channel: "c", Secret: contract.SecretRef{Name: "api-bus", Key: "key"}},
+		Policies: []contract.Policy{{Name: "items", Prefix: "item:", Origin: &contract.Origin{URL: "http://o/{key}", HeadersSecret: "api-origin"}}}}
 	doc.Seal(nil)
 	data, _ := doc.Encode()
 	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "api-ring"},
@@ -148,8 +149,8 @@ func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
 		defer mu.Unlock()
 		return got[len(got)-1]
 	}
-	if s := last(); s.Password != "one" || s.BusKey != nil {
-		t.Fatalf("first apply: %+v (the missing bus Secret must not hold the ring back)", s)
+	if s := last(); s.Password != "one" || s.BusKey != nil || s.OriginHeaders != nil {
+		t.Fatalf("first apply: %+v (the missing bus and origin headers Secrets must not hold the ring back)", s)
 	}
 	waitFor := func(what string, ok func(Secrets) bool) {
 		t.Helper()
@@ -171,6 +172,11 @@ func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("bus key picked up", func(s Secrets) bool { return string(s.BusKey) == "bus-key" })
+	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "api-origin"},
+		Data: map[string][]byte{"Authorization": []byte("Bearer t")}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("origin headers picked up", func(s Secrets) bool { return s.OriginHeaders["api-origin"]["Authorization"] == "Bearer t" })
 	mu.Lock()
 	n := len(got)
 	mu.Unlock()
