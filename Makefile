@@ -79,9 +79,9 @@ golden: ## Rewrite the golden files of the builders after an intended change.
 	KUBEBUILDER_ASSETS="$$(hack/k8s-bins.sh envtest)" go test ./internal/controller/ ./internal/contract/ -run Golden -update
 
 .PHONY: bench
-bench: ## Benchmarks: ring and parser (go test -bench), then redis-benchmark: direct vs twemproxy vs agent.
+bench: ## Benchmarks: ring and parser (go test -bench), fleet coordination and read-through figures, then redis-benchmark: direct vs twemproxy vs agent.
 	go test -run XXX -bench . -benchtime 1s ./internal/cacheagent/ring/ ./internal/cacheagent/resp/
-	go test -count=1 -v -run 'TestWritesInvalidateOtherAgentsL1OverTheBus|TestStampedeOf300' ./internal/cacheagent/server/ | grep -E 'bus-latency|stampede:'
+	CACHEFLEET_SHARD_SERVER="$$(hack/valkey-bins.sh)" go test -count=1 -v -run 'TestWritesInvalidateOtherAgentsL1OverTheBus|TestStampedeOf300|TestColdKeyReadByAThousand|TestTTLBoundaryUnderSteadyLoad|TestOriginOutageIsCoveredByStaleIfError' ./internal/cacheagent/server/ | grep -E 'bus-latency|stampede:|read-through:|ttl boundary|origin outage'
 	hack/bench.sh
 
 ##@ Build

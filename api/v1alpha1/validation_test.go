@@ -87,7 +87,17 @@ func TestCachePolicyValidation(t *testing.T) {
 		{"L1 ttl with L1 off", policy("  keyPrefix: a\n  l1: {enabled: false, ttl: 10s}"), []string{"spec.l1.ttl", "l1 is disabled"}},
 		{"value size over the limit", policy("  keyPrefix: a\n  maxValueSize: 1Gi"), []string{"spec.maxValueSize", "between 1 byte and 512Mi"}},
 		{"negative cache outlives the value", policy("  keyPrefix: a\n  ttl: 1m\n  negativeCacheTTL: 2m"), []string{"spec.negativeCacheTTL", "must not exceed ttl"}},
-		{"negative cache without leases", policy("  keyPrefix: a\n  negativeCacheTTL: 10s"), []string{"spec.negativeCacheTTL", "needs stampedeProtection.enabled"}},
+		{"negative cache without leases or origin", policy("  keyPrefix: a\n  negativeCacheTTL: 10s"), []string{"spec.negativeCacheTTL", "needs an origin or stampedeProtection.enabled"}},
+		{"stale-while-revalidate without origin", policy("  keyPrefix: a\n  staleWhileRevalidate: 10s"), []string{"spec.staleWhileRevalidate", "needs an origin"}},
+		{"stale-if-error without origin", policy("  keyPrefix: a\n  staleIfError: 10s"), []string{"spec.staleIfError", "needs an origin"}},
+		{"stale-while-revalidate too long", policy("  keyPrefix: a\n  origin: {url: \"http://o/{key}\"}\n  staleWhileRevalidate: 25h"), []string{"spec.staleWhileRevalidate", "between 0s (excluded) and 24h"}},
+		{"stale-if-error zero", policy("  keyPrefix: a\n  origin: {url: \"http://o/{key}\"}\n  staleIfError: 0s"), []string{"spec.staleIfError", "between 0s (excluded) and 168h"}},
+		{"origin without {key}", policy("  keyPrefix: a\n  origin: {url: \"http://o/items\"}"), []string{"spec.origin.url", "must contain {key}"}},
+		{"origin not http", policy("  keyPrefix: a\n  origin: {url: \"ftp://o/{key}\"}"), []string{"spec.origin.url", "must start with http:// or https://"}},
+		{"origin without url", policy("  keyPrefix: a\n  origin: {timeout: 1s}"), []string{"spec.origin.url: Required value"}},
+		{"origin timeout too long", policy("  keyPrefix: a\n  origin: {url: \"http://o/{key}\", timeout: 2m}"), []string{"spec.origin.timeout", "between 10ms and 60s"}},
+		{"origin status not 2xx", policy("  keyPrefix: a\n  origin: {url: \"http://o/{key}\", allowedStatusCodes: [200, 404]}"), []string{"spec.origin.allowedStatusCodes[1]: Invalid value: 404"}},
+		{"origin headers Secret without name", policy("  keyPrefix: a\n  origin: {url: \"http://o/{key}\", headersFrom: {}}"), []string{"spec.origin.headersFrom.name: Required value"}},
 		{"lease too long", policy("  keyPrefix: a\n  stampedeProtection: {enabled: true, leaseTTL: 10m}"), []string{"spec.stampedeProtection.leaseTTL", "between 100ms and 5m"}},
 		{"lease too short", policy("  keyPrefix: a\n  stampedeProtection: {leaseTTL: 10ms}"), []string{"spec.stampedeProtection.leaseTTL", "between 100ms and 5m"}},
 		{"unknown compression", policy("  keyPrefix: a\n  compression: {algorithm: gzip}"), []string{"spec.compression.algorithm: Unsupported value: \"gzip\""}},
@@ -135,5 +145,20 @@ func TestWarmUpWindowZeroIsKept(t *testing.T) {
 		if got != tc.want {
 			t.Fatalf("%s: stored warmUpWindow = %q, want %q", tc.spec, got, tc.want)
 		}
+	}
+}
+
+// TestOriginPolicyIsDefaulted: an origin needs only its URL; the API server fills in the rest.
+func TestOriginPolicyIsDefaulted(t *testing.T) {
+	obj := mustObject(t, policy("  keyPrefix: \"item:\"\n  negativeCacheTTL: 30s\n  staleIfError: 1h\n"+
+		"  origin: {url: \"http://catalog.shop.svc:8080/items/{key}\", headersFrom: {name: catalog-auth}}"))
+	if err := env.Client.Create(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+	defer env.Client.Delete(context.Background(), obj)
+	timeout, _, _ := unstructured.NestedString(obj.Object, "spec", "origin", "timeout")
+	codes, _, _ := unstructured.NestedSlice(obj.Object, "spec", "origin", "allowedStatusCodes")
+	if timeout != "2s" || fmt.Sprint(codes) != "[200]" {
+		t.Errorf("stored origin timeout %q, allowedStatusCodes %v; want 2s and [200]", timeout, codes)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -46,7 +47,14 @@ func samplePolicies() []cachev1alpha1.CachePolicy {
 		L1: cachev1alpha1.PolicyL1{Enabled: true, Mode: "ttl"}, InvalidateOnWrite: true,
 		StampedeProtection: cachev1alpha1.StampedeProtection{Enabled: true, LeaseTTL: metav1.Duration{Duration: 5 * time.Second}},
 		Compression:        cachev1alpha1.Compression{Algorithm: "zstd", MinSize: mustQuantity("1Ki")}}
-	return []cachev1alpha1.CachePolicy{a, b}
+	c := cachev1alpha1.CachePolicy{ObjectMeta: metav1.ObjectMeta{Name: "items"}}
+	c.Spec = cachev1alpha1.CachePolicySpec{KeyPrefix: "item:", TTL: &metav1.Duration{Duration: time.Minute},
+		L1: cachev1alpha1.PolicyL1{Enabled: true, Mode: "tracking"}, InvalidateOnWrite: true,
+		NegativeCacheTTL:     &metav1.Duration{Duration: 30 * time.Second},
+		StaleWhileRevalidate: &metav1.Duration{Duration: 30 * time.Second}, StaleIfError: &metav1.Duration{Duration: time.Hour},
+		Origin: &cachev1alpha1.Origin{URL: "http://catalog.shop.svc:8080/items/{key}", Timeout: metav1.Duration{Duration: 2 * time.Second},
+			HeadersFrom: &cachev1alpha1.SecretName{Name: "catalog-auth"}, AllowedStatusCodes: []int32{200, 203}}}
+	return []cachev1alpha1.CachePolicy{a, b, c}
 }
 
 func assertGolden(t *testing.T, name string, obj any) {
@@ -137,6 +145,18 @@ func TestShardPodsWithoutAuthGetNoPassword(t *testing.T) {
 	}
 	if r := buildAgentRole(f, nil); len(r.Rules[1].ResourceNames) != 1 {
 		t.Errorf("agent may read %v; only the bus key is needed without auth", r.Rules[1].ResourceNames)
+	}
+}
+
+// TestAgentsMayReadTheOriginHeadersSecrets: the Role grows by the Secrets the published
+// policies' origins take headers from, and by nothing else.
+func TestAgentsMayReadTheOriginHeadersSecrets(t *testing.T) {
+	f := defaultedFleet()
+	doc := buildRingDocument(f, samplePolicies(), nil)
+	got := buildAgentRole(f, doc).Rules[1].ResourceNames
+	want := append(buildAgentRole(f, nil).Rules[1].ResourceNames, "catalog-auth")
+	if !slices.Equal(got, want) {
+		t.Errorf("agent may read Secrets %v, want %v", got, want)
 	}
 }
 

@@ -3,14 +3,18 @@ package controller
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 func createPolicy(t *testing.T, ns, name, fleet, prefix string, ttl time.Duration) {
@@ -98,4 +102,46 @@ func TestPoliciesAcceptedConflictedAndFleetMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPolicy(t, ns, "sessions-copy", "Accepted", nil)
+}
+
+// TestOriginPolicyReachesTheRingAndTheAgentsRole: a read-through policy is published with its
+// origin and stale windows, and the agents may read its headers Secret, until it goes away.
+func TestOriginPolicyReachesTheRingAndTheAgentsRole(t *testing.T) {
+	ns := newNamespace(t)
+	createFleet(t, newFleet(ns, "web", nil))
+	waitForChildren(t, ns, "web", 3)
+	p := &cachev1alpha1.CachePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "items"}}
+	p.Spec = cachev1alpha1.CachePolicySpec{FleetRef: cachev1alpha1.FleetReference{Name: "web"}, KeyPrefix: "item:",
+		StaleWhileRevalidate: &metav1.Duration{Duration: time.Minute}, StaleIfError: &metav1.Duration{Duration: time.Hour},
+		Origin: &cachev1alpha1.Origin{URL: "http://catalog.shop.svc:8080/items/{key}", HeadersFrom: &cachev1alpha1.SecretName{Name: "catalog-auth"}}}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	canRead := func() []string {
+		return get(t, ns, "web-agent", &rbacv1.Role{}).Rules[1].ResourceNames
+	}
+	eventually(t, "origin published, headers Secret readable", func() error {
+		doc := readRing(t, ns, "web")
+		if len(doc.Policies) != 1 || doc.Policies[0].Origin == nil {
+			return fmt.Errorf("policies %+v", doc.Policies)
+		}
+		got := doc.Policies[0]
+		want := contract.Origin{URL: "http://catalog.shop.svc:8080/items/{key}", TimeoutMillis: 2000, HeadersSecret: "catalog-auth", AllowedStatus: []int32{200}}
+		if !reflect.DeepEqual(*got.Origin, want) || got.StaleWhileRevalidateMillis != 60_000 || got.StaleIfErrorMillis != 3_600_000 {
+			return fmt.Errorf("published %+v origin %+v", got, *got.Origin)
+		}
+		if !slices.Contains(canRead(), "catalog-auth") {
+			return fmt.Errorf("agents may read %v", canRead())
+		}
+		return nil
+	})
+	if err := k8s.Delete(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "headers Secret no longer readable", func() error {
+		if slices.Contains(canRead(), "catalog-auth") {
+			return fmt.Errorf("agents may still read %v", canRead())
+		}
+		return nil
+	})
 }

@@ -127,3 +127,8 @@ func (r Rules) OriginTimeout() time.Duration {
 // StaleWindow is how long an origin-filled value is kept past its TTL: the longer of the two
 // stale windows.
 func (r Rules) StaleWindow() time.Duration { return max(r.StaleWhileRevalidate, r.StaleIfError) }
+
+// Encoded reports whether values may be stored other than as written (compressed, or stamped
+// with their freshness by a read-through): commands on part of the stored bytes cannot be
+// passed through.
+func (r Rules) Encoded() bool { return r.Compression != "" || r.Origin != nil }

@@ -44,6 +44,29 @@ func TestFor(t *testing.T) {
 	}
 }
 
+func TestOriginRules(t *testing.T) {
+	o := &contract.Origin{URL: "http://o/{key}", TimeoutMillis: 2000, AllowedStatus: []int32{200}}
+	d := doc()
+	d.Policies = append(d.Policies,
+		contract.Policy{Name: "items", Prefix: "item:", L1Enabled: true, L1Mode: "tracking", Origin: o, StaleWhileRevalidateMillis: 30_000, StaleIfErrorMillis: 3_600_000},
+		contract.Policy{Name: "slow", Prefix: "slow:", Origin: o, LeaseTTLMillis: 10_000})
+	contract.SortPolicies(d.Policies)
+	r := For(d, []byte("item:1"))
+	if r.Origin != o || r.Prefix != "item:" || r.StaleWhileRevalidate != 30*time.Second || r.StaleIfError != time.Hour || r.StaleWindow() != time.Hour {
+		t.Errorf("origin rules = %+v", r)
+	}
+	// A fetch holds the key's lease for longer than the origin may take to answer.
+	if r.LeaseTTL != 3*time.Second || r.OriginTimeout() != 2*time.Second {
+		t.Errorf("lease %v, origin timeout %v; want 3s and 2s", r.LeaseTTL, r.OriginTimeout())
+	}
+	if got := For(d, []byte("slow:1")).LeaseTTL; got != 10*time.Second {
+		t.Errorf("a longer stampede lease is kept: got %v", got)
+	}
+	if r := For(d, []byte("catalog:1")); r.Origin != nil || r.OriginTimeout() != 0 || r.StaleWindow() != 0 {
+		t.Errorf("a policy without an origin got origin rules: %+v", r)
+	}
+}
+
 func TestWriteTTLJitter(t *testing.T) {
 	r := Rules{TTL: 100 * time.Second, JitterPercent: 10}
 	if got := r.WriteTTL(func(n int64) int64 { return 0 }); got != 100*time.Second {

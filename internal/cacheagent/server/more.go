@@ -76,12 +76,13 @@ func emptyArray(w *resp.Writer)             { w.Array(0) }
 func emptyMap(w *resp.Writer)               { w.Map(0) }
 func emptyBulk(w *resp.Writer)              { w.BulkString("") }
 
-// refusedOnCompressed answers commands that address the stored bytes of a compressed value.
+// refusedOnCompressed answers commands that address the stored bytes of an encoded value
+// (compressed, or stamped with its freshness by a read-through).
 func refusedOnCompressed(b *batch, name string, key []byte) bool {
-	if b.rulesFor(key).Compression == "" {
+	if !b.rulesFor(key).Encoded() {
 		return false
 	}
-	msg := fmt.Sprintf("ERR %s is not available on keys whose policy compresses values (policy compression)", strings.ToUpper(name))
+	msg := fmt.Sprintf("ERR %s is not available on keys whose policy compresses values or reads them through an origin (the stored bytes are not the value)", strings.ToUpper(name))
 	b.local(func(w *resp.Writer) { w.Error(msg) })
 	return true
 }
@@ -146,7 +147,7 @@ func cmdSetrange(ctx context.Context, s *Server, b *batch, c *client, w *resp.Wr
 	setrangeWrite(ctx, s, b, c, w, args)
 }
 
-// decodedGet reads key's value and gives the decoded value (compressed policies) to answer.
+// decodedGet reads key's value and gives the decoded value (encoded policies) to answer.
 func decodedGet(ctx context.Context, b *batch, w *resp.Writer, key []byte, miss func(w *resp.Writer), answer func(w *resp.Writer, v string)) {
 	k := str(key)
 	i := b.shardOf(ctx, w, key, plainLane)
@@ -167,7 +168,7 @@ func decodedGet(ctx context.Context, b *batch, w *resp.Writer, key []byte, miss 
 }
 
 func cmdStrlen(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
-	if b.rulesFor(args[1]).Compression == "" {
+	if !b.rulesFor(args[1]).Encoded() {
 		strlenRead(ctx, s, b, c, w, args)
 		return
 	}
@@ -177,7 +178,7 @@ func cmdStrlen(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writ
 func cmdGetrange(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
 	start, err1 := strconv.ParseInt(str(args[2]), 10, 64)
 	end, err2 := strconv.ParseInt(str(args[3]), 10, 64)
-	if b.rulesFor(args[1]).Compression == "" || err1 != nil || err2 != nil {
+	if !b.rulesFor(args[1]).Encoded() || err1 != nil || err2 != nil {
 		getrangeRead(ctx, s, b, c, w, args) // the shard answers (and words any error)
 		return
 	}

@@ -137,6 +137,18 @@ func TestReadThroughAnswers(t *testing.T) {
 		t.Errorf("PTTL = %s, want about 60000 (the policy TTL)", pttl)
 	}
 
+	// The stored bytes carry the freshness stamp: partial reads answer from the value, partial
+	// writes are refused.
+	if got := c.do("STRLEN", "item:a/b c"); got != "26" {
+		t.Errorf("STRLEN = %s, want 26 (the value's length)", got)
+	}
+	if got := c.do("GETRANGE", "item:a/b c", "0", "4"); got != "a/b c" {
+		t.Errorf("GETRANGE = %q", got)
+	}
+	if got := c.do("APPEND", "item:a/b c", "x"); !strings.HasPrefix(got, "ERR:ERR APPEND is not available on keys whose policy compresses values or reads them through an origin") {
+		t.Errorf("APPEND = %q, want refused", got)
+	}
+
 	// 404 is cached for negativeCacheTTL and read as nil.
 	for i := 0; i < 3; i++ {
 		if got := c.do("GET", "item:missing-1"); got != "(nil)" {

@@ -122,7 +122,9 @@ func (s *Server) SetRing(doc *contract.Document) error {
 }
 
 // SetOriginHeaders installs the headers origin requests send, by Secret name.
-func (s *Server) SetOriginHeaders(bySecret map[string]map[string]string) { s.rt.client.SetHeaders(bySecret) }
+func (s *Server) SetOriginHeaders(bySecret map[string]map[string]string) {
+	s.rt.client.SetHeaders(bySecret)
+}
 
 // SetBus connects the server to the fleet's invalidation bus.
 func (s *Server) SetBus(b *bus.Bus) { s.bus.Store(b) }

@@ -112,7 +112,7 @@ func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
 		Shards:       []contract.Shard{{Name: "shard-0", Primary: "a:6379"}},
 		Auth:         contract.Auth{Enabled: true, Secret: &contract.SecretRef{Name: "api-auth", Key: "password"}},
 		Invalidation: contract.Invalidation{Channel: "c", Secret: contract.SecretRef{Name: "api-bus", Key: "key"}},
-		Policies: []contract.Policy{{Name: "items", Prefix: "item:", Origin: &contract.Origin{URL: "http://o/{key}", HeadersSecret: "api-origin"}}}}
+		Policies:     []contract.Policy{{Name: "items", Prefix: "item:", Origin: &contract.Origin{URL: "http://o/{key}", HeadersSecret: "api-origin"}}}}
 	doc.Seal(nil)
 	data, _ := doc.Encode()
 	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "api-ring"},
