@@ -42,11 +42,18 @@ const failureMemory = time.Second
 // maxParallelFetches bounds the origin requests one batch (an MGET of many cold keys) runs at once.
 const maxParallelFetches = 32
 
+// maxRefreshes bounds the background refreshes one agent runs at once. A TTL boundary that
+// makes many keys stale together is refreshed as a steady trickle instead of a burst that
+// takes the CPU from the readers; a stale read finding no free slot leaves the refresh to the
+// next reader (the value is answered either way).
+const maxRefreshes = 64
+
 // readThrough is the agent's read-through state.
 type readThrough struct {
 	client     *origin.Client
 	flights    singleflight.Group // one fetch per key on this agent
 	refreshing sync.Map           // keys with a background refresh under way here
+	refreshes  chan struct{}      // slots for background refreshes
 }
 
 // OriginStats count read-through.
@@ -339,8 +346,14 @@ func (s *Server) revalidate(r *router.Router, key string, rules policy.Rules) {
 	if _, busy := s.rt.refreshing.LoadOrStore(key, struct{}{}); busy {
 		return
 	}
+	select {
+	case s.rt.refreshes <- struct{}{}:
+	default:
+		s.rt.refreshing.Delete(key)
+		return
+	}
 	go func() {
-		defer s.rt.refreshing.Delete(key)
+		defer func() { <-s.rt.refreshes; s.rt.refreshing.Delete(key) }()
 		ctx, cancel := context.WithTimeout(context.Background(), rules.LeaseTTL+time.Second)
 		defer cancel()
 		sh := r.ShardFor([]byte(key))

@@ -71,7 +71,7 @@ type Server struct {
 // New returns a server that serves nothing until SetRing gives it a ring.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, byID: map[int64]*client{},
-		stopping: make(chan struct{}), tracking: tracking.NewTable(0), rt: readThrough{client: origin.NewClient()}}
+		stopping: make(chan struct{}), tracking: tracking.NewTable(0), rt: readThrough{client: origin.NewClient(), refreshes: make(chan struct{}, maxRefreshes)}}
 	s.SetPassword(cfg.Password)
 	return s
 }
