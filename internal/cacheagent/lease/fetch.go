@@ -26,11 +26,9 @@ const (
 	Failed  = 3 // the last holder's fetch failed recently (Failure): answer that
 )
 
-// failurePrefix marks a lease that holds a failure note instead of a token.
-const failurePrefix = "!"
-
 // claimScript: KEYS key, lease; ARGV token, lease ms, now ms, stamp marker. A value is fresh
-// unless it carries a freshness stamp that has passed.
+// unless it carries a freshness stamp that has passed. A lease starting with "!" holds a
+// failure note instead of a token (tokens are hex).
 const claimScript = `
 local v = redis.call('GET', KEYS[1])
 if v and (string.sub(v, 1, 4) ~= ARGV[4] or tonumber(string.sub(v, 5, 20)) > tonumber(ARGV[3])) then return {1, v} end

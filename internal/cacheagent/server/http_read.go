@@ -104,7 +104,9 @@ func (s *Server) writeHTTPAnswer(w http.ResponseWriter, a *answer, raw string, f
 		http.Error(w, "not found", http.StatusNotFound)
 	default:
 		w.Header().Set("Content-Type", "application/octet-stream")
-		_, _ = w.Write([]byte(value))
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		_, _ = w.Write([]byte(value)) //nolint:gosec // the origin's bytes as octet-stream, never sniffed as HTML
+
 	}
 }
 

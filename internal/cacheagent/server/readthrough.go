@@ -323,7 +323,7 @@ func (s *Server) fetchAndSettle(ctx context.Context, r *router.Router, sh *route
 	a.stored = a.stored && err == nil
 	s.settle(r, key)
 	if bu := s.bus.Load(); bu != nil && wake {
-		go func() { _ = bu.Publish(context.Background(), bus.OpFilled, key) }()
+		go func() { _ = bu.Publish(context.WithoutCancel(ctx), bus.OpFilled, key) }() // failures are counted by the bus
 	}
 	return a
 }
