@@ -34,15 +34,6 @@ if v then return {1, v} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {0}`
 
-// fillScript stores the value only while the caller's token is still the lease.
-const fillScript = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0`
-
 // recheck is the safety net for a lost wake-up; waking normally comes through the bus.
 const recheck = 250 * time.Millisecond
 
@@ -121,19 +112,7 @@ func (l *Leases) Get(ctx context.Context, stop <-chan struct{}, sh *router.Shard
 // Fill stores value under key for ttl if token still holds the lease, and wakes this agent's
 // waiters (other agents' are woken by the bus). false: the lease expired or was cancelled.
 func (l *Leases) Fill(ctx context.Context, sh *router.Shard, key, token, value string, ttl time.Duration) (bool, error) {
-	res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
-		return bd.Eval().Script(fillScript).Numkeys(2).Key(Key(key), key).
-			Arg(token, value, strconv.FormatInt(ttl.Milliseconds(), 10)).Build()
-	})
-	if err != nil {
-		return false, err
-	}
-	if n, _ := res.AsInt64(); n != 1 {
-		l.Stats.FillsRefused.Add(1)
-		return false, nil
-	}
-	l.Wake(key)
-	return true, nil
+	return l.Settle(ctx, sh, key, token, Store(value, ttl))
 }
 
 // Wait bounds how long a Get may wait: no longer than the lease TTL, after which the holder
