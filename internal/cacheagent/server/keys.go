@@ -121,9 +121,12 @@ func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 				values[pos] = &arr[k]
 			}
 		}
-		through := map[int]*originRead{}
-		for _, rd := range b.replies[job].origin {
-			through[rd.pos] = rd
+		var through map[int]*originRead // keys read through an origin, by position (nil without origins)
+		if reads := b.replies[job].origin; len(reads) > 0 {
+			through = make(map[int]*originRead, len(reads))
+			for _, rd := range reads {
+				through[rd.pos] = rd
+			}
 		}
 		w.Array(len(values))
 		for pos, v := range values {
@@ -141,11 +144,11 @@ func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 			writeMessage(w, v, false)
 		}
 	})
+	if !b.r.ReadsThrough {
+		return
+	}
 	for j, positions := range where {
 		for k, pos := range positions {
-			if !b.r.ReadsThrough {
-				break
-			}
 			b.readThroughOnMiss(keys[pos], b.rulesFor(args[1+pos]), j, 0, k, pos)
 		}
 	}
