@@ -149,7 +149,8 @@ func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	}
 	for j, positions := range where {
 		for k, pos := range positions {
-			b.readThroughOnMiss(keys[pos], b.rulesFor(args[1+pos]), j, 0, k, pos)
+			rules := b.rulesFor(args[1+pos])
+			b.readThroughOnMiss(keys[pos], &rules, j, 0, k, pos)
 		}
 	}
 }

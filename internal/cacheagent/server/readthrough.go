@@ -108,13 +108,14 @@ type originRead struct {
 	ans         *answer
 }
 
-// readThroughOnMiss marks the job just queued: its read of key may go to the origin.
-func (b *batch) readThroughOnMiss(key string, rules policy.Rules, part, index, elem, pos int) {
+// readThroughOnMiss marks the job just queued: its read of key may go to the origin. rules is
+// a pointer so the reads of keys without an origin (the hot path) copy nothing.
+func (b *batch) readThroughOnMiss(key string, rules *policy.Rules, part, index, elem, pos int) {
 	if b.tx || rules.Origin == nil {
 		return
 	}
 	p := &b.replies[len(b.replies)-1]
-	p.origin = append(p.origin, &originRead{key: key, rules: rules, part: part, index: index, elem: elem, pos: pos})
+	p.origin = append(p.origin, &originRead{key: key, rules: *rules, part: part, index: index, elem: elem, pos: pos})
 	b.origins++
 }
 

@@ -43,7 +43,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			writeResult(w, r[0].res[0], false)
 		})
 		b.warmOnMiss(args[1])
-		b.readThroughOnMiss(key, rules, 0, 0, -1, 0)
+		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 	case rules.L1 && rules.L1Tracking:
 		if !b.writing(key) {
 			// A kept miss of a moved key is not answered: its previous owner may hold it.
@@ -66,7 +66,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			writeResult(w, res, false)
 		})
 		b.warmOnMiss(args[1])
-		b.readThroughOnMiss(key, rules, 0, 0, -1, 0)
+		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 	case rules.L1:
 		l1 := s.L1()
 		if !b.writing(key) {
@@ -97,7 +97,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			w.BulkString(v)
 		})
 		b.warmOnMiss(args[1])
-		b.readThroughOnMiss(key, rules, 0, 0, -1, 0)
+		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 	default:
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
@@ -106,7 +106,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			writeResult(w, r[0].res[0], false)
 		})
 		b.warmOnMiss(args[1])
-		b.readThroughOnMiss(key, rules, 0, 0, -1, 0)
+		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 	}
 }
 
