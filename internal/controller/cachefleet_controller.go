@@ -48,6 +48,8 @@ type CacheFleetReconciler struct {
 	converge  convergence // epoch publish times, for cachefleet_epoch_convergence_seconds
 	down      sync.Map    // "namespace/fleet/shard" -> when its primary was first seen not ready
 	lastEpoch sync.Map    // fleet key -> the last epoch this manager published
+	// primaryRun: "namespace/fleet/shard" -> "<pod UID>/<restart count>" of its primary's Valkey
+	primaryRun sync.Map
 }
 
 // fleetScope carries one reconcile's state between phases.

@@ -4,8 +4,11 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,25 +29,45 @@ type shardPod struct {
 	reachable bool   // INFO answered
 	role      string // "master" or "slave", as INFO replication says
 	offset    int64  // master_repl_offset: how much of the shard's history it holds
+	uid       string // the pod's UID and its Valkey container's restart count: a change of
+	restarts  int32  // restarts in the same pod means the process started again, empty
 }
 
-// switchoverWait bounds the wait for a terminating primary's own switchover (its preStop gives
-// FAILOVER 5 s and watches it for 7 s).
-const switchoverWait = 8 * time.Second
+const (
+	// switchoverWait bounds the wait for a terminating primary's switchover (the controller's
+	// FAILOVER, or its own preStop's, which gives FAILOVER 5 s and watches it for 7 s).
+	switchoverWait = 8 * time.Second
+	// switchoverTimeout is the FAILOVER TIMEOUT the controller gives a terminating primary: how
+	// long writes may stay paused while its replica catches up before the handover is abandoned.
+	switchoverTimeout = 2 * time.Second
+	// reprobeEvery is how often a down primary is asked again for its role: a primary that
+	// restarted empty defers to its replica at once, and is then replaced at once.
+	reprobeEvery = 500 * time.Millisecond
+)
 
-// failoverDecision says which pod to promote and why; promote is empty when nothing is to be done.
+// failoverDecision says what to do about a shard's primary; everything empty means nothing.
 type failoverDecision struct {
-	promote, reason string
-	// wait is how long until the primary has been down for failoverAfter (then decide again).
+	// promote is the pod to make the primary (the old one is gone or holds nothing).
+	promote string
+	// switchTo is the in-sync replica a terminating primary hands its role to with FAILOVER TO,
+	// which pauses writes until the replica has every one: no acknowledged write is lost.
+	switchTo string
+	reason   string
+	// wait is when to look again (the primary may be back, or down for failoverAfter by then).
 	wait time.Duration
 }
 
-// decideFailover is the whole policy, pure: the primary is replaced at once when its pod is gone
-// or being deleted (its replacement starts empty: waiting gains nothing), and when it has been
-// unready for failoverAfter (a primary that restarted empty and deferred to a peer holding the
-// data stays unready, see shardStartScript). The replacement is the ready, reachable pod holding the most of
-// the shard's history (highest replication offset; lowest ordinal on a tie). A shard with no
-// such pod keeps its primary: promoting an empty pod would lose more than waiting.
+// decideFailover is the whole policy, pure:
+//   - a terminating primary (rollout, drain, a deleted pod) that still serves hands its role to
+//     its most up-to-date replica with FAILOVER TO at once, without waiting for its preStop;
+//   - a primary whose pod is gone is replaced at once (its replacement starts empty);
+//   - so is one that restarted empty and deferred to a peer holding the data (it answers as a
+//     replica, see shardStartScript): waiting cannot bring its data back;
+//   - any other unready primary is replaced once it has been unready for failoverAfter.
+//
+// The replacement is the ready, reachable pod holding the most of the shard's history (highest
+// replication offset; lowest ordinal on a tie). A shard with no such pod keeps its primary:
+// promoting an empty pod would lose more than waiting.
 func decideFailover(primary string, pods []shardPod, downFor, failoverAfter time.Duration) failoverDecision {
 	var cur *shardPod
 	for i := range pods {
@@ -53,36 +76,49 @@ func decideFailover(primary string, pods []shardPod, downFor, failoverAfter time
 		}
 	}
 	gone := cur == nil || cur.gone
-	switch {
-	case cur != nil && cur.ready:
-		return failoverDecision{}
-	case !gone && downFor < failoverAfter:
-		return failoverDecision{wait: failoverAfter - downFor}
-	case gone && cur != nil && cur.reachable && cur.role == "master" && downFor < switchoverWait:
-		// A terminating primary's preStop hands its role over with FAILOVER (no acknowledged
-		// write lost); promoting a replica meanwhile could drop its last writes.
-		return failoverDecision{wait: 200 * time.Millisecond}
-	}
-	reason := fmt.Sprintf("primary %s not ready for %s", primary, downFor.Round(100*time.Millisecond))
-	if gone {
-		reason = fmt.Sprintf("primary pod %s deleted (%s ago)", primary, downFor.Round(100*time.Millisecond))
-	}
-	if cur != nil && cur.reachable && cur.role == "slave" {
-		reason = fmt.Sprintf("primary %s restarted without the shard's data and replicates from a peer", primary)
-	}
+	deferred := cur != nil && cur.reachable && cur.role == "slave"
+	serving := cur != nil && cur.reachable && cur.role == "master"
 	var candidates []shardPod
 	for _, p := range pods {
 		if p.name != primary && p.ready && p.reachable {
 			candidates = append(candidates, p)
 		}
 	}
+	best := shardPod{offset: -1}
+	if len(candidates) > 0 {
+		best = slices.MaxFunc(candidates, func(a, b shardPod) int {
+			return cmp.Or(cmp.Compare(a.offset, b.offset), cmp.Compare(b.ordinal, a.ordinal))
+		})
+	}
+	switch {
+	case cur != nil && cur.ready && !deferred:
+		return failoverDecision{}
+	case !gone && !deferred && downFor < failoverAfter:
+		return failoverDecision{wait: min(failoverAfter-downFor, reprobeEvery)}
+	case gone && serving && downFor < switchoverWait:
+		// Promoting a replica of a primary that still takes writes could drop its last ones:
+		// the primary hands over itself, with FAILOVER (the controller's or its preStop's).
+		if best.role == "slave" {
+			return failoverDecision{switchTo: best.name, wait: reprobeEvery,
+				reason: fmt.Sprintf("primary pod %s is being deleted; switching over to %s (replication offset %d)", primary, best.name, best.offset)}
+		}
+		return failoverDecision{wait: 200 * time.Millisecond}
+	}
+	var reason string
+	switch {
+	case gone && deferred:
+		reason = fmt.Sprintf("primary pod %s is being deleted and handed its role over", primary)
+	case gone:
+		reason = fmt.Sprintf("primary pod %s deleted (%s ago)", primary, downFor.Round(100*time.Millisecond))
+	case deferred:
+		reason = fmt.Sprintf("primary %s restarted without the shard's data and replicates from a peer", primary)
+	default:
+		reason = fmt.Sprintf("primary %s not ready for %s", primary, downFor.Round(100*time.Millisecond))
+	}
 	if len(candidates) == 0 {
 		return failoverDecision{}
 	}
-	best := slices.MaxFunc(candidates, func(a, b shardPod) int {
-		return cmp.Or(cmp.Compare(a.offset, b.offset), cmp.Compare(b.ordinal, a.ordinal))
-	})
-	if !gone && cur.reachable && cur.role == "master" && cur.offset > best.offset {
+	if !gone && serving && cur.offset > best.offset {
 		return failoverDecision{} // the unready primary still holds more than any replica
 	}
 	if best.offset == 0 && (cur == nil || cur.role != "slave") {
@@ -113,11 +149,20 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 		}
 		key := f.Namespace + "/" + f.Name + "/" + shard
 		downFor := r.downFor(key, pods, primary)
+		restarted := r.restarted(key, pods, primary)
 		d := decideFailover(primary, pods, downFor, after)
-		if d.wait == 0 && (downFor > 0 || podGone(pods, primary)) {
+		if downFor > 0 || restarted || podGone(pods, primary) {
 			// Only now ask Valkey itself: a healthy fleet costs the controller no connections.
+			// A primary that restarted answers as a replica once it deferred to a peer.
 			if password, err = r.shardPassword(ctx, f); err != nil {
 				return err
+			}
+			r.probe(ctx, pods, password)
+			d = decideFailover(primary, pods, downFor, after)
+		}
+		if d.switchTo != "" {
+			if err := r.switchover(ctx, f, pods, primary, d, password); err != nil {
+				r.event(f, corev1.EventTypeWarning, "SwitchoverFailed", "Failover", "%s: %s: %v", shard, d.reason, err)
 			}
 			r.probe(ctx, pods, password)
 			d = decideFailover(primary, pods, downFor, after)
@@ -145,12 +190,14 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 func (r *CacheFleetReconciler) forgetFleet(fleet client.ObjectKey) {
 	r.lastEpoch.Delete(fleet)
 	prefix := fleet.Namespace + "/" + fleet.Name + "/"
-	r.down.Range(func(k, _ any) bool {
-		if strings.HasPrefix(k.(string), prefix) {
-			r.down.Delete(k)
-		}
-		return true
-	})
+	for _, m := range []*sync.Map{&r.down, &r.primaryRun} {
+		m.Range(func(k, _ any) bool {
+			if strings.HasPrefix(k.(string), prefix) {
+				m.Delete(k)
+			}
+			return true
+		})
+	}
 }
 
 // downFor is how long the primary has been seen not ready (0 while ready). Kept in memory: a
@@ -164,6 +211,41 @@ func (r *CacheFleetReconciler) downFor(key string, pods []shardPod, primary stri
 	}
 	since, _ := r.down.LoadOrStore(key, r.now())
 	return r.now().Sub(since.(time.Time))
+}
+
+// restarted says whether the primary's Valkey container started again in the same pod since the
+// last look: it came back empty, so it is asked for its role even if Kubernetes calls it ready.
+func (r *CacheFleetReconciler) restarted(key string, pods []shardPod, primary string) bool {
+	for _, p := range pods {
+		if p.name != primary || p.uid == "" {
+			continue
+		}
+		seen := p.uid + "/" + strconv.Itoa(int(p.restarts))
+		last, loaded := r.primaryRun.Swap(key, seen)
+		return loaded && last.(string) != seen && strings.HasPrefix(last.(string), p.uid+"/")
+	}
+	return false
+}
+
+// switchover asks a terminating primary to hand its role to an in-sync replica (FAILOVER TO,
+// which waits for the replica to hold every write) and waits until it has. Its preStop would
+// do the same, but only once the kubelet runs it, up to seconds after the delete.
+func (r *CacheFleetReconciler) switchover(ctx context.Context, f *cachev1alpha1.CacheFleet, pods []shardPod, primary string, d failoverDecision, password string) error {
+	var from, to shardPod
+	for _, p := range pods {
+		switch p.name {
+		case primary:
+			from = p
+		case d.switchTo:
+			to = p
+		}
+	}
+	host, port, err := net.SplitHostPort(to.addr)
+	if err != nil {
+		return err
+	}
+	logf.FromContext(ctx).Info("Switching over", "from", primary, "to", d.switchTo, "reason", d.reason)
+	return r.admin().Switchover(ctx, from.addr, password, host, port, switchoverTimeout)
 }
 
 // promote makes pod the shard's primary and points every other reachable pod at it, the old
@@ -218,6 +300,12 @@ func (r *CacheFleetReconciler) shardPods(ctx context.Context, f *cachev1alpha1.C
 			return nil, err
 		}
 		p.gone = pod.DeletionTimestamp != nil
+		p.uid = string(pod.UID)
+		for _, c := range pod.Status.ContainerStatuses {
+			if c.Name == shardContainerName {
+				p.restarts = c.RestartCount
+			}
+		}
 		p.ready = !p.gone && podReady(&pod) && r.nodeReady(ctx, pod.Spec.NodeName)
 		if pod.Status.PodIP != "" { // a terminating pod too: it may be handing its role over
 			p.addr = fmt.Sprintf("%s:%d", pod.Status.PodIP, ValkeyPort)

@@ -34,6 +34,8 @@ const (
 
 	// ValkeyPort is the port of every shard pod.
 	ValkeyPort = 6379
+	// shardContainerName is the Valkey container of every shard pod.
+	shardContainerName = "valkey"
 )
 
 // commonLabels are on every child of a fleet.

@@ -102,17 +102,23 @@ fi
 exec valkey-server /run/valkey/valkey.conf
 `
 
-// shardPreStopScript is the planned switchover: a primary being stopped (rollout, drain, a pod
-// deleted) first hands its role to its most up-to-date replica with Valkey's FAILOVER, which
-// pauses writes until the replica has every one, so no acknowledged write is lost. The
-// controller waits for it before publishing the new primary (see decideFailover).
+// shardPreStopScript is the planned switchover's fallback: the controller hands a terminating
+// primary's role to its most up-to-date replica as soon as it sees the pod being deleted (see
+// decideFailover); when it has not (it is down, or slower than the kubelet), the primary does it
+// itself with Valkey's FAILOVER, which pauses writes until the replica has every one, so no
+// acknowledged write is lost. Either way the hook waits for the handover under way (its own
+// FAILOVER is refused while the controller's runs) before the container is stopped.
 const shardPreStopScript = `info=$(valkey-cli -h 127.0.0.1 -p 6379 info replication | tr -d '\r')
-case "$info" in *role:master*) ;; *) exit 0 ;; esac
-case "$info" in *connected_slaves:0*) exit 0 ;; esac
-valkey-cli -h 127.0.0.1 -p 6379 FAILOVER TIMEOUT 5000 | grep -q OK || exit 0
+case "$info" in
+  *failover-in-progress*|*waiting-for-sync*) ;;
+  *role:master*)
+    case "$info" in *connected_slaves:0*) exit 0 ;; esac
+    valkey-cli -h 127.0.0.1 -p 6379 FAILOVER TIMEOUT 5000 >/dev/null ;;
+  *) exit 0 ;;
+esac
 i=0
 while [ $i -lt 70 ]; do
-  valkey-cli -h 127.0.0.1 -p 6379 info replication | grep -q role:slave && exit 0
+  valkey-cli -h 127.0.0.1 -p 6379 info replication | grep -q master_failover_state:no-failover && exit 0
   sleep 0.1
   i=$((i + 1))
 done`
@@ -212,7 +218,7 @@ func buildShardStatefulSet(f *cachev1alpha1.CacheFleet, i int) *appsv1.StatefulS
 					Affinity:                      affinity,
 					TopologySpreadConstraints:     spread,
 					Containers: []corev1.Container{{
-						Name:           "valkey",
+						Name:           shardContainerName,
 						Image:          s.Image,
 						Command:        []string{"sh", "-c", shardStartScript},
 						Env:            env,

@@ -266,26 +266,7 @@ func TestPreStopHandsThePrimaryRoleOverWithoutLosingAWrite(t *testing.T) {
 		return strings.Contains(info, "master_link_status:up")
 	})
 
-	var mu sync.Mutex
-	var acked []string
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { // a writer on the primary, recording what was acknowledged
-		defer close(done)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			k := "w" + strconv.Itoa(i)
-			if got, err := primary.Do("SET", k, "v"); err == nil && got == "OK" {
-				mu.Lock()
-				acked = append(acked, k)
-				mu.Unlock()
-			}
-		}
-	}()
+	w := startAckedWriter(primary)
 	time.Sleep(300 * time.Millisecond)
 	script := strings.NewReplacer("valkey-cli", cli, "-p 6379", "-p "+strconv.Itoa(primary.Port)).Replace(shardPreStopScript)
 	cmd := exec.Command("sh", "-c", script)
@@ -295,25 +276,60 @@ func TestPreStopHandsThePrimaryRoleOverWithoutLosingAWrite(t *testing.T) {
 		t.Fatalf("preStop: %v\n%s", err, out)
 	}
 	took := time.Since(start)
-	close(stop)
-	<-done
+	w.stopAndCheck(t, primary, replica, took)
+}
 
+// ackedWriter SETs keys on a primary without pause and records which were acknowledged.
+type ackedWriter struct {
+	mu    sync.Mutex
+	acked []string
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func startAckedWriter(primary *tu.Redis) *ackedWriter {
+	w := &ackedWriter{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			k := "w" + strconv.Itoa(i)
+			if got, err := primary.Do("SET", k, "v"); err == nil && got == "OK" {
+				w.mu.Lock()
+				w.acked = append(w.acked, k)
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w
+}
+
+// stopAndCheck stops the writer after a switchover from primary to replica and checks the roles
+// and that the new primary holds every acknowledged write.
+func (w *ackedWriter) stopAndCheck(t *testing.T, primary, replica *tu.Redis, took time.Duration) {
+	t.Helper()
+	close(w.stop)
+	<-w.done
 	if info, _ := primary.Do("INFO", "replication"); !strings.Contains(info, "role:slave") {
-		t.Fatalf("the old primary is still a primary after preStop:\n%s", info)
+		t.Fatalf("the old primary is still a primary:\n%s", info)
 	}
 	if info, _ := replica.Do("INFO", "replication"); !strings.Contains(info, "role:master") {
 		t.Fatalf("the replica was not promoted:\n%s", info)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	lost := 0
-	for _, k := range acked {
+	for _, k := range w.acked {
 		if v, _ := replica.Do("GET", k); v != "v" {
 			lost++
 		}
 	}
-	t.Logf("switchover in %s; %d acknowledged writes, %d lost", took.Round(time.Millisecond), len(acked), lost)
-	if lost > 0 || len(acked) == 0 {
-		t.Errorf("%d of %d acknowledged writes lost in the switchover", lost, len(acked))
+	t.Logf("switchover in %s; %d acknowledged writes, %d lost", took.Round(time.Millisecond), len(w.acked), lost)
+	if lost > 0 || len(w.acked) == 0 {
+		t.Errorf("%d of %d acknowledged writes lost in the switchover", lost, len(w.acked))
 	}
 }

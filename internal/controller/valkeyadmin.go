@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -16,12 +17,16 @@ type shardAdmin interface {
 	Replication(ctx context.Context, addr, password string) (replication, error)
 	ReplicaOfNoOne(ctx context.Context, addr, password string) error
 	ReplicaOf(ctx context.Context, addr, password, host string, port int) error
+	// Switchover makes the primary at addr hand its role to its replica host:port and returns
+	// once it is a replica (or the handover failed).
+	Switchover(ctx context.Context, addr, password, host, port string, timeout time.Duration) error
 }
 
 // replication is the part of INFO replication failover reads.
 type replication struct {
-	role   string
-	offset int64
+	role          string
+	offset        int64
+	failoverState string // master_failover_state: no-failover, waiting-for-sync, failover-in-progress
 }
 
 // valkeyAdmin opens a short-lived connection per call: failover is rare, and a pooled client
@@ -30,8 +35,13 @@ type valkeyAdmin struct{}
 
 const adminTimeout = 2 * time.Second
 
-func (valkeyAdmin) do(ctx context.Context, addr, password string, cmd func(context.Context, valkey.Client) error) error {
-	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
+func (a valkeyAdmin) do(ctx context.Context, addr, password string, cmd func(context.Context, valkey.Client) error) error {
+	return a.doFor(ctx, adminTimeout, addr, password, cmd)
+}
+
+// doFor is do with a budget for the whole conversation.
+func (valkeyAdmin) doFor(ctx context.Context, budget time.Duration, addr, password string, cmd func(context.Context, valkey.Client) error) error {
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	c, err := valkey.NewClient(valkey.ClientOption{
 		InitAddress: []string{addr}, Password: password, DisableCache: true, ForceSingleClient: true,
@@ -66,6 +76,8 @@ func parseReplication(info string) replication {
 			r.role = v
 		case "master_repl_offset":
 			r.offset, _ = strconv.ParseInt(v, 10, 64)
+		case "master_failover_state":
+			r.failoverState = v
 		}
 	}
 	return r
@@ -81,4 +93,95 @@ func (a valkeyAdmin) ReplicaOf(ctx context.Context, addr, password, host string,
 	return a.do(ctx, addr, password, func(ctx context.Context, c valkey.Client) error {
 		return c.Do(ctx, c.B().Replicaof().Host(host).Port(int64(port)).Build()).Error()
 	})
+}
+
+// Switchover runs FAILOVER TO on the primary and polls until it reports itself a replica. A
+// FAILOVER already running (its own preStop's) is waited for the same way. Valkey pauses writes
+// meanwhile and gives up after timeout, leaving the primary as it was (an error here).
+func (a valkeyAdmin) Switchover(ctx context.Context, addr, password, host, port string, timeout time.Duration) error {
+	return a.doFor(ctx, timeout+adminTimeout, addr, password, func(ctx context.Context, c valkey.Client) error {
+		err := c.Do(ctx, c.B().Arbitrary("FAILOVER").Args("TO", host, port, "TIMEOUT", strconv.FormatInt(timeout.Milliseconds(), 10)).Build()).Error()
+		if err != nil && !strings.Contains(err.Error(), "already in progress") {
+			return fmt.Errorf("FAILOVER TO %s:%s: %w", host, port, err)
+		}
+		nudge := ackNudger(ctx, net.JoinHostPort(host, port), password)
+		defer nudge.Close()
+		for {
+			nudge.poke()
+			info, err := c.Do(ctx, c.B().Info().Section("replication").Build()).ToString()
+			if err != nil {
+				return err
+			}
+			// During the handover the primary already calls itself a replica (failover-in-progress)
+			// and turns back into a primary if the target does not accept; only the end counts.
+			if r := parseReplication(info); r.failoverState == "no-failover" {
+				if r.role == "slave" {
+					return nil
+				}
+				return fmt.Errorf("FAILOVER TO %s:%s did not complete within %s: the primary kept its role", host, port, timeout)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// ackNudge makes the switchover's target replica report its replication offset now. FAILOVER
+// waits until the target has acknowledged every write, but while writes are paused the primary
+// does not ask for acknowledgements and the replica sends one only once a second: 0.5 s of write
+// pause on average. REPLCONF GETACK sent to the replica makes it acknowledge at once (Valkey
+// honours it from any client). It has no reply, so it goes over a plain connection followed by a
+// PING, whose PONG says it was read; valkey-go cannot send a command without a reply.
+type ackNudge struct {
+	conn net.Conn
+	buf  []byte
+}
+
+func ackNudger(ctx context.Context, addr, password string) *ackNudge {
+	d := net.Dialer{Timeout: adminTimeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return &ackNudge{} // best effort: without it the handover only takes longer
+	}
+	n := &ackNudge{conn: conn, buf: make([]byte, 512)}
+	if password != "" {
+		n.send(respArray("AUTH", password))
+	}
+	return n
+}
+
+func (n *ackNudge) poke() { n.send(respArray("REPLCONF", "GETACK", "*") + respArray("PING")) }
+
+// send writes a request and reads until its last reply has arrived (or gives up on the nudge).
+func (n *ackNudge) send(req string) {
+	if n.conn == nil {
+		return
+	}
+	_ = n.conn.SetDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := n.conn.Write([]byte(req)); err != nil {
+		n.Close()
+		return
+	}
+	if _, err := n.conn.Read(n.buf); err != nil {
+		n.Close()
+	}
+}
+
+func (n *ackNudge) Close() {
+	if n.conn != nil {
+		_ = n.conn.Close()
+		n.conn = nil
+	}
+}
+
+func respArray(args ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return b.String()
 }

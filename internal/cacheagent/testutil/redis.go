@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -285,4 +286,20 @@ func ReadRaw(rd *bufio.Reader) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// Freeze stops the process (SIGSTOP) until Thaw: it keeps its connections but answers nothing,
+// like a server stalled by its machine.
+func (r *Redis) Freeze() { r.signal(syscall.SIGSTOP) }
+
+// Thaw lets a frozen process run again.
+func (r *Redis) Thaw() { r.signal(syscall.SIGCONT) }
+
+func (r *Redis) signal(sig syscall.Signal) {
+	if r.cmd == nil {
+		r.t.Fatalf("server on port %d is not running", r.Port)
+	}
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatal(err)
+	}
 }
