@@ -446,6 +446,12 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 	if p := primaryOf(); p != "pr-shard-0-0" {
 		t.Fatalf("shard-0's primary is %q, want pod 0 at first", p)
 	}
+	for i := range 100 {
+		if err := c.Set(context.Background(), fmt.Sprintf("gap:%d", i), "0", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shard0 := keysOn(t, ns, "pr", "pr-shard-0-0", "gap", 100)
 	kept := func(what string) {
 		t.Helper()
 		lost := 0
@@ -461,6 +467,7 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 	failover := func(what, from, to string, failovers int, planned bool, disrupt func()) {
 		t.Helper()
 		l := startLoad(c, keys, true)
+		gaps := startGapWriter(c, shard0)
 		time.Sleep(time.Second)
 		t0 := time.Now()
 		disrupt()
@@ -497,9 +504,12 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 			return nil
 		})
 		l.finish(t, what)
+		gap, refused, ok := gaps.finish()
 		lost, acked := l.lostAcked(c)
 		t.Logf("timing: %s: promoted after %s, writes through the agent succeed after %s; %d of %d acknowledged writes lost",
 			what, promoted.Round(100*time.Millisecond), writable.Round(100*time.Millisecond), lost, acked)
+		t.Logf("timing: %s: write gap on shard-0 %s (longest time between two acknowledged writes of a sequential writer; %s, %d acknowledged)",
+			what, gap.Round(10*time.Millisecond), refused, ok)
 		if planned && lost > 0 {
 			t.Errorf("%s: a planned switchover lost %d acknowledged writes", what, lost)
 		}
@@ -534,6 +544,69 @@ func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 	}
 	t.Logf("kubectl get cachefleet -o wide:\n%s", wide)
 	waitReady(t, ns, "pr", time.Minute)
+}
+
+// keysOn lists the keys prefix:0..n-1 that live on a shard, read on its primary pod directly.
+func keysOn(t *testing.T, ns, fleet, pod, prefix string, n int) []string {
+	t.Helper()
+	direct := redis.NewClient(&redis.Options{Addr: podAddr(t, ns, pod, 6379), Password: fleetPassword(t, ns, fleet), MaxRetries: -1})
+	defer direct.Close()
+	var out []string
+	for i := range n {
+		k := fmt.Sprintf("%s:%d", prefix, i)
+		if found, err := direct.Exists(context.Background(), k).Result(); err != nil {
+			t.Fatal(err)
+		} else if found == 1 {
+			out = append(out, k)
+		}
+	}
+	if len(out) == 0 || len(out) == n {
+		t.Fatalf("%d of %d keys on %s: want some", len(out), n, pod)
+	}
+	return out
+}
+
+// gapWriter writes a shard's keys one after another through the agent, so a refused write and
+// a write held up (Valkey pauses writes during FAILOVER) both show as time between two
+// acknowledged writes: the shard's write gap as an application sees it.
+type gapWriter struct {
+	stop          chan struct{}
+	done          chan struct{}
+	longest       time.Duration
+	failed, acked int
+	errs          map[string]int // refusals by their first word (READONLY, CFDOWN, ...)
+}
+
+func startGapWriter(c *redis.Client, keys []string) *gapWriter {
+	w := &gapWriter{stop: make(chan struct{}), done: make(chan struct{}), errs: map[string]int{}}
+	go func() {
+		defer close(w.done)
+		last := time.Now()
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			if err := c.Set(context.Background(), keys[i%len(keys)], "gap", 0).Err(); err != nil {
+				w.failed++
+				w.errs[strings.Fields(err.Error())[0]]++
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			w.acked++
+			now := time.Now()
+			w.longest = max(w.longest, now.Sub(last))
+			last = now
+		}
+	}()
+	return w
+}
+
+func (w *gapWriter) finish() (longest time.Duration, refused string, acked int) {
+	close(w.stop)
+	<-w.done
+	return w.longest, fmt.Sprintf("%d refused %v", w.failed, w.errs), w.acked
 }
 
 // TestRollingUpdateOfAllShardsKeepsTheHitRate: a change of the shard pod template rolls every
