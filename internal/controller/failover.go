@@ -273,16 +273,21 @@ func (r *CacheFleetReconciler) promote(ctx context.Context, f *cachev1alpha1.Cac
 	return nil
 }
 
-// probe asks each pod with an address for its role and replication offset.
+// probe asks each pod with an address for its role and replication offset, all at once: a pod
+// on a dead node costs the dial timeout, and the others should not wait behind it.
 func (r *CacheFleetReconciler) probe(ctx context.Context, pods []shardPod, password string) {
+	var wg sync.WaitGroup
 	for i := range pods {
 		if pods[i].addr == "" {
 			continue
 		}
-		if info, err := r.admin().Replication(ctx, pods[i].addr, password); err == nil {
-			pods[i].reachable, pods[i].role, pods[i].offset = true, info.role, info.offset
-		}
+		wg.Go(func() {
+			if info, err := r.admin().Replication(ctx, pods[i].addr, password); err == nil {
+				pods[i].reachable, pods[i].role, pods[i].offset = true, info.role, info.offset
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // shardPods reads shard i's pods as Kubernetes sees them: readiness (pod and node) and address.

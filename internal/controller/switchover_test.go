@@ -142,3 +142,30 @@ func TestRestartedSeesAContainerRestartOnlyInTheSamePod(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeAsksEveryPodAtOnce: roles and offsets come from each pod's own INFO; a pod that does
+// not answer is unreachable, and one without an address is not asked.
+func TestProbeAsksEveryPodAtOnce(t *testing.T) {
+	const pw = "pw"
+	primary, replica := linkedShard(t, pw)
+	if _, err := primary.Do("SET", "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	dead := tu.FreePort(t)
+	pods := []shardPod{
+		{name: "s-0", addr: primary.Addr()},
+		{name: "s-1", addr: replica.Addr()},
+		{name: "s-2", addr: "127.0.0.1:" + strconv.Itoa(dead)},
+		{name: "s-3"},
+	}
+	(&CacheFleetReconciler{}).probe(context.Background(), pods, pw)
+	if p := pods[0]; !p.reachable || p.role != "master" || p.offset == 0 {
+		t.Errorf("primary probed as %+v", p)
+	}
+	if p := pods[1]; !p.reachable || p.role != "slave" {
+		t.Errorf("replica probed as %+v", p)
+	}
+	if pods[2].reachable || pods[3].reachable {
+		t.Errorf("a pod that cannot answer is reachable: %+v %+v", pods[2], pods[3])
+	}
+}
