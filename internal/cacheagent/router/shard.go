@@ -71,6 +71,10 @@ type Shard struct {
 	stores   atomic.Pointer[[]*trackStore]
 	storesMu sync.Mutex // serialises changes of stores (valkey-go makes stores while mu is held)
 
+	// demoted: this address answered READONLY (it handed its role to a replica) and no ring
+	// naming another primary came within the hold, so writes are no longer held for one.
+	demoted atomic.Bool
+
 	Stats ShardStats
 }
 
@@ -80,6 +84,9 @@ type ShardStats struct {
 	// StaleRetries counts requests retried because their connection had been closed by the
 	// shard before they were sent (a shard restart seen by an idle connection).
 	StaleRetries atomic.Int64
+	// SwitchoverResends counts commands sent to this shard again after its previous primary had
+	// refused them with READONLY (it handed its role over before the agent had the new ring).
+	SwitchoverResends atomic.Int64
 }
 
 // NewShard prepares a shard connection; it connects lazily, so a shard that is down when the
@@ -111,6 +118,12 @@ func (s *Shard) dropClient() {
 		go old.Close() // the requests still on it are failing anyway
 	}
 }
+
+// Demoted says whether writes refused with READONLY by this address are passed on at once.
+func (s *Shard) Demoted() bool { return s.demoted.Load() }
+
+// MarkDemoted records that holding writes for this address's successor was in vain.
+func (s *Shard) MarkDemoted() { s.demoted.Store(true) }
 
 // Name is the shard's stable ring name.
 func (s *Shard) Name() string { return s.cfg.Name }

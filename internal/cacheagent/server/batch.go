@@ -249,6 +249,11 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 			}
 			return out
 		})
+		if sw.err == nil && !b.tx {
+			if from := firstReadOnly(sw.results); from >= 0 {
+				b.resendToNewPrimary(ctx, i, sw, from)
+			}
+		}
 	}
 	switch len(active) {
 	case 0:
