@@ -242,18 +242,7 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 			})
 			return
 		}
-		sw.results, sw.err = sh.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
-			out := make([]valkey.Completed, len(sw.plain))
-			for j, f := range sw.plain {
-				out[j] = f(bd)
-			}
-			return out
-		})
-		if sw.err == nil && !b.tx {
-			if from := firstReadOnly(sw.results); from >= 0 {
-				b.resendToNewPrimary(ctx, i, sw, from)
-			}
-		}
+		b.runPlain(ctx, i)
 	}
 	switch len(active) {
 	case 0:
@@ -291,6 +280,23 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	}
 	b.reset(b.r)
 	b.flushes++
+}
+
+// runPlain sends shard i's plain lane as one pipeline.
+func (b *batch) runPlain(ctx context.Context, i int) {
+	sw := &b.work[i]
+	sw.results, sw.err = b.r.Shards[i].DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
+		out := make([]valkey.Completed, len(sw.plain))
+		for j, f := range sw.plain {
+			out[j] = f(bd)
+		}
+		return out
+	})
+	if sw.err == nil && !b.tx {
+		if from := firstReadOnly(sw.results); from >= 0 {
+			b.resendToNewPrimary(ctx, i, sw, from)
+		}
+	}
 }
 
 // replyFrom writes a job's reply from what its parts got (or, for a warmed read, from what its
