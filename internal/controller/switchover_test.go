@@ -17,9 +17,10 @@ func linkedShard(t *testing.T, password string) (primary, replica *tu.Redis) {
 	t.Helper()
 	primary = tu.StartRedis(t, password)
 	replica = tu.StartReplica(t, primary)
-	waitFor(t, "the replica is linked", func() bool {
+	waitFor(t, "the replica is linked, and online for its primary", func() bool {
 		info, _ := replica.Do("INFO", "replication")
-		return strings.Contains(info, "master_link_status:up")
+		pinfo, _ := primary.Do("INFO", "replication")
+		return strings.Contains(info, "master_link_status:up") && strings.Contains(pinfo, "state=online")
 	})
 	return primary, replica
 }
