@@ -282,16 +282,21 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	b.flushes++
 }
 
-// runPlain sends shard i's plain lane as one pipeline.
-func (b *batch) runPlain(ctx context.Context, i int) {
-	sw := &b.work[i]
-	sw.results, sw.err = b.r.Shards[i].DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
-		out := make([]valkey.Completed, len(sw.plain))
-		for j, f := range sw.plain {
+// buildAll builds a lane's commands for one pipeline.
+func buildAll(cmds []buildFn) func(valkey.Builder) []valkey.Completed {
+	return func(bd valkey.Builder) []valkey.Completed {
+		out := make([]valkey.Completed, len(cmds))
+		for j, f := range cmds {
 			out[j] = f(bd)
 		}
 		return out
-	})
+	}
+}
+
+// runPlain sends shard i's plain lane as one pipeline.
+func (b *batch) runPlain(ctx context.Context, i int) {
+	sw := &b.work[i]
+	sw.results, sw.err = b.r.Shards[i].DoMulti(ctx, buildAll(sw.plain))
 	if sw.err == nil && !b.tx {
 		if from := firstReadOnly(sw.results); from >= 0 {
 			b.resendToNewPrimary(ctx, i, sw, from)

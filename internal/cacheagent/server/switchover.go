@@ -43,13 +43,7 @@ func (b *batch) resendToNewPrimary(ctx context.Context, i int, sw *shardWork, fr
 		return
 	}
 	cmds := sw.plain[from:]
-	res, err := next.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
-		out := make([]valkey.Completed, len(cmds))
-		for j, f := range cmds {
-			out[j] = f(bd)
-		}
-		return out
-	})
+	res, err := next.DoMulti(ctx, buildAll(cmds))
 	if err != nil || len(res) != len(cmds) {
 		return // the READONLY replies stand: none of those writes ran on the old node
 	}
