@@ -18,6 +18,7 @@ type options struct {
 	fleet, namespace, kubeconfig string
 	node                         string
 	pprof                        bool
+	procs                        int
 	busKey                       []byte // static and ring-file modes
 	defaults                     source.Defaults
 	server                       server.Config
@@ -52,9 +53,14 @@ func parseFlags(args []string) (*options, error) {
 	})
 	fs.DurationVar(&o.server.Cooldown, "breaker-cooldown", o.server.Cooldown, "Time an open breaker waits before a probe.")
 	fs.BoolVar(&o.pprof, "pprof", false, "Serve Go profiles under /debug/pprof/ on the HTTP address.")
+	fs.IntVar(&o.procs, "procs", 1, "Threads running Go code (GOMAXPROCS). One costs the least CPU per request, like Valkey's "+
+		"and twemproxy's event loop; raise it when one core is not enough. 0 keeps Go's choice (GOMAXPROCS, or the CPU limit).")
 	fs.IntVar(&o.server.MaxQueuedDeletes, "max-queued-deletes", o.server.MaxQueuedDeletes, "Deletes kept per down shard.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.procs < 0 {
+		return nil, fmt.Errorf("--procs must be 0 or more, not %d", o.procs)
 	}
 	sources := 0
 	for _, s := range []string{o.shards, o.ringFile, o.fleet} {

@@ -93,12 +93,7 @@ func buildAgentDaemonSet(f *cachev1alpha1.CacheFleet, defaultImage string) *apps
 					Containers: []corev1.Container{{
 						Name:  "agent",
 						Image: image,
-						Args: []string{
-							"--fleet=" + f.Name,
-							"--namespace=" + f.Namespace,
-							fmt.Sprintf("--listen=:%d", a.Port),
-							fmt.Sprintf("--http-listen=:%d", a.HTTPPort),
-						},
+						Args:  agentArgs(f),
 						Env: []corev1.EnvVar{
 							fieldEnv("POD_NAME", "metadata.name"),
 							fieldEnv("POD_NAMESPACE", "metadata.namespace"),
@@ -117,6 +112,21 @@ func buildAgentDaemonSet(f *cachev1alpha1.CacheFleet, defaultImage string) *apps
 			},
 		},
 	}
+}
+
+func agentArgs(f *cachev1alpha1.CacheFleet) []string {
+	a := f.Spec.Agent
+	args := []string{
+		"--fleet=" + f.Name,
+		"--namespace=" + f.Namespace,
+		fmt.Sprintf("--listen=:%d", a.Port),
+		fmt.Sprintf("--http-listen=:%d", a.HTTPPort),
+	}
+	// The agent runs Go code on one thread unless given more: a CPU limit of n cores gets n.
+	if cpu, ok := a.Resources.Limits[corev1.ResourceCPU]; ok && cpu.MilliValue() > 1000 {
+		args = append(args, fmt.Sprintf("--procs=%d", (cpu.MilliValue()+999)/1000))
+	}
+	return args
 }
 
 // buildAgentService reaches the agent on the caller's own node: internalTrafficPolicy Local keeps

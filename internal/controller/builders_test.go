@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,5 +187,33 @@ func TestRingDocumentCarriesAllowFlush(t *testing.T) {
 	f.Spec.Tiers.L2.AllowFlush = true
 	if !buildRingDocument(f, nil, nil).Tiers.AllowFlush {
 		t.Error("spec.tiers.l2.allowFlush does not reach the agents")
+	}
+}
+
+func TestAgentThreadsFollowItsCPULimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit string // "" for none
+		want  string // the --procs argument, "" for none (the agent's default of one)
+	}{
+		{"", ""},
+		{"500m", ""},
+		{"1", ""},
+		{"1500m", "--procs=2"},
+		{"4", "--procs=4"},
+	} {
+		f := defaultedFleet()
+		f.Spec.Agent.Resources = corev1.ResourceRequirements{}
+		if tc.limit != "" {
+			f.Spec.Agent.Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: mustQuantity(tc.limit)}
+		}
+		got := ""
+		for _, a := range agentArgs(f) {
+			if strings.HasPrefix(a, "--procs") {
+				got = a
+			}
+		}
+		if got != tc.want {
+			t.Errorf("CPU limit %q: got %q, want %q", tc.limit, got, tc.want)
+		}
 	}
 }
