@@ -1,6 +1,7 @@
 package router
 
 import (
+	"runtime"
 	"sync"
 
 	"github.com/valkey-io/valkey-go"
@@ -45,8 +46,17 @@ func (cb *combiner[C]) submit(r *roundReq[C], run func(round []*roundReq[C])) {
 			return
 		}
 		cb.mu.Lock()
+	} else {
+		cb.busy = true
+		// Let the connections whose requests are already read join this round, as an event
+		// loop reads every ready client before it writes to a shard: a lone lead still goes at
+		// once, a busy agent sends one pipeline where it sent one per client. The second yield
+		// covers the scheduler's occasional turn to the global queue, where the first one lands.
+		cb.mu.Unlock()
+		runtime.Gosched()
+		runtime.Gosched()
+		cb.mu.Lock()
 	}
-	cb.busy = true
 	round := append([]*roundReq[C]{r}, cb.queue...)
 	cb.queue = nil
 	cb.mu.Unlock()

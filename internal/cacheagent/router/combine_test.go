@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,5 +70,37 @@ func TestCombinerGivesEachCallerItsOwnResults(t *testing.T) {
 	cb.submit(r, run)
 	if rounds.Load() != before+1 || len(r.res) != 2 {
 		t.Errorf("a lone request: %d rounds, %d results", rounds.Load()-before, len(r.res))
+	}
+}
+
+// TestCombinerLetsReadyCallersJoinTheFirstRound: callers that are ready to run when a round
+// starts go in it (an event loop's one pipeline per shard per turn), not in a second round.
+func TestCombinerLetsReadyCallersJoinTheFirstRound(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one thread: "ready" is "in the run queue"
+	var cb combiner[valkey.Completed]
+	var sizes []int
+	run := func(round []*multiReq) {
+		sizes = append(sizes, len(round))
+		res := make([]valkey.ValkeyResult, len(round))
+		for _, r := range round {
+			r.n = len(r.build(valkey.Builder{}))
+		}
+		split(round, res, nil)
+	}
+	one := func() *multiReq {
+		return &multiReq{build: func(valkey.Builder) []valkey.Completed { return make([]valkey.Completed, 1) }}
+	}
+	const others = 8
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range others {
+		wg.Go(func() { <-start; cb.submit(one(), run) })
+	}
+	time.Sleep(10 * time.Millisecond) // all parked on start
+	close(start)                      // all ready, none run yet
+	cb.submit(one(), run)
+	wg.Wait()
+	if len(sizes) != 1 || sizes[0] != others+1 {
+		t.Errorf("rounds of %v requests, want one round of %d", sizes, others+1)
 	}
 }
