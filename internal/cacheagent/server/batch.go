@@ -66,10 +66,14 @@ const (
 )
 
 type pending struct {
-	local  func(w *resp.Writer) // written as is, or
-	parts  []part
-	finish func(w *resp.Writer, results []partResult)
-	class  class
+	local func(w *resp.Writer) // written as is, or
+	// keptMsg: a read answered from the tracking L1, written as the shard would (kept set). A
+	// field, not a local closure: L1 hits are the hot path and a closure costs two allocations.
+	keptMsg valkey.ValkeyMessage
+	kept    bool
+	parts   []part
+	finish  func(w *resp.Writer, results []partResult)
+	class   class
 	// miss answers a single-key read (or delete) whose shard is down; nil for multi-key reads,
 	// whose finish sees the down shard's keys as missing.
 	miss func(w *resp.Writer)
@@ -137,6 +141,24 @@ func (b *batch) writing(key string) bool {
 
 func (b *batch) local(f func(w *resp.Writer)) {
 	b.replies = append(b.replies, pending{local: f})
+}
+
+// kept queues a reply read from the tracking L1.
+func (b *batch) kept(msg valkey.ValkeyMessage) {
+	b.replies = append(b.replies, pending{keptMsg: msg, kept: true})
+}
+
+// writeLocal writes a reply the agent answered itself; false for one that waits on shards.
+func (p *pending) writeLocal(w *resp.Writer) bool {
+	switch {
+	case p.local != nil:
+		p.local(w)
+	case p.kept:
+		writeResult(w, valkey.NewResult(p.keptMsg, nil), false)
+	default:
+		return false
+	}
+	return true
 }
 
 // laneFree reports whether shard i can take work on lane l in the current segment.
@@ -266,12 +288,11 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 		b.s.settleBy(b.r, b.cid, b.written...)
 	}
 	var results []partResult
-	for _, p := range b.replies {
+	for i := range b.replies {
+		p := &b.replies[i]
 		errorsBefore := w.Errors
-		if p.local != nil {
-			p.local(w)
-		} else {
-			results = b.replyFrom(&p, results, w)
+		if !p.writeLocal(w) {
+			results = b.replyFrom(p, results, w)
 		}
 		if p.cmd != nil {
 			b.s.Stats.requests[p.cmd.id][boolIndex(w.Errors > errorsBefore)].Add(1)

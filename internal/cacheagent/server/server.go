@@ -304,14 +304,15 @@ func (s *Server) serveConn(nc net.Conn) {
 			c.wmu.Unlock()
 		}
 	}()
+	var tooLarge *resp.TooLargeError // out of the loop: errors.As takes its address, a heap allocation
 	for {
 		args, err := rd.ReadCommand()
 		if !locked { // held until this batch's replies are flushed: see client.wmu
 			c.wmu.Lock()
 			locked = true
 		}
-		var tooLarge *resp.TooLargeError
-		if errors.As(err, &tooLarge) {
+		tooLarge = nil
+		if err != nil && errors.As(err, &tooLarge) {
 			err = nil // read whole and dropped: refused below, the connection goes on
 		}
 		if err != nil {

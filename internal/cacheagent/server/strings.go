@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/valkey-io/valkey-go"
 
@@ -31,9 +32,12 @@ func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane)
 }
 
 func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	key := str(args[1])
 	rules := b.rulesFor(args[1])
 	pc := s.Stats.forPolicy(rules.Name)
+	if rules.L1 && rules.L1Tracking && !b.tx && !b.direct && b.answerKept(s, args[1], &rules, pc) {
+		return
+	}
+	key := str(args[1])
 	switch {
 	case b.tx || b.direct: // a transaction, or a tracking client: the shard's reply is the only coherent one
 		i := b.shardOf(ctx, w, args[1], plainLane)
@@ -45,14 +49,6 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		b.warmOnMiss(args[1])
 		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 	case rules.L1 && rules.L1Tracking:
-		if !b.writing(key) {
-			// A kept miss of a moved key is not answered: its previous owner may hold it.
-			if msg, ok := b.r.ShardFor(args[1]).KeptGet(key, time.Now()); ok && keptAnswers(&msg, rules) && (!msg.IsNil() || b.r.PreviousOwner(args[1]) == nil) {
-				s.hitL1(pc)
-				b.local(func(w *resp.Writer) { writeResult(w, valkey.NewResult(msg, nil), false) })
-				return
-			}
-		}
 		i := b.shardOf(ctx, w, args[1], cacheLane)
 		p := b.cached(i, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules.L1TTL})
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
@@ -78,6 +74,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		}
 		s.missL1(pc)
 		ticket := l1.Ticket(key) // before the read leaves: a write acknowledged after refuses the fill
+		fillRules := rules       // a copy for the fill below: capturing rules would put it on the heap for every GET
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i,
 			func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() },
@@ -92,7 +89,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 				return
 			}
 			if pttl, err := r[0].res[1].AsInt64(); err == nil {
-				l1.Fill(ticket, key, []byte(v), freshFor(raw, rules.L1Lifetime(pttl)))
+				l1.Fill(ticket, key, []byte(v), freshFor(raw, fillRules.L1Lifetime(pttl)))
 			}
 			w.BulkString(v)
 		})
@@ -112,6 +109,23 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 
 // keptAnswers reports whether a kept (tracking) read may be answered locally: under a policy
 // with an origin, a kept miss or a stale value is not, the origin or a refresh is due.
+// answerKept answers a GET from the tracking L1 when it holds a usable copy. The key is looked
+// up through a view of the read buffer, which nothing keeps past the call: a hit allocates
+// nothing. A kept miss of a moved key is not answered: its previous owner may hold the key.
+func (b *batch) answerKept(s *Server, keyb []byte, rules *policy.Rules, pc *policyCounters) bool {
+	key := unsafe.String(unsafe.SliceData(keyb), len(keyb)) //nolint:gosec // a view for lookups only, never kept
+	if b.writing(key) {
+		return false
+	}
+	msg, ok := b.r.ShardFor(keyb).KeptGet(key, time.Now())
+	if !ok || !keptAnswers(&msg, *rules) || (msg.IsNil() && b.r.PreviousOwner(keyb) != nil) {
+		return false
+	}
+	s.hitL1(pc)
+	b.kept(msg)
+	return true
+}
+
 func keptAnswers(msg *valkey.ValkeyMessage, rules policy.Rules) bool {
 	if rules.Origin == nil {
 		return true

@@ -262,8 +262,7 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 	w.Array(len(tb.replies))
 	var results []partResult
 	for _, p := range tb.replies {
-		if p.local != nil {
-			p.local(w)
+		if p.writeLocal(w) {
 			continue
 		}
 		results = tb.results(p, results[:0])
