@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side throughput and latency of redis-benchmark against: one shard directly, twemproxy
-# (nutcracker, ketama) over two shards, and the agent over the same two shards with L1 off and on.
+# (nutcracker, ketama) over two shards, and the agent over the same two shards with L1 off and on,
+# at its default of two threads and at --procs=1 (agent1-* rows).
 # Everything runs on loopback; all processes are stopped on exit.
 #
 #   hack/bench.sh [requests]      (default 200000 per test)
@@ -19,9 +20,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-S0=17101 S1=17102 TW=17110 AG0=17120 AG1=17121
+S0=17101 S1=17102 TW=17110 AG0=17120 AG1=17121 AG2=17122 AG3=17123
 # A leftover server on one of these ports would silently be measured instead of ours.
-for port in $S0 $S1 $TW 17111 $AG0 $AG1 17130 17131; do
+for port in $S0 $S1 $TW 17111 $AG0 $AG1 $AG2 $AG3 17130 17131 17132 17133; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "bench: port $port is already in use; stop what listens there first" >&2; exit 1
   fi
@@ -50,7 +51,11 @@ shards="shard-0=127.0.0.1:$S0,shard-1=127.0.0.1:$S1"
 pids+=($!) PID[$AG0]=$!
 "$work/agent" --shards "$shards" --l1=true --listen 127.0.0.1:$AG1 --http-listen 127.0.0.1:17131 2>"$work/agent1.log" &
 pids+=($!) PID[$AG1]=$!
-for port in $S0 $S1 $TW $AG0 $AG1; do
+"$work/agent" --shards "$shards" --l1=false --procs=1 --listen 127.0.0.1:$AG2 --http-listen 127.0.0.1:17132 2>"$work/agent2.log" &
+pids+=($!) PID[$AG2]=$!
+"$work/agent" --shards "$shards" --l1=true --procs=1 --listen 127.0.0.1:$AG3 --http-listen 127.0.0.1:17133 2>"$work/agent3.log" &
+pids+=($!) PID[$AG3]=$!
+for port in $S0 $S1 $TW $AG0 $AG1 $AG2 $AG3; do
   for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
@@ -76,7 +81,7 @@ row() {
   R["$1/$6/$4"]=$rps C["$1/$6/$4"]=$us
   printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" "$1" "$6" "$4" "$rps" "$p50" "$p99" "$us"
 }
-targets=("direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1")
+targets=("direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1" "agent1-l1-off:$AG2" "agent1-l1-on:$AG3")
 printf "%-14s %-5s %-4s %12s %9s %9s %12s\n" target test -P "req/s" "p50 ms" "p99 ms" "cpu us/req"
 for pipe in 1 16; do
   for test in set get; do
@@ -86,7 +91,7 @@ for pipe in 1 16; do
   done
 done
 # Hot keys: a small keyspace that fits in L1 (GET), and writes that invalidate its copies (SET).
-for t in "direct:$S0" "twemproxy:$TW" "agent-l1-on:$AG1"; do
+for t in "direct:$S0" "twemproxy:$TW" "agent-l1-on:$AG1" "agent1-l1-on:$AG3"; do
   name="${t%%:*}" port="${t##*:}"
   redis-benchmark -p "$port" -t set -n 2000 -r "$HOT_KEYS" -c 10 -d "$SIZE" -q >/dev/null 2>&1
   for pipe in 1 16; do
@@ -100,7 +105,7 @@ done
 go build -o "$work/loadgen" ./hack/loadgen
 half=$(awk -v r="${R[agent-l1-off/get/1]}" 'BEGIN { printf "%d", r / 2 }')
 declare -A P99
-for t in "direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1"; do
+for t in "${targets[@]}"; do
   name="${t%%:*}" port="${t##*:}"
   read -r rps p50 p99 p999 < <("$work/loadgen" -addr "127.0.0.1:$port" -rate "$half" -duration 5s -conns "$CLIENTS" -keyspace "$KEYSPACE")
   P99[$name]=$p99
@@ -109,19 +114,21 @@ done
 ratio() { awk -v a="${R[$1]}" -v b="${R[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
 cpuratio() { awk -v a="${C[$1]}" -v b="${C[$2]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
-echo "ratios against the goals (goal in brackets):"
-for l1 in off on; do
-  for pipe in 1 16; do
-    echo "  CPU per request, agent L1 $l1 / twemproxy, GET -P$pipe:  $(cpuratio agent-l1-$l1/get/$pipe twemproxy/get/$pipe)  [<= 1.0]"
+echo "ratios against the goals (goal in brackets; agent: default two threads, agent1: --procs=1):"
+for a in agent agent1; do
+  for l1 in off on; do
+    for pipe in 1 16; do
+      echo "  CPU per request, $a L1 $l1 / twemproxy, GET -P$pipe:  $(cpuratio $a-l1-$l1/get/$pipe twemproxy/get/$pipe)  [<= 1.0]"
+    done
   done
-done
-echo "  hot GET, agent L1 on / direct, -P1:                  $(ratio agent-l1-on/hot-get/1 direct/hot-get/1)  [>= 1.2]"
-echo "  CPU per L1 hit / valkey-server CPU per GET, hot -P1: $(cpuratio agent-l1-on/hot-get/1 direct/hot-get/1)  [<= 1.0]"
-echo "  hot SET, agent L1 on / twemproxy, -P1:               $(ratio agent-l1-on/hot-set/1 twemproxy/hot-set/1)  [>= 1.0]"
-for test in get set; do
-  echo "  $test, agent L1 off / twemproxy, -P1:  $(ratio agent-l1-off/$test/1 twemproxy/$test/1)  [>= 1.0]"
-  echo "  $test, agent L1 off / twemproxy, -P16: $(ratio agent-l1-off/$test/16 twemproxy/$test/16)  [>= 1.25]"
-done
-for l1 in off on; do
-  echo "  p99 added over direct at half the agent's peak ($half GET/s), agent L1 $l1: $(( ${P99[agent-l1-$l1]} - ${P99[direct]} )) us  [<= 150]"
+  echo "  hot GET, $a L1 on / direct, -P1:                  $(ratio $a-l1-on/hot-get/1 direct/hot-get/1)  [>= 1.2]"
+  echo "  CPU per L1 hit, $a / valkey-server CPU per GET, hot -P1: $(cpuratio $a-l1-on/hot-get/1 direct/hot-get/1)  [<= 1.0]"
+  echo "  hot SET, $a L1 on / twemproxy, -P1:               $(ratio $a-l1-on/hot-set/1 twemproxy/hot-set/1)  [>= 1.0]"
+  for test in get set; do
+    echo "  $test, $a L1 off / twemproxy, -P1:  $(ratio $a-l1-off/$test/1 twemproxy/$test/1)  [>= 1.0]"
+    echo "  $test, $a L1 off / twemproxy, -P16: $(ratio $a-l1-off/$test/16 twemproxy/$test/16)  [>= 1.25]"
+  done
+  for l1 in off on; do
+    echo "  p99 added over direct at half the agent's peak ($half GET/s), $a L1 $l1: $(( ${P99[$a-l1-$l1]} - ${P99[direct]} )) us  [<= 150]"
+  done
 done

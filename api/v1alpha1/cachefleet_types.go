@@ -297,7 +297,7 @@ type AgentSpec struct {
 	HTTPPort int32 `json:"httpPort,omitempty"`
 
 	// resources of the agent container. Size the memory limit above tiers.l1.maxMemory. A CPU
-	// limit of n cores runs the agent on n threads; without one it runs on one.
+	// limit of n cores runs the agent on n threads; without one it runs on two.
 	// +kubebuilder:default={limits: {memory: "256Mi"}, requests: {cpu: "100m", memory: "128Mi"}}
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitzero"`

@@ -53,8 +53,8 @@ func parseFlags(args []string) (*options, error) {
 	})
 	fs.DurationVar(&o.server.Cooldown, "breaker-cooldown", o.server.Cooldown, "Time an open breaker waits before a probe.")
 	fs.BoolVar(&o.pprof, "pprof", false, "Serve Go profiles under /debug/pprof/ on the HTTP address.")
-	fs.IntVar(&o.procs, "procs", 1, "Threads running Go code (GOMAXPROCS). One costs the least CPU per request, like Valkey's "+
-		"and twemproxy's event loop; raise it when one core is not enough. 0 keeps Go's choice (GOMAXPROCS, or the CPU limit).")
+	fs.IntVar(&o.procs, "procs", 2, "Threads running Go code (GOMAXPROCS); 0 keeps Go's choice (GOMAXPROCS, or the CPU limit). "+
+		"One costs the least CPU per request but a stall of that thread stalls every client; two ride one out.")
 	fs.IntVar(&o.server.MaxQueuedDeletes, "max-queued-deletes", o.server.MaxQueuedDeletes, "Deletes kept per down shard.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

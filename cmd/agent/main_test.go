@@ -171,7 +171,7 @@ func TestAgentBinaryWithRedisToolsHTTPAndSIGTERM(t *testing.T) {
 	_, metrics := httpDo(t, "GET", p.url("/metrics"), "")
 	for _, m := range []string{`cachefleet_agent_requests_total{command="get",result="ok"}`, `cachefleet_agent_shard_breaker_state{shard="shard-1"} 0`,
 		"cachefleet_agent_ring_epoch 1", "cachefleet_agent_request_duration_seconds_bucket", `cachefleet_agent_cache_hits_total{tier="l2"}`,
-		"go_sched_gomaxprocs_threads 1"} { // --procs defaults to one thread
+		"go_sched_gomaxprocs_threads 2"} { // --procs defaults to two threads
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %s", m)
 		}

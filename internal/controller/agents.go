@@ -122,9 +122,10 @@ func agentArgs(f *cachev1alpha1.CacheFleet) []string {
 		fmt.Sprintf("--listen=:%d", a.Port),
 		fmt.Sprintf("--http-listen=:%d", a.HTTPPort),
 	}
-	// The agent runs Go code on one thread unless given more: a CPU limit of n cores gets n.
-	if cpu, ok := a.Resources.Limits[corev1.ResourceCPU]; ok && cpu.MilliValue() > 1000 {
-		args = append(args, fmt.Sprintf("--procs=%d", (cpu.MilliValue()+999)/1000))
+	// A CPU limit of n cores runs the agent's Go code on n threads (at least one); without a
+	// limit the agent's own default applies (two), not every core of the node.
+	if cpu, ok := a.Resources.Limits[corev1.ResourceCPU]; ok && !cpu.IsZero() {
+		args = append(args, fmt.Sprintf("--procs=%d", max(1, (cpu.MilliValue()+999)/1000)))
 	}
 	return args
 }

@@ -193,11 +193,11 @@ func TestRingDocumentCarriesAllowFlush(t *testing.T) {
 func TestAgentThreadsFollowItsCPULimit(t *testing.T) {
 	for _, tc := range []struct {
 		limit string // "" for none
-		want  string // the --procs argument, "" for none (the agent's default of one)
+		want  string // the --procs argument, "" for none (the agent's default of two)
 	}{
 		{"", ""},
-		{"500m", ""},
-		{"1", ""},
+		{"500m", "--procs=1"},
+		{"1", "--procs=1"},
 		{"1500m", "--procs=2"},
 		{"4", "--procs=4"},
 	} {
