@@ -12,7 +12,26 @@ import (
 // is CPU now and a garbage collection later (tail latency on a one-thread agent). Measured over
 // a real connection, with the client's side reusing its buffers.
 func TestAnL1HitAllocatesAlmostNothing(t *testing.T) {
-	a := startAgent(t, twoShards(t), defaults())
+	for _, mode := range []struct {
+		name string
+		set  func(*options)
+	}{
+		{"tracking", func(*options) {}},
+		{"ttl", func(o *options) { o.defaults.TTLModeForAll = true }},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			o := defaults()
+			mode.set(&o)
+			perHit := allocationsPerL1Hit(t, startAgent(t, twoShards(t), o))
+			t.Logf("%.2f allocations per L1 hit", perHit)
+			if perHit > 0.5 {
+				t.Errorf("%.2f allocations per L1 hit, want at most 0.5", perHit)
+			}
+		})
+	}
+}
+
+func allocationsPerL1Hit(t *testing.T, a *agent) float64 {
 	c := a.dial(t)
 	if got := c.do("SET", "hot", "value"); got != "OK" {
 		t.Fatalf("SET = %q", got)
@@ -40,9 +59,5 @@ func TestAnL1HitAllocatesAlmostNothing(t *testing.T) {
 		round()
 	}
 	runtime.ReadMemStats(&after)
-	perHit := float64(after.Mallocs-before.Mallocs) / (pipeline * rounds)
-	t.Logf("%.2f allocations per L1 hit", perHit)
-	if perHit > 0.5 {
-		t.Errorf("%.2f allocations per L1 hit, want at most 0.5", perHit)
-	}
+	return float64(after.Mallocs-before.Mallocs) / (pipeline * rounds)
 }

@@ -67,10 +67,12 @@ const (
 
 type pending struct {
 	local func(w *resp.Writer) // written as is, or
-	// keptMsg: a read answered from the tracking L1, written as the shard would (kept set). A
-	// field, not a local closure: L1 hits are the hot path and a closure costs two allocations.
+	// An L1 hit: a reply kept by the tracking L1 (written as the shard would), or a ttl-mode
+	// copy (a bulk string). Fields, not a local closure: L1 hits are the hot path and a closure
+	// costs two allocations.
+	hit     l1Hit
 	keptMsg valkey.ValkeyMessage
-	kept    bool
+	copyVal []byte
 	parts   []part
 	finish  func(w *resp.Writer, results []partResult)
 	class   class
@@ -143,9 +145,22 @@ func (b *batch) local(f func(w *resp.Writer)) {
 	b.replies = append(b.replies, pending{local: f})
 }
 
+type l1Hit uint8
+
+const (
+	noHit   l1Hit = iota
+	keptHit       // keptMsg
+	copyHit       // copyVal
+)
+
 // kept queues a reply read from the tracking L1.
 func (b *batch) kept(msg valkey.ValkeyMessage) {
-	b.replies = append(b.replies, pending{keptMsg: msg, kept: true})
+	b.replies = append(b.replies, pending{hit: keptHit, keptMsg: msg})
+}
+
+// copied queues a value read from the ttl-mode L1.
+func (b *batch) copied(v []byte) {
+	b.replies = append(b.replies, pending{hit: copyHit, copyVal: v})
 }
 
 // writeLocal writes a reply the agent answered itself; false for one that waits on shards.
@@ -153,8 +168,10 @@ func (p *pending) writeLocal(w *resp.Writer) bool {
 	switch {
 	case p.local != nil:
 		p.local(w)
-	case p.kept:
+	case p.hit == keptHit:
 		writeResult(w, valkey.NewResult(p.keptMsg, nil), false)
+	case p.hit == copyHit:
+		w.Bulk(p.copyVal)
 	default:
 		return false
 	}

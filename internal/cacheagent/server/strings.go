@@ -34,7 +34,7 @@ func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane)
 func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	rules := b.rulesFor(args[1])
 	pc := s.Stats.forPolicy(rules.Name)
-	if rules.L1 && rules.L1Tracking && !b.tx && !b.direct && b.answerKept(s, args[1], &rules, pc) {
+	if rules.L1 && !b.tx && !b.direct && b.answerFromL1(s, args[1], &rules, pc) {
 		return
 	}
 	key := str(args[1])
@@ -65,13 +65,6 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 	case rules.L1:
 		l1 := s.L1()
-		if !b.writing(key) {
-			if v, ok := l1.Get(key); ok {
-				s.hitL1(pc)
-				b.local(func(w *resp.Writer) { w.Bulk(v) })
-				return
-			}
-		}
 		s.missL1(pc)
 		ticket := l1.Ticket(key) // before the read leaves: a write acknowledged after refuses the fill
 		fillRules := rules       // a copy for the fill below: capturing rules would put it on the heap for every GET
@@ -109,13 +102,21 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 
 // keptAnswers reports whether a kept (tracking) read may be answered locally: under a policy
 // with an origin, a kept miss or a stale value is not, the origin or a refresh is due.
-// answerKept answers a GET from the tracking L1 when it holds a usable copy. The key is looked
-// up through a view of the read buffer, which nothing keeps past the call: a hit allocates
+// answerFromL1 answers a GET from the L1 when it holds a usable copy. The key is looked up
+// through a view of the read buffer, which nothing keeps past the call: a hit allocates
 // nothing. A kept miss of a moved key is not answered: its previous owner may hold the key.
-func (b *batch) answerKept(s *Server, keyb []byte, rules *policy.Rules, pc *policyCounters) bool {
+func (b *batch) answerFromL1(s *Server, keyb []byte, rules *policy.Rules, pc *policyCounters) bool {
 	key := unsafe.String(unsafe.SliceData(keyb), len(keyb)) //nolint:gosec // a view for lookups only, never kept
 	if b.writing(key) {
 		return false
+	}
+	if !rules.L1Tracking {
+		v, ok := s.L1().Get(key)
+		if ok {
+			s.hitL1(pc)
+			b.copied(v)
+		}
+		return ok
 	}
 	msg, ok := b.r.ShardFor(keyb).KeptGet(key, time.Now())
 	if !ok || !keptAnswers(&msg, *rules) || (msg.IsNil() && b.r.PreviousOwner(keyb) != nil) {
