@@ -9,7 +9,7 @@ import (
 )
 
 // TestAnL1HitAllocatesAlmostNothing: an L1 hit is the agent's hot path; every allocation on it
-// is CPU now and a garbage collection later (tail latency on a one-thread agent). Measured over
+// is CPU now and a garbage collection (a tail-latency hit) later. Measured over
 // a real connection, with the client's side reusing its buffers.
 func TestAnL1HitAllocatesAlmostNothing(t *testing.T) {
 	for _, mode := range []struct {

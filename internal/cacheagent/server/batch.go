@@ -67,15 +67,16 @@ const (
 
 type pending struct {
 	local func(w *resp.Writer) // written as is, or
-	// An L1 hit: a reply kept by the tracking L1 (written as the shard would), or a ttl-mode
+	// an L1 hit: a reply kept by the tracking L1 (written as the shard would), or a ttl-mode
 	// copy (a bulk string). Fields, not a local closure: L1 hits are the hot path and a closure
-	// costs two allocations.
+	// costs two allocations. Or
 	hit     l1Hit
 	keptMsg valkey.ValkeyMessage
 	copyVal []byte
-	parts   []part
-	finish  func(w *resp.Writer, results []partResult)
-	class   class
+	// the reply computed from shard parts.
+	parts  []part
+	finish func(w *resp.Writer, results []partResult)
+	class  class
 	// miss answers a single-key read (or delete) whose shard is down; nil for multi-key reads,
 	// whose finish sees the down shard's keys as missing.
 	miss func(w *resp.Writer)

@@ -100,8 +100,6 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	}
 }
 
-// keptAnswers reports whether a kept (tracking) read may be answered locally: under a policy
-// with an origin, a kept miss or a stale value is not, the origin or a refresh is due.
 // answerFromL1 answers a GET from the L1 when it holds a usable copy. The key is looked up
 // through a view of the read buffer, which nothing keeps past the call: a hit allocates
 // nothing. A kept miss of a moved key is not answered: its previous owner may hold the key.
@@ -127,6 +125,8 @@ func (b *batch) answerFromL1(s *Server, keyb []byte, rules *policy.Rules, pc *po
 	return true
 }
 
+// keptAnswers reports whether a kept (tracking) read may be answered locally: under a policy
+// with an origin, a kept miss or a stale value is not, the origin or a refresh is due.
 func keptAnswers(msg *valkey.ValkeyMessage, rules policy.Rules) bool {
 	if rules.Origin == nil {
 		return true
