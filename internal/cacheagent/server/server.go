@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
@@ -34,12 +35,15 @@ type Config struct {
 	MaxArgs          int
 	// MaxBatch bounds how many pipelined commands are executed together.
 	MaxBatch int
+	// EventLoops read TCP connections from epoll loops that answer L1 hits themselves
+	// (inline.go); 0 leaves every connection to its goroutine.
+	EventLoops int
 }
 
 // DefaultConfig has the documented defaults.
 func DefaultConfig() Config {
 	return Config{ShardTimeout: time.Second, FailuresToOpen: 5, Cooldown: 10 * time.Second,
-		MaxQueuedDeletes: 100_000, MaxArgs: 1 << 16, MaxBatch: 256}
+		MaxQueuedDeletes: 100_000, MaxArgs: 1 << 16, MaxBatch: 256, EventLoops: 1}
 }
 
 // Server is safe for concurrent use.
@@ -66,6 +70,11 @@ type Server struct {
 	clientIDs atomic.Int64
 	stopping  chan struct{} // closed when Shutdown starts: ends CF.LGET waits
 	pass      atomic.Pointer[string]
+
+	loopOnce sync.Once
+	loops    []*evloop.Loop // none without event loops
+	loopErr  error          // why not, when some were asked for
+	adopted  atomic.Int64   // connections adopted, to spread them over the loops
 }
 
 // New returns a server that serves nothing until SetRing gives it a ring.
@@ -166,6 +175,7 @@ func (s *Server) FlushL1() {
 
 // Serve accepts connections until the listener is closed.
 func (s *Server) Serve(ln net.Listener) error {
+	_ = s.StartLoops() // an error leaves connections to their goroutines; the caller may log it
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
@@ -181,6 +191,9 @@ func (s *Server) Serve(ln net.Listener) error {
 				continue
 			}
 			return err
+		}
+		if nc, err = s.adopt(nc); err != nil {
+			continue // the connection is gone; the client sees it closed
 		}
 		s.mu.Lock()
 		if s.closing.Load() {
@@ -219,6 +232,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	s.stopWatchers()
+	if err == nil {
+		for _, l := range s.loops {
+			l.Close()
+		}
+	}
 	if r := s.router.Load(); r != nil {
 		for _, sh := range r.Shards {
 			sh.Close()
@@ -296,6 +314,10 @@ func (s *Server) serveConn(nc net.Conn) {
 	rd := resp.NewReader(bufio.NewReaderSize(nc, 16<<10), s.readLimits())
 	w := c.w
 	b := &batch{s: s, cid: c.id}
+	ec, _ := nc.(*evloop.Conn)
+	if ec != nil {
+		ec.Context = &inlineConn{c: c, b: b}
+	}
 	ctx := context.Background()
 	n := 0
 	locked := false
@@ -306,6 +328,9 @@ func (s *Server) serveConn(nc net.Conn) {
 	}()
 	var tooLarge *resp.TooLargeError // out of the loop: errors.As takes its address, a heap allocation
 	for {
+		if ec != nil && rd.Buffered() == 0 {
+			ec.AtBoundary() // no frame is half read: the loop may answer what comes next
+		}
 		args, err := rd.ReadCommand()
 		if !locked { // held until this batch's replies are flushed: see client.wmu
 			c.wmu.Lock()
