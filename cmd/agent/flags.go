@@ -55,9 +55,14 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.pprof, "pprof", false, "Serve Go profiles under /debug/pprof/ on the HTTP address.")
 	fs.IntVar(&o.procs, "procs", 2, "Threads running Go code (GOMAXPROCS); 0 keeps Go's choice (GOMAXPROCS, or the CPU limit). "+
 		"One costs the least CPU per request but a stall of that thread stalls every client; two ride one out.")
+	fs.IntVar(&o.server.EventLoops, "event-loops", o.server.EventLoops, "Epoll loops that read client connections and answer L1 hits themselves (Linux, with an L1); 0 leaves every connection to its goroutine. "+
+		"One costs the least CPU per unpipelined hit; more share deep pipelines of hits over threads.")
 	fs.IntVar(&o.server.MaxQueuedDeletes, "max-queued-deletes", o.server.MaxQueuedDeletes, "Deletes kept per down shard.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.server.EventLoops < 0 {
+		return nil, fmt.Errorf("--event-loops must be 0 or more, not %d", o.server.EventLoops)
 	}
 	if o.procs < 0 {
 		return nil, fmt.Errorf("--procs must be 0 or more, not %d", o.procs)

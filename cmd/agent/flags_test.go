@@ -11,3 +11,13 @@ func TestProcsDefaultsToTwoAndRefusesANegativeCount(t *testing.T) {
 		t.Error("--procs=-1 was accepted")
 	}
 }
+
+func TestEventLoopsDefaultToOneAndRefuseANegativeCount(t *testing.T) {
+	o, err := parseFlags([]string{"--shards", "shard-0=127.0.0.1:7001"})
+	if err != nil || o.server.EventLoops != 1 {
+		t.Errorf("default --event-loops = %v, %v; want 1", o, err)
+	}
+	if _, err := parseFlags([]string{"--shards", "shard-0=127.0.0.1:7001", "--event-loops=-1"}); err == nil {
+		t.Error("--event-loops=-1 was accepted")
+	}
+}

@@ -176,6 +176,9 @@ func (a *agent) serve(ctx context.Context) error {
 		return err
 	}
 	errc := make(chan error, 2)
+	if err := a.srv.StartLoops(); err != nil {
+		a.log.Warn("No event loop: client connections are read by their goroutines alone", "err", err)
+	}
 	go func() { errc <- a.srv.Serve(ln) }()
 	go func() {
 		if err := httpSrv.Serve(hln); !errors.Is(err, http.ErrServerClosed) {
