@@ -45,7 +45,9 @@ type Loop struct {
 	done     chan struct{}
 }
 
-// New starts a loop; handler may be nil (everything goes to the readers).
+// New starts a loop; handler may be nil (everything goes to the readers). The loop waits in
+// epoll_wait on a thread of its own: with GOMAXPROCS 1 it would hold the only processor while
+// it waits, until the runtime takes it back.
 func New(handler Handler) (*Loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,23 @@ func TestTheLoopNeverAnswersInsideAFrame(t *testing.T) {
 		if got != want {
 			t.Fatalf("reply %q, want %q", got, want)
 		}
+	}
+}
+
+// TestOneThreadHasNoLoop: with one thread running Go code (--procs=1) connections stay with
+// their goroutines: a loop waiting in epoll_wait would hold the only thread.
+func TestOneThreadHasNoLoop(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	a := l1Modes[0].agentIn(t, twoShards(t), noMinUsable)
+	c := a.dial(t)
+	c.do("SET", "hot", "v")
+	warmL1(t, a, "hot")
+	for range 10 {
+		if got := c.do("GET", "hot"); got != "v" {
+			t.Fatalf("GET hot = %q", got)
+		}
+	}
+	if n := a.srv.Stats.LoopHits.Load(); n != 0 {
+		t.Fatalf("%d L1 hits answered by a loop on one thread", n)
 	}
 }
