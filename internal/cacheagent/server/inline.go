@@ -86,7 +86,7 @@ func (s *Server) answerInline(iw *inlineWriter, ec *evloop.Conn, data []byte) in
 		return 0
 	}
 	r := s.router.Load()
-	if r == nil {
+	if r == nil || deepPipeline(data) {
 		return 0
 	}
 	b.reset(r)
@@ -157,6 +157,25 @@ func scanGet(p []byte) (key []byte, size int) {
 	}
 	return p[i : i+n], i + n + 2
 }
+
+// deepPipeline reports whether data starts with more than maxInlinePipeline GETs. The loop runs
+// on one thread; a deep pipeline of hits is answered faster by the connection's goroutine,
+// while the loop reads the next connection on another thread (-P 16 hits: 807-885k req/s
+// through goroutines, 694-704k through one loop, side by side).
+func deepPipeline(data []byte) bool {
+	off := 0
+	for range maxInlinePipeline + 1 {
+		_, size := scanGet(data[off:])
+		if size == 0 {
+			return false
+		}
+		off += size
+	}
+	return true
+}
+
+// maxInlinePipeline is the deepest pipeline the loop answers itself.
+const maxInlinePipeline = 4
 
 // maxInlineKey bounds the keys the loop answers; longer ones take the full path.
 const maxInlineKey = 1 << 12
