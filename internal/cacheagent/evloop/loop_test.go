@@ -18,7 +18,8 @@ import (
 )
 
 // A line protocol for the tests: "hit" is answered "H", by the loop's handler or by the
-// reader goroutine alike (as an L1 hit is); other lines "R:" and the line; "big N" N bytes.
+// reader goroutine alike (as an L1 hit is); "long ..." its length, "L:n"; "big N" N bytes;
+// other lines "R:" and the line.
 var loopAnswers atomic.Int64
 
 func lineHandler(c *Conn, data []byte) int {
@@ -98,7 +99,7 @@ func readLines(c *Conn) {
 		switch {
 		case line == "hit\n":
 			_, err = c.Write([]byte("H\n"))
-		case strings.HasPrefix(line, "xxxx"):
+		case strings.HasPrefix(line, "long "):
 			_, err = fmt.Fprintf(c, "L:%d\n", len(line))
 		case strings.HasPrefix(line, "big "):
 			if _, err = fmt.Sscanf(line, "big %d", &n); err == nil {
@@ -256,7 +257,7 @@ func TestPipelinedLargeRequestsKeepFlowing(t *testing.T) {
 	s := serve(t, lineHandler)
 	nc := dial(t, s)
 	rd := bufio.NewReader(nc)
-	line := strings.Repeat("x", 4<<20) + "\n"
+	line := "long " + strings.Repeat("x", 4<<20) + "\n"
 	for round := range 5 {
 		go func() { _, _ = nc.Write([]byte(line + line + line)) }()
 		for i := range 3 {
