@@ -107,7 +107,11 @@ func init() {
 	register("decr", 2, false, classWrite, cmdIncr)
 	register("incrby", 3, false, classWrite, cmdIncr)
 	register("decrby", 3, false, classWrite, cmdIncr)
+	getCommand = commandTable["get"]
 }
+
+// getCommand is GET's entry, for the event loop's answers (inline.go).
+var getCommand *command
 
 // txControl are the commands that act on an open transaction instead of being queued.
 var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "quit": true, "watch": true}
@@ -150,8 +154,7 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		return
 	}
 	t0 := time.Now()
-	c.lastAt.Store(t0.UnixNano())
-	c.lastCmd.Store(&cmd.name)
+	c.began(cmd, t0)
 	direct := cmd.class == classRead && !b.tx && s.trackRead(c, cmd.name, args)
 	if c.tx != nil && !txControl[string(c.lower)] {
 		s.queueTx(b, c, cmd, args)
@@ -167,8 +170,19 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	if b.flushes != flushes {
 		start = 0 // the handler flushed earlier commands: everything queued now is its own
 	}
-	// Tag the replies this command queued, so exec counts their result and latency.
-	for i := start; i < len(b.replies); i++ {
+	b.tagFrom(start, cmd, t0)
+}
+
+// began records cmd, started at t0, as the connection's last command (CLIENT LIST).
+func (c *client) began(cmd *command, t0 time.Time) {
+	c.lastAt.Store(t0.UnixNano())
+	c.lastCmd.Store(&cmd.name)
+}
+
+// tagFrom tags the replies queued from index from on as cmd's, so exec counts their result and
+// latency.
+func (b *batch) tagFrom(from int, cmd *command, t0 time.Time) {
+	for i := from; i < len(b.replies); i++ {
 		b.replies[i].cmd, b.replies[i].start = cmd, t0
 	}
 }

@@ -43,14 +43,7 @@ func TestTheLoopAnswersL1HitsInThePipelinesOrder(t *testing.T) {
 			if _, err := c.nc.Write(pipe); err != nil {
 				t.Fatal(err)
 			}
-			var got []string
-			for range 6 {
-				r, err := tu.ReadReply(c.rd)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, r)
-			}
+			got := c.replies(6)
 			if want := "v1 v1 OK v2 PONG v2"; strings.Join(got, " ") != want {
 				t.Fatalf("replies %q, want %q", got, want)
 			}

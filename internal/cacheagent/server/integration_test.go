@@ -96,6 +96,20 @@ func (c *conn) do(args ...string) string {
 	return out
 }
 
+// replies reads n replies, as tu.ReadReply renders them.
+func (c *conn) replies(n int) []string {
+	c.t.Helper()
+	var out []string
+	for range n {
+		r, err := tu.ReadReply(c.rd)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 func twoShards(t *testing.T) []*tu.Redis {
 	return []*tu.Redis{tu.StartRedis(t, ""), tu.StartRedis(t, "")}
 }

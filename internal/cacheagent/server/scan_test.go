@@ -32,7 +32,8 @@ func TestScanGetMatchesWholeGETFramesOnly(t *testing.T) {
 func TestDeepPipelinesGoToTheGoroutine(t *testing.T) {
 	get := "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
 	for n, deep := range map[int]bool{1: false, maxInlinePipeline: false, maxInlinePipeline + 1: true, 16: true} {
-		if got := deepPipeline([]byte(strings.Repeat(get, n))); got != deep {
+		var gets [maxInlinePipeline]getFrame
+		if _, got := scanGets([]byte(strings.Repeat(get, n)), &gets); got != deep {
 			t.Errorf("%d GETs: deep = %v, want %v", n, got, deep)
 		}
 	}

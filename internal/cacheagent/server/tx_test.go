@@ -39,14 +39,7 @@ func TestTransactionsRunAtomicallyOnOneShard(t *testing.T) {
 	c.do("GET", "{cart:7}:items")
 	c.nc.Write(append(append(append(append(tu.Encode("MULTI"), tu.Encode("INCR", "{cart:7}:items")...),
 		tu.Encode("SET", "{cart:7}:owner", "ann")...), tu.Encode("GET", "{cart:7}:owner")...), tu.Encode("EXEC")...))
-	var replies []string
-	for range 5 {
-		r, err := tu.ReadReply(c.rd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		replies = append(replies, r)
-	}
+	replies := c.replies(5)
 	if strings.Join(replies, "|") != "OK|QUEUED|QUEUED|QUEUED|[1 OK ann]" {
 		t.Errorf("pipelined transaction replies %q", replies)
 	}
