@@ -40,6 +40,11 @@ type Conn struct {
 	off  int
 	rerr error
 	more bool // the last read filled its buffer: the socket may hold more
+	// held counts what the handler took whose replies are still due (Hold, Release); parked:
+	// the loop keeps what it read past those (in in, or rerr) from the reader until they are
+	// written, which would otherwise overtake them. Both are the loop's alone.
+	held   int
+	parked bool
 	// boundary: the reader waits for the start of a message, not for the rest of one; only
 	// then may the loop's handler read what comes (a value's bytes can look like anything).
 	boundary atomic.Bool
@@ -87,6 +92,23 @@ func (c *Conn) isClosed() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// Hold says that a reply to a message the handler took will be written later, by the loop:
+// until the matching Release, what the handler does not answer stays away from the reader.
+// Call both on the loop.
+func (c *Conn) Hold() { c.held++ }
+
+// Release says a held reply has been written; the last one hands the connection to its reader
+// if the loop read something for it meanwhile.
+func (c *Conn) Release() {
+	if c.held--; c.held > 0 || !c.parked {
+		return
+	}
+	c.parked = false
+	if c.state.CompareAndSwap(ownedByLoop, loopReading) { // not taken back on a deadline or close
+		c.loop.handBack(c)
 	}
 }
 
@@ -239,7 +261,7 @@ func (c *Conn) writeAll(p []byte) error {
 // if a Write is under way (the caller is to serialise its writers).
 func (c *Conn) WriteNoWait(p []byte) (int, error) {
 	if !c.wmu.TryLock() {
-		return 0, errWriteBusy
+		return 0, ErrWriteBusy
 	}
 	defer c.wmu.Unlock()
 	if len(c.backlog) == 0 {
@@ -256,7 +278,8 @@ func (c *Conn) WriteNoWait(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var errWriteBusy = errors.New("evloop: a write is under way")
+// ErrWriteBusy is WriteNoWait's refusal while a Write is under way.
+var ErrWriteBusy = errors.New("evloop: a write is under way")
 
 // Backlogged reports whether bytes wait to be written, or a Write is under way.
 func (c *Conn) Backlogged() bool {

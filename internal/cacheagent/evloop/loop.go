@@ -31,16 +31,29 @@ type Handler func(c *Conn, data []byte) int
 // goes to the reader.
 const readBuf = 64 << 10
 
+// Readable and Writable are the events a watched descriptor hears of (Watch).
+const (
+	Readable = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	Writable = unix.EPOLLOUT
+)
+
 // Loop is one epoll instance and the goroutine that waits on it.
 type Loop struct {
 	epfd, wakefd int
 	handler      Handler
 	buf          []byte
 	handedBack   bool // the last round gave a reader work
+	// watched are descriptors the loop owns outright (shard connections), with what to call
+	// on their events; only the loop touches them.
+	watched map[int32]func(events uint32)
+	// turn runs after each round of events, on the loop; it returns how long the loop may
+	// then wait for the next event, in milliseconds (-1: as long as it takes).
+	turn func() int
 
 	mu       sync.Mutex
 	conns    map[int32]*Conn
-	released []*Conn // closed connections whose descriptors the loop closes
+	released []*Conn  // closed connections whose descriptors the loop closes
+	posted   []func() // to run on the loop (Post)
 	stopped  bool
 	done     chan struct{}
 }
@@ -68,9 +81,44 @@ func New(handler Handler) (*Loop, error) {
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
 	l := &Loop{epfd: epfd, wakefd: wakefd, handler: handler, buf: make([]byte, readBuf),
-		conns: map[int32]*Conn{}, done: make(chan struct{})}
+		conns: map[int32]*Conn{}, watched: map[int32]func(uint32){}, done: make(chan struct{})}
 	go l.run()
 	return l, nil
+}
+
+// OnTurn sets what runs on the loop after each round of events (see Loop.turn). Call it before
+// the loop has work, or from the loop.
+func (l *Loop) OnTurn(turn func() int) { l.turn = turn }
+
+// Post runs fn on the loop, soon; from any goroutine.
+func (l *Loop) Post(fn func()) {
+	l.mu.Lock()
+	l.posted = append(l.posted, fn)
+	l.mu.Unlock()
+	l.wake()
+}
+
+// Watch gives the loop a descriptor of its own (a shard connection, non-blocking): onEvent
+// runs on the loop with epoll's events (edge-triggered: read and write until EAGAIN). Call it
+// from the loop; Forget ends it.
+func (l *Loop) Watch(fd int, onEvent func(events uint32)) error {
+	l.watched[int32(fd)] = onEvent
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		delete(l.watched, int32(fd))
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return nil
+}
+
+// Forget stops watching fd and closes it; from the loop.
+func (l *Loop) Forget(fd int) {
+	if _, ok := l.watched[int32(fd)]; !ok {
+		return
+	}
+	delete(l.watched, int32(fd))
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	unix.Close(fd)
 }
 
 // Adopt moves a TCP connection onto the loop: the returned Conn owns a duplicate of its socket,
@@ -141,12 +189,17 @@ func (l *Loop) release(c *Conn) {
 func (l *Loop) run() {
 	defer close(l.done)
 	events := make([]unix.EpollEvent, 256)
+	wait := -1
 	for {
-		n, err := unix.EpollWait(l.epfd, events, -1)
+		n, err := unix.EpollWait(l.epfd, events, wait)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			panic(fmt.Sprintf("evloop: epoll_wait: %v", err)) // EBADF or EINVAL: a bug
 		}
 		l.dispatch(events[:max(n, 0)])
+		l.runPosted()
+		if wait = -1; l.turn != nil {
+			wait = l.turn()
+		}
 		if l.closeReleased() {
 			break
 		}
@@ -156,8 +209,21 @@ func (l *Loop) run() {
 			runtime.Gosched()
 		}
 	}
+	for fd := range l.watched {
+		l.Forget(int(fd))
+	}
 	unix.Close(l.epfd)
 	unix.Close(l.wakefd)
+}
+
+func (l *Loop) runPosted() {
+	l.mu.Lock()
+	posted := l.posted
+	l.posted = nil
+	l.mu.Unlock()
+	for _, fn := range posted {
+		fn()
+	}
 }
 
 func (l *Loop) dispatch(events []unix.EpollEvent) {
@@ -167,6 +233,10 @@ func (l *Loop) dispatch(events []unix.EpollEvent) {
 		if int(ev.Fd) == l.wakefd {
 			var b [8]byte
 			_, _ = unix.Read(l.wakefd, b[:])
+			continue
+		}
+		if onEvent := l.watched[ev.Fd]; onEvent != nil {
+			onEvent(ev.Events)
 			continue
 		}
 		l.mu.Lock()
@@ -229,6 +299,13 @@ func (l *Loop) readable(c *Conn) {
 }
 
 func (l *Loop) read(c *Conn) {
+	if c.parked {
+		// Replies to what the handler took are still due: what came since waits in the
+		// socket for the reader, which gets the connection once they are written.
+		c.more = true
+		c.state.Store(ownedByLoop)
+		return
+	}
 	for {
 		n, err := c.read(l.buf)
 		switch {
@@ -245,6 +322,11 @@ func (l *Loop) read(c *Conn) {
 			}
 			c.in = append(c.in[:0], data[used:]...)
 			c.off, c.more = 0, full
+			if c.held > 0 {
+				c.parked = true
+				c.state.Store(ownedByLoop)
+				return
+			}
 		case n == 0 && err == nil:
 			c.rerr = io.EOF
 		case errors.Is(err, unix.EINTR):
@@ -254,6 +336,11 @@ func (l *Loop) read(c *Conn) {
 			return
 		default:
 			c.rerr = err
+		}
+		if c.held > 0 {
+			c.parked = true // the error waits for the replies due, as the bytes before it do
+			c.state.Store(ownedByLoop)
+			return
 		}
 		l.handBack(c)
 		return

@@ -27,3 +27,18 @@ func (l *Loop) Close()                               {}
 func (c *Conn) AtBoundary()                          {}
 func (c *Conn) Backlogged() bool                     { return false }
 func (c *Conn) WriteNoWait(p []byte) (int, error)    { return c.Write(p) }
+func (c *Conn) Hold()                                {}
+func (c *Conn) Release()                             {}
+func (l *Loop) OnTurn(func() int)                    {}
+func (l *Loop) Post(func())                          {}
+func (l *Loop) Watch(int, func(uint32)) error        { return errors.ErrUnsupported }
+func (l *Loop) Forget(int)                           {}
+
+// Readable and Writable are as on Linux.
+const (
+	Readable uint32 = 1
+	Writable uint32 = 4
+)
+
+// ErrWriteBusy is as on Linux.
+var ErrWriteBusy = errors.New("evloop: a write is under way")

@@ -291,6 +291,15 @@ func (s *Shard) call(ctx context.Context, fn func(ctx context.Context, c valkey.
 	return nil
 }
 
+// Failed counts a failure of a connection of the agent's own to the shard (the event loop's)
+// toward the breaker, as a failed request would.
+func (s *Shard) Failed(err error) {
+	s.Stats.Errors.Add(1)
+	if done, allowErr := s.breaker.Allow(); allowErr == nil {
+		done(err)
+	}
+}
+
 // Do runs one command built by build.
 func (s *Shard) Do(ctx context.Context, build func(valkey.Builder) valkey.Completed) (valkey.ValkeyResult, error) {
 	var res valkey.ValkeyResult

@@ -108,10 +108,11 @@ func init() {
 	register("incrby", 3, false, classWrite, cmdIncr)
 	register("decrby", 3, false, classWrite, cmdIncr)
 	getCommand = commandTable["get"]
+	setCommand = commandTable["set"]
 }
 
-// getCommand is GET's entry, for the event loop's answers (inline.go).
-var getCommand *command
+// getCommand and setCommand are GET's and SET's entries, for the event loop (inline.go).
+var getCommand, setCommand *command
 
 // txControl are the commands that act on an open transaction instead of being queued.
 var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "quit": true, "watch": true}

@@ -8,17 +8,27 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 )
 
 // The event loop (evloop) reads the connections whose goroutines wait for a command, and
-// answers here, on the loop, the GETs the L1 holds: no goroutine wakes for an L1 hit. Anything
-// else, from the first command this does not answer, goes to the connection's goroutine.
+// answers here, on the loop, the GETs the L1 holds, and forwards plain GETs and SETs to the
+// shards (forward.go): no goroutine wakes for them. Anything else, from the first command the
+// loop does not take, goes to the connection's goroutine.
 
 // inlineConn is what the loop's handler needs of a connection.
 type inlineConn struct {
-	c *client
-	b *batch // the goroutine's batch: it is idle while the goroutine waits for input
+	c  *client
+	b  *batch // the goroutine's batch: it is idle while the goroutine waits for input
+	ec *evloop.Conn
+	// Forwarded commands (forward.go), the loop's alone: those whose replies are due, in the
+	// client's order; the replies to write at the end of the turn (due), and how many
+	// commands they answer (released).
+	queue    []*fwdReq
+	out      []byte
+	due      bool
+	released int
 }
 
 // inlineWriter writes a loop's replies; a loop runs one handler at a time.
@@ -43,36 +53,36 @@ func (s *Server) StartLoops() error {
 			return
 		}
 		for range s.cfg.EventLoops {
-			bw := bufio.NewWriterSize(nil, 16<<10)
-			iw := &inlineWriter{bw: bw, w: resp.NewWriter(bw)}
-			l, err := evloop.New(func(ec *evloop.Conn, data []byte) int { return s.answerInline(iw, ec, data) })
+			ls := newLoopState(s)
+			l, err := evloop.New(func(ec *evloop.Conn, data []byte) int { return s.answerInline(ls, ec, data) })
 			if err != nil {
 				s.loopErr = err
 				return
 			}
+			ls.loop = l
+			l.OnTurn(ls.turn)
 			s.loops = append(s.loops, l)
 		}
 	})
 	return s.loopErr
 }
 
-// adopt moves an accepted TCP connection onto a loop while the ring has an L1; other
-// connections stay with their goroutines. Without an L1 a loop could answer nothing, and
-// handing every request from the loop to a goroutine costs more than the goroutine's own read.
+// adopt moves an accepted TCP connection onto a loop.
 func (s *Server) adopt(nc net.Conn) (net.Conn, error) {
 	tc, ok := nc.(*net.TCPConn)
-	if r := s.router.Load(); len(s.loops) == 0 || !ok || r == nil || !r.Doc.Tiers.L1Enabled {
+	if len(s.loops) == 0 || !ok {
 		return nc, nil
 	}
 	_ = tc.SetNoDelay(true)
 	return s.loops[s.adopted.Add(1)%int64(len(s.loops))].Adopt(tc)
 }
 
-// answerInline answers the GETs at the start of data that the L1 holds, and returns how many
-// bytes they took. It answers nothing for a connection in any state but the plain one (not
-// authenticated, in a transaction, tracking, subscribed, quitting), nor while its writer is
-// busy or has replies still to write: those replies would be overtaken.
-func (s *Server) answerInline(iw *inlineWriter, ec *evloop.Conn, data []byte) int {
+// answerInline answers the commands at the start of data that the loop can (L1 hits here,
+// forwarded GETs and SETs: forward.go), and returns how many bytes they took. It takes nothing
+// from a connection in any state but the plain one (not authenticated, in a transaction,
+// tracking, subscribed, quitting), nor while its writer is busy or has replies still to write:
+// those replies would be overtaken.
+func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 	ic, ok := ec.Context.(*inlineConn)
 	if !ok {
 		return 0
@@ -85,40 +95,60 @@ func (s *Server) answerInline(iw *inlineWriter, ec *evloop.Conn, data []byte) in
 	if !c.authed || c.tx != nil || c.track != nil || c.quit || c.subscribed.Load() || ec.Backlogged() {
 		return 0
 	}
-	var gets [maxInlinePipeline]getFrame
-	n, deep := scanGets(data, &gets)
+	var frames [maxInlinePipeline]frame
+	n, deep := scanFrames(data, &frames)
 	r := s.router.Load()
 	if r == nil || n == 0 || deep {
 		return 0
 	}
 	b.reset(r)
+	warming := r.Warming()
 	used := 0
-	for _, g := range gets[:n] {
-		if !s.inlineGet(b, c, g.key) {
+	for i := range frames[:n] {
+		f := &frames[i]
+		rules := policy.For(r.Doc, f.key)
+		if f.cmd == getCommand && rules.L1 {
+			// A hit is written now: not behind replies still due (they would be overtaken),
+			// nor after a write of this connection's that the shard has not answered yet.
+			if len(ic.queue) > 0 || ic.due || !s.inlineGet(b, c, f.key, &rules) {
+				break
+			}
+		} else if warming || !forwardable(f, &rules) || !ls.forward(ic, r, f, &rules) {
 			break
 		}
-		used += g.size
+		used += len(f.raw)
 	}
 	if len(b.replies) > 0 {
-		iw.bw.Reset(noWait{ec})
-		iw.w.Proto, iw.w.Errors = c.w.Proto, 0
-		b.exec(context.Background(), iw.w)
-		_ = iw.w.Flush() // an error is the goroutine's to see, on its next read
+		ls.iw.bw.Reset(noWait{ec})
+		ls.iw.w.Proto, ls.iw.w.Errors = c.w.Proto, 0
+		b.exec(context.Background(), ls.iw.w)
+		_ = ls.iw.w.Flush() // an error is the goroutine's to see, on its next read
 	}
 	b.r = nil
 	return used
 }
 
-// inlineGet answers GET key from the L1, as dispatch and cmdGet would; false on a miss, with
-// nothing done.
-func (s *Server) inlineGet(b *batch, c *client, key []byte) bool {
-	rules := b.rulesFor(key)
-	if !rules.L1 {
+// forwardable reports whether the shard's plain reply to f is the whole answer: no L1 to fill,
+// no origin, no lease, nothing the agent encodes, no value over the limit (refused on the full
+// path). A ring being warmed up reads and drops keys' previous owners: the full path does that.
+func forwardable(f *frame, rules *policy.Rules) bool {
+	if rules.Origin != nil {
 		return false
 	}
+	if f.cmd == getCommand {
+		return !rules.L1
+	}
+	return rules.LeaseTTL <= 0 && !rules.Encoded() &&
+		(rules.MaxValueBytes <= 0 || int64(len(f.val)) <= rules.MaxValueBytes) &&
+		(len(f.val) == 0 || f.val[0] != reservedByte)
+}
+
+// inlineGet answers GET key from the L1, as dispatch and cmdGet would; false on a miss, with
+// nothing done.
+func (s *Server) inlineGet(b *batch, c *client, key []byte, rules *policy.Rules) bool {
 	pc := s.Stats.forPolicy(rules.Name)
 	t0 := time.Now()
-	if !b.answerFromL1(s, key, &rules, pc) {
+	if !b.answerFromL1(s, key, rules, pc) {
 		return false
 	}
 	s.Stats.LoopHits.Add(1)
@@ -127,58 +157,86 @@ func (s *Server) inlineGet(b *batch, c *client, key []byte) bool {
 	return true
 }
 
-// scanGet matches one complete "GET key" frame, as redis clients send it, at the start of p:
-// the key and the frame's size, or size 0 for anything else (left to the full parser).
-func scanGet(p []byte) (key []byte, size int) {
-	const head = "*2\r\n$3\r\n"
-	if len(p) < len(head)+5+4 || string(p[:len(head)]) != head {
+// frame is one GET or SET command at the start of a read, as redis clients send it.
+type frame struct {
+	cmd      *command // getCommand or setCommand
+	key, val []byte
+	raw      []byte // the whole frame
+}
+
+// scanFrame matches one complete "GET key" or "SET key value" frame at the start of p; false
+// for anything else (left to the full parser).
+func scanFrame(p []byte, f *frame) bool {
+	if len(p) < 4+9+4 || p[0] != '*' || (p[1] != '2' && p[1] != '3') || p[2] != '\r' || p[3] != '\n' {
+		return false
+	}
+	args := int(p[1] - '0')
+	name, i := bulkAt(p, 4, 3)
+	if len(name) != 3 {
+		return false
+	}
+	switch {
+	case args == 2 && name[0]|0x20 == 'g' && name[1]|0x20 == 'e' && name[2]|0x20 == 't':
+		f.cmd = getCommand
+	case args == 3 && name[0]|0x20 == 's' && name[1]|0x20 == 'e' && name[2]|0x20 == 't':
+		f.cmd = setCommand
+	default:
+		return false
+	}
+	if f.key, i = bulkAt(p, i, maxInlineKey); f.key == nil {
+		return false
+	}
+	f.val = nil
+	if args == 3 {
+		if f.val, i = bulkAt(p, i, len(p)); f.val == nil {
+			return false
+		}
+	}
+	f.raw = p[:i]
+	return true
+}
+
+// bulkAt reads the bulk string "$n\r\n...\r\n" at p[i:] of at most limit bytes: its bytes (not
+// nil, even when empty) and the index after it; nil if it is not one, or not whole.
+func bulkAt(p []byte, i, limit int) ([]byte, int) {
+	if i >= len(p) || p[i] != '$' {
 		return nil, 0
 	}
-	g := p[len(head):]
-	if g[0]|0x20 != 'g' || g[1]|0x20 != 'e' || g[2]|0x20 != 't' || g[3] != '\r' || g[4] != '\n' || g[5] != '$' {
-		return nil, 0
-	}
-	i := len(head) + 6
-	n := 0
+	i++
+	start, n := i, 0
 	for ; i < len(p) && p[i] >= '0' && p[i] <= '9'; i++ {
 		n = n*10 + int(p[i]-'0')
-		if n > maxInlineKey {
+		if n > limit {
 			return nil, 0
 		}
 	}
-	if i == len(head)+6 || i+2 > len(p) || p[i] != '\r' || p[i+1] != '\n' {
+	if i == start || i+2 > len(p) || p[i] != '\r' || p[i+1] != '\n' {
 		return nil, 0
 	}
 	i += 2
 	if i+n+2 > len(p) || p[i+n] != '\r' || p[i+n+1] != '\n' {
 		return nil, 0
 	}
-	return p[i : i+n], i + n + 2
+	return p[i : i+n : i+n], i + n + 2
 }
 
-// getFrame is one GET frame at the start of a read: its key and its size in bytes.
-type getFrame struct {
-	key  []byte
-	size int
-}
-
-// scanGets finds the GET frames data starts with, up to maxInlinePipeline of them, and reports
-// whether there are more. The loop runs on one thread; a deep pipeline of hits is answered
+// scanFrames finds the GET and SET frames data starts with, up to maxInlinePipeline of them,
+// and reports whether there are more. The loop runs on one thread; a deep pipeline is answered
 // faster by the connection's goroutine, while the loop reads the next connection on another
 // thread (-P 16 hits: 807-885k req/s through goroutines, 694-704k through one loop, side by side).
-func scanGets(data []byte, gets *[maxInlinePipeline]getFrame) (n int, deep bool) {
+func scanFrames(data []byte, frames *[maxInlinePipeline]frame) (n int, deep bool) {
 	off := 0
 	for {
-		key, size := scanGet(data[off:])
-		if size == 0 {
+		var f frame
+		if !scanFrame(data[off:], &f) {
 			return n, false
 		}
-		if n == len(gets) {
+		if n == len(frames) {
 			return n, true
 		}
-		gets[n] = getFrame{key: key, size: size}
+		frames[n] = f
 		n++
-		off += size
+		off += len(f.raw)
 	}
 }
 

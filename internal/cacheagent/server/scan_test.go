@@ -5,26 +5,38 @@ import (
 	"testing"
 )
 
-func TestScanGetMatchesWholeGETFramesOnly(t *testing.T) {
+func TestScanFrameMatchesWholeGETAndSETFramesOnly(t *testing.T) {
 	for _, tc := range []struct {
-		in   string
-		key  string
-		size int
+		in       string
+		cmd      string // "" when nothing matches
+		key, val string
+		size     int
 	}{
-		{"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n", "foo", 22},
-		{"*2\r\n$3\r\nget\r\n$3\r\nfoo\r\n*1\r\n", "foo", 22},
-		{"*2\r\n$3\r\nGeT\r\n$0\r\n\r\n", "", 19},
-		{"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r", "", 0},              // incomplete
-		{"*2\r\n$3\r\nGET\r\n$4\r\nfoo\r\n", "", 0},            // length beyond the data
-		{"*2\r\n$3\r\nGET\r\n$3\r\nfooX\n", "", 0},             // no CRLF after the key
-		{"*2\r\n$3\r\nSET\r\n$3\r\nfoo\r\n", "", 0},            // another command
-		{"*3\r\n$3\r\nGET\r\n$3\r\nfoo\r\n$1\r\nx\r\n", "", 0}, // wrong arity: the full parser's error
-		{"GET foo\r\n", "", 0},                                 // inline form
-		{"*2\r\n$3\r\nGET\r\n$" + strings.Repeat("9", 12) + "\r\n", "", 0},
+		{"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n", "get", "foo", "", 22},
+		{"*2\r\n$3\r\nget\r\n$3\r\nfoo\r\n*1\r\n", "get", "foo", "", 22},
+		{"*2\r\n$3\r\nGeT\r\n$0\r\n\r\n", "get", "", "", 19},
+		{"*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$3\r\nbar\r\n", "set", "foo", "bar", 31},
+		{"*3\r\n$3\r\nset\r\n$1\r\nk\r\n$0\r\n\r\n*2\r\n", "set", "k", "", 26},
+		{"*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$4\r\nbar\r\n", "", "", "", 0},       // value beyond the data
+		{"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nNX\r\n", "", "", "", 0}, // options: the full path
+		{"*2\r\n$3\r\nSET\r\n$3\r\nfoo\r\n", "", "", "", 0},                      // SET without a value
+		{"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r", "", "", "", 0},                        // incomplete
+		{"*2\r\n$3\r\nGET\r\n$4\r\nfoo\r\n", "", "", "", 0},                      // length beyond the data
+		{"*2\r\n$3\r\nGET\r\n$3\r\nfooX\n", "", "", "", 0},                       // no CRLF after the key
+		{"*2\r\n$3\r\nDEL\r\n$3\r\nfoo\r\n", "", "", "", 0},                      // another command
+		{"*2\r\n$4\r\nGETX\r\n$3\r\nfoo\r\n", "", "", "", 0},                     // a longer name
+		{"*3\r\n$3\r\nGET\r\n$3\r\nfoo\r\n$1\r\nx\r\n", "", "", "", 0},           // wrong arity: the full parser's error
+		{"GET foo\r\n", "", "", "", 0},                                           // inline form
+		{"*2\r\n$3\r\nGET\r\n$" + strings.Repeat("9", 12) + "\r\n", "", "", "", 0},
 	} {
-		key, size := scanGet([]byte(tc.in))
-		if string(key) != tc.key || size != tc.size {
-			t.Errorf("scanGet(%q) = %q, %d; want %q, %d", tc.in, key, size, tc.key, tc.size)
+		var f frame
+		ok := scanFrame([]byte(tc.in), &f)
+		cmd := ""
+		if ok {
+			cmd = f.cmd.name
+		}
+		if cmd != tc.cmd || (ok && (string(f.key) != tc.key || string(f.val) != tc.val || len(f.raw) != tc.size)) {
+			t.Errorf("scanFrame(%q) = %v %q %q %q %d; want %q %q %q %d", tc.in, ok, cmd, f.key, f.val, len(f.raw), tc.cmd, tc.key, tc.val, tc.size)
 		}
 	}
 }
@@ -32,8 +44,8 @@ func TestScanGetMatchesWholeGETFramesOnly(t *testing.T) {
 func TestDeepPipelinesGoToTheGoroutine(t *testing.T) {
 	get := "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
 	for n, deep := range map[int]bool{1: false, maxInlinePipeline: false, maxInlinePipeline + 1: true, 16: true} {
-		var gets [maxInlinePipeline]getFrame
-		if _, got := scanGets([]byte(strings.Repeat(get, n)), &gets); got != deep {
+		var frames [maxInlinePipeline]frame
+		if _, got := scanFrames([]byte(strings.Repeat(get, n)), &frames); got != deep {
 			t.Errorf("%d GETs: deep = %v, want %v", n, got, deep)
 		}
 	}

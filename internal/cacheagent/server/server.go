@@ -316,7 +316,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	b := &batch{s: s, cid: c.id}
 	ec, _ := nc.(*evloop.Conn)
 	if ec != nil {
-		ec.Context = &inlineConn{c: c, b: b}
+		ec.Context = &inlineConn{c: c, b: b, ec: ec}
 	}
 	ctx := context.Background()
 	n := 0

@@ -15,6 +15,7 @@ type Stats struct {
 	requests         [numCommands][2]atomic.Int64 // ok, error
 	L1Hits, L1Misses atomic.Int64
 	LoopHits         atomic.Int64 // L1 hits the event loop answered itself (inline.go)
+	LoopForwards     atomic.Int64 // GETs and SETs the event loop forwarded to shards itself (forward.go)
 	L2Hits, L2Misses atomic.Int64
 	OversizeRejected atomic.Int64
 	ProtocolErrors   atomic.Int64
@@ -69,6 +70,7 @@ type collector struct{ s *Server }
 var (
 	descRequests     = newDesc("cachefleet_agent_requests_total", "Commands answered, by command and result.", []string{"command", "result"}, nil)
 	descHits         = newDesc("cachefleet_agent_cache_hits_total", "Reads answered by a tier.", []string{"tier"}, nil)
+	descLoopForwards = newDesc("cachefleet_agent_loop_forwards_total", "GETs and SETs the event loop forwarded to shards on its own connections, without waking the connection's goroutine.", nil, nil)
 	descLoopHits     = newDesc("cachefleet_agent_loop_hits_total", "L1 hits answered by the event loop without waking the connection's goroutine.", nil, nil)
 	descMisses       = newDesc("cachefleet_agent_cache_misses_total", "Reads a tier could not answer.", []string{"tier"}, nil)
 	descOversize     = newDesc("cachefleet_agent_oversize_rejected_total", "Writes refused for exceeding the value size limit.", nil, nil)
@@ -136,6 +138,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descHits, st.L1Hits.Load(), "l1")
 	counter(descHits, st.L2Hits.Load(), "l2")
 	counter(descLoopHits, st.LoopHits.Load())
+	counter(descLoopForwards, st.LoopForwards.Load())
 	counter(descMisses, st.L1Misses.Load(), "l1")
 	counter(descMisses, st.L2Misses.Load(), "l2")
 	st.policies.Range(func(k, v any) bool {

@@ -152,7 +152,11 @@ func nullReply(w *resp.Writer) { w.Null() }
 
 // countL2 counts a shard read, for the agent and, when pc is set, for the key's policy.
 func (s *Server) countL2(res valkey.ValkeyResult, pc *policyCounters) {
-	miss := valkey.IsValkeyNil(res.Error())
+	s.countRead(valkey.IsValkeyNil(res.Error()), pc)
+}
+
+// countRead counts a shard read that found its key, or missed.
+func (s *Server) countRead(miss bool, pc *policyCounters) {
 	if miss {
 		s.Stats.L2Misses.Add(1)
 	} else {

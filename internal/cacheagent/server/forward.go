@@ -1,0 +1,408 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+)
+
+// Forwarding on the loop, as twemproxy does: the GETs and SETs of plain keys that the loop reads
+// go to shard connections the loop owns, one write per shard per turn, and their replies go
+// back to the clients in order, one write per client per turn. No goroutine wakes on that path.
+// Whatever needs more than the shard's plain reply (an L1 fill, a read-through, a replica, a
+// switchover's held write) keeps the full path: it is never taken here, or it is re-run there.
+
+// loopState is one loop's own: its shard connections and the replies due. Only its loop
+// touches it.
+type loopState struct {
+	s    *Server
+	loop *evloop.Loop
+	iw   *inlineWriter
+	ups  map[*router.Shard]*upstream.Conn
+	// dialing: shards being connected to, off the loop; failed: when a dial last failed.
+	dialing map[*router.Shard]bool
+	failed  map[*router.Shard]time.Time
+	touched []*upstream.Conn // with requests to write at the end of the turn
+	due     []*inlineConn    // with replies to write at the end of the turn
+	r       *router.Router   // the ring the shard connections were last checked against
+	swept   time.Time        // when they were last checked for replies overdue
+	free    []*fwdReq
+}
+
+func newLoopState(s *Server) *loopState {
+	bw := bufio.NewWriterSize(nil, 16<<10)
+	return &loopState{s: s, iw: &inlineWriter{bw: bw, w: resp.NewWriter(bw)},
+		ups: map[*router.Shard]*upstream.Conn{}, dialing: map[*router.Shard]bool{}, failed: map[*router.Shard]time.Time{}}
+}
+
+// fwdReq is one forwarded command, from the client's read until its reply is written.
+type fwdReq struct {
+	ls    *loopState
+	ic    *inlineConn
+	r     *router.Router
+	cmd   *command
+	start time.Time
+	key   []byte
+	val   []byte // a SET's value, kept for a re-run on the full path
+	proto int
+	pc    *policyCounters
+	reply []byte // a reply that came before the ones ahead of it
+	done  bool
+}
+
+// redialAfter spaces out dials to a shard that refused one; meanwhile its requests take the
+// full path, which has the breaker.
+const redialAfter = time.Second
+
+// upstreamFor is the loop's connection to sh, when sh is healthy and connected; otherwise nil,
+// and a connection is on its way.
+func (ls *loopState) upstreamFor(sh *router.Shard) *upstream.Conn {
+	if sh.BreakerState() != 0 || sh.Pending() > 0 { // down, or deletes to replay first
+		return nil
+	}
+	if up := ls.ups[sh]; up != nil {
+		return up
+	}
+	if ls.dialing[sh] || time.Since(ls.failed[sh]) < redialAfter {
+		return nil
+	}
+	ls.dialing[sh] = true
+	cfg := sh.Config()
+	go func() {
+		fd, err := upstream.Dial(context.Background(), cfg.Addr, cfg.Password, cfg.Timeout)
+		ls.loop.Post(func() { ls.connected(sh, fd, err) })
+	}()
+	return nil
+}
+
+func (ls *loopState) connected(sh *router.Shard, fd int, err error) {
+	delete(ls.dialing, sh)
+	if err != nil {
+		ls.failed[sh] = time.Now()
+		return
+	}
+	if r := ls.s.router.Load(); r == nil || !inRing(r, sh) {
+		upstream.CloseFd(fd)
+		return
+	}
+	up := upstream.New(fd)
+	if err := ls.loop.Watch(fd, func(ev uint32) { ls.onEvent(sh, up, ev) }); err != nil {
+		upstream.CloseFd(fd)
+		ls.failed[sh] = time.Now()
+		return
+	}
+	ls.ups[sh] = up
+}
+
+func inRing(r *router.Router, sh *router.Shard) bool {
+	for _, s := range r.Shards {
+		if s == sh {
+			return true
+		}
+	}
+	return false
+}
+
+// onEvent serves a shard connection's epoll events.
+func (ls *loopState) onEvent(sh *router.Shard, up *upstream.Conn, ev uint32) {
+	if ev&evloop.Writable != 0 {
+		_ = up.Flush()
+	}
+	if ev&evloop.Readable != 0 {
+		_ = up.OnReadable()
+	}
+	if up.Err() != nil {
+		ls.drop(sh, up)
+	}
+}
+
+// drop forgets a connection that ended; its requests have had their error.
+func (ls *loopState) drop(sh *router.Shard, up *upstream.Conn) {
+	if ls.ups[sh] == up {
+		delete(ls.ups, sh)
+	}
+	if err := up.Err(); !errors.Is(err, errRetired) && !errors.Is(err, io.EOF) {
+		sh.Failed(err) // a close (a restart, CLIENT KILL) is for the full path's breaker to judge
+	}
+	ls.loop.Forget(up.Fd())
+}
+
+var errRetired = errors.New("the shard left the ring")
+
+// forward sends a GET or SET frame f to its shard on the loop, and reports whether it did.
+func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *policy.Rules) bool {
+	sh := r.ShardFor(f.key)
+	up := ls.upstreamFor(sh)
+	if up == nil {
+		return false
+	}
+	q := ls.newReq(ic, r, f, rules)
+	if f.cmd == getCommand {
+		up.Send(q, f.raw)
+	} else {
+		up.SetOut(appendSet(up.Out(), f, rules))
+		up.Expect(q)
+		if rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite {
+			ls.s.announce(string(f.key))
+		}
+	}
+	if len(ls.touched) == 0 || ls.touched[len(ls.touched)-1] != up { // a repeat only costs an empty Flush
+		ls.touched = append(ls.touched, up)
+	}
+	ic.queue = append(ic.queue, q)
+	ic.ec.Hold()
+	ic.c.began(f.cmd, q.start)
+	ls.s.Stats.LoopForwards.Add(1)
+	return true
+}
+
+func (ls *loopState) newReq(ic *inlineConn, r *router.Router, f *frame, rules *policy.Rules) *fwdReq {
+	var q *fwdReq
+	if n := len(ls.free); n > 0 {
+		q, ls.free = ls.free[n-1], ls.free[:n-1]
+	} else {
+		q = &fwdReq{ls: ls}
+	}
+	q.ic, q.r, q.cmd, q.start, q.proto = ic, r, f.cmd, time.Now(), ic.c.w.Proto
+	q.key = append(q.key[:0], f.key...)
+	q.val = append(q.val[:0], f.val...)
+	q.pc = ls.s.Stats.forPolicy(rules.Name)
+	return q
+}
+
+// appendSet appends SET key value to out, with the policy's TTL when it has one, as cmdSet
+// sends it.
+func appendSet(out []byte, f *frame, rules *policy.Rules) []byte {
+	if rules.TTL <= 0 {
+		return append(out, f.raw...)
+	}
+	ms := strconv.AppendInt(nil, rules.WriteTTL(nil).Milliseconds(), 10)
+	out = append(out, "*5\r\n$3\r\nSET\r\n"...)
+	out = appendBulk(out, f.key)
+	out = appendBulk(out, f.val)
+	out = append(out, "$2\r\nPX\r\n"...)
+	return appendBulk(out, ms)
+}
+
+func appendBulk(out, p []byte) []byte {
+	out = append(out, '$')
+	out = strconv.AppendInt(out, int64(len(p)), 10)
+	out = append(out, "\r\n"...)
+	out = append(out, p...)
+	return append(out, "\r\n"...)
+}
+
+var (
+	nullRESP2 = []byte("$-1\r\n")
+	nullRESP3 = []byte("_\r\n")
+)
+
+// Reply takes the shard's reply to q (or the error that ended its connection), on the loop.
+func (q *fwdReq) Reply(p []byte, err error) {
+	s := q.ls.s
+	isGet := q.cmd == getCommand
+	switch {
+	case err != nil && isGet, err == nil && fullPathReply(p, isGet):
+		q.ls.fullPath(q) // a replica, a retry, a decode: the full path knows
+		return
+	case err != nil: // a write whose fate is unknown, as on the full path
+		sh := q.r.ShardFor(q.key)
+		p = []byte("-" + (&router.DownError{Shard: sh.Name(), Err: err}).Error() + "\r\n")
+	}
+	if isGet {
+		miss := string(p) == string(nullRESP2)
+		s.countRead(miss, q.pc)
+		if miss && q.proto >= 3 {
+			p = nullRESP3
+		}
+	} else {
+		s.settleBy(q.r, q.ic.c.id, string(q.key))
+	}
+	s.Stats.requests[q.cmd.id][boolIndex(p[0] == '-')].Add(1)
+	s.Stats.latency.Observe(time.Since(q.start).Seconds())
+	q.ls.complete(q, p)
+}
+
+// fullPathReply reports whether a shard's reply needs the full path: errors that say the shard
+// is not serving (the full path reads a replica, or holds a write for the new primary), and
+// values the agent encoded (compressed, stamped or marked absent).
+func fullPathReply(p []byte, isGet bool) bool {
+	if p[0] == '-' {
+		return hasPrefix(p, "-LOADING") || hasPrefix(p, "-READONLY") || hasPrefix(p, "-CLUSTERDOWN")
+	}
+	if !isGet || p[0] != '$' || p[1] == '-' {
+		return false
+	}
+	i := 1
+	for p[i] != '\r' {
+		i++
+	}
+	return len(p) > i+2 && p[i+2] == reservedByte
+}
+
+// reservedByte starts the agent's own encodings of a value (codec).
+const reservedByte = 0xff
+
+func hasPrefix(p []byte, prefix string) bool {
+	return len(p) >= len(prefix) && string(p[:len(prefix)]) == prefix
+}
+
+// fullPath runs q's command on the full path, on a goroutine; its reply comes back to the
+// loop in q's place.
+func (ls *loopState) fullPath(q *fwdReq) {
+	s, cid, cmd := ls.s, q.ic.c.id, q.cmd
+	r := s.router.Load()
+	if r == nil {
+		r = q.r
+	}
+	args := [][]byte{[]byte(cmd.name), q.key}
+	if cmd != getCommand {
+		args = append(args, q.val)
+	}
+	var out []byte
+	bw := bufio.NewWriterSize(sliceWriter{&out}, 512)
+	w := resp.NewWriter(bw)
+	w.Proto = q.proto
+	go func() {
+		ctx := context.Background()
+		b := &batch{s: s, cid: cid}
+		b.reset(r)
+		b.class = cmd.class
+		cmd.handler(ctx, s, b, nil, w, args)
+		b.tagFrom(0, cmd, q.start) // counted by exec, as on the full path
+		b.exec(ctx, w)
+		_ = w.Flush()
+		ls.loop.Post(func() { ls.complete(q, out) })
+	}()
+}
+
+// sliceWriter appends to a byte slice.
+type sliceWriter struct{ p *[]byte }
+
+func (w sliceWriter) Write(p []byte) (int, error) {
+	*w.p = append(*w.p, p...)
+	return len(p), nil
+}
+
+// complete puts q's reply in its place: written at the end of the turn with those before it,
+// or kept until they have come.
+func (ls *loopState) complete(q *fwdReq, reply []byte) {
+	ic := q.ic
+	if ic.queue[0] != q {
+		q.reply, q.done = append(q.reply[:0], reply...), true
+		return
+	}
+	ic.out = append(ic.out, reply...)
+	ls.pop(ic)
+	for len(ic.queue) > 0 && ic.queue[0].done {
+		ic.out = append(ic.out, ic.queue[0].reply...)
+		ls.pop(ic)
+	}
+	if !ic.due {
+		ic.due = true
+		ls.due = append(ls.due, ic)
+	}
+}
+
+func (ls *loopState) pop(ic *inlineConn) {
+	q := ic.queue[0]
+	n := copy(ic.queue, ic.queue[1:])
+	ic.queue[n] = nil
+	ic.queue = ic.queue[:n]
+	ic.released++
+	q.ic, q.r, q.done, q.pc = nil, nil, false, nil
+	if cap(q.reply) > 4<<10 {
+		q.reply = nil
+	}
+	if cap(q.val) > 4<<10 {
+		q.val = nil
+	}
+	ls.free = append(ls.free, q)
+}
+
+// turn ends a round of the loop: requests go to the shards, replies to the clients, and a
+// shard that stopped answering ends its connection. It returns how long the loop may wait.
+func (ls *loopState) turn() int {
+	for _, up := range ls.touched {
+		_ = up.Flush() // an error shows on the connection's next event
+	}
+	ls.touched = ls.touched[:0]
+	wait := -1
+	if len(ls.ups) > 0 {
+		wait = ls.check() // before the replies: a connection it ends answers its requests
+	}
+	due := ls.due[:0]
+	for _, ic := range ls.due {
+		if !ls.writeDue(ic) {
+			due = append(due, ic) // its writer is busy: again next turn
+			wait = 1
+		}
+	}
+	ls.due = due
+	return wait
+}
+
+// check sweeps the shard connections when the ring changed or a while has passed, and returns
+// how long the loop may wait: until the next sweep while requests wait for replies.
+func (ls *loopState) check() int {
+	now := time.Now()
+	if r := ls.s.router.Load(); r != ls.r || now.Sub(ls.swept) >= stallCheck {
+		ls.r, ls.swept = r, now
+		ls.sweep(r, now)
+	}
+	for _, up := range ls.ups {
+		if up.Pending() > 0 {
+			return int(stallCheck / time.Millisecond)
+		}
+	}
+	return -1
+}
+
+// writeDue writes ic's replies, then lets its reader have the connection if it is waiting for
+// them; false if the connection's writer was busy.
+func (ls *loopState) writeDue(ic *inlineConn) bool {
+	if !ic.c.wmu.TryLock() {
+		return false
+	}
+	_, err := ic.ec.WriteNoWait(ic.out)
+	ic.c.wmu.Unlock()
+	if errors.Is(err, evloop.ErrWriteBusy) {
+		return false
+	}
+	ic.out, ic.due = ic.out[:0], false
+	if cap(ic.out) > 64<<10 {
+		ic.out = nil
+	}
+	for ; ic.released > 0; ic.released-- {
+		ic.ec.Release()
+	}
+	return true
+}
+
+// stallCheck is how often the loop looks for shards that stopped answering while requests wait.
+const stallCheck = 50 * time.Millisecond
+
+// sweep ends connections to shards that left the ring (once idle) and to shards that stopped
+// answering.
+func (ls *loopState) sweep(r *router.Router, now time.Time) {
+	for sh, up := range ls.ups {
+		switch {
+		case (r == nil || !inRing(r, sh)) && up.Pending() == 0:
+			up.Fail(errRetired)
+		case up.Stalled(now, sh.Config().Timeout):
+			up.Fail(errors.New("no reply within the shard timeout"))
+		}
+		if up.Err() != nil {
+			ls.drop(sh, up)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package server_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+)
+
+// l1OffOptions: every GET reaches a shard.
+func l1OffOptions() options {
+	o := defaults()
+	o.defaults.L1 = false
+	return o
+}
+
+// TestTheLoopForwardsInThePipelinesOrder: GETs and SETs forwarded by the event loop to both
+// shards, and the commands around them answered by the connections' goroutines, reach each
+// client in the order sent, from many clients at once; a GET after a SET sees it.
+func TestTheLoopForwardsInThePipelinesOrder(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, l1OffOptions())
+	forwarded := a.srv.Stats.LoopForwards.Load()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		c := a.dial(t)
+		wg.Go(func() {
+			for i := range 150 {
+				k0, k1 := keyOn(t, a, fmt.Sprintf("f%d:%d:", g, i), 0), keyOn(t, a, fmt.Sprintf("f%d:%d:", g, i), 1)
+				v := fmt.Sprint(i)
+				var pipe []byte
+				cmds := [][]string{{"SET", k0, v}, {"GET", k0}, {"SET", k1, v + "b"}, {"GET", k1}}
+				if i%3 == 0 { // a command the loop leaves to the goroutine, between forwarded ones
+					cmds = append(cmds, []string{"INCR", k0 + "n"}, []string{"GET", k1})
+				}
+				for _, cmd := range cmds {
+					pipe = append(pipe, tu.Encode(cmd...)...)
+				}
+				c.nc.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.nc.Write(pipe); err != nil {
+					t.Error(err)
+					return
+				}
+				want := []string{"OK", v, "OK", v + "b"}
+				if i%3 == 0 {
+					want = append(want, "1", v+"b")
+				}
+				if got := c.replies(len(want)); strings.Join(got, " ") != strings.Join(want, " ") {
+					t.Errorf("client %d round %d: replies %q, want %q", g, i, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := a.srv.Stats.LoopForwards.Load() - forwarded; n < 8*150 {
+		t.Fatalf("the loop forwarded %d commands of %d", n, 8*150*4)
+	}
+}
+
+// TestTheLoopAnswersWhatTheFullPathWould: through the loop, a missing key reads as RESP3's
+// null, a value the agent stored encoded reads decoded, and the policy TTL applies to SET.
+func TestTheLoopAnswersWhatTheFullPathWould(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, l1OffOptions())
+	c := a.dial(t)
+	c.do("SET", "plain", "v")
+	if ttl := c.do("PTTL", "plain"); ttl == "-1" || strings.HasPrefix(ttl, "ERR") {
+		t.Fatalf("PTTL after SET through the loop = %s, want the policy TTL", ttl)
+	}
+	marked := "\xffCFz-not-compressed"
+	c.do("SET", "marked", marked)
+	for i := 0; ; i++ { // the loop connects to a shard on its first request
+		forwarded := a.srv.Stats.LoopForwards.Load()
+		if got := c.do("GET", "marked"); got != marked {
+			t.Fatalf("GET of a value with the agent's prefix = %q, want %q", got, marked)
+		}
+		if a.srv.Stats.LoopForwards.Load() > forwarded {
+			break
+		}
+		if i == 50 {
+			t.Fatal("no GET went through the loop")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.nc.Write(append(tu.Encode("HELLO", "3"), tu.Encode("GET", "missing")...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tu.ReadRaw(c.rd); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := tu.ReadRaw(c.rd)
+	if err != nil || string(raw) != "_\r\n" {
+		t.Fatalf("RESP3 GET of a missing key = %q, %v; want _", raw, err)
+	}
+}
+
+// TestAFrozenShardFailsTheLoopsRequestsAsTheFullPathWould: requests the loop forwarded to a
+// shard that stops answering end after the shard timeout, a read as a miss (never an error)
+// and a write with CFDOWN, and the loop serves again once the shard is back.
+func TestAFrozenShardFailsTheLoopsRequestsAsTheFullPathWould(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, l1OffOptions())
+	k := keyOn(t, a, "frozen:", 0)
+	c := a.dial(t)
+	c.do("SET", k, "v")
+	if got := c.do("GET", k); got != "v" {
+		t.Fatalf("GET = %q", got)
+	}
+	shards[0].Freeze()
+	thawed := false
+	defer func() {
+		if !thawed {
+			shards[0].Thaw()
+		}
+	}()
+	start := time.Now()
+	c.nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(append(tu.Encode("GET", k), tu.Encode("SET", k, "w")...)); err != nil {
+		t.Fatal(err)
+	}
+	got := c.replies(2)
+	took := time.Since(start)
+	if got[0] != "(nil)" || !strings.Contains(got[1], "CFDOWN") {
+		t.Fatalf("replies from a frozen shard %q, want (nil) and a CFDOWN error", got)
+	}
+	if took > 3*time.Second {
+		t.Fatalf("the replies took %v; the shard timeout is 300ms", took)
+	}
+	shards[0].Thaw()
+	thawed = true
+	deadline := time.Now().Add(10 * time.Second)
+	for c.do("SET", k, "x") != "OK" || c.do("GET", k) != "x" { // the breaker lets requests through again
+		if time.Now().After(deadline) {
+			t.Fatal("the shard never served the loop again")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestAKilledLoopConnectionLosesNoRead: the shard closing the loop's connection (CLIENT KILL,
+// a proxy's idle timeout) costs no read its value: requests caught on it take the full path,
+// and the loop connects again.
+func TestAKilledLoopConnectionLosesNoRead(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, l1OffOptions())
+	k := keyOn(t, a, "killed:", 0)
+	c := a.dial(t)
+	c.do("SET", k, "v")
+	for round := range 20 {
+		id := ""
+		for i := 0; id == ""; i++ {
+			if got := c.do("GET", k); got != "v" {
+				t.Fatalf("round %d: GET = %q", round, got)
+			}
+			list, _ := shards[0].Do("CLIENT", "LIST")
+			for _, line := range strings.Split(list, "\n") {
+				if strings.Contains(line, " name="+upstream.Name+" ") {
+					id = strings.TrimPrefix(strings.Fields(line)[0], "id=")
+				}
+			}
+			if i == 100 {
+				t.Fatalf("round %d: the loop has no connection to the shard:\n%s", round, list)
+			}
+		}
+		if _, err := shards[0].Do("CLIENT", "KILL", "ID", id); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			if got := c.do("GET", k); got != "v" {
+				t.Fatalf("round %d: GET after the loop's connection was killed = %q", round, got)
+			}
+		}
+	}
+}

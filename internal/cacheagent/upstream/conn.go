@@ -1,0 +1,230 @@
+//go:build unix
+
+// Package upstream is a shard connection owned by one event loop, as in twemproxy: requests
+// from every client the loop read in one turn are appended to one buffer and written with one
+// system call, and replies are matched to their requests in order. Nothing on it blocks or
+// locks; only the loop that owns it may call it.
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Callback receives a request's reply: the reply's bytes (valid during the call only), or the
+// error that ended the connection before it came.
+type Callback interface {
+	Reply(reply []byte, err error)
+}
+
+// Conn is one shard connection; see the package comment.
+type Conn struct {
+	fd      int
+	out     []byte     // requests not yet written
+	in      []byte     // replies read, not yet matched
+	waiting []Callback // one per request sent or to send, in order
+	head    int        // waiting[head] is the oldest
+	since   time.Time  // when the oldest request was queued or the last reply came
+	err     error      // why the connection ended
+}
+
+// New takes over fd, a connected non-blocking socket.
+func New(fd int) *Conn { return &Conn{fd: fd} }
+
+// Fd is the connection's descriptor.
+func (c *Conn) Fd() int { return c.fd }
+
+// Err is why the connection ended; nil while it serves.
+func (c *Conn) Err() error { return c.err }
+
+// Pending is how many requests wait for their replies.
+func (c *Conn) Pending() int { return len(c.waiting) - c.head }
+
+// Send queues a request (its frame in parts, concatenated) whose reply goes to cb; Flush
+// writes it.
+func (c *Conn) Send(cb Callback, parts ...[]byte) {
+	if c.Pending() == 0 {
+		c.since = time.Now()
+	}
+	for _, p := range parts {
+		c.out = append(c.out, p...)
+	}
+	c.waiting = append(c.waiting, cb)
+}
+
+// Out is the buffer requests are written to: append a frame and pass it to SetOut, then Expect
+// its reply (Send does all three for a frame already whole).
+func (c *Conn) Out() []byte { return c.out }
+
+// SetOut replaces the buffer Out returned, with a request appended to it.
+func (c *Conn) SetOut(out []byte) { c.out = out }
+
+// Expect queues cb for the reply to the request just appended with SetOut.
+func (c *Conn) Expect(cb Callback) {
+	if c.Pending() == 0 {
+		c.since = time.Now()
+	}
+	c.waiting = append(c.waiting, cb)
+}
+
+// Flush writes what the socket takes of the queued requests; the rest waits for the socket to
+// drain (the loop calls Flush again on EPOLLOUT). An error ends the connection.
+func (c *Conn) Flush() error {
+	for len(c.out) > 0 && c.err == nil {
+		n, err := unix.Write(c.fd, c.out)
+		switch {
+		case n > 0:
+			c.out = c.out[:copy(c.out, c.out[n:])]
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
+			return nil
+		default:
+			c.Fail(fmt.Errorf("write: %w", err))
+		}
+	}
+	if cap(c.out) > 1<<20 && len(c.out) == 0 {
+		c.out = nil
+	}
+	return c.err
+}
+
+// readChunk is the least a read asks for.
+const readChunk = 16 << 10
+
+// OnReadable reads every reply that has come and hands each to its callback, in order. A
+// closed or failed socket, or a reply nobody asked for, ends the connection: the requests
+// still waiting get the error.
+func (c *Conn) OnReadable() error {
+	for c.err == nil {
+		if cap(c.in)-len(c.in) < readChunk {
+			c.in = append(c.in, make([]byte, max(readChunk, cap(c.in)))...)[:len(c.in)]
+		}
+		n, err := unix.Read(c.fd, c.in[len(c.in):cap(c.in)])
+		switch {
+		case n > 0:
+			c.in = c.in[:len(c.in)+n]
+			c.deliver()
+		case n == 0 && err == nil:
+			c.Fail(io.EOF)
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
+			return nil
+		default:
+			c.Fail(fmt.Errorf("read: %w", err))
+		}
+	}
+	return c.err
+}
+
+// deliver hands complete replies to their callbacks.
+func (c *Conn) deliver() {
+	off := 0
+	for c.err == nil {
+		n, err := ReplyLen(c.in[off:])
+		if err == nil && n > 0 && c.Pending() == 0 {
+			err = errors.New("upstream: a reply to no request")
+		}
+		if err != nil {
+			c.Fail(err)
+			return
+		}
+		if n == 0 {
+			break
+		}
+		cb := c.waiting[c.head]
+		c.waiting[c.head] = nil
+		c.head++
+		c.since = time.Now()
+		cb.Reply(c.in[off:off+n], nil)
+		off += n
+	}
+	if c.head == len(c.waiting) {
+		c.waiting, c.head = c.waiting[:0], 0
+	}
+	rest := copy(c.in, c.in[off:])
+	c.in = c.in[:rest]
+	if cap(c.in) > 1<<20 && rest < readChunk {
+		c.in = append([]byte(nil), c.in...) // a large reply's buffer need not stay
+	}
+}
+
+// Stalled reports whether the oldest request has waited longer than timeout without any
+// reply coming.
+func (c *Conn) Stalled(now time.Time, timeout time.Duration) bool {
+	return c.Pending() > 0 && now.Sub(c.since) > timeout
+}
+
+// Fail ends the connection (the caller closes the descriptor): every request waiting gets
+// err, in order. Callbacks may not send on c.
+func (c *Conn) Fail(err error) {
+	if c.err != nil {
+		return
+	}
+	c.err = err
+	waiting := c.waiting[c.head:]
+	c.waiting, c.head, c.out = nil, 0, nil
+	for _, cb := range waiting {
+		cb.Reply(nil, err)
+	}
+}
+
+// CloseFd closes a descriptor Dial returned that was never given to a loop.
+func CloseFd(fd int) { _ = unix.Close(fd) }
+
+// Name is what the shard's CLIENT LIST shows for a loop's connection.
+const Name = "cachefleet-loop"
+
+// Dial connects to a shard, authenticates and names the connection, blocking (call it off the
+// loop): a non-blocking descriptor for New.
+func Dial(ctx context.Context, addr, password string, timeout time.Duration) (int, error) {
+	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return -1, err
+	}
+	defer nc.Close() // the duplicate below keeps the socket open
+	_ = nc.SetDeadline(time.Now().Add(timeout))
+	var hello []byte
+	replies := 1
+	if password != "" {
+		replies++
+		hello = fmt.Appendf(hello, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password)
+	}
+	hello = fmt.Appendf(hello, "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$%d\r\n%s\r\n", len(Name), Name)
+	if _, err := nc.Write(hello); err != nil {
+		return -1, err
+	}
+	rd := bufio.NewReader(nc)
+	for range replies {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return -1, err
+		}
+		if line != "+OK\r\n" {
+			return -1, fmt.Errorf("connecting: %s", strings.TrimSpace(line))
+		}
+	}
+	_ = nc.SetDeadline(time.Time{})
+	rc, err := nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	cerr := rc.Control(func(orig uintptr) { fd, err = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0) })
+	if err = errors.Join(cerr, err); err != nil {
+		return -1, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}

@@ -1,0 +1,115 @@
+//go:build unix
+
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// replies records what its requests got.
+type replies struct {
+	got  []string
+	errs []error
+}
+
+func (r *replies) Reply(p []byte, err error) {
+	r.got = append(r.got, string(p))
+	r.errs = append(r.errs, err)
+}
+
+// await reads until want replies have come, or the connection ends.
+func await(t *testing.T, c *Conn, r *replies, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.got) < want && c.Err() == nil {
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.OnReadable(); err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d replies of %d after 5s", len(r.got), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func dial(t *testing.T, addr, password string) *Conn {
+	t.Helper()
+	fd, err := Dial(context.Background(), addr, password, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(fd)
+	t.Cleanup(func() { CloseFd(fd) })
+	return c
+}
+
+func TestRepliesComeBackInOrderFromAPipeline(t *testing.T) {
+	srv := tu.StartRedis(t, "secret")
+	c := dial(t, srv.Addr(), "secret")
+	r := &replies{}
+	big := strings.Repeat("v", 3<<20) // a reply read in many pieces
+	c.Send(r, tu.Encode("SET", "big", big))
+	for i := range 500 {
+		c.Send(r, tu.Encode("SET", fmt.Sprint("k", i), fmt.Sprint(i)))
+		c.Send(r, tu.Encode("GET", fmt.Sprint("k", i)))
+	}
+	c.Send(r, tu.Encode("GET", "big"))
+	c.Send(r, tu.Encode("GET", "missing"))
+	await(t, c, r, 1003)
+	if r.got[0] != "+OK\r\n" {
+		t.Fatalf("first reply %q", r.got[0])
+	}
+	for i := range 500 {
+		if set, get := r.got[1+2*i], r.got[2+2*i]; set != "+OK\r\n" || get != fmt.Sprintf("$%d\r\n%d\r\n", len(fmt.Sprint(i)), i) {
+			t.Fatalf("request %d: %q %q", i, set, get)
+		}
+	}
+	if r.got[1001] != fmt.Sprintf("$%d\r\n%s\r\n", len(big), big) || r.got[1002] != "$-1\r\n" {
+		t.Fatalf("last replies %.40q %q", r.got[1001], r.got[1002])
+	}
+	list, _ := srv.Do("CLIENT", "LIST")
+	if !strings.Contains(list, "name="+Name) {
+		t.Fatalf("the connection is not named:\n%s", list)
+	}
+}
+
+func TestAClosedConnectionFailsEveryRequestWaiting(t *testing.T) {
+	srv := tu.StartRedis(t, "")
+	c := dial(t, srv.Addr(), "")
+	r := &replies{}
+	c.Send(r, tu.Encode("SET", "k", "v"))
+	await(t, c, r, 1)
+	srv.Freeze()
+	c.Send(r, tu.Encode("GET", "k"))
+	c.Send(r, tu.Encode("GET", "k"))
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Stalled(time.Now().Add(time.Second), 500*time.Millisecond) || c.Stalled(time.Now(), time.Second) {
+		t.Fatal("Stalled does not follow the oldest request's wait")
+	}
+	srv.Thaw()
+	srv.Stop()
+	await(t, c, r, 3)
+	if c.Err() == nil || len(r.got) != 3 || r.errs[1] == nil || r.errs[2] == nil || !errors.Is(r.errs[2], c.Err()) {
+		t.Fatalf("after the shard stopped: err %v, replies %q, errors %v", c.Err(), r.got, r.errs)
+	}
+}
+
+func TestDialRefusesAWrongPassword(t *testing.T) {
+	srv := tu.StartRedis(t, "secret")
+	if fd, err := Dial(context.Background(), srv.Addr(), "wrong", time.Second); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		CloseFd(fd)
+		t.Fatalf("Dial with a wrong password: %v", err)
+	}
+}

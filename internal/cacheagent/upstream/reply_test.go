@@ -1,0 +1,42 @@
+package upstream
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestReplyLenFindsWholeRepliesOnly(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+		bad  bool
+	}{
+		{"+OK\r\n", 5, false},
+		{"+OK\r\n+OK\r\n", 5, false},
+		{"-ERR wrong\r\n", 12, false},
+		{":12\r\n", 5, false},
+		{"$-1\r\n", 5, false},
+		{"$3\r\nfoo\r\n", 9, false},
+		{"$0\r\n\r\n", 6, false},
+		{"*-1\r\n", 5, false},
+		{"*2\r\n$1\r\na\r\n:1\r\n", 15, false},
+		{"*1\r\n*1\r\n+x\r\n", 12, false},
+		{"", 0, false},
+		{"+OK\r", 0, false},
+		{"$3\r\nfo", 0, false},
+		{"$3\r\nfoo\r", 0, false},
+		{"*2\r\n$1\r\na\r\n", 0, false},
+		{"$3\r\nfooXY", 0, true},                // no CRLF after the value
+		{"+OK\rX", 0, true},                     // CR without LF
+		{"?what\r\n", 0, true},                  // not a RESP2 type
+		{"$x\r\n", 0, true},                     // not a length
+		{"$999999999999\r\n", 0, true},          // past any value
+		{strings.Repeat("*1\r\n", 40), 0, true}, // nested too deep
+		{"+" + strings.Repeat("a", maxLine+1), 0, true},
+	} {
+		got, err := ReplyLen([]byte(tc.in))
+		if got != tc.want || (err != nil) != tc.bad {
+			t.Errorf("ReplyLen(%.40q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
+}
