@@ -36,6 +36,7 @@ type loopState struct {
 	r       *router.Router   // the ring the shard connections were last checked against
 	swept   time.Time        // when they were last checked for replies overdue
 	free    []*fwdReq
+	frames  [maxLoopPipeline]frame // a read's frames (inline.go), kept: a new array per read is 5 KB to clear
 }
 
 func newLoopState(s *Server) *loopState {

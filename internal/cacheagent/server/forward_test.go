@@ -178,3 +178,33 @@ func TestAKilledLoopConnectionLosesNoRead(t *testing.T) {
 		}
 	}
 }
+
+// TestDeepPipelinesKeepTheirOrderThroughTheLoop: a pipeline as deep as the loop takes, and a
+// deeper one (left to the goroutine), over both shards, are answered in order.
+func TestDeepPipelinesKeepTheirOrderThroughTheLoop(t *testing.T) {
+	a := startAgent(t, twoShards(t), l1OffOptions())
+	c := a.dial(t)
+	for _, depth := range []int{16, 64, 100} {
+		forwarded := a.srv.Stats.LoopForwards.Load()
+		for round := range 20 {
+			var pipe []byte
+			var want []string
+			for i := range depth / 2 {
+				k, v := fmt.Sprintf("deep:%d:%d", round, i), fmt.Sprintf("%d-%d", depth, i)
+				pipe = append(pipe, tu.Encode("SET", k, v)...)
+				pipe = append(pipe, tu.Encode("GET", k)...)
+				want = append(want, "OK", v)
+			}
+			c.nc.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.nc.Write(pipe); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.replies(len(want)); strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Fatalf("depth %d: replies %q, want %q", depth, got, want)
+			}
+		}
+		if n := a.srv.Stats.LoopForwards.Load() - forwarded; (n > 0) != (depth <= 64) {
+			t.Errorf("depth %d: the loop forwarded %d commands", depth, n)
+		}
+	}
+}

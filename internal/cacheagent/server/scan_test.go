@@ -43,8 +43,8 @@ func TestScanFrameMatchesWholeGETAndSETFramesOnly(t *testing.T) {
 
 func TestDeepPipelinesGoToTheGoroutine(t *testing.T) {
 	get := "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
-	for n, deep := range map[int]bool{1: false, maxInlinePipeline: false, maxInlinePipeline + 1: true, 16: true} {
-		var frames [maxInlinePipeline]frame
+	for n, deep := range map[int]bool{1: false, maxLoopPipeline: false, maxLoopPipeline + 1: true, 200: true} {
+		var frames [maxLoopPipeline]frame
 		if _, got := scanFrames([]byte(strings.Repeat(get, n)), &frames); got != deep {
 			t.Errorf("%d GETs: deep = %v, want %v", n, got, deep)
 		}
