@@ -17,7 +17,7 @@ func TestScanFrameMatchesWholeGETAndSETFramesOnly(t *testing.T) {
 		{"*2\r\n$3\r\nGeT\r\n$0\r\n\r\n", "get", "", "", 19},
 		{"*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$3\r\nbar\r\n", "set", "foo", "bar", 31},
 		{"*3\r\n$3\r\nset\r\n$1\r\nk\r\n$0\r\n\r\n*2\r\n", "set", "k", "", 26},
-		{"*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$4\r\nbar\r\n", "", "", "", 0},       // value beyond the data
+		{"*3\r\n$3\r\nSET\r\n$3\r\nfoo\r\n$4\r\nbar\r\n", "", "", "", 0},         // value beyond the data
 		{"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nNX\r\n", "", "", "", 0}, // options: the full path
 		{"*2\r\n$3\r\nSET\r\n$3\r\nfoo\r\n", "", "", "", 0},                      // SET without a value
 		{"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r", "", "", "", 0},                        // incomplete
