@@ -86,9 +86,9 @@ func New(handler Handler) (*Loop, error) {
 	return l, nil
 }
 
-// OnTurn sets what runs on the loop after each round of events (see Loop.turn). Call it before
-// the loop has work, or from the loop.
-func (l *Loop) OnTurn(turn func() int) { l.turn = turn }
+// OnTurn sets what runs on the loop after each round of events (see Loop.turn); the loop
+// itself sets it, as it reads it.
+func (l *Loop) OnTurn(turn func() int) { l.Post(func() { l.turn = turn }) }
 
 // Post runs fn on the loop, soon; from any goroutine.
 func (l *Loop) Post(fn func()) {
