@@ -48,16 +48,10 @@ func (c *Conn) Err() error { return c.err }
 // Pending is how many requests wait for their replies.
 func (c *Conn) Pending() int { return len(c.waiting) - c.head }
 
-// Send queues a request (its frame in parts, concatenated) whose reply goes to cb; Flush
-// writes it.
-func (c *Conn) Send(cb Callback, parts ...[]byte) {
-	if c.Pending() == 0 {
-		c.since = time.Now()
-	}
-	for _, p := range parts {
-		c.out = append(c.out, p...)
-	}
-	c.waiting = append(c.waiting, cb)
+// Send queues a request, its whole frame, whose reply goes to cb; Flush writes it.
+func (c *Conn) Send(cb Callback, frame []byte) {
+	c.out = append(c.out, frame...)
+	c.Expect(cb)
 }
 
 // Out is the buffer requests are written to: append a frame and pass it to SetOut, then Expect
