@@ -18,6 +18,18 @@ func l1OffOptions() options {
 	return o
 }
 
+// oneKeyOnShard0 starts an agent without L1 over two shards, and sets a key of shard 0 to "v"
+// through a connection to it.
+func oneKeyOnShard0(t *testing.T, prefix string) ([]*tu.Redis, *conn, string) {
+	t.Helper()
+	shards := twoShards(t)
+	a := startAgent(t, shards, l1OffOptions())
+	k := keyOn(t, a, prefix, 0)
+	c := a.dial(t)
+	c.do("SET", k, "v")
+	return shards, c, k
+}
+
 // TestTheLoopForwardsInThePipelinesOrder: GETs and SETs forwarded by the event loop to both
 // shards, and the commands around them answered by the connections' goroutines, reach each
 // client in the order sent, from many clients at once; a GET after a SET sees it.
@@ -32,24 +44,13 @@ func TestTheLoopForwardsInThePipelinesOrder(t *testing.T) {
 			for i := range 150 {
 				k0, k1 := keyOn(t, a, fmt.Sprintf("f%d:%d:", g, i), 0), keyOn(t, a, fmt.Sprintf("f%d:%d:", g, i), 1)
 				v := fmt.Sprint(i)
-				var pipe []byte
 				cmds := [][]string{{"SET", k0, v}, {"GET", k0}, {"SET", k1, v + "b"}, {"GET", k1}}
+				want := []string{"OK", v, "OK", v + "b"}
 				if i%3 == 0 { // a command the loop leaves to the goroutine, between forwarded ones
 					cmds = append(cmds, []string{"INCR", k0 + "n"}, []string{"GET", k1})
-				}
-				for _, cmd := range cmds {
-					pipe = append(pipe, tu.Encode(cmd...)...)
-				}
-				c.nc.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := c.nc.Write(pipe); err != nil {
-					t.Error(err)
-					return
-				}
-				want := []string{"OK", v, "OK", v + "b"}
-				if i%3 == 0 {
 					want = append(want, "1", v+"b")
 				}
-				if got := c.replies(len(want)); strings.Join(got, " ") != strings.Join(want, " ") {
+				if got := c.pipeline(cmds...); got != strings.Join(want, " ") {
 					t.Errorf("client %d round %d: replies %q, want %q", g, i, got, want)
 					return
 				}
@@ -104,11 +105,7 @@ func TestTheLoopAnswersWhatTheFullPathWould(t *testing.T) {
 // shard that stops answering end after the shard timeout, a read as a miss (never an error)
 // and a write with CFDOWN, and the loop serves again once the shard is back.
 func TestAFrozenShardFailsTheLoopsRequestsAsTheFullPathWould(t *testing.T) {
-	shards := twoShards(t)
-	a := startAgent(t, shards, l1OffOptions())
-	k := keyOn(t, a, "frozen:", 0)
-	c := a.dial(t)
-	c.do("SET", k, "v")
+	shards, c, k := oneKeyOnShard0(t, "frozen:")
 	if got := c.do("GET", k); got != "v" {
 		t.Fatalf("GET = %q", got)
 	}
@@ -120,11 +117,7 @@ func TestAFrozenShardFailsTheLoopsRequestsAsTheFullPathWould(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	c.nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.nc.Write(append(tu.Encode("GET", k), tu.Encode("SET", k, "w")...)); err != nil {
-		t.Fatal(err)
-	}
-	got := c.replies(2)
+	got := strings.SplitN(c.pipeline([]string{"GET", k}, []string{"SET", k, "w"}), " ", 2)
 	took := time.Since(start)
 	if got[0] != "(nil)" || !strings.Contains(got[1], "CFDOWN") {
 		t.Fatalf("replies from a frozen shard %q, want (nil) and a CFDOWN error", got)
@@ -147,11 +140,7 @@ func TestAFrozenShardFailsTheLoopsRequestsAsTheFullPathWould(t *testing.T) {
 // a proxy's idle timeout) costs no read its value: requests caught on it take the full path,
 // and the loop connects again.
 func TestAKilledLoopConnectionLosesNoRead(t *testing.T) {
-	shards := twoShards(t)
-	a := startAgent(t, shards, l1OffOptions())
-	k := keyOn(t, a, "killed:", 0)
-	c := a.dial(t)
-	c.do("SET", k, "v")
+	shards, c, k := oneKeyOnShard0(t, "killed:")
 	for round := range 20 {
 		id := ""
 		for i := 0; id == ""; i++ {
@@ -187,19 +176,14 @@ func TestDeepPipelinesKeepTheirOrderThroughTheLoop(t *testing.T) {
 	for _, depth := range []int{16, 64, 100} {
 		forwarded := a.srv.Stats.LoopForwards.Load()
 		for round := range 20 {
-			var pipe []byte
+			var cmds [][]string
 			var want []string
 			for i := range depth / 2 {
 				k, v := fmt.Sprintf("deep:%d:%d", round, i), fmt.Sprintf("%d-%d", depth, i)
-				pipe = append(pipe, tu.Encode("SET", k, v)...)
-				pipe = append(pipe, tu.Encode("GET", k)...)
+				cmds = append(cmds, []string{"SET", k, v}, []string{"GET", k})
 				want = append(want, "OK", v)
 			}
-			c.nc.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.nc.Write(pipe); err != nil {
-				t.Fatal(err)
-			}
-			if got := c.replies(len(want)); strings.Join(got, " ") != strings.Join(want, " ") {
+			if got := c.pipeline(cmds...); got != strings.Join(want, " ") {
 				t.Fatalf("depth %d: replies %q, want %q", depth, got, want)
 			}
 		}

@@ -47,14 +47,7 @@ func (c *conn) pipeline(cmds ...[]string) string {
 	if _, err := c.nc.Write(buf); err != nil {
 		c.t.Fatal(err)
 	}
-	out := make([]string, len(cmds))
-	for i := range cmds {
-		var err error
-		if out[i], err = tu.ReadReply(c.rd); err != nil {
-			c.t.Fatal(err)
-		}
-	}
-	return strings.Join(out, " ")
+	return strings.Join(c.replies(len(cmds)), " ")
 }
 
 // previousOwner is the index of key's previous owner on agent a.
