@@ -191,16 +191,16 @@ func (s *Shard) Fence(keys ...string) {
 
 // KeptGet is the tracking L1's copy of GET key, if it holds a fresh one: a hit is answered
 // without a trip through valkey-go, the breaker and a request context (a fifth of an L1
-// hit's CPU). valkey-go would find the same copy in the same store.
-func (s *Shard) KeptGet(key string, now time.Time) (valkey.ValkeyMessage, bool) {
+// hit's CPU). It looks in valkey-go's stores and in the event loops' (LoopStore).
+func (s *Shard) KeptGet(key string, now time.Time) (Kept, bool) {
 	if l := s.stores.Load(); l != nil {
 		for _, ts := range *l {
-			if msg, ok := ts.Kept(key, "GET", now); ok {
-				return msg, true
+			if e, ok := ts.fresh(key, "GET", now); ok {
+				return e.kept, true
 			}
 		}
 	}
-	return valkey.ValkeyMessage{}, false
+	return Kept{}, false
 }
 
 // FenceAll is Fence for every key: the shard was flushed.

@@ -31,8 +31,15 @@ type trackStore struct {
 
 type trackEntry struct {
 	cmd  string
-	msg  valkey.ValkeyMessage
-	pxat int64 // client-side expiry, unix ms
+	msg  valkey.ValkeyMessage // valkey-go's reply, for valkey-go's own lookups
+	kept Kept                 // what the agent answers
+	pxat int64                // client-side expiry, unix ms
+}
+
+// Kept is a kept reply to GET: a value, or that the key does not exist.
+type Kept struct {
+	Val string
+	Nil bool
 }
 
 // trackFlight is a read in flight; concurrent readers of the same key wait for it.
@@ -64,8 +71,7 @@ func newTrackStore(maxBytes int, minUsable time.Duration) *trackStore {
 		kept: otter.Must(&otter.Options[string, trackEntry]{
 			MaximumWeight: uint64(max(maxBytes, 1)),
 			Weigher: func(k string, e trackEntry) uint32 {
-				v, _ := e.msg.ToString()
-				return uint32(min(len(k)+len(e.cmd)+len(v)+trackEntryOverhead, 1<<32-1))
+				return uint32(min(len(k)+len(e.cmd)+len(e.kept.Val)+trackEntryOverhead, 1<<32-1))
 			},
 			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, trackEntry]) time.Duration {
 				return time.Until(time.UnixMilli(e.Value.pxat))
@@ -97,10 +103,15 @@ func (s *trackStore) Flight(key, cmd string, ttl time.Duration, now time.Time) (
 
 // Kept returns the kept reply of cmd on key, if it is still fresh.
 func (s *trackStore) Kept(key, cmd string, now time.Time) (valkey.ValkeyMessage, bool) {
+	e, ok := s.fresh(key, cmd, now)
+	return e.msg, ok
+}
+
+func (s *trackStore) fresh(key, cmd string, now time.Time) (trackEntry, bool) {
 	if e, ok := s.kept.GetIfPresent(key); ok && e.cmd == cmd && e.pxat > now.UnixMilli() {
-		return e.msg, true
+		return e, true
 	}
-	return valkey.ValkeyMessage{}, false
+	return trackEntry{}, false
 }
 
 // Update keeps the reply unless it expires too soon, wakes the waiting readers, and returns the
@@ -114,16 +125,25 @@ func (s *trackStore) Update(key, cmd string, msg valkey.ValkeyMessage) int64 {
 	}
 	delete(s.flights, key)
 	pxat := f.pxat
-	if server := msg.CachePXAT(); server > 0 && server < pxat {
-		pxat = server
-	}
-	if pxat-time.Now().UnixMilli() >= max(s.minUsable, 1) {
-		s.fence.Fill(f.ticket, func() { s.kept.Set(key, trackEntry{cmd: cmd, msg: msg, pxat: pxat}) })
+	if val, err := msg.ToString(); err == nil || msg.IsNil() { // a GET's reply is one or the other
+		pxat = s.keep(f.ticket, key, trackEntry{cmd: cmd, msg: msg, kept: Kept{Val: val, Nil: msg.IsNil()}, pxat: pxat}, msg.CachePXAT())
 	}
 	s.mu.Unlock()
 	f.msg = msg
 	close(f.ch)
 	return pxat
+}
+
+// keep keeps e unless it expires too soon (its expiry shortened to the server's, unix ms, when
+// that is sooner) or the agent wrote the key since t; it returns the expiry.
+func (s *trackStore) keep(t fence.Ticket, key string, e trackEntry, server int64) int64 {
+	if server > 0 && server < e.pxat {
+		e.pxat = server
+	}
+	if e.pxat-time.Now().UnixMilli() >= max(s.minUsable, 1) {
+		s.fence.Fill(t, func() { s.kept.Set(key, e) })
+	}
+	return e.pxat
 }
 
 // Cancel fails the readers of a read that did not complete.

@@ -71,7 +71,7 @@ type pending struct {
 	// copy (a bulk string). Fields, not a local closure: L1 hits are the hot path and a closure
 	// costs two allocations. Or
 	hit     l1Hit
-	keptMsg valkey.ValkeyMessage
+	kept    router.Kept
 	copyVal []byte
 	// the reply computed from shard parts.
 	parts  []part
@@ -150,13 +150,13 @@ type l1Hit uint8
 
 const (
 	noHit   l1Hit = iota
-	keptHit       // keptMsg
+	keptHit       // kept
 	copyHit       // copyVal
 )
 
 // kept queues a reply read from the tracking L1.
-func (b *batch) kept(msg valkey.ValkeyMessage) {
-	b.replies = append(b.replies, pending{hit: keptHit, keptMsg: msg})
+func (b *batch) kept(k router.Kept) {
+	b.replies = append(b.replies, pending{hit: keptHit, kept: k})
 }
 
 // copied queues a value read from the ttl-mode L1.
@@ -170,7 +170,11 @@ func (p *pending) writeLocal(w *resp.Writer) bool {
 	case p.local != nil:
 		p.local(w)
 	case p.hit == keptHit:
-		writeResult(w, valkey.NewResult(p.keptMsg, nil), false)
+		if v, present := readable(p.kept.Val); present && !p.kept.Nil {
+			w.BulkString(v)
+		} else {
+			w.Null()
+		}
 	case p.hit == copyHit:
 		w.Bulk(p.copyVal)
 	default:

@@ -7,8 +7,10 @@ import (
 	"io"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/fence"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
@@ -28,6 +30,9 @@ type loopState struct {
 	loop *evloop.Loop
 	iw   *inlineWriter
 	ups  map[*router.Shard]*upstream.Conn
+	// stores keep what the shard connections read as tracked reads (the tracking L1's misses).
+	stores map[*router.Shard]*router.LoopStore
+	keys   [][]byte // an invalidation's keys
 	// dialing: shards being connected to, off the loop; failed: when a dial last failed.
 	dialing map[*router.Shard]bool
 	failed  map[*router.Shard]time.Time
@@ -42,7 +47,7 @@ type loopState struct {
 func newLoopState(s *Server) *loopState {
 	bw := bufio.NewWriterSize(nil, 16<<10)
 	return &loopState{s: s, iw: &inlineWriter{bw: bw, w: resp.NewWriter(bw)},
-		ups: map[*router.Shard]*upstream.Conn{}, dialing: map[*router.Shard]bool{}, failed: map[*router.Shard]time.Time{}}
+		ups: map[*router.Shard]*upstream.Conn{}, stores: map[*router.Shard]*router.LoopStore{}, dialing: map[*router.Shard]bool{}, failed: map[*router.Shard]time.Time{}}
 }
 
 // fwdReq is one forwarded command, from the client's read until its reply is written.
@@ -58,7 +63,29 @@ type fwdReq struct {
 	pc    *policyCounters
 	reply []byte // a reply that came before the ones ahead of it
 	done  bool
+	// A tracked read (a tracking L1 miss) is CLIENT CACHING YES, GET and PTTL: the GET's
+	// reply waits in got for the PTTL's (tail), which decides what the store keeps.
+	l1     bool // a tracked read
+	l1ttl  time.Duration
+	track  *router.LoopStore // until the PTTL's reply
+	ticket fence.Ticket
+	up     *upstream.Conn
+	got    []byte
+	gotErr error
+	pushes uint64 // the connection's pushes when the GET's reply came
+	tail   pttlReply
 }
+
+// pttlReply takes a tracked read's PTTL reply.
+type pttlReply struct{ q *fwdReq }
+
+func (t *pttlReply) Reply(p []byte, err error) { t.q.keep(p, err) }
+
+// ignoreReply takes CLIENT CACHING YES's +OK; were it an error, the read after it would not be
+// tracked and its PTTL's push count would not matter: the connection's tracking is on from Dial.
+type ignoreReply struct{}
+
+func (ignoreReply) Reply([]byte, error) {}
 
 // redialAfter spaces out dials to a shard that refused one; meanwhile its requests take the
 // full path, which has the breaker.
@@ -102,6 +129,25 @@ func (ls *loopState) connected(sh *router.Shard, fd int, err error) {
 		return
 	}
 	ls.ups[sh] = up
+	if st := sh.OpenLoopStore(); st != nil {
+		ls.stores[sh] = st
+		up.OnPush = func(p []byte) { ls.invalidate(st, p) }
+	}
+}
+
+// invalidate applies a shard's invalidation push to what the loop's connection kept.
+func (ls *loopState) invalidate(st *router.LoopStore, push []byte) {
+	keys, all, ok := upstream.Invalidated(push, ls.keys[:0])
+	switch {
+	case all:
+		st.InvalidateAll()
+	case ok:
+		for _, k := range keys {
+			st.Invalidate(string(k))
+		}
+	}
+	clear(keys)
+	ls.keys = keys[:0]
 }
 
 func inRing(r *router.Router, sh *router.Shard) bool {
@@ -130,6 +176,10 @@ func (ls *loopState) onEvent(sh *router.Shard, up *upstream.Conn, ev uint32) {
 func (ls *loopState) drop(sh *router.Shard, up *upstream.Conn) {
 	if ls.ups[sh] == up {
 		delete(ls.ups, sh)
+		if st := ls.stores[sh]; st != nil {
+			st.Close() // its invalidations came on up
+			delete(ls.stores, sh)
+		}
 	}
 	if err := up.Err(); !errors.Is(err, errRetired) && !errors.Is(err, io.EOF) {
 		sh.Failed(err) // a close (a restart, CLIENT KILL) is for the full path's breaker to judge
@@ -146,10 +196,25 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	if up == nil {
 		return false
 	}
+	tracked := f.cmd == getCommand && rules.L1
+	st := ls.stores[sh]
+	if tracked && st == nil {
+		return false
+	}
 	q := ls.newReq(ic, r, f, rules)
-	if f.cmd == getCommand {
+	switch {
+	case tracked:
+		q.track, q.up, q.l1, q.l1ttl = st, up, true, rules.L1TTL
+		q.ticket = st.Ticket(unsafe.String(unsafe.SliceData(q.key), len(q.key)))
+		out := append(up.Out(), cachingYes...)
+		out = append(out, f.raw...)
+		up.SetOut(appendCommand(out, "PTTL", f.key))
+		up.Expect(ignoreReply{})
+		up.Expect(q)
+		up.Expect(&q.tail)
+	case f.cmd == getCommand:
 		up.Send(q, f.raw)
-	} else {
+	default:
 		up.SetOut(appendSet(up.Out(), f, rules))
 		up.Expect(q)
 		if rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite {
@@ -172,6 +237,7 @@ func (ls *loopState) newReq(ic *inlineConn, r *router.Router, f *frame, rules *p
 		q, ls.free = ls.free[n-1], ls.free[:n-1]
 	} else {
 		q = &fwdReq{ls: ls}
+		q.tail.q = q
 	}
 	q.ic, q.r, q.cmd, q.start, q.proto = ic, r, f.cmd, time.Now(), ic.c.w.Proto
 	q.key = append(q.key[:0], f.key...)
@@ -194,6 +260,19 @@ func appendSet(out []byte, f *frame, rules *policy.Rules) []byte {
 	return appendBulk(out, ms)
 }
 
+// cachingYes makes the next command on a loop's connection a tracked read.
+var cachingYes = []byte("*3\r\n$6\r\nCLIENT\r\n$7\r\nCACHING\r\n$3\r\nYES\r\n")
+
+// appendCommand appends a command of one key.
+func appendCommand(out []byte, name string, key []byte) []byte {
+	out = append(out, "*2\r\n$"...)
+	out = strconv.AppendInt(out, int64(len(name)), 10)
+	out = append(out, "\r\n"...)
+	out = append(out, name...)
+	out = append(out, "\r\n"...)
+	return appendBulk(out, key)
+}
+
 func appendBulk(out, p []byte) []byte {
 	out = append(out, '$')
 	out = strconv.AppendInt(out, int64(len(p)), 10)
@@ -209,21 +288,33 @@ var (
 
 // Reply takes the shard's reply to q (or the error that ended its connection), on the loop.
 func (q *fwdReq) Reply(p []byte, err error) {
+	if q.track != nil { // a tracked read's GET: its PTTL comes next
+		q.got, q.gotErr, q.pushes = append(q.got[:0], p...), err, q.up.Pushes()
+		return
+	}
 	s := q.ls.s
 	isGet := q.cmd == getCommand
 	switch {
 	case err != nil && isGet, err == nil && fullPathReply(p, isGet):
 		q.ls.fullPath(q) // a replica, a retry, a decode: the full path knows
 		return
+	case isGet && len(q.ic.rerun) > 0:
+		// A request of this client before it is being re-run (a write held for a new primary):
+		// this read may have missed its effect, and is read again after it.
+		q.ls.fullPath(q)
+		return
 	case err != nil: // a write whose fate is unknown, as on the full path
 		sh := q.r.ShardFor(q.key)
 		p = []byte("-" + (&router.DownError{Shard: sh.Name(), Err: err}).Error() + "\r\n")
 	}
 	if isGet {
-		miss := string(p) == string(nullRESP2)
+		miss := string(p) == string(nullRESP3) // the loop's connections speak RESP3
+		if q.l1 {
+			s.missL1(q.pc)
+		}
 		s.countRead(miss, q.pc)
-		if miss && q.proto >= 3 {
-			p = nullRESP3
+		if miss && q.proto < 3 {
+			p = nullRESP2
 		}
 	} else {
 		s.settleBy(q.r, q.ic.c.id, string(q.key))
@@ -231,6 +322,54 @@ func (q *fwdReq) Reply(p []byte, err error) {
 	s.Stats.requests[q.cmd.id][boolIndex(p[0] == '-')].Add(1)
 	s.Stats.latency.Observe(time.Since(q.start).Seconds())
 	q.ls.complete(q, p)
+}
+
+// keep takes a tracked read's PTTL reply: the GET's reply is kept for the L1 unless an
+// invalidation came between the two (it may be of this value) or a write of the client's before
+// it is being re-run; then it answers the GET.
+func (q *fwdReq) keep(p []byte, err error) {
+	got, gotErr, st := q.got, q.gotErr, q.track
+	q.track = nil
+	if err == nil && gotErr == nil && len(q.ic.rerun) == 0 && q.up.Pushes() == q.pushes {
+		if v, pttl, ok := keptRead(got, p); ok {
+			st.Keep(q.ticket, string(q.key), v, q.l1ttl, pttl)
+		}
+	}
+	q.Reply(got, gotErr)
+}
+
+// keptRead reads a tracked read's replies (RESP3): the GET's value or miss, to keep, and the
+// key's server TTL in milliseconds (negative for none); false for anything not to keep: an
+// error, a value the agent encoded (the full path decodes it).
+func keptRead(get, pttl []byte) (router.Kept, int64, bool) {
+	ms, isInt := parseIntReply(pttl)
+	switch {
+	case !isInt || fullPathReply(get, true):
+		return router.Kept{}, 0, false
+	case string(get) == string(nullRESP3):
+		return router.Kept{Nil: true}, ms, true
+	case get[0] == '$':
+		return router.Kept{Val: string(bulkBody(get))}, ms, true
+	}
+	return router.Kept{}, 0, false
+}
+
+// parseIntReply reads an integer reply.
+func parseIntReply(p []byte) (int64, bool) {
+	if len(p) < 4 || p[0] != ':' {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(p[1:len(p)-2]), 10, 64)
+	return n, err == nil
+}
+
+// bulkBody is a bulk string reply's value.
+func bulkBody(p []byte) []byte {
+	i := 1
+	for p[i] != '\r' {
+		i++
+	}
+	return p[i+2 : len(p)-2]
 }
 
 // fullPathReply reports whether a shard's reply needs the full path: errors that say the shard
@@ -257,9 +396,17 @@ func hasPrefix(p []byte, prefix string) bool {
 	return len(p) >= len(prefix) && string(p[:len(prefix)]) == prefix
 }
 
-// fullPath runs q's command on the full path, on a goroutine; its reply comes back to the
-// loop in q's place.
+// fullPath runs q's command again on the full path, after the client's requests already
+// there: on a goroutine, one at a time, each reply back to the loop in its request's place.
 func (ls *loopState) fullPath(q *fwdReq) {
+	ic := q.ic
+	ic.rerun = append(ic.rerun, q)
+	if len(ic.rerun) == 1 {
+		ls.rerun(q)
+	}
+}
+
+func (ls *loopState) rerun(q *fwdReq) {
 	s, cid, cmd := ls.s, q.ic.c.id, q.cmd
 	r := s.router.Load()
 	if r == nil {
@@ -282,7 +429,16 @@ func (ls *loopState) fullPath(q *fwdReq) {
 		b.tagFrom(0, cmd, q.start) // counted by exec, as on the full path
 		b.exec(ctx, w)
 		_ = w.Flush()
-		ls.loop.Post(func() { ls.complete(q, out) })
+		ls.loop.Post(func() {
+			ic := q.ic
+			n := copy(ic.rerun, ic.rerun[1:])
+			ic.rerun[n] = nil
+			ic.rerun = ic.rerun[:n]
+			ls.complete(q, out)
+			if len(ic.rerun) > 0 {
+				ls.rerun(ic.rerun[0])
+			}
+		})
 	}()
 }
 
@@ -320,7 +476,10 @@ func (ls *loopState) pop(ic *inlineConn) {
 	ic.queue[n] = nil
 	ic.queue = ic.queue[:n]
 	ic.released++
-	q.ic, q.r, q.done, q.pc = nil, nil, false, nil
+	q.ic, q.r, q.done, q.pc, q.up, q.gotErr, q.l1 = nil, nil, false, nil, nil, nil, false
+	if cap(q.got) > 4<<10 {
+		q.got = nil
+	}
 	if cap(q.reply) > 4<<10 {
 		q.reply = nil
 	}

@@ -192,3 +192,100 @@ func TestDeepPipelinesKeepTheirOrderThroughTheLoop(t *testing.T) {
 		}
 	}
 }
+
+// trackedOnShard0 starts an agent with the tracking L1 over two shards, and returns a client
+// and a key of shard 0 once the loop has a connection to that shard (it dials on first use).
+func trackedOnShard0(t *testing.T, prefix string) ([]*tu.Redis, *agent, *conn, string) {
+	t.Helper()
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	c := a.dial(t)
+	for i := 0; ; i++ {
+		forwarded := a.srv.Stats.LoopForwards.Load()
+		c.do("GET", keyOn(t, a, fmt.Sprintf("%swarm%d:", prefix, i), 0))
+		if a.srv.Stats.LoopForwards.Load() > forwarded {
+			break
+		}
+		if i == 100 {
+			t.Fatal("no GET went through the loop")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return shards, a, c, keyOn(t, a, prefix, 0)
+}
+
+// TestTheLoopKeepsATrackedReadUntilTheShardChangesIt: a tracking-L1 miss the loop forwarded is
+// kept, the next read of the key is a hit, and a write straight to the shard (which only its
+// invalidation push tells the agent of) or a flush ends the copy.
+func TestTheLoopKeepsATrackedReadUntilTheShardChangesIt(t *testing.T) {
+	shards, a, c, k := trackedOnShard0(t, "kept:")
+	if _, err := shards[0].Do("SET", k, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	st := a.srv.Stats
+	forwarded, hits := st.LoopForwards.Load(), st.LoopHits.Load()
+	if got := c.do("GET", k); got != "v1" || st.LoopForwards.Load() != forwarded+1 {
+		t.Fatalf("GET = %q, forwarded %d", got, st.LoopForwards.Load()-forwarded)
+	}
+	if got := c.do("GET", k); got != "v1" || st.LoopHits.Load() != hits+1 || st.LoopForwards.Load() != forwarded+1 {
+		t.Fatalf("second GET = %q: %d loop hits, %d forwarded; want a hit", got, st.LoopHits.Load()-hits, st.LoopForwards.Load()-forwarded)
+	}
+	eventually := func(change []string, want string) {
+		t.Helper()
+		if _, err := shards[0].Do(change...); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			got := c.do("GET", k)
+			if got == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %v on the shard, GET still = %q, want %q", change, got, want)
+			}
+		}
+		if got := c.do("GET", k); got != want { // kept again, and current
+			t.Fatalf("after %v, GET = %q", change, got)
+		}
+	}
+	eventually([]string{"SET", k, "v2"}, "v2")
+	eventually([]string{"FLUSHALL"}, "(nil)")
+	eventually([]string{"SET", k, "v3"}, "v3")
+}
+
+// TestAKilledLoopConnectionDropsWhatItKept: the loop's copies are current only while the
+// connection that carries their invalidations lives; once it is gone, a write the agent could
+// not hear of is read, not an old copy.
+func TestAKilledLoopConnectionDropsWhatItKept(t *testing.T) {
+	shards, a, c, k := trackedOnShard0(t, "dropped:")
+	for round := range 5 {
+		v := fmt.Sprint("v", round)
+		if _, err := shards[0].Do("SET", k, v); err != nil {
+			t.Fatal(err)
+		}
+		hits := a.srv.Stats.LoopHits.Load()
+		for c.do("GET", k) != v || a.srv.Stats.LoopHits.Load() == hits { // read until it is kept
+			time.Sleep(5 * time.Millisecond)
+		}
+		list, _ := shards[0].Do("CLIENT", "LIST")
+		killed := 0
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, " name="+upstream.Name+" ") {
+				if _, err := shards[0].Do("CLIENT", "KILL", "ID", strings.TrimPrefix(strings.Fields(line)[0], "id=")); err == nil {
+					killed++
+				}
+			}
+		}
+		if killed == 0 {
+			t.Fatalf("round %d: the loop has no connection to the shard:\n%s", round, list)
+		}
+		time.Sleep(100 * time.Millisecond) // the loop sees the close
+		// No push can say this: the connection is gone, and no other tracks the key.
+		if _, err := shards[0].Do("SET", k, v+"-new"); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.do("GET", k); got != v+"-new" {
+			t.Fatalf("round %d: GET after the loop's connection was killed = %q, want %q", round, got, v+"-new")
+		}
+	}
+}

@@ -27,6 +27,7 @@ type inlineConn struct {
 	// client's order; the replies to write at the end of the turn (due), and how many
 	// commands they answer (released).
 	queue    []*fwdReq
+	rerun    []*fwdReq // those going through the full path, one after the other (forward.go)
 	out      []byte
 	due      bool
 	released int
@@ -50,10 +51,7 @@ func (n noWait) Write(p []byte) (int, error) { return n.c.WriteNoWait(p) }
 // saved nothing on L1 hits there and cost up to 57 ms of p99.
 func (s *Server) StartLoops() error {
 	s.loopOnce.Do(func() {
-		if runtime.GOMAXPROCS(0) < 2 {
-			return
-		}
-		for range s.cfg.EventLoops {
+		for range s.loopCount() {
 			ls := newLoopState(s)
 			l, err := evloop.New(func(ec *evloop.Conn, data []byte) int { return s.answerInline(ls, ec, data) })
 			if err != nil {
@@ -66,6 +64,14 @@ func (s *Server) StartLoops() error {
 		}
 	})
 	return s.loopErr
+}
+
+// loopCount is how many event loops StartLoops starts.
+func (s *Server) loopCount() int {
+	if runtime.GOMAXPROCS(0) < 2 {
+		return 0
+	}
+	return s.cfg.EventLoops
 }
 
 // adopt moves an accepted TCP connection onto a loop.
@@ -108,13 +114,10 @@ func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 	for i := range frames[:n] {
 		f := &frames[i]
 		rules := policy.For(r.Doc, f.key)
-		if f.cmd == getCommand && rules.L1 {
-			// A hit is written now: not behind replies still due (they would be overtaken),
-			// nor after a write of this connection's that the shard has not answered yet.
-			if len(ic.queue) > 0 || ic.due || !s.inlineGet(b, c, f.key, &rules) {
-				break
-			}
-		} else if warming || !forwardable(f, &rules) || !ls.forward(ic, r, f, &rules) {
+		// A hit is written now: not behind replies still due (they would be overtaken), nor
+		// after a write of this connection's that the shard has not answered yet.
+		hit := f.cmd == getCommand && rules.L1 && len(ic.queue) == 0 && !ic.due && s.inlineGet(b, c, f.key, &rules)
+		if !hit && (warming || !forwardable(f, &rules) || !ls.forward(ic, r, f, &rules)) {
 			break
 		}
 		used += len(f.raw)
@@ -129,15 +132,16 @@ func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 	return used
 }
 
-// forwardable reports whether the shard's plain reply to f is the whole answer: no L1 to fill,
-// no origin, no lease, nothing the agent encodes, no value over the limit (refused on the full
-// path). A ring being warmed up reads and drops keys' previous owners: the full path does that.
+// forwardable reports whether the shard's reply to f is the whole answer, with at most a
+// tracked read's copy to keep: no ttl-mode L1 to fill, no origin, no lease, nothing the agent
+// encodes, no value over the limit (refused on the full path). A ring being warmed up reads
+// and drops keys' previous owners: the full path does that.
 func forwardable(f *frame, rules *policy.Rules) bool {
 	if rules.Origin != nil {
 		return false
 	}
 	if f.cmd == getCommand {
-		return !rules.L1
+		return !rules.L1 || rules.L1Tracking
 	}
 	return rules.LeaseTTL <= 0 && !rules.Encoded() &&
 		(rules.MaxValueBytes <= 0 || int64(len(f.val)) <= rules.MaxValueBytes) &&

@@ -50,3 +50,26 @@ func TestDeepPipelinesGoToTheGoroutine(t *testing.T) {
 		}
 	}
 }
+
+func TestKeptReadKeepsValuesAndMissesOnly(t *testing.T) {
+	for _, tc := range []struct {
+		get, pttl string
+		val       string
+		isNil     bool
+		ms        int64
+		ok        bool
+	}{
+		{"$2\r\nv1\r\n", ":1500\r\n", "v1", false, 1500, true},
+		{"$0\r\n\r\n", ":-1\r\n", "", false, -1, true},
+		{"_\r\n", ":-2\r\n", "", true, -2, true},
+		{"$3\r\n\xffab\r\n", ":10\r\n", "", false, 0, false},         // encoded: the full path decodes it
+		{"-WRONGTYPE Operation\r\n", ":-1\r\n", "", false, 0, false}, // an error is not kept
+		{"-LOADING busy\r\n", "-LOADING busy\r\n", "", false, 0, false},
+		{"$2\r\nv1\r\n", "-ERR x\r\n", "", false, 0, false}, // no TTL: not kept
+	} {
+		k, ms, ok := keptRead([]byte(tc.get), []byte(tc.pttl))
+		if ok != tc.ok || (ok && (k.Val != tc.val || k.Nil != tc.isNil || ms != tc.ms)) {
+			t.Errorf("keptRead(%q, %q) = %+v, %d, %v", tc.get, tc.pttl, k, ms, ok)
+		}
+	}
+}

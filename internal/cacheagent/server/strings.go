@@ -116,26 +116,22 @@ func (b *batch) answerFromL1(s *Server, keyb []byte, rules *policy.Rules, pc *po
 		}
 		return ok
 	}
-	msg, ok := b.r.ShardFor(keyb).KeptGet(key, time.Now())
-	if !ok || !keptAnswers(&msg, *rules) || (msg.IsNil() && b.r.PreviousOwner(keyb) != nil) {
+	k, ok := b.r.ShardFor(keyb).KeptGet(key, time.Now())
+	if !ok || !keptAnswers(&k, rules) || (k.Nil && b.r.PreviousOwner(keyb) != nil) {
 		return false
 	}
 	s.hitL1(pc)
-	b.kept(msg)
+	b.kept(k)
 	return true
 }
 
 // keptAnswers reports whether a kept (tracking) read may be answered locally: under a policy
 // with an origin, a kept miss or a stale value is not, the origin or a refresh is due.
-func keptAnswers(msg *valkey.ValkeyMessage, rules policy.Rules) bool {
+func keptAnswers(k *router.Kept, rules *policy.Rules) bool {
 	if rules.Origin == nil {
 		return true
 	}
-	if msg.IsNil() {
-		return false
-	}
-	raw, err := msg.ToString()
-	return err != nil || freshFor(raw, time.Hour) > 0
+	return !k.Nil && freshFor(k.Val, time.Hour) > 0
 }
 
 // freshFor caps an L1 lifetime at an origin-filled value's freshness: L1 holds fresh copies

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -15,8 +16,20 @@ import (
 // TestWritesDuringASwitchoverAreHeldNotRefused: a planned switchover demotes the primary before
 // the agent has the ring naming its successor; writes sent in between get READONLY from the
 // demoted node. The agent holds them until the new ring arrives and sends them to the new
-// primary: the client sees no error, and every acknowledged write is on the new primary.
+// primary: the client sees no error, every acknowledged write is on the new primary, and a read
+// pipelined after a write sees it (with the tracking L1 and without: the event loop forwards
+// both kinds of read).
 func TestWritesDuringASwitchoverAreHeldNotRefused(t *testing.T) {
+	for _, l1 := range []bool{true, false} {
+		t.Run(fmt.Sprintf("l1=%v", l1), func(t *testing.T) {
+			o := defaults()
+			o.defaults.L1 = l1
+			testWritesDuringASwitchover(t, o)
+		})
+	}
+}
+
+func testWritesDuringASwitchover(t *testing.T, o options) {
 	primary := tu.StartRedis(t, "")
 	replica := tu.StartReplica(t, primary)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -27,7 +40,6 @@ func TestWritesDuringASwitchoverAreHeldNotRefused(t *testing.T) {
 			t.Fatal("the replica never linked")
 		}
 	}
-	o := defaults()
 	o.config.ShardTimeout = 2 * time.Second // Valkey pauses writes while the replica catches up
 	a := startAgent(t, []*tu.Redis{primary}, o)
 

@@ -7,7 +7,6 @@
 package upstream
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +33,11 @@ type Conn struct {
 	head    int        // waiting[head] is the oldest
 	since   time.Time  // when the oldest request was queued or the last reply came
 	err     error      // why the connection ended
+	pushes  uint64     // RESP3 pushes seen
+
+	// OnPush takes the shard's RESP3 pushes (invalidations of tracked keys), in their place
+	// among the replies; the bytes are valid during the call only.
+	OnPush func(push []byte)
 }
 
 // New takes over fd, a connected non-blocking socket.
@@ -44,6 +48,10 @@ func (c *Conn) Fd() int { return c.fd }
 
 // Err is why the connection ended; nil while it serves.
 func (c *Conn) Err() error { return c.err }
+
+// Pushes is how many RESP3 pushes have come: a request that compares it before and after its
+// replies knows whether an invalidation came between them.
+func (c *Conn) Pushes() uint64 { return c.pushes }
 
 // Pending is how many requests wait for their replies.
 func (c *Conn) Pending() int { return len(c.waiting) - c.head }
@@ -123,7 +131,7 @@ func (c *Conn) deliver() {
 	off := 0
 	for c.err == nil {
 		n, err := ReplyLen(c.in[off:])
-		if err == nil && n > 0 && c.Pending() == 0 {
+		if err == nil && n > 0 && c.Pending() == 0 && c.in[off] != '>' {
 			err = errors.New("upstream: a reply to no request")
 		}
 		if err != nil {
@@ -132,6 +140,14 @@ func (c *Conn) deliver() {
 		}
 		if n == 0 {
 			break
+		}
+		if c.in[off] == '>' {
+			c.pushes++
+			if c.OnPush != nil {
+				c.OnPush(c.in[off : off+n])
+			}
+			off += n
+			continue
 		}
 		cb := c.waiting[c.head]
 		c.waiting[c.head] = nil
@@ -176,8 +192,10 @@ func CloseFd(fd int) { _ = unix.Close(fd) }
 // Name is what the shard's CLIENT LIST shows for a loop's connection.
 const Name = "cachefleet-loop"
 
-// Dial connects to a shard, authenticates and names the connection, blocking (call it off the
-// loop): a non-blocking descriptor for New.
+// Dial connects to a shard, blocking (call it off the loop), and returns a non-blocking
+// descriptor for New. The connection speaks RESP3, is authenticated and named, and has
+// tracking on in OPTIN mode: a read sent after CLIENT CACHING YES is tracked, and the shard's
+// invalidation of it comes as a push on the same connection, ordered with the replies.
 func Dial(ctx context.Context, addr, password string, timeout time.Duration) (int, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", addr)
@@ -186,25 +204,12 @@ func Dial(ctx context.Context, addr, password string, timeout time.Duration) (in
 	}
 	defer nc.Close() // the duplicate below keeps the socket open
 	_ = nc.SetDeadline(time.Now().Add(timeout))
-	var hello []byte
-	replies := 1
+	hello := []string{"HELLO", "3", "SETNAME", Name}
 	if password != "" {
-		replies++
-		hello = fmt.Appendf(hello, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password)
+		hello = append(hello, "AUTH", "default", password)
 	}
-	hello = fmt.Appendf(hello, "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$%d\r\n%s\r\n", len(Name), Name)
-	if _, err := nc.Write(hello); err != nil {
+	if err := handshake(nc, hello, []string{"CLIENT", "TRACKING", "ON", "OPTIN"}); err != nil {
 		return -1, err
-	}
-	rd := bufio.NewReader(nc)
-	for range replies {
-		line, err := rd.ReadString('\n')
-		if err != nil {
-			return -1, err
-		}
-		if line != "+OK\r\n" {
-			return -1, fmt.Errorf("connecting: %s", strings.TrimSpace(line))
-		}
 	}
 	_ = nc.SetDeadline(time.Time{})
 	rc, err := nc.(*net.TCPConn).SyscallConn()
@@ -221,4 +226,41 @@ func Dial(ctx context.Context, addr, password string, timeout time.Duration) (in
 		return -1, err
 	}
 	return fd, nil
+}
+
+// handshake sends commands and reads one reply to each: an error reply fails it.
+func handshake(nc net.Conn, cmds ...[]string) error {
+	var out []byte
+	for _, cmd := range cmds {
+		out = fmt.Appendf(out, "*%d\r\n", len(cmd))
+		for _, a := range cmd {
+			out = fmt.Appendf(out, "$%d\r\n%s\r\n", len(a), a)
+		}
+	}
+	if _, err := nc.Write(out); err != nil {
+		return err
+	}
+	var in []byte
+	buf := make([]byte, 4096)
+	for range cmds {
+		for {
+			n, err := ReplyLen(in)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				if in[0] == '-' || in[0] == '!' {
+					return fmt.Errorf("connecting: %s", strings.TrimSpace(string(in[1:n])))
+				}
+				in = in[n:]
+				break
+			}
+			m, err := nc.Read(buf)
+			if err != nil {
+				return err
+			}
+			in = append(in, buf[:m]...)
+		}
+	}
+	return nil
 }

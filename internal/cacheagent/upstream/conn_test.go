@@ -74,7 +74,7 @@ func TestRepliesComeBackInOrderFromAPipeline(t *testing.T) {
 			t.Fatalf("request %d: %q %q", i, set, get)
 		}
 	}
-	if r.got[1001] != fmt.Sprintf("$%d\r\n%s\r\n", len(big), big) || r.got[1002] != "$-1\r\n" {
+	if r.got[1001] != fmt.Sprintf("$%d\r\n%s\r\n", len(big), big) || r.got[1002] != "_\r\n" {
 		t.Fatalf("last replies %.40q %q", r.got[1001], r.got[1002])
 	}
 	list, _ := srv.Do("CLIENT", "LIST")
@@ -111,5 +111,87 @@ func TestDialRefusesAWrongPassword(t *testing.T) {
 	if fd, err := Dial(context.Background(), srv.Addr(), "wrong", time.Second); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
 		CloseFd(fd)
 		t.Fatalf("Dial with a wrong password: %v", err)
+	}
+}
+
+// pushCount is a reply callback that also records how many pushes had come before its reply.
+type pushCount struct {
+	replies
+	c      *Conn
+	before []uint64
+}
+
+func (p *pushCount) Reply(b []byte, err error) {
+	p.replies.Reply(b, err)
+	p.before = append(p.before, p.c.Pushes())
+}
+
+func TestATrackedReadsInvalidationComesInItsPlace(t *testing.T) {
+	srv := tu.StartRedis(t, "secret")
+	c := dial(t, srv.Addr(), "secret")
+	var pushes []string
+	c.OnPush = func(p []byte) { pushes = append(pushes, string(p)) }
+	r := &pushCount{c: c}
+	must(t, srv, "SET", "tracked", "v1")
+	must(t, srv, "SET", "untracked", "v1")
+	c.Send(r, tu.Encode("CLIENT", "CACHING", "YES"))
+	c.Send(r, tu.Encode("GET", "tracked"))
+	c.Send(r, tu.Encode("GET", "untracked")) // CACHING YES covers the next command only
+	await(t, c, &r.replies, 3)
+	if r.got[1] != "$2\r\nv1\r\n" || r.got[2] != "$2\r\nv1\r\n" {
+		t.Fatalf("reads: %q", r.got)
+	}
+	must(t, srv, "SET", "untracked", "v2")
+	must(t, srv, "SET", "tracked", "v2")
+	c.Send(r, tu.Encode("PING"))
+	await(t, c, &r.replies, 4)
+	if len(pushes) != 1 || r.before[3] != 1 {
+		t.Fatalf("pushes %q, %d of them before the PONG", pushes, r.before[3])
+	}
+	keys, all, ok := Invalidated([]byte(pushes[0]), nil)
+	if !ok || all || len(keys) != 1 || string(keys[0]) != "tracked" {
+		t.Fatalf("Invalidated(%q) = %q, %v, %v", pushes[0], keys, all, ok)
+	}
+
+	c.Send(r, tu.Encode("CLIENT", "CACHING", "YES"))
+	c.Send(r, tu.Encode("GET", "tracked"))
+	await(t, c, &r.replies, 6)
+	must(t, srv, "FLUSHALL")
+	c.Send(r, tu.Encode("PING"))
+	await(t, c, &r.replies, 7)
+	if len(pushes) != 2 {
+		t.Fatalf("pushes after FLUSHALL: %q", pushes)
+	}
+	if _, all, ok := Invalidated([]byte(pushes[1]), nil); !ok || !all {
+		t.Fatalf("FLUSHALL's push %q read as all=%v ok=%v", pushes[1], all, ok)
+	}
+}
+
+func must(t *testing.T, srv *tu.Redis, args ...string) {
+	t.Helper()
+	if _, err := srv.Do(args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInvalidatedReadsOnlyInvalidations(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		keys    []string
+		all, ok bool
+	}{
+		{">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n", []string{"a", ""}, false, true},
+		{">2\r\n$10\r\ninvalidate\r\n_\r\n", nil, true, true},
+		{">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n", nil, false, false},
+		{">2\r\n$10\r\ninvalidate\r\n*1\r\n:1\r\n", nil, false, false},
+	} {
+		keys, all, ok := Invalidated([]byte(tc.in), nil)
+		var got []string
+		for _, k := range keys {
+			got = append(got, string(k))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.keys) || all != tc.all || ok != tc.ok {
+			t.Errorf("Invalidated(%q) = %q, %v, %v", tc.in, got, all, ok)
+		}
 	}
 }

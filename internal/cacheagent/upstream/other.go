@@ -20,7 +20,8 @@ func New(int) *Conn                                   { return &Conn{} }
 func (c *Conn) Fd() int                               { return -1 }
 func (c *Conn) Err() error                            { return errors.ErrUnsupported }
 func (c *Conn) Pending() int                          { return 0 }
-func (c *Conn) Send(Callback, ...[]byte)              {}
+func (c *Conn) Send(Callback, []byte)                 {}
+func (c *Conn) Pushes() uint64                        { return 0 }
 func (c *Conn) Out() []byte                           { return nil }
 func (c *Conn) SetOut([]byte)                         {}
 func (c *Conn) Expect(Callback)                       {}

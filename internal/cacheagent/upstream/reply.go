@@ -1,6 +1,9 @@
 package upstream
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // errMalformed is a reply that is not RESP: the connection cannot be trusted past it.
 var errMalformed = errors.New("upstream: malformed reply from the shard")
@@ -9,8 +12,9 @@ var errMalformed = errors.New("upstream: malformed reply from the shard")
 // commands sent here nest one level at most.
 const maxNesting = 32
 
-// ReplyLen is the size of the complete RESP2 reply p starts with: 0 when p holds only part of
-// one, an error when p is not RESP.
+// ReplyLen is the size of the complete RESP2 or RESP3 reply p starts with: 0 when p holds only
+// part of one, an error when p is not RESP. A RESP3 attribute counts with the reply it
+// precedes.
 func ReplyLen(p []byte) (int, error) {
 	return replyLen(p, 0)
 }
@@ -30,9 +34,9 @@ func replyLen(p []byte, depth int) (int, error) {
 		return 0, nil
 	}
 	switch p[0] {
-	case '+', '-', ':':
+	case '+', '-', ':', '_', ',', '#', '(':
 		return line + 2, nil
-	case '$':
+	case '$', '=', '!':
 		n, err := length(p[1:line])
 		if err != nil {
 			return 0, err
@@ -48,7 +52,7 @@ func replyLen(p []byte, depth int) (int, error) {
 			return 0, errMalformed
 		}
 		return total, nil
-	case '*':
+	case '*', '~', '>', '%', '|':
 		n, err := length(p[1:line])
 		if err != nil {
 			return 0, err
@@ -56,8 +60,18 @@ func replyLen(p []byte, depth int) (int, error) {
 		if n < 0 {
 			return line + 2, nil // *-1: the null array
 		}
+		if p[0] == '%' || p[0] == '|' {
+			n *= 2 // keys and values
+		}
 		off := line + 2
 		for range n {
+			m, err := replyLen(p[off:], depth+1)
+			if err != nil || m == 0 {
+				return 0, err
+			}
+			off += m
+		}
+		if p[0] == '|' { // an attribute: the reply it describes follows
 			m, err := replyLen(p[off:], depth+1)
 			if err != nil || m == 0 {
 				return 0, err
@@ -110,4 +124,36 @@ func length(p []byte) (int, error) {
 		return 0, errMalformed
 	}
 	return n, nil
+}
+
+// Invalidated reads a RESP3 push: for an invalidation, the keys it names (appended to keys)
+// or all, for a flush (a null list); ok is false for any other push.
+func Invalidated(push []byte, keys [][]byte) (_ [][]byte, all, ok bool) {
+	const head = ">2\r\n$10\r\ninvalidate\r\n"
+	if !strings.HasPrefix(string(push), head) {
+		return keys, false, false
+	}
+	p := push[len(head):]
+	if strings.HasPrefix(string(p), "_\r\n") || strings.HasPrefix(string(p), "*-1\r\n") {
+		return keys, true, true
+	}
+	line := lineEnd(p)
+	if line < 0 || p[0] != '*' {
+		return keys, false, false
+	}
+	n, err := length(p[1:line])
+	if err != nil {
+		return keys, false, false
+	}
+	off := line + 2
+	for range n {
+		m, err := ReplyLen(p[off:])
+		if err != nil || m == 0 || p[off] != '$' {
+			return keys, false, false
+		}
+		e := lineEnd(p[off:])
+		keys = append(keys, p[off+e+2:off+m-2])
+		off += m
+	}
+	return keys, false, true
 }

@@ -21,6 +21,17 @@ func TestReplyLenFindsWholeRepliesOnly(t *testing.T) {
 		{"*-1\r\n", 5, false},
 		{"*2\r\n$1\r\na\r\n:1\r\n", 15, false},
 		{"*1\r\n*1\r\n+x\r\n", 12, false},
+		{"_\r\n", 3, false},
+		{",1.5\r\n#t\r\n", 6, false},
+		{"(12345678901234567890\r\n", 23, false},
+		{"=8\r\ntxt:abcd\r\n", 14, false},
+		{"!3\r\nbad\r\n", 9, false},
+		{"%1\r\n+a\r\n:1\r\n", 12, false},
+		{"~2\r\n+a\r\n_\r\n", 11, false},
+		{">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n", 32, false},
+		{"|1\r\n+ttl\r\n:3\r\n+OK\r\n", 19, false},
+		{"%1\r\n+a\r\n", 0, false},
+		{"|1\r\n+ttl\r\n:3\r\n", 0, false},
 		{"", 0, false},
 		{"+OK\r", 0, false},
 		{"$3\r\nfo", 0, false},
@@ -28,7 +39,7 @@ func TestReplyLenFindsWholeRepliesOnly(t *testing.T) {
 		{"*2\r\n$1\r\na\r\n", 0, false},
 		{"$3\r\nfooXY", 0, true},                // no CRLF after the value
 		{"+OK\rX", 0, true},                     // CR without LF
-		{"?what\r\n", 0, true},                  // not a RESP2 type
+		{"?what\r\n", 0, true},                  // not a RESP type
 		{"$x\r\n", 0, true},                     // not a length
 		{"$999999999999\r\n", 0, true},          // past any value
 		{strings.Repeat("*1\r\n", 40), 0, true}, // nested too deep
