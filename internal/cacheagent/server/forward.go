@@ -205,7 +205,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	switch {
 	case tracked:
 		q.track, q.up, q.l1, q.l1ttl = st, up, true, rules.L1TTL
-		q.ticket = st.Ticket(unsafe.String(unsafe.SliceData(q.key), len(q.key)))
+		q.ticket = st.Ticket(unsafe.String(unsafe.SliceData(q.key), len(q.key))) //nolint:gosec // a view for hashing only, never kept
 		out := append(up.Out(), cachingYes...)
 		out = append(out, f.raw...)
 		up.SetOut(appendCommand(out, "PTTL", f.key))

@@ -37,51 +37,57 @@ func replyLen(p []byte, depth int) (int, error) {
 	case '+', '-', ':', '_', ',', '#', '(':
 		return line + 2, nil
 	case '$', '=', '!':
-		n, err := length(p[1:line])
-		if err != nil {
-			return 0, err
-		}
-		if n < 0 {
-			return line + 2, nil // $-1: the null bulk string
-		}
-		total := line + 2 + n + 2
-		if len(p) < total {
-			return 0, nil
-		}
-		if p[total-2] != '\r' || p[total-1] != '\n' {
-			return 0, errMalformed
-		}
-		return total, nil
+		return bulkLen(p, line)
 	case '*', '~', '>', '%', '|':
-		n, err := length(p[1:line])
-		if err != nil {
-			return 0, err
-		}
-		if n < 0 {
-			return line + 2, nil // *-1: the null array
-		}
-		if p[0] == '%' || p[0] == '|' {
-			n *= 2 // keys and values
-		}
-		off := line + 2
-		for range n {
-			m, err := replyLen(p[off:], depth+1)
-			if err != nil || m == 0 {
-				return 0, err
-			}
-			off += m
-		}
-		if p[0] == '|' { // an attribute: the reply it describes follows
-			m, err := replyLen(p[off:], depth+1)
-			if err != nil || m == 0 {
-				return 0, err
-			}
-			off += m
-		}
-		return off, nil
+		return aggregateLen(p, line, depth)
 	default:
 		return 0, errMalformed
 	}
+}
+
+// bulkLen is replyLen for a string whose length ends at line.
+func bulkLen(p []byte, line int) (int, error) {
+	n, err := length(p[1:line])
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		return line + 2, nil // $-1: the null bulk string
+	}
+	total := line + 2 + n + 2
+	if len(p) < total {
+		return 0, nil
+	}
+	if p[total-2] != '\r' || p[total-1] != '\n' {
+		return 0, errMalformed
+	}
+	return total, nil
+}
+
+// aggregateLen is replyLen for an array, set, push, map or attribute whose size ends at line.
+func aggregateLen(p []byte, line, depth int) (int, error) {
+	n, err := length(p[1:line])
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		return line + 2, nil // *-1: the null array
+	}
+	if p[0] == '%' || p[0] == '|' {
+		n *= 2 // keys and values
+	}
+	if p[0] == '|' {
+		n++ // an attribute: the reply it describes follows
+	}
+	off := line + 2
+	for range n {
+		m, err := replyLen(p[off:], depth+1)
+		if err != nil || m == 0 {
+			return 0, err
+		}
+		off += m
+	}
+	return off, nil
 }
 
 // maxLine bounds a reply's first line: a length or a status, never kilobytes.
