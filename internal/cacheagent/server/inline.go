@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"time"
+	"unsafe"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
@@ -105,7 +106,7 @@ func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 	frames := &ls.frames
 	n, deep := scanFrames(data, frames)
 	r := s.router.Load()
-	if r == nil || n == 0 || deep || (n > maxInlineHits && readsL1(r, frames[:n])) {
+	if r == nil || n == 0 || deep || (n > maxInlineHits && hitsL1(r, frames[:n])) {
 		return 0
 	}
 	b.reset(r)
@@ -225,16 +226,27 @@ func bulkAt(p []byte, i, limit int) ([]byte, int) {
 	return p[i : i+n : i+n], i + n + 2
 }
 
-// readsL1 reports whether a pipeline reads a key kept in L1. The loop runs on one thread; a deep
-// pipeline of hits is answered faster by the connection's goroutine, while the loop reads the
-// next connection on another thread (-P 16 hits: 807-885k req/s through goroutines, 694-704k
-// through one loop, side by side). Forwarded, the same pipeline is faster on the loop: -P 16
-// GETs with L1 off cost 1.0-1.05 µs of CPU each there, 2.1-2.2 µs through the goroutine.
-func readsL1(r *router.Router, frames []frame) bool {
+// hitsL1 reports whether a pipeline reads keys the L1 holds, judged by its first read of an L1
+// key: the loop runs on one thread, and a deep pipeline of hits is answered faster by the
+// connection's goroutine while the loop reads the next connection on another thread (-P 16
+// hits: 807-885k req/s through goroutines, 694-704k through one loop, side by side). Misses
+// are faster on the loop, which forwards them: -P 16 GETs with L1 off cost 1.0-1.05 µs of CPU
+// each there, 2.1-2.2 µs through the goroutine. A ttl-mode read is never forwarded.
+func hitsL1(r *router.Router, frames []frame) bool {
 	for i := range frames {
-		if frames[i].cmd == getCommand && policy.For(r.Doc, frames[i].key).L1 {
+		f := &frames[i]
+		if f.cmd != getCommand {
+			continue
+		}
+		rules := policy.For(r.Doc, f.key)
+		switch {
+		case !rules.L1:
+			continue
+		case !rules.L1Tracking:
 			return true
 		}
+		_, kept := r.ShardFor(f.key).KeptGet(unsafe.String(unsafe.SliceData(f.key), len(f.key)), time.Now()) //nolint:gosec // a view for the lookup only
+		return kept
 	}
 	return false
 }
@@ -257,7 +269,7 @@ func scanFrames(data []byte, frames *[maxLoopPipeline]frame) (n int, deep bool) 
 }
 
 // maxLoopPipeline is the deepest pipeline the loop takes; maxInlineHits the deepest that may
-// read L1 (readsL1).
+// read L1 (hitsL1).
 const (
 	maxLoopPipeline = 64
 	maxInlineHits   = 4
