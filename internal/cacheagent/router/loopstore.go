@@ -37,7 +37,7 @@ func (l *LoopStore) Keep(t fence.Ticket, key string, v Kept, ttl time.Duration, 
 	if pttl >= 0 {
 		server = now + pttl
 	}
-	l.ts.keep(t, key, trackEntry{cmd: "GET", kept: v, pxat: now + ttl.Milliseconds()}, server)
+	l.ts.keep(t, key, trackEntry{cmd: "GET", kept: v, pxat: now + ttl.Milliseconds()}, server, now)
 }
 
 // Invalidate drops keys the shard says changed.

@@ -59,7 +59,8 @@ type Shard struct {
 
 	mu      sync.Mutex
 	client  valkey.Client
-	pending []string // deletes owed while the shard was down, replayed before any other request
+	pending []string     // deletes owed while the shard was down, replayed before any other request
+	owed    atomic.Int64 // len(pending), read without the lock
 	queued  map[string]struct{}
 	closed  bool
 
@@ -74,6 +75,8 @@ type Shard struct {
 	// demoted: this address answered READONLY (it handed its role to a replica) and no ring
 	// naming another primary came within the hold, so writes are no longer held for one.
 	demoted atomic.Bool
+	// breakerClosed follows the breaker's changes: a read of it takes no lock nor clock.
+	breakerClosed atomic.Bool
 
 	Stats ShardStats
 }
@@ -93,12 +96,14 @@ type ShardStats struct {
 // agent starts does not stop the agent.
 func NewShard(cfg ShardConfig) *Shard {
 	s := &Shard{cfg: cfg, replicas: newReplicaReader(cfg)}
+	s.breakerClosed.Store(true)
 	s.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        cfg.Name,
 		MaxRequests: 1,
 		Timeout:     cfg.Cooldown,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.FailuresToOpen },
 		OnStateChange: func(_ string, _, to gobreaker.State) {
+			s.breakerClosed.Store(to == gobreaker.StateClosed)
 			if to == gobreaker.StateOpen {
 				s.dropClient()
 			}
@@ -397,6 +402,7 @@ func (s *Shard) QueueDelete(keys ...string) bool {
 		return false
 	}
 	s.pending = append(s.pending, keys...)
+	s.owed.Store(int64(len(s.pending)))
 	if s.queued == nil {
 		s.queued = map[string]struct{}{}
 	}
@@ -408,11 +414,11 @@ func (s *Shard) QueueDelete(keys ...string) bool {
 }
 
 // Pending is the number of queued deletes.
-func (s *Shard) Pending() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.pending)
-}
+func (s *Shard) Pending() int { return int(s.owed.Load()) }
+
+// Serving reports, without a lock, whether the shard takes requests straight away: its breaker
+// is closed and it owes no deletes.
+func (s *Shard) Serving() bool { return s.breakerClosed.Load() && s.owed.Load() == 0 }
 
 // replayPending sends queued deletes before anything else reaches the shard, so a read after
 // recovery never sees a value that was deleted while the shard was down.
@@ -432,9 +438,11 @@ func (s *Shard) replayPending(ctx context.Context, c valkey.Client) error {
 			delete(s.queued, k)
 		}
 		s.pending = s.pending[n:]
+		s.owed.Store(int64(len(s.pending)))
 		s.Stats.ReplayedDeletes.Add(int64(n))
 	}
 	s.pending, s.queued = nil, nil
+	s.owed.Store(0)
 	return nil
 }
 

@@ -126,7 +126,7 @@ func (s *trackStore) Update(key, cmd string, msg valkey.ValkeyMessage) int64 {
 	delete(s.flights, key)
 	pxat := f.pxat
 	if val, err := msg.ToString(); err == nil || msg.IsNil() { // a GET's reply is one or the other
-		pxat = s.keep(f.ticket, key, trackEntry{cmd: cmd, msg: msg, kept: Kept{Val: val, Nil: msg.IsNil()}, pxat: pxat}, msg.CachePXAT())
+		pxat = s.keep(f.ticket, key, trackEntry{cmd: cmd, msg: msg, kept: Kept{Val: val, Nil: msg.IsNil()}, pxat: pxat}, msg.CachePXAT(), time.Now().UnixMilli())
 	}
 	s.mu.Unlock()
 	f.msg = msg
@@ -134,13 +134,13 @@ func (s *trackStore) Update(key, cmd string, msg valkey.ValkeyMessage) int64 {
 	return pxat
 }
 
-// keep keeps e unless it expires too soon (its expiry shortened to the server's, unix ms, when
-// that is sooner) or the agent wrote the key since t; it returns the expiry.
-func (s *trackStore) keep(t fence.Ticket, key string, e trackEntry, server int64) int64 {
+// keep keeps e unless it expires too soon after now (its expiry shortened to the server's, all
+// unix ms, when that is sooner) or the agent wrote the key since t; it returns the expiry.
+func (s *trackStore) keep(t fence.Ticket, key string, e trackEntry, server, now int64) int64 {
 	if server > 0 && server < e.pxat {
 		e.pxat = server
 	}
-	if e.pxat-time.Now().UnixMilli() >= max(s.minUsable, 1) {
+	if e.pxat-now >= max(s.minUsable, 1) {
 		s.fence.Fill(t, func() { s.kept.Set(key, e) })
 	}
 	return e.pxat

@@ -94,7 +94,7 @@ const redialAfter = time.Second
 // upstreamFor is the loop's connection to sh, when sh is healthy and connected; otherwise nil,
 // and a connection is on its way.
 func (ls *loopState) upstreamFor(sh *router.Shard) *upstream.Conn {
-	if sh.BreakerState() != 0 || sh.Pending() > 0 { // down, or deletes to replay first
+	if !sh.Serving() { // down, or deletes to replay first
 		return nil
 	}
 	if up := ls.ups[sh]; up != nil {
