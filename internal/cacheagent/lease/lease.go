@@ -116,8 +116,14 @@ func (l *Leases) Fill(ctx context.Context, sh *router.Shard, key, token, value s
 }
 
 // Wait bounds how long a Get may wait: no longer than the lease TTL, after which the holder
-// has filled the key or its lease has expired (and a waiter takes it over).
-func Wait(requested, leaseTTL time.Duration) time.Duration { return min(requested, leaseTTL) }
+// has filled the key or its lease has expired and a waiter takes it over, plus a grace for that
+// take-over: the last look must come after the expiry by the shard's clock, whose millisecond
+// steps need not line up with the agent's.
+func Wait(requested, leaseTTL time.Duration) time.Duration {
+	return min(requested, leaseTTL+takeOverGrace)
+}
+
+const takeOverGrace = 50 * time.Millisecond
 
 func (l *Leases) add(key string) chan struct{} {
 	ch := make(chan struct{})
