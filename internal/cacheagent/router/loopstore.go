@@ -18,7 +18,7 @@ func (s *Shard) OpenLoopStore() *LoopStore {
 	if s.cfg.CacheBytes <= 0 {
 		return nil
 	}
-	ts := newTrackStore(max(s.cfg.CacheBytes, 1<<16), s.cfg.MinUsable)
+	ts := newSharedTrackStore(s.keptCache(), s.cfg.MinUsable)
 	ts.onClose = s.dropStore
 	s.updateStores(func(l []*trackStore) []*trackStore { return append(l, ts) })
 	return &LoopStore{ts: ts}
@@ -37,7 +37,9 @@ func (l *LoopStore) Keep(t fence.Ticket, key string, v Kept, ttl time.Duration, 
 	if pttl >= 0 {
 		server = now + pttl
 	}
+	l.ts.mu.Lock()
 	l.ts.keep(t, key, trackEntry{cmd: "GET", kept: v, pxat: now + ttl.Milliseconds()}, server, now)
+	l.ts.mu.Unlock()
 }
 
 // Invalidate drops keys the shard says changed.

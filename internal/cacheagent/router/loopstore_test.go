@@ -49,8 +49,17 @@ func TestALoopStoreKeepsUntilItsTTLOrAnInvalidation(t *testing.T) {
 		t.Error("a survived its invalidation")
 	}
 	st.Keep(st.Ticket("a"), "a", Kept{Val: "1"}, time.Minute, -1)
-	st.Close()
+	if _, ok := newSharedTrackStore(sh.keptCache(), 0).Kept("a", "GET", now); ok {
+		t.Error("valkey-go's store answers a loop's copy, which has no valkey-go message")
+	}
+	other := sh.OpenLoopStore() // another loop's, sharing the shard's cache
+	other.Close()
 	if _, ok := sh.KeptGet("a", now); ok {
-		t.Error("a closed store still answers")
+		t.Error("a copy survived a store's close: the shard's stores share one cache, a close drops it all")
+	}
+	st.Close()
+	st.Keep(st.Ticket("a"), "a", Kept{Val: "1"}, time.Minute, -1)
+	if _, ok := sh.KeptGet("a", now); ok {
+		t.Error("a closed store still keeps")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/maypok86/otter/v2"
 	"github.com/sony/gobreaker/v2"
 	"github.com/valkey-io/valkey-go"
 )
@@ -71,6 +72,7 @@ type Shard struct {
 	// stores are the live tracking stores: valkey-go makes one per connection it opens.
 	stores   atomic.Pointer[[]*trackStore]
 	storesMu sync.Mutex // serialises changes of stores (valkey-go makes stores while mu is held)
+	kept     atomic.Pointer[otter.Cache[string, trackEntry]] // the copies all stores keep
 
 	// demoted: this address answered READONLY (it handed its role to a replica) and no ring
 	// naming another primary came within the hold, so writes are no longer held for one.
@@ -168,7 +170,7 @@ func (s *Shard) getClient() (valkey.Client, error) {
 		// valkey-go's default is 128 MiB per connection; bound it by the fleet's L1 setting.
 		opt.CacheSizeEachConn = max(s.cfg.CacheBytes, 1<<16)
 		opt.NewCacheStoreFn = func(o valkey.CacheStoreOption) valkey.CacheStore {
-			ts := newTrackStore(o.CacheSizeEachConn, s.cfg.MinUsable)
+			ts := newSharedTrackStore(s.keptCache(), s.cfg.MinUsable)
 			ts.onClose = s.dropStore
 			s.updateStores(func(l []*trackStore) []*trackStore { return append(l, ts) })
 			return ts
@@ -198,14 +200,24 @@ func (s *Shard) Fence(keys ...string) {
 // without a trip through valkey-go, the breaker and a request context (a fifth of an L1
 // hit's CPU). It looks in valkey-go's stores and in the event loops' (LoopStore).
 func (s *Shard) KeptGet(key string, now time.Time) (Kept, bool) {
-	if l := s.stores.Load(); l != nil {
-		for _, ts := range *l {
-			if e, ok := ts.fresh(key, "GET", now); ok {
-				return e.kept, true
-			}
+	if c := s.kept.Load(); c != nil {
+		if e, ok := fresh(c, key, "GET", now); ok {
+			return e.kept, true
 		}
 	}
 	return Kept{}, false
+}
+
+// keptCache is the cache the shard's tracking stores share, made on first use.
+func (s *Shard) keptCache() *otter.Cache[string, trackEntry] {
+	s.storesMu.Lock()
+	defer s.storesMu.Unlock()
+	if c := s.kept.Load(); c != nil {
+		return c
+	}
+	c := newKeptCache(max(s.cfg.CacheBytes, 1<<16))
+	s.kept.Store(c)
+	return c
 }
 
 // FenceAll is Fence for every key: the shard was flushed.

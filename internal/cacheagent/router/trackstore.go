@@ -30,6 +30,7 @@ type trackStore struct {
 }
 
 type trackEntry struct {
+	src  *trackStore // the store whose connection tracks the key for this copy
 	cmd  string
 	msg  valkey.ValkeyMessage // valkey-go's reply, for valkey-go's own lookups
 	kept Kept                 // what the agent answers
@@ -65,10 +66,20 @@ func (f *trackFlight) Wait(ctx context.Context) (valkey.ValkeyMessage, error) {
 const trackEntryOverhead = 160
 
 func newTrackStore(maxBytes int, minUsable time.Duration) *trackStore {
-	return &trackStore{
-		minUsable: minUsable.Milliseconds(),
-		flights:   map[string]*trackFlight{},
-		kept: otter.Must(&otter.Options[string, trackEntry]{
+	return newSharedTrackStore(newKeptCache(maxBytes), minUsable)
+}
+
+// newSharedTrackStore is a store keeping its copies in kept, which a shard's stores share: one
+// memory bound for the shard, one lookup per hit. Every copy is of a read its store's
+// connection tracks, so that connection's pushes reach it; a push, a fence or a closed store
+// drops copies whichever store made them.
+func newSharedTrackStore(kept *otter.Cache[string, trackEntry], minUsable time.Duration) *trackStore {
+	return &trackStore{minUsable: minUsable.Milliseconds(), flights: map[string]*trackFlight{}, kept: kept}
+}
+
+// newKeptCache is a cache of tracked copies bounded to maxBytes.
+func newKeptCache(maxBytes int) *otter.Cache[string, trackEntry] {
+	return otter.Must(&otter.Options[string, trackEntry]{
 			MaximumWeight: uint64(max(maxBytes, 1)),
 			Weigher: func(k string, e trackEntry) uint32 {
 				return uint32(min(len(k)+len(e.cmd)+len(e.kept.Val)+trackEntryOverhead, 1<<32-1))
@@ -76,8 +87,7 @@ func newTrackStore(maxBytes int, minUsable time.Duration) *trackStore {
 			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, trackEntry]) time.Duration {
 				return time.Until(time.UnixMilli(e.Value.pxat))
 			}),
-		}),
-	}
+		})
 }
 
 // Flight returns a kept value, or the read in flight to wait for, or neither: then the caller
@@ -101,14 +111,17 @@ func (s *trackStore) Flight(key, cmd string, ttl time.Duration, now time.Time) (
 	return valkey.ValkeyMessage{}, nil
 }
 
-// Kept returns the kept reply of cmd on key, if it is still fresh.
+// Kept returns the kept reply of cmd on key, if it is still fresh: valkey-go's lookup, of its
+// own copies only (a loop's have no valkey-go message).
 func (s *trackStore) Kept(key, cmd string, now time.Time) (valkey.ValkeyMessage, bool) {
-	e, ok := s.fresh(key, cmd, now)
-	return e.msg, ok
+	if e, ok := fresh(s.kept, key, cmd, now); ok && e.src == s {
+		return e.msg, true
+	}
+	return valkey.ValkeyMessage{}, false
 }
 
-func (s *trackStore) fresh(key, cmd string, now time.Time) (trackEntry, bool) {
-	if e, ok := s.kept.GetIfPresent(key); ok && e.cmd == cmd && e.pxat > now.UnixMilli() {
+func fresh(kept *otter.Cache[string, trackEntry], key, cmd string, now time.Time) (trackEntry, bool) {
+	if e, ok := kept.GetIfPresent(key); ok && e.cmd == cmd && e.pxat > now.UnixMilli() {
 		return e, true
 	}
 	return trackEntry{}, false
@@ -136,11 +149,13 @@ func (s *trackStore) Update(key, cmd string, msg valkey.ValkeyMessage) int64 {
 
 // keep keeps e unless it expires too soon after now (its expiry shortened to the server's, all
 // unix ms, when that is sooner) or the agent wrote the key since t; it returns the expiry.
+// Call it with s.mu held: a closed store keeps nothing.
 func (s *trackStore) keep(t fence.Ticket, key string, e trackEntry, server, now int64) int64 {
 	if server > 0 && server < e.pxat {
 		e.pxat = server
 	}
-	if e.pxat-now >= max(s.minUsable, 1) {
+	e.src = s
+	if s.flights != nil && e.pxat-now >= max(s.minUsable, 1) {
 		s.fence.Fill(t, func() { s.kept.Set(key, e) })
 	}
 	return e.pxat

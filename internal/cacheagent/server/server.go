@@ -95,12 +95,12 @@ func (s *Server) L1() *l1.Cache { return s.l1.Load() }
 // connections whose name and address are unchanged are kept (with their breaker and queue).
 func (s *Server) SetRing(doc *contract.Document) error {
 	prev := s.router.Load()
-	// Half of the L1 bound goes to the tracking caches, split over shards and over each
-	// shard's tracking connections (valkey-go's and one per event loop); half to the ttl-mode
+	// Half of the L1 bound goes to the tracking caches (split over shards; a shard's tracking
+	// connections, valkey-go's and the event loops', share its cache), half to the ttl-mode
 	// cache.
 	var cacheBytes int
 	if doc.Tiers.L1Enabled && len(doc.Shards) > 0 {
-		cacheBytes = int(doc.Tiers.L1MaxMemoryBytes / 2 / int64(len(doc.Shards)) / int64(1+s.loopCount()))
+		cacheBytes = int(doc.Tiers.L1MaxMemoryBytes / 2 / int64(len(doc.Shards)))
 	}
 	next, err := router.New(doc, prev, func(sh contract.Shard) router.ShardConfig {
 		return router.ShardConfig{
