@@ -71,7 +71,7 @@ type Shard struct {
 	replicas *replicaReader // nil without replicas
 	// stores are the live tracking stores: valkey-go makes one per connection it opens.
 	stores   atomic.Pointer[[]*trackStore]
-	storesMu sync.Mutex // serialises changes of stores (valkey-go makes stores while mu is held)
+	storesMu sync.Mutex                                      // serialises changes of stores (valkey-go makes stores while mu is held)
 	kept     atomic.Pointer[otter.Cache[string, trackEntry]] // the copies all stores keep
 
 	// demoted: this address answered READONLY (it handed its role to a replica) and no ring

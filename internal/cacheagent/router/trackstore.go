@@ -80,14 +80,14 @@ func newSharedTrackStore(kept *otter.Cache[string, trackEntry], minUsable time.D
 // newKeptCache is a cache of tracked copies bounded to maxBytes.
 func newKeptCache(maxBytes int) *otter.Cache[string, trackEntry] {
 	return otter.Must(&otter.Options[string, trackEntry]{
-			MaximumWeight: uint64(max(maxBytes, 1)),
-			Weigher: func(k string, e trackEntry) uint32 {
-				return uint32(min(len(k)+len(e.cmd)+len(e.kept.Val)+trackEntryOverhead, 1<<32-1))
-			},
-			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, trackEntry]) time.Duration {
-				return time.Until(time.UnixMilli(e.Value.pxat))
-			}),
-		})
+		MaximumWeight: uint64(max(maxBytes, 1)),
+		Weigher: func(k string, e trackEntry) uint32 {
+			return uint32(min(len(k)+len(e.cmd)+len(e.kept.Val)+trackEntryOverhead, 1<<32-1))
+		},
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, trackEntry]) time.Duration {
+			return time.Until(time.UnixMilli(e.Value.pxat))
+		}),
+	})
 }
 
 // Flight returns a kept value, or the read in flight to wait for, or neither: then the caller
