@@ -20,10 +20,13 @@ import (
 type roundReq[C any] struct {
 	build func(valkey.Builder) []C
 	n     int // commands it built in the round
-	res   []valkey.ValkeyResult
-	err   error
-	done  chan struct{} // closed when res and err are set, or when lead is
-	lead  bool          // this request runs the next round
+	// readOnly: every command it built reads; such a request is safe to send again when the
+	// connection closed under it.
+	readOnly bool
+	res      []valkey.ValkeyResult
+	err      error
+	done     chan struct{} // closed when res and err are set, or when lead is
+	lead     bool          // this request runs the next round
 }
 
 type multiReq = roundReq[valkey.Completed]

@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -87,7 +89,8 @@ type Shard struct {
 type ShardStats struct {
 	Errors, QueuedDeletes, ReplayedDeletes, DroppedDeletes, ReplicaReads atomic.Int64
 	// StaleRetries counts requests retried because their connection had been closed by the
-	// shard before they were sent (a shard restart seen by an idle connection).
+	// shard before they were sent (a shard restart seen by an idle connection), and rounds of
+	// reads sent again because it was closed under them.
 	StaleRetries atomic.Int64
 	// SwitchoverResends counts commands sent to this shard again after its previous primary had
 	// refused them with READONLY (it handed its role over before the agent had the new ring).
@@ -344,12 +347,43 @@ func (s *Shard) DoMulti(ctx context.Context, build func(valkey.Builder) []valkey
 
 // runRound sends a round's commands as one pipeline and splits the results.
 func (s *Shard) runRound(ctx context.Context, round []*multiReq) {
+	res, err := s.doRound(ctx, round)
+	if lostInFlight(err) {
+		// Whether the round's commands ran is unknown: writes keep the error (the full path
+		// answers CFDOWN), reads are sent again, once, on a new connection.
+		var reads, writes []*multiReq
+		for _, r := range round {
+			if r.readOnly {
+				reads = append(reads, r)
+			} else {
+				writes = append(writes, r)
+			}
+		}
+		split(writes, nil, err)
+		if len(reads) > 0 {
+			s.Stats.StaleRetries.Add(1)
+			res, err = s.doRound(ctx, reads)
+		}
+		round = reads
+	}
+	split(round, res, err)
+}
+
+func (s *Shard) doRound(ctx context.Context, round []*multiReq) ([]valkey.ValkeyResult, error) {
 	var res []valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
 		res = c.DoMulti(ctx, buildRound(c.B(), round)...)
 		return firstFailure(res)
 	})
-	split(round, res, err)
+	return res, err
+}
+
+// lostInFlight says whether err is the shard closing the connection under requests already
+// sent (CLIENT KILL, a restart, a proxy's idle timeout), rather than the shard being down.
+func lostInFlight(err error) bool {
+	var down *DownError
+	return errors.As(err, &down) &&
+		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
 // buildRound builds every request's commands, in order, noting how many each has.
@@ -358,9 +392,20 @@ func buildRound[C any](b valkey.Builder, round []*roundReq[C]) []C {
 	for _, r := range round {
 		own := r.build(b)
 		r.n = len(own)
+		r.readOnly = readOnly(own)
 		cmds = append(cmds, own...)
 	}
 	return cmds
+}
+
+// readOnly reports whether commands only read (tracked reads always do).
+func readOnly[C any](cmds []C) bool {
+	for i := range cmds {
+		if c, ok := any(&cmds[i]).(*valkey.Completed); ok && !c.IsReadOnly() {
+			return false
+		}
+	}
+	return true
 }
 
 // readReplica answers reads from a replica when err says the primary is unavailable.
@@ -465,10 +510,17 @@ func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []v
 	r := &roundReq[valkey.CacheableTTL]{build: build}
 	s.cached.submit(r, func(round []*roundReq[valkey.CacheableTTL]) {
 		var res []valkey.ValkeyResult
-		err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-			res = c.DoMultiCache(ctx, buildRound(c.B(), round)...)
-			return firstFailure(res)
-		})
+		do := func() error {
+			return s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+				res = c.DoMultiCache(ctx, buildRound(c.B(), round)...)
+				return firstFailure(res)
+			})
+		}
+		err := do()
+		if lostInFlight(err) { // tracked reads only: safe to send again, once
+			s.Stats.StaleRetries.Add(1)
+			err = do()
+		}
 		split(round, res, err)
 	})
 	res, err := r.res, r.err

@@ -289,3 +289,33 @@ func TestAKilledLoopConnectionDropsWhatItKept(t *testing.T) {
 		}
 	}
 }
+
+// TestAKilledShardConnectionLosesNoRead: without event loops, every read goes through
+// valkey-go's connection; the shard closing it (CLIENT KILL, a proxy's idle timeout) costs the
+// next read nothing, plain or tracked: it is sent again on a new connection, not answered as a
+// down shard's miss. It failed on the first round before reads were sent again.
+func TestAKilledShardConnectionLosesNoRead(t *testing.T) {
+	for _, l1 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("l1=%v", l1), func(t *testing.T) {
+			shards := twoShards(t)
+			o := defaults()
+			o.defaults.L1 = l1
+			o.config.EventLoops = 0
+			a := startAgent(t, shards, o)
+			c := a.dial(t)
+			for round := range 20 {
+				k := keyOn(t, a, fmt.Sprintf("killed-vg:%d:", round), 0)
+				c.do("SET", k, "v")
+				if _, err := shards[0].Do("CLIENT", "KILL", "TYPE", "normal"); err != nil {
+					t.Fatal(err)
+				}
+				if got := c.do("GET", k); got != "v" {
+					t.Fatalf("round %d: GET after the shard closed the agent's connection = %q", round, got)
+				}
+			}
+			if n := a.srv.Router().Shards[0].Stats.StaleRetries.Load(); n == 0 {
+				t.Error("no read was sent again: the test missed the case it is about")
+			}
+		})
+	}
+}
