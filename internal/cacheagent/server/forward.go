@@ -65,15 +65,17 @@ type fwdReq struct {
 	done  bool
 	// A tracked read (a tracking L1 miss) is CLIENT CACHING YES, GET and PTTL: the GET's
 	// reply waits in got for the PTTL's (tail), which decides what the store keeps.
-	l1     bool // a tracked read
-	l1ttl  time.Duration
-	track  *router.LoopStore // until the PTTL's reply
-	ticket fence.Ticket
-	up     *upstream.Conn
-	got    []byte
-	gotErr error
-	pushes uint64 // the connection's pushes when the GET's reply came
-	tail   pttlReply
+	l1        bool // a tracked read
+	l1ttl     time.Duration
+	track     *router.LoopStore // until the PTTL's reply
+	ticket    fence.Ticket
+	up        *upstream.Conn
+	got       []byte
+	gotErr    error
+	pushes    uint64 // the connection's pushes when the GET's reply came
+	caching   cachingReply
+	untracked bool // CLIENT CACHING YES failed: no push would drop the copy
+	tail      pttlReply
 }
 
 // pttlReply takes a tracked read's PTTL reply.
@@ -81,11 +83,13 @@ type pttlReply struct{ q *fwdReq }
 
 func (t *pttlReply) Reply(p []byte, err error) { t.q.keep(p, err) }
 
-// ignoreReply takes CLIENT CACHING YES's +OK; were it an error, the read after it would not be
-// tracked and its PTTL's push count would not matter: the connection's tracking is on from Dial.
-type ignoreReply struct{}
+// cachingReply takes CLIENT CACHING YES's reply: +OK, as tracking is on from Dial. Anything
+// else leaves the read untracked, and its copy is not kept.
+type cachingReply struct{ q *fwdReq }
 
-func (ignoreReply) Reply([]byte, error) {}
+func (c *cachingReply) Reply(p []byte, err error) {
+	c.q.untracked = err != nil || string(p) != "+OK\r\n"
+}
 
 // redialAfter spaces out dials to a shard that refused one; meanwhile its requests take the
 // full path, which has the breaker.
@@ -209,7 +213,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 		out := append(up.Out(), cachingYes...)
 		out = append(out, f.raw...)
 		up.SetOut(appendCommand(out, "PTTL", f.key))
-		up.Expect(ignoreReply{})
+		up.Expect(&q.caching)
 		up.Expect(q)
 		up.Expect(&q.tail)
 	case f.cmd == getCommand:
@@ -237,7 +241,7 @@ func (ls *loopState) newReq(ic *inlineConn, r *router.Router, f *frame, rules *p
 		q, ls.free = ls.free[n-1], ls.free[:n-1]
 	} else {
 		q = &fwdReq{ls: ls}
-		q.tail.q = q
+		q.tail.q, q.caching.q = q, q
 	}
 	q.ic, q.r, q.cmd, q.start, q.proto = ic, r, f.cmd, time.Now(), ic.c.w.Proto
 	q.key = append(q.key[:0], f.key...)
@@ -324,13 +328,13 @@ func (q *fwdReq) Reply(p []byte, err error) {
 	q.ls.complete(q, p)
 }
 
-// keep takes a tracked read's PTTL reply: the GET's reply is kept for the L1 unless an
-// invalidation came between the two (it may be of this value) or a write of the client's before
-// it is being re-run; then it answers the GET.
+// keep takes a tracked read's PTTL reply: the GET's reply is kept for the L1 unless the read
+// was not tracked, an invalidation came between the two (it may be of this value), or a
+// request of the client's before it is being re-run; then it answers the GET.
 func (q *fwdReq) keep(p []byte, err error) {
 	got, gotErr, st := q.got, q.gotErr, q.track
 	q.track = nil
-	if err == nil && gotErr == nil && len(q.ic.rerun) == 0 && q.up.Pushes() == q.pushes {
+	if err == nil && gotErr == nil && !q.untracked && len(q.ic.rerun) == 0 && q.up.Pushes() == q.pushes {
 		if v, pttl, ok := keptRead(got, p); ok {
 			st.Keep(q.ticket, string(q.key), v, q.l1ttl, pttl)
 		}
@@ -476,7 +480,7 @@ func (ls *loopState) pop(ic *inlineConn) {
 	ic.queue[n] = nil
 	ic.queue = ic.queue[:n]
 	ic.released++
-	q.ic, q.r, q.done, q.pc, q.up, q.gotErr, q.l1 = nil, nil, false, nil, nil, nil, false
+	q.ic, q.r, q.done, q.pc, q.up, q.gotErr, q.l1, q.untracked = nil, nil, false, nil, nil, nil, false, false
 	if cap(q.got) > 4<<10 {
 		q.got = nil
 	}

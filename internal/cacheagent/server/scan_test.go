@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"strings"
 	"testing"
 )
@@ -70,6 +71,21 @@ func TestKeptReadKeepsValuesAndMissesOnly(t *testing.T) {
 		k, ms, ok := keptRead([]byte(tc.get), []byte(tc.pttl))
 		if ok != tc.ok || (ok && (k.Val != tc.val || k.Nil != tc.isNil || ms != tc.ms)) {
 			t.Errorf("keptRead(%q, %q) = %+v, %d, %v", tc.get, tc.pttl, k, ms, ok)
+		}
+	}
+}
+
+func TestAReadWhoseCachingWasRefusedIsNotKept(t *testing.T) {
+	for reply, untracked := range map[string]bool{"+OK\r\n": false, "-ERR tracking is off\r\n": true, "": true} {
+		q := &fwdReq{}
+		q.caching.q = q
+		var err error
+		if reply == "" {
+			err = io.EOF // the connection ended
+		}
+		q.caching.Reply([]byte(reply), err)
+		if q.untracked != untracked {
+			t.Errorf("CLIENT CACHING YES answered %q (%v): untracked = %v", reply, err, q.untracked)
 		}
 	}
 }
