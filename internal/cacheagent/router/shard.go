@@ -335,7 +335,11 @@ func (s *Shard) Do(ctx context.Context, build func(valkey.Builder) valkey.Comple
 // Concurrent callers share rounds (see combiner).
 func (s *Shard) DoMulti(ctx context.Context, build func(valkey.Builder) []valkey.Completed) ([]valkey.ValkeyResult, error) {
 	r := &multiReq{build: build}
-	s.plain.submit(r, func(round []*multiReq) { s.runRound(ctx, round) })
+	s.plain.submit(r, func(round []*multiReq) {
+		runRound(ctx, s, round, func(ctx context.Context, c valkey.Client, cmds []valkey.Completed) []valkey.ValkeyResult {
+			return c.DoMulti(ctx, cmds...)
+		})
+	})
 	res, err := r.res, r.err
 	if err != nil {
 		if rres, ok := s.readReplica(ctx, err, build); ok {
@@ -345,13 +349,14 @@ func (s *Shard) DoMulti(ctx context.Context, build func(valkey.Builder) []valkey
 	return res, err
 }
 
-// runRound sends a round's commands as one pipeline and splits the results.
-func (s *Shard) runRound(ctx context.Context, round []*multiReq) {
-	res, err := s.doRound(ctx, round)
+// runRound sends a round's commands as one pipeline (with send) and splits the results. When
+// the shard closed the connection under the round, whether its commands ran is unknown: writes
+// keep the error (the full path answers CFDOWN), reads are sent again, once, on a new
+// connection.
+func runRound[C any](ctx context.Context, s *Shard, round []*roundReq[C], send func(context.Context, valkey.Client, []C) []valkey.ValkeyResult) {
+	res, err := doRound(ctx, s, round, send)
 	if lostInFlight(err) {
-		// Whether the round's commands ran is unknown: writes keep the error (the full path
-		// answers CFDOWN), reads are sent again, once, on a new connection.
-		var reads, writes []*multiReq
+		var reads, writes []*roundReq[C]
 		for _, r := range round {
 			if r.readOnly {
 				reads = append(reads, r)
@@ -362,17 +367,17 @@ func (s *Shard) runRound(ctx context.Context, round []*multiReq) {
 		split(writes, nil, err)
 		if len(reads) > 0 {
 			s.Stats.StaleRetries.Add(1)
-			res, err = s.doRound(ctx, reads)
+			res, err = doRound(ctx, s, reads, send)
 		}
 		round = reads
 	}
 	split(round, res, err)
 }
 
-func (s *Shard) doRound(ctx context.Context, round []*multiReq) ([]valkey.ValkeyResult, error) {
+func doRound[C any](ctx context.Context, s *Shard, round []*roundReq[C], send func(context.Context, valkey.Client, []C) []valkey.ValkeyResult) ([]valkey.ValkeyResult, error) {
 	var res []valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-		res = c.DoMulti(ctx, buildRound(c.B(), round)...)
+		res = send(ctx, c, buildRound(c.B(), round))
 		return firstFailure(res)
 	})
 	return res, err
@@ -509,19 +514,9 @@ func (s *Shard) replayPending(ctx context.Context, c valkey.Client) error {
 func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []valkey.CacheableTTL) ([]valkey.ValkeyResult, error) {
 	r := &roundReq[valkey.CacheableTTL]{build: build}
 	s.cached.submit(r, func(round []*roundReq[valkey.CacheableTTL]) {
-		var res []valkey.ValkeyResult
-		do := func() error {
-			return s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-				res = c.DoMultiCache(ctx, buildRound(c.B(), round)...)
-				return firstFailure(res)
-			})
-		}
-		err := do()
-		if lostInFlight(err) { // tracked reads only: safe to send again, once
-			s.Stats.StaleRetries.Add(1)
-			err = do()
-		}
-		split(round, res, err)
+		runRound(ctx, s, round, func(ctx context.Context, c valkey.Client, cmds []valkey.CacheableTTL) []valkey.ValkeyResult {
+			return c.DoMultiCache(ctx, cmds...)
+		})
 	})
 	res, err := r.res, r.err
 	if err != nil {

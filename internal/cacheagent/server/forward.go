@@ -346,34 +346,16 @@ func (q *fwdReq) keep(p []byte, err error) {
 // key's server TTL in milliseconds (negative for none); false for anything not to keep: an
 // error, a value the agent encoded (the full path decodes it).
 func keptRead(get, pttl []byte) (router.Kept, int64, bool) {
-	ms, isInt := parseIntReply(pttl)
+	ms, isInt := upstream.IntValue(pttl)
 	switch {
 	case !isInt || fullPathReply(get, true):
 		return router.Kept{}, 0, false
 	case string(get) == string(nullRESP3):
 		return router.Kept{Nil: true}, ms, true
 	case get[0] == '$':
-		return router.Kept{Val: string(bulkBody(get))}, ms, true
+		return router.Kept{Val: string(upstream.BulkValue(get))}, ms, true
 	}
 	return router.Kept{}, 0, false
-}
-
-// parseIntReply reads an integer reply.
-func parseIntReply(p []byte) (int64, bool) {
-	if len(p) < 4 || p[0] != ':' {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(p[1:len(p)-2]), 10, 64)
-	return n, err == nil
-}
-
-// bulkBody is a bulk string reply's value.
-func bulkBody(p []byte) []byte {
-	i := 1
-	for p[i] != '\r' {
-		i++
-	}
-	return p[i+2 : len(p)-2]
 }
 
 // fullPathReply reports whether a shard's reply needs the full path: errors that say the shard
@@ -383,14 +365,8 @@ func fullPathReply(p []byte, isGet bool) bool {
 	if p[0] == '-' {
 		return hasPrefix(p, "-LOADING") || hasPrefix(p, "-READONLY") || hasPrefix(p, "-CLUSTERDOWN")
 	}
-	if !isGet || p[0] != '$' || p[1] == '-' {
-		return false
-	}
-	i := 1
-	for p[i] != '\r' {
-		i++
-	}
-	return len(p) > i+2 && p[i+2] == reservedByte
+	v := upstream.BulkValue(p)
+	return isGet && len(v) > 0 && v[0] == reservedByte
 }
 
 // reservedByte starts the agent's own encodings of a value (codec).

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 )
 
@@ -157,9 +158,26 @@ func Invalidated(push []byte, keys [][]byte) (_ [][]byte, all, ok bool) {
 		if err != nil || m == 0 || p[off] != '$' {
 			return keys, false, false
 		}
-		e := lineEnd(p[off:])
-		keys = append(keys, p[off+e+2:off+m-2])
+		keys = append(keys, BulkValue(p[off:off+m]))
 		off += m
 	}
 	return keys, false, true
+}
+
+// BulkValue is the value of a whole bulk string reply ("$3\r\nfoo\r\n"); nil for any other.
+func BulkValue(reply []byte) []byte {
+	if len(reply) < 5 || reply[0] != '$' || reply[1] == '-' {
+		return nil
+	}
+	e := lineEnd(reply)
+	return reply[e+2 : len(reply)-2]
+}
+
+// IntValue is the value of a whole integer reply (":-2\r\n").
+func IntValue(reply []byte) (int64, bool) {
+	if len(reply) < 4 || reply[0] != ':' {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(reply[1:len(reply)-2]), 10, 64)
+	return n, err == nil
 }

@@ -51,3 +51,25 @@ func TestReplyLenFindsWholeRepliesOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestBulkAndIntValuesOfWholeReplies(t *testing.T) {
+	for in, want := range map[string]string{"$3\r\nfoo\r\n": "foo", "$0\r\n\r\n": "", "$-1\r\n": "<nil>", "_\r\n": "<nil>", ":3\r\n": "<nil>", "+OK\r\n": "<nil>"} {
+		got := "<nil>"
+		if v := BulkValue([]byte(in)); v != nil {
+			got = string(v)
+		}
+		if got != want {
+			t.Errorf("BulkValue(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]int64{":1500\r\n": 1500, ":-2\r\n": -2, ":0\r\n": 0} {
+		if n, ok := IntValue([]byte(in)); !ok || n != want {
+			t.Errorf("IntValue(%q) = %d, %v", in, n, ok)
+		}
+	}
+	for _, in := range []string{"$1\r\n1\r\n", "-ERR x\r\n", ":x\r\n"} {
+		if _, ok := IntValue([]byte(in)); ok {
+			t.Errorf("IntValue(%q) read an integer", in)
+		}
+	}
+}
