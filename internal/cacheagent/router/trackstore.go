@@ -87,6 +87,7 @@ func newKeptCache(maxBytes int) *otter.Cache[string, trackEntry] {
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, trackEntry]) time.Duration {
 			return time.Until(time.UnixMilli(e.Value.pxat))
 		}),
+		Executor: runHere, // as in the L1 (package l1): no goroutine per drain
 	})
 }
 
@@ -219,3 +220,5 @@ func (s *trackStore) Close(err error) {
 		close(f.ch)
 	}
 }
+
+func runHere(fn func()) { fn() }
