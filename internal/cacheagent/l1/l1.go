@@ -38,14 +38,14 @@ func New(maxBytes int64) *Cache {
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry]) time.Duration {
 			return time.Until(e.Value.expiresAt)
 		}),
-		Executor: runHere,
+		Executor: RunHere,
 	})
 	return &Cache{c: c}
 }
 
 // Get returns the value of key if present and not expired.
 func (c *Cache) Get(key string) ([]byte, bool) {
-	e, ok := c.c.GetIfPresent(key)
+	e, ok := Lookup(c.c, key)
 	if !ok || !time.Now().Before(e.expiresAt) {
 		return nil, false
 	}
@@ -95,8 +95,3 @@ func (c *Cache) Len() int { return c.c.EstimatedSize() }
 
 // Weight is the approximate number of bytes held.
 func (c *Cache) Weight() uint64 { return c.c.WeightedSize() }
-
-// runHere runs otter's maintenance on the goroutine whose read or write filled its buffer. The
-// default starts a goroutine per drain, and on the agent's hit path the new goroutine's
-// wake-up, the idle thread it starts and that thread's search for work cost more than the drain.
-func runHere(fn func()) { fn() }

@@ -9,6 +9,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/fence"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 )
 
 // trackStore is valkey-go's client-side cache store for one shard connection (tracking-mode
@@ -87,7 +88,7 @@ func newKeptCache(maxBytes int) *otter.Cache[string, trackEntry] {
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, trackEntry]) time.Duration {
 			return time.Until(time.UnixMilli(e.Value.pxat))
 		}),
-		Executor: runHere, // as in the L1 (package l1): no goroutine per drain
+		Executor: l1.RunHere,
 	})
 }
 
@@ -122,7 +123,7 @@ func (s *trackStore) Kept(key, cmd string, now time.Time) (valkey.ValkeyMessage,
 }
 
 func fresh(kept *otter.Cache[string, trackEntry], key, cmd string, now time.Time) (trackEntry, bool) {
-	if e, ok := kept.GetIfPresent(key); ok && e.cmd == cmd && e.pxat > now.UnixMilli() {
+	if e, ok := l1.Lookup(kept, key); ok && e.cmd == cmd && e.pxat > now.UnixMilli() {
 		return e, true
 	}
 	return trackEntry{}, false
@@ -220,5 +221,3 @@ func (s *trackStore) Close(err error) {
 		close(f.ch)
 	}
 }
-
-func runHere(fn func()) { fn() }
