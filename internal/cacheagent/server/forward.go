@@ -29,6 +29,9 @@ type loopState struct {
 	s    *Server
 	loop *evloop.Loop
 	iw   *inlineWriter
+	// hw renders L1 hits answered behind forwarded requests (hitBehind) into hits.
+	hw   *inlineWriter
+	hits []byte
 	ups  map[*router.Shard]*upstream.Conn
 	// stores keep what the shard connections read as tracked reads (the tracking L1's misses).
 	stores map[*router.Shard]*router.LoopStore
@@ -46,8 +49,11 @@ type loopState struct {
 
 func newLoopState(s *Server) *loopState {
 	bw := bufio.NewWriterSize(nil, 16<<10)
-	return &loopState{s: s, iw: &inlineWriter{bw: bw, w: resp.NewWriter(bw)},
+	ls := &loopState{s: s, iw: &inlineWriter{bw: bw, w: resp.NewWriter(bw)},
 		ups: map[*router.Shard]*upstream.Conn{}, stores: map[*router.Shard]*router.LoopStore{}, dialing: map[*router.Shard]bool{}, failed: map[*router.Shard]time.Time{}}
+	hbw := bufio.NewWriterSize(sliceWriter{&ls.hits}, 4<<10)
+	ls.hw = &inlineWriter{bw: hbw, w: resp.NewWriter(hbw)}
+	return ls
 }
 
 // fwdReq is one forwarded command, from the client's read until its reply is written.
@@ -233,6 +239,43 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	ic.c.began(f.cmd, q.start)
 	ls.s.Stats.LoopForwards.Add(1)
 	return true
+}
+
+// hitBehind answers GET f from the L1 behind the client's forwarded requests, its reply in its
+// place among theirs; false, with nothing done, on a miss. Not while a forwarded SET of the key
+// waits for its reply (the copy may be older than the write), nor while the client's requests
+// are re-run on the full path (its reads follow them there).
+func (ls *loopState) hitBehind(ic *inlineConn, r *router.Router, f *frame, rules *policy.Rules) bool {
+	if len(ic.rerun) > 0 || ic.writes(f.key) {
+		return false
+	}
+	b := ic.b
+	if !ls.s.inlineGet(b, ic.c, f.key, rules) {
+		return false
+	}
+	p := &b.replies[len(b.replies)-1]
+	ls.hits = ls.hits[:0]
+	ls.hw.w.Proto = ic.c.w.Proto
+	p.writeLocal(ls.hw.w)
+	_ = ls.hw.w.Flush()
+	ls.s.Stats.requests[getCommand.id][0].Add(1)
+	ls.s.Stats.latency.Observe(time.Since(p.start).Seconds())
+	b.replies = b.replies[:len(b.replies)-1]
+	q := ls.newReq(ic, r, f, rules)
+	ic.queue = append(ic.queue, q)
+	ic.ec.Hold()
+	ls.complete(q, ls.hits)
+	return true
+}
+
+// writes reports whether a SET of key is among ic's forwarded requests.
+func (ic *inlineConn) writes(key []byte) bool {
+	for _, q := range ic.queue {
+		if q.cmd == setCommand && string(q.key) == string(key) {
+			return true
+		}
+	}
+	return false
 }
 
 func (ls *loopState) newReq(ic *inlineConn, r *router.Router, f *frame, rules *policy.Rules) *fwdReq {

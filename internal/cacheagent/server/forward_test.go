@@ -319,3 +319,38 @@ func TestAKilledShardConnectionLosesNoRead(t *testing.T) {
 		})
 	}
 }
+
+// TestL1HitsBehindForwardedRequestsKeepOrderAndYourWrites: in one pipeline, a kept key read
+// after a forwarded miss is answered from the L1 in its place among the shard's replies, and a
+// read after the client's own write of the key is not: it waits for the write. Eight clients at
+// once, each with its own key, so that every reply is known.
+func TestL1HitsBehindForwardedRequestsKeepOrderAndYourWrites(t *testing.T) {
+	_, a, _, _ := trackedOnShard0(t, "behind:")
+	st := a.srv.Stats
+	hits := st.LoopHits.Load()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		c := a.dial(t)
+		hot := keyOn(t, a, fmt.Sprintf("behind%d:", g), g%2)
+		c.do("SET", hot, "0")
+		wg.Go(func() {
+			for i := 1; i <= 50; i++ {
+				c.do("GET", hot) // kept: the pipeline's first read of it is a hit
+				missing := fmt.Sprintf("behind%d:missing:%d", g, i)
+				v := fmt.Sprint(i)
+				got := c.pipeline([]string{"GET", missing}, []string{"GET", hot}, []string{"SET", hot, v}, []string{"GET", hot}, []string{"GET", missing})
+				if want := fmt.Sprintf("(nil) %d OK %s (nil)", i-1, v); got != want {
+					t.Errorf("client %d round %d: replies %q, want %q", g, i, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// Each round's read of the key in the pipeline should hit; one whose fill saw another
+	// client's invalidation arrive between its GET and PTTL is not kept, and is forwarded.
+	if n := st.LoopHits.Load() - hits; n < 8*50/8 {
+		t.Errorf("%d L1 hits on the loop for %d reads of kept keys behind forwarded misses", n, 8*50)
+	}
+	t.Logf("%d of %d reads behind forwarded misses were L1 hits", st.LoopHits.Load()-hits, 8*50)
+}
