@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 	"unsafe"
@@ -231,7 +232,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 			ls.s.announce(string(f.key))
 		}
 	}
-	if len(ls.touched) == 0 || ls.touched[len(ls.touched)-1] != up { // a repeat only costs an empty Flush
+	if !slices.Contains(ls.touched, up) {
 		ls.touched = append(ls.touched, up)
 	}
 	ic.queue = append(ic.queue, q)
@@ -515,10 +516,16 @@ func (ls *loopState) pop(ic *inlineConn) {
 // turn ends a round of the loop: requests go to the shards, replies to the clients, and a
 // shard that stopped answering ends its connection. It returns how long the loop may wait.
 func (ls *loopState) turn() int {
+	held := ls.touched[:0]
 	for _, up := range ls.touched {
+		if up.InFlight() {
+			held = append(held, up) // written when the batch ahead of it is answered
+			continue
+		}
 		_ = up.Flush() // an error shows on the connection's next event
 	}
-	ls.touched = ls.touched[:0]
+	clear(ls.touched[len(held):])
+	ls.touched = held
 	wait := -1
 	if len(ls.ups) > 0 {
 		wait = ls.check() // before the replies: a connection it ends answers its requests

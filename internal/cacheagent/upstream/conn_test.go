@@ -194,3 +194,40 @@ func TestInvalidatedReadsOnlyInvalidations(t *testing.T) {
 		}
 	}
 }
+
+// TestInFlightIsAWrittenBatchUntilItsLastReply: the loop holds a shard's next batch while one
+// is in flight; a request queued but not written is not in flight, and the batch stops being
+// in flight with its last reply.
+func TestInFlightIsAWrittenBatchUntilItsLastReply(t *testing.T) {
+	srv := tu.StartRedis(t, "")
+	c := dial(t, srv.Addr(), "")
+	r := &replies{}
+	read := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); len(r.got) < want; time.Sleep(time.Millisecond) {
+			if err := c.OnReadable(); err != nil || time.Now().After(deadline) {
+				t.Fatalf("%d replies of %d: %v", len(r.got), want, err)
+			}
+		}
+	}
+	c.Send(r, tu.Encode("SET", "a", "1"))
+	c.Send(r, tu.Encode("SET", "b", "2"))
+	if c.InFlight() {
+		t.Fatal("in flight before it was written")
+	}
+	if err := c.Flush(); err != nil || !c.InFlight() {
+		t.Fatalf("after Flush: in flight %v, %v", c.InFlight(), err)
+	}
+	c.Send(r, tu.Encode("GET", "a")) // the next batch, held
+	read(2)
+	if c.InFlight() || c.Pending() != 1 {
+		t.Fatalf("after the batch's replies: in flight %v, pending %d; want false, 1", c.InFlight(), c.Pending())
+	}
+	if err := c.Flush(); err != nil || !c.InFlight() {
+		t.Fatalf("after the second Flush: in flight %v, %v", c.InFlight(), err)
+	}
+	read(3)
+	if c.InFlight() || r.got[2] != "$1\r\n1\r\n" {
+		t.Fatalf("in flight %v, GET a = %q", c.InFlight(), r.got[2])
+	}
+}
