@@ -17,6 +17,8 @@ import (
 	"github.com/maypok86/otter/v2"
 	"github.com/sony/gobreaker/v2"
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 )
 
 // ShardConfig configures one shard connection.
@@ -75,6 +77,7 @@ type Shard struct {
 	stores   atomic.Pointer[[]*trackStore]
 	storesMu sync.Mutex                                      // serialises changes of stores (valkey-go makes stores while mu is held)
 	kept     atomic.Pointer[otter.Cache[string, trackEntry]] // the copies all stores keep
+	admit    atomic.Pointer[l1.Admission]                    // which misses kept copies
 
 	// demoted: this address answered READONLY (it handed its role to a replica) and no ring
 	// naming another primary came within the hold, so writes are no longer held for one.
@@ -218,9 +221,23 @@ func (s *Shard) keptCache() *otter.Cache[string, trackEntry] {
 	if c := s.kept.Load(); c != nil {
 		return c
 	}
-	c := newKeptCache(max(s.cfg.CacheBytes, 1<<16))
+	bytes := max(s.cfg.CacheBytes, 1<<16)
+	admit := l1.NewAdmission(bytes / admissionEntryBytes)
+	c := newKeptCache(bytes, admit.Evicted)
+	s.admit.Store(admit)
 	s.kept.Store(c)
 	return c
+}
+
+// admissionEntryBytes is what a copy is taken to weigh when sizing the admission's window: a
+// 64-byte value with its key and overhead.
+const admissionEntryBytes = 256
+
+// Admit reports whether a read of key that missed the tracking L1 should be a tracked read, to
+// be copied (l1.Admission: once the L1 is full, keys read twice within a window).
+func (s *Shard) Admit(key []byte) bool {
+	a := s.admit.Load()
+	return a == nil || a.Admit(key)
 }
 
 // FenceAll is Fence for every key: the shard was flushed.

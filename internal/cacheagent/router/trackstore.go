@@ -67,7 +67,7 @@ func (f *trackFlight) Wait(ctx context.Context) (valkey.ValkeyMessage, error) {
 const trackEntryOverhead = 160
 
 func newTrackStore(maxBytes int, minUsable time.Duration) *trackStore {
-	return newSharedTrackStore(newKeptCache(maxBytes), minUsable)
+	return newSharedTrackStore(newKeptCache(maxBytes, nil), minUsable)
 }
 
 // newSharedTrackStore is a store keeping its copies in kept, which a shard's stores share: one
@@ -78,8 +78,9 @@ func newSharedTrackStore(kept *otter.Cache[string, trackEntry], minUsable time.D
 	return &trackStore{minUsable: minUsable.Milliseconds(), flights: map[string]*trackFlight{}, kept: kept}
 }
 
-// newKeptCache is a cache of tracked copies bounded to maxBytes.
-func newKeptCache(maxBytes int) *otter.Cache[string, trackEntry] {
+// newKeptCache is a cache of tracked copies bounded to maxBytes; onEvict hears of each copy
+// evicted for room.
+func newKeptCache(maxBytes int, onEvict func()) *otter.Cache[string, trackEntry] {
 	return otter.Must(&otter.Options[string, trackEntry]{
 		MaximumWeight: uint64(max(maxBytes, 1)),
 		Weigher: func(k string, e trackEntry) uint32 {
@@ -89,6 +90,11 @@ func newKeptCache(maxBytes int) *otter.Cache[string, trackEntry] {
 			return time.Until(time.UnixMilli(e.Value.pxat))
 		}),
 		Executor: l1.RunHere,
+		OnAtomicDeletion: func(e otter.DeletionEvent[string, trackEntry]) {
+			if e.Cause == otter.CauseOverflow && onEvict != nil {
+				onEvict()
+			}
+		},
 	})
 }
 

@@ -72,7 +72,7 @@ type fwdReq struct {
 	done  bool
 	// A tracked read (a tracking L1 miss) is CLIENT CACHING YES, GET and PTTL: the GET's
 	// reply waits in got for the PTTL's (tail), which decides what the store keeps.
-	l1        bool // a tracked read
+	l1        bool // a read of an L1 key that missed: tracked (track), or one the L1 did not admit
 	l1ttl     time.Duration
 	track     *router.LoopStore // until the PTTL's reply
 	ticket    fence.Ticket
@@ -207,15 +207,16 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	if up == nil {
 		return false
 	}
-	tracked := f.cmd == getCommand && rules.L1
+	l1Read := f.cmd == getCommand && rules.L1
 	st := ls.stores[sh]
-	if tracked && st == nil {
+	if l1Read && st == nil {
 		return false
 	}
 	q := ls.newReq(ic, r, f, rules)
+	q.l1 = l1Read
 	switch {
-	case tracked:
-		q.track, q.up, q.l1, q.l1ttl = st, up, true, rules.L1TTL
+	case l1Read && sh.Admit(f.key):
+		q.track, q.up, q.l1ttl = st, up, rules.L1TTL
 		q.ticket = st.Ticket(unsafe.String(unsafe.SliceData(q.key), len(q.key))) //nolint:gosec // a view for hashing only, never kept
 		out := append(up.Out(), cachingYes...)
 		out = append(out, f.raw...)

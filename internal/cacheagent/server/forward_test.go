@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // l1OffOptions: every GET reaches a shard.
@@ -353,4 +355,99 @@ func TestL1HitsBehindForwardedRequestsKeepOrderAndYourWrites(t *testing.T) {
 		t.Errorf("%d L1 hits on the loop for %d reads of kept keys behind forwarded misses", n, 8*50)
 	}
 	t.Logf("%d of %d reads behind forwarded misses were L1 hits", st.LoopHits.Load()-hits, 8*50)
+}
+
+// TestTheLoopTracksOnlyTheReadsItKeeps: the loop's shard connections ask the shard to track
+// the reads the L1 copies, and no other (reads of keys whose policy keeps no copy): the shard's
+// tracking table grows by the kept key only, and the kept key is then a hit. (Tracking every
+// read, OPTOUT, with CLIENT CACHING NO before the others, was measured and cost more.)
+func TestTheLoopTracksOnlyTheReadsItKeeps(t *testing.T) {
+	shards, a, c, kept := trackedOnShard0(t, "optout:")
+	withPolicy(t, a, contract.Policy{Name: "plain", Prefix: "plain:", L1Enabled: false})
+	plain := keyOn(t, a, "plain:", 0)
+	trackedKeys := func() int { return trackedKeys(t, shards[0]) }
+	st := a.srv.Stats
+	before, forwarded, hits := trackedKeys(), st.LoopForwards.Load(), st.LoopHits.Load()
+	c.do("SET", plain, "p")
+	c.do("SET", kept, "k")
+	for range 3 {
+		if got := c.do("GET", plain); got != "p" {
+			t.Fatalf("GET %s = %q", plain, got)
+		}
+	}
+	if got := c.do("GET", kept); got != "k" {
+		t.Fatalf("GET %s = %q", kept, got)
+	}
+	if n := st.LoopForwards.Load() - forwarded; n != 6 {
+		t.Fatalf("the loop forwarded %d of 6 commands", n)
+	}
+	if n := trackedKeys() - before; n != 1 {
+		t.Errorf("the shard tracks %d more keys, want 1 (the kept key only)", n)
+	}
+	if got := c.do("GET", kept); got != "k" || st.LoopHits.Load() != hits+1 {
+		t.Errorf("second GET %s = %q with %d loop hits; want a hit", kept, got, st.LoopHits.Load()-hits)
+	}
+}
+
+// trackedKeys is how many keys the shard tracks for its clients.
+func trackedKeys(t *testing.T, shard *tu.Redis) int {
+	t.Helper()
+	info, err := shard.Do("INFO", "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "tracking_total_keys:"); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	t.Fatalf("no tracking_total_keys in %q", info)
+	return 0
+}
+
+// TestAFullL1CopiesKeysReadTwice: until the tracking L1 evicts, every miss is copied; once it
+// has, a key's first read goes to the shard untracked and is not copied, its second is copied,
+// and its third is a hit; the shard tracks few of a burst of one-off reads.
+func TestAFullL1CopiesKeysReadTwice(t *testing.T) {
+	shards := twoShards(t)
+	o := defaults()
+	o.defaults.L1MaxMemory = 512 << 10 // 128 KB of copies per shard
+	a := startAgent(t, shards, o)
+	c := a.dial(t)
+	val := strings.Repeat("v", 64)
+	st := a.srv.Stats
+	first := keyOn(t, a, "twice:first:", 0)
+	c.do("SET", first, val)
+	c.do("GET", first)
+	if hits := st.LoopHits.Load(); c.do("GET", first) != val || st.LoopHits.Load() != hits+1 {
+		t.Fatal("before any eviction, a key's second read is not a hit")
+	}
+	const keys = 4000 // twice what the copies hold
+	var cmds [][]string
+	for i := range keys {
+		cmds = append(cmds, []string{"SET", fmt.Sprint("fill:", i), val})
+	}
+	c.pipeline(cmds...)
+	for i := range cmds {
+		cmds[i] = []string{"GET", cmds[i][1]}
+	}
+	c.pipeline(cmds[:keys/2]...) // fills the copies to eviction
+	c.pipeline(cmds[:keys/2]...)
+	before := trackedKeys(t, shards[0]) + trackedKeys(t, shards[1])
+	c.pipeline(cmds[keys/2:]...) // one-off reads
+	if n := trackedKeys(t, shards[0]) + trackedKeys(t, shards[1]) - before; n > keys/2/10 {
+		t.Errorf("the shards track %d more keys after %d one-off reads of a full L1", n, keys/2)
+	}
+	k := keyOn(t, a, "twice:late:", 1)
+	c.do("SET", k, val)
+	for i, want := range []int64{0, 0, 1} {
+		hits := st.LoopHits.Load()
+		if got := c.do("GET", k); got != val {
+			t.Fatalf("read %d of %s = %q", i+1, k, got)
+		}
+		if n := st.LoopHits.Load() - hits; n != want {
+			t.Errorf("read %d of %s: %d loop hits, want %d", i+1, k, n, want)
+		}
+	}
 }

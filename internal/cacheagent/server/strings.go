@@ -38,8 +38,13 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		return
 	}
 	key := str(args[1])
+	bypass := b.tx || b.direct // a transaction, or a tracking client: the shard's reply is the only coherent one
+	tracked := rules.L1 && rules.L1Tracking
 	switch {
-	case b.tx || b.direct: // a transaction, or a tracking client: the shard's reply is the only coherent one
+	case bypass || (tracked && !b.r.ShardFor(args[1]).Admit(args[1])): // or a miss the L1 does not admit
+		if !bypass {
+			s.missL1(pc)
+		}
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
@@ -48,7 +53,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		})
 		b.warmOnMiss(args[1])
 		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
-	case rules.L1 && rules.L1Tracking:
+	case tracked:
 		i := b.shardOf(ctx, w, args[1], cacheLane)
 		p := b.cached(i, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules.L1TTL})
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {

@@ -1,0 +1,56 @@
+package l1
+
+import (
+	"hash/maphash"
+	"math/bits"
+	"sync/atomic"
+)
+
+// Admission decides which missed keys a full L1 copies: those read twice within a window of
+// about as many reads as the L1 holds entries (a doorkeeper, as in TinyLFU). Under a keyspace
+// larger than the L1, most misses are the long tail's one-off reads: copying each meant a
+// tracked read (more commands to the shard), a fill and an eviction, and the copy was evicted
+// unread. Those go to the shard as plain reads; a key read again in the window is copied.
+// While the L1 has never evicted it copies everything, as there is room.
+type Admission struct {
+	evicted atomic.Bool // the L1 has evicted a copy for room: it is full
+	words   []atomic.Uint64
+	mask    uint64 // of a bit's index
+	window  int64
+	seen    atomic.Int64
+	seed    maphash.Seed
+}
+
+// NewAdmission remembers the keys of about window reads: a Bloom filter of 8 bits per key and
+// two hashes (5% of one-off reads taken for repeats), cleared when full.
+func NewAdmission(window int) *Admission {
+	window = max(window, 1024)
+	nbits := uint64(1) << bits.Len64(uint64(8*window-1))
+	return &Admission{words: make([]atomic.Uint64, nbits/64), mask: nbits - 1, window: int64(window), seed: maphash.MakeSeed()}
+}
+
+// Evicted tells the admission that the L1 evicted a copy to make room.
+func (a *Admission) Evicted() { a.evicted.Store(true) }
+
+// Admit reports whether a read of key that missed the L1 should be copied: the L1 has room,
+// or the key was read since the window began. A key it refuses is remembered.
+func (a *Admission) Admit(key []byte) bool {
+	if !a.evicted.Load() {
+		return true
+	}
+	h := maphash.Bytes(a.seed, key)
+	i, j := h&a.mask, (h>>32)&a.mask
+	wi, bi, wj, bj := &a.words[i/64], uint64(1)<<(i%64), &a.words[j/64], uint64(1)<<(j%64)
+	if wi.Load()&bi != 0 && wj.Load()&bj != 0 {
+		return true
+	}
+	wi.Or(bi)
+	wj.Or(bj)
+	if a.seen.Add(1) >= a.window {
+		a.seen.Store(0)
+		for k := range a.words { // racing readers may see some bits gone: a repeat read plainly once more
+			a.words[k].Store(0)
+		}
+	}
+	return false
+}
