@@ -55,7 +55,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.pprof, "pprof", false, "Serve Go profiles under /debug/pprof/ on the HTTP address.")
 	fs.IntVar(&o.procs, "procs", 2, "Threads running Go code (GOMAXPROCS); 0 keeps Go's choice (GOMAXPROCS, or the CPU limit). "+
 		"One costs the least CPU per request but a stall of that thread stalls every client; two ride one out.")
-	fs.IntVar(&o.server.EventLoops, "event-loops", o.server.EventLoops, "Epoll loops that read client connections and answer L1 hits themselves (Linux, with an L1 and --procs of 2 or more); 0 leaves every connection to its goroutine. "+
+	fs.IntVar(&o.server.EventLoops, "event-loops", o.server.EventLoops, "Epoll loops that read client connections, answer L1 hits and forward GETs and SETs themselves (Linux, --procs of 2 or more); 0 leaves every connection to its goroutine. "+
 		"One costs the least CPU per unpipelined hit; more share deep pipelines of hits over threads.")
 	fs.IntVar(&o.server.MaxQueuedDeletes, "max-queued-deletes", o.server.MaxQueuedDeletes, "Deletes kept per down shard.")
 	if err := fs.Parse(args); err != nil {
