@@ -222,16 +222,12 @@ func (s *Shard) keptCache() *otter.Cache[string, trackEntry] {
 		return c
 	}
 	bytes := max(s.cfg.CacheBytes, 1<<16)
-	admit := l1.NewAdmission(bytes / admissionEntryBytes)
+	admit := l1.NewAdmission(bytes / l1.AdmissionEntryBytes)
 	c := newKeptCache(bytes, admit.Evicted)
 	s.admit.Store(admit)
 	s.kept.Store(c)
 	return c
 }
-
-// admissionEntryBytes is what a copy is taken to weigh when sizing the admission's window: a
-// 64-byte value with its key and overhead.
-const admissionEntryBytes = 256
 
 // Admit reports whether a read of key that missed the tracking L1 should be a tracked read, to
 // be copied (l1.Admission: once the L1 is full, keys read twice within a window).

@@ -41,7 +41,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	bypass := b.tx || b.direct // a transaction, or a tracking client: the shard's reply is the only coherent one
 	tracked := rules.L1 && rules.L1Tracking
 	switch {
-	case bypass || (tracked && !b.r.ShardFor(args[1]).Admit(args[1])): // or a miss the L1 does not admit
+	case bypass || (rules.L1 && !s.admits(b.r, args[1], tracked)): // or a miss the L1 does not admit
 		if !bypass {
 			s.missL1(pc)
 		}
@@ -128,6 +128,15 @@ func (b *batch) answerFromL1(s *Server, keyb []byte, rules *policy.Rules, pc *po
 	s.hitL1(pc)
 	b.kept(k)
 	return true
+}
+
+// admits reports whether a read of key that missed the L1 (tracking or ttl mode) should be
+// copied (l1.Admission); refused, it is read from the shard as is.
+func (s *Server) admits(r *router.Router, key []byte, tracked bool) bool {
+	if tracked {
+		return r.ShardFor(key).Admit(key)
+	}
+	return s.L1().Admit(key)
 }
 
 // keptAnswers reports whether a kept (tracking) read may be answered locally: under a policy
