@@ -4,6 +4,8 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"sync/atomic"
+
+	"github.com/maypok86/otter/v2"
 )
 
 // Admission decides which missed keys a full L1 copies: those read twice within a window of
@@ -29,8 +31,30 @@ func NewAdmission(window int) *Admission {
 	return &Admission{words: make([]atomic.Uint64, nbits/64), mask: nbits - 1, window: int64(window), seed: maphash.MakeSeed()}
 }
 
+// admissionEntryBytes is what a copy is taken to weigh when sizing an admission's window: a
+// 64-byte value with its key and overhead.
+const admissionEntryBytes = 256
+
+// NewAdmissionFor is the admission of a cache bounded to maxBytes.
+func NewAdmissionFor(maxBytes int64) *Admission {
+	return NewAdmission(int(min(maxBytes/admissionEntryBytes, 1<<26)))
+}
+
 // Evicted tells the admission that the L1 evicted a copy to make room.
 func (a *Admission) Evicted() { a.evicted.Store(true) }
+
+// Watch is an otter OnAtomicDeletion that tells a of the cache's evictions for room; nil for a
+// nil a.
+func Watch[V any](a *Admission) func(otter.DeletionEvent[string, V]) {
+	if a == nil {
+		return nil
+	}
+	return func(e otter.DeletionEvent[string, V]) {
+		if e.Cause == otter.CauseOverflow {
+			a.Evicted()
+		}
+	}
+}
 
 // Admit reports whether a read of key that missed the L1 should be copied: the L1 has room,
 // or the key was read since the window began. A key it refuses is remembered.

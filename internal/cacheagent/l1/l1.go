@@ -31,7 +31,7 @@ type Cache struct {
 
 // New returns a cache holding at most maxBytes of keys, values and overhead.
 func New(maxBytes int64) *Cache {
-	admit := NewAdmission(int(min(maxBytes/AdmissionEntryBytes, 1<<26)))
+	admit := NewAdmissionFor(maxBytes)
 	c := otter.Must(&otter.Options[string, entry]{
 		MaximumWeight: uint64(max(maxBytes, 1)),
 		Weigher: func(k string, e entry) uint32 {
@@ -40,19 +40,11 @@ func New(maxBytes int64) *Cache {
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, entry]) time.Duration {
 			return time.Until(e.Value.expiresAt)
 		}),
-		Executor: RunHere,
-		OnAtomicDeletion: func(e otter.DeletionEvent[string, entry]) {
-			if e.Cause == otter.CauseOverflow {
-				admit.Evicted()
-			}
-		},
+		Executor:         RunHere,
+		OnAtomicDeletion: Watch[entry](admit),
 	})
 	return &Cache{c: c, admit: admit}
 }
-
-// AdmissionEntryBytes is what a copy is taken to weigh when sizing an admission's window: a
-// 64-byte value with its key and overhead.
-const AdmissionEntryBytes = 256
 
 // Admit reports whether a read of key that missed should fill the cache (Admission).
 func (c *Cache) Admit(key []byte) bool { return c.admit.Admit(key) }

@@ -222,8 +222,8 @@ func (s *Shard) keptCache() *otter.Cache[string, trackEntry] {
 		return c
 	}
 	bytes := max(s.cfg.CacheBytes, 1<<16)
-	admit := l1.NewAdmission(bytes / l1.AdmissionEntryBytes)
-	c := newKeptCache(bytes, admit.Evicted)
+	admit := l1.NewAdmissionFor(int64(bytes))
+	c := newKeptCache(bytes, admit)
 	s.admit.Store(admit)
 	s.kept.Store(c)
 	return c

@@ -78,9 +78,9 @@ func newSharedTrackStore(kept *otter.Cache[string, trackEntry], minUsable time.D
 	return &trackStore{minUsable: minUsable.Milliseconds(), flights: map[string]*trackFlight{}, kept: kept}
 }
 
-// newKeptCache is a cache of tracked copies bounded to maxBytes; onEvict hears of each copy
-// evicted for room.
-func newKeptCache(maxBytes int, onEvict func()) *otter.Cache[string, trackEntry] {
+// newKeptCache is a cache of tracked copies bounded to maxBytes; admit, if any, hears of its
+// evictions for room.
+func newKeptCache(maxBytes int, admit *l1.Admission) *otter.Cache[string, trackEntry] {
 	return otter.Must(&otter.Options[string, trackEntry]{
 		MaximumWeight: uint64(max(maxBytes, 1)),
 		Weigher: func(k string, e trackEntry) uint32 {
@@ -89,12 +89,8 @@ func newKeptCache(maxBytes int, onEvict func()) *otter.Cache[string, trackEntry]
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, trackEntry]) time.Duration {
 			return time.Until(time.UnixMilli(e.Value.pxat))
 		}),
-		Executor: l1.RunHere,
-		OnAtomicDeletion: func(e otter.DeletionEvent[string, trackEntry]) {
-			if e.Cause == otter.CauseOverflow && onEvict != nil {
-				onEvict()
-			}
-		},
+		Executor:         l1.RunHere,
+		OnAtomicDeletion: l1.Watch[trackEntry](admit),
 	})
 }
 
