@@ -19,7 +19,7 @@ type Admission struct {
 	words   []atomic.Uint64
 	mask    uint64 // of a bit's index
 	window  int64
-	seen    atomic.Int64
+	seen    atomic.Int64 // reads remembered in this window
 	seed    maphash.Seed
 }
 
@@ -68,13 +68,15 @@ func (a *Admission) Admit(key []byte) bool {
 	if wi.Load()&bi != 0 && wj.Load()&bj != 0 {
 		return true
 	}
-	wi.Or(bi)
-	wj.Or(bj)
-	if a.seen.Add(1) >= a.window {
-		a.seen.Store(0)
+	// The window turns before this key is remembered, so that the read ending it counts in the
+	// next window as any other read does.
+	if a.seen.Add(1) > a.window {
+		a.seen.Store(1)
 		for k := range a.words { // racing readers may see some bits gone: a repeat read plainly once more
 			a.words[k].Store(0)
 		}
 	}
+	wi.Or(bi)
+	wj.Or(bj)
 	return false
 }

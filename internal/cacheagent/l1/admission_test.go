@@ -50,6 +50,19 @@ func TestAdmissionTakesKeysReadTwiceInTheWindow(t *testing.T) {
 	}
 }
 
+// The read that fills a window is remembered in the next one: its key, like any other, is
+// admitted when it is read again.
+func TestAdmissionRemembersTheReadThatEndsAWindow(t *testing.T) {
+	a := NewAdmission(1024)
+	a.Evicted()
+	for i := range 5000 { // the window ends four times
+		k := fmt.Appendf(nil, "k%d", i)
+		if first := a.Admit(k); !first && !a.Admit(k) {
+			t.Fatalf("key %d refused on its second read in a row", i)
+		}
+	}
+}
+
 func BenchmarkAdmit(b *testing.B) {
 	a := NewAdmission(1 << 20)
 	a.Evicted()
