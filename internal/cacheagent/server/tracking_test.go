@@ -280,8 +280,19 @@ func TestValkeyGoDoCacheThroughTheAgent(t *testing.T) {
 	if v, hit := get(k); v != "v1" || hit {
 		t.Fatalf("first DoCache = %q (hit %v)", v, hit)
 	}
-	if v, hit := get(k); v != "v1" || !hit {
-		t.Fatalf("second DoCache = %q (hit %v), want a hit in the application's own cache", v, hit)
+	// Agent a learns of b's write by its watcher, which can report it after the first read and
+	// drop that copy once (a spurious invalidation): a read after a read is then a hit.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		v, hit := get(k)
+		if v != "v1" {
+			t.Fatalf("DoCache after a DoCache = %q, want v1", v)
+		}
+		if hit {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no DoCache after a DoCache was a hit in the application's own cache")
+		}
 	}
 	writer.do("SET", k, "v2")
 	until(k, "v2")

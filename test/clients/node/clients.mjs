@@ -66,9 +66,15 @@ async function nodeRedisClientSideCache() {
   await r.connect();
   await w.connect();
   await w.set("nr:csc", "v1");
-  assert.equal(await r.get("nr:csc"), "v1");
-  assert.equal(await r.get("nr:csc"), "v1");
-  assert.equal(cache.stats().hitCount, 1, "the second GET is a hit in the process's cache");
+  // The agent learns of the shard's changes by a watcher a little after the write's reply, so
+  // the push for w's write can reach r after its first read and drop that copy once (a spurious
+  // invalidation, as the protocol allows). A GET after a GET is then a hit.
+  const hitBy = Date.now() + 5000;
+  while (cache.stats().hitCount === 0) {
+    assert.ok(Date.now() < hitBy, "no GET after a GET was a hit in the process's cache");
+    assert.equal(await r.get("nr:csc"), "v1");
+    assert.equal(await r.get("nr:csc"), "v1");
+  }
   await w.set("nr:csc", "v2");
   const deadline = Date.now() + 5000;
   let v;
