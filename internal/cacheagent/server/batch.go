@@ -70,9 +70,10 @@ type pending struct {
 	// an L1 hit: a reply kept by the tracking L1 (written as the shard would), or a ttl-mode
 	// copy (a bulk string). Fields, not a local closure: L1 hits are the hot path and a closure
 	// costs two allocations. Or
-	hit     l1Hit
-	kept    router.Kept
-	copyVal []byte
+	hit      l1Hit
+	kept     router.Kept
+	copyVal  []byte
+	arrayLen int // of an arrayHead
 	// the reply computed from shard parts.
 	parts  []part
 	finish func(w *resp.Writer, results []partResult)
@@ -149,20 +150,11 @@ func (b *batch) local(f func(w *resp.Writer)) {
 type l1Hit uint8
 
 const (
-	noHit   l1Hit = iota
-	keptHit       // kept
-	copyHit       // copyVal
+	noHit     l1Hit = iota
+	keptHit         // kept
+	copyHit         // copyVal
+	arrayHead       // the header of an MGET's array of L1 hits, the arrayLen replies after it (inline.go)
 )
-
-// kept queues a reply read from the tracking L1.
-func (b *batch) kept(k router.Kept) {
-	b.replies = append(b.replies, pending{hit: keptHit, kept: k})
-}
-
-// copied queues a value read from the ttl-mode L1.
-func (b *batch) copied(v []byte) {
-	b.replies = append(b.replies, pending{hit: copyHit, copyVal: v})
-}
 
 // writeLocal writes a reply the agent answered itself; false for one that waits on shards.
 func (p *pending) writeLocal(w *resp.Writer) bool {
@@ -177,6 +169,8 @@ func (p *pending) writeLocal(w *resp.Writer) bool {
 		}
 	case p.hit == copyHit:
 		w.Bulk(p.copyVal)
+	case p.hit == arrayHead:
+		w.Array(p.arrayLen)
 	default:
 		return false
 	}
@@ -310,6 +304,7 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 		b.s.settleBy(b.r, b.cid, b.written...)
 	}
 	var results []partResult
+	now := time.Now() // one clock read for the replies written together
 	for i := range b.replies {
 		p := &b.replies[i]
 		errorsBefore := w.Errors
@@ -318,7 +313,7 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 		}
 		if p.cmd != nil {
 			b.s.Stats.requests[p.cmd.id][boolIndex(w.Errors > errorsBefore)].Add(1)
-			b.s.Stats.latency.Observe(time.Since(p.start).Seconds())
+			b.s.Stats.latency.Observe(now.Sub(p.start).Seconds())
 		}
 	}
 	b.reset(b.r)

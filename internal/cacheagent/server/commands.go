@@ -109,10 +109,12 @@ func init() {
 	register("decrby", 3, false, classWrite, cmdIncr)
 	getCommand = commandTable["get"]
 	setCommand = commandTable["set"]
+	mgetCommand = commandTable["mget"]
 }
 
-// getCommand and setCommand are GET's and SET's entries, for the event loop (inline.go).
-var getCommand, setCommand *command
+// getCommand, setCommand and mgetCommand are those commands' entries, for the event loop
+// (inline.go).
+var getCommand, setCommand, mgetCommand *command
 
 // txControl are the commands that act on an open transaction instead of being queued.
 var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "quit": true, "watch": true}

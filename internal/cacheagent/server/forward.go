@@ -215,7 +215,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	q := ls.newReq(ic, r, f, rules)
 	q.l1 = l1Read
 	switch {
-	case l1Read && sh.Admit(f.key):
+	case l1Read && ls.s.counted(sh.Admit(f.key)):
 		q.track, q.up, q.l1ttl = st, up, rules.L1TTL
 		q.ticket = st.Ticket(unsafe.String(unsafe.SliceData(q.key), len(q.key))) //nolint:gosec // a view for hashing only, never kept
 		out := append(up.Out(), cachingYes...)

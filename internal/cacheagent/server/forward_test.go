@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,6 +424,9 @@ func TestAFullL1CopiesKeysReadTwice(t *testing.T) {
 	if hits := st.LoopHits.Load(); c.do("GET", first) != val || st.LoopHits.Load() != hits+1 {
 		t.Fatal("before any eviction, a key's second read is not a hit")
 	}
+	if n := st.L1NotAdmitted.Load(); n != 0 {
+		t.Errorf("%d reads not admitted before the L1 evicted", n)
+	}
 	const keys = 4000 // twice what the copies hold
 	var cmds [][]string
 	for i := range keys {
@@ -435,32 +439,46 @@ func TestAFullL1CopiesKeysReadTwice(t *testing.T) {
 	c.pipeline(cmds[:keys/2]...) // fills the copies to eviction
 	c.pipeline(cmds[:keys/2]...)
 	before := trackedKeys(t, shards[0]) + trackedKeys(t, shards[1])
+	refusedBefore := st.L1NotAdmitted.Load()
 	c.pipeline(cmds[keys/2:]...) // one-off reads
 	if n := trackedKeys(t, shards[0]) + trackedKeys(t, shards[1]) - before; n > keys/2/10 {
 		t.Errorf("the shards track %d more keys after %d one-off reads of a full L1", n, keys/2)
 	}
-	lateKeysReadTwice(t, c, val, st.LoopHits.Load, func(i int) string { return keyOn(t, a, fmt.Sprint("twice:late", i, ":"), i%2) })
+	if n := st.L1NotAdmitted.Load() - refusedBefore; n < keys/2-keys/2/10 || n > keys/2 {
+		t.Errorf("%d of %d one-off reads of a full L1 counted as not admitted", n, keys/2)
+	}
+	lateKeysReadTwice(t, c, val, st.LoopHits.Load, &st.L1NotAdmitted, func(i int) string { return keyOn(t, a, fmt.Sprint("twice:late", i, ":"), i%2) })
 }
 
 // lateKeysReadTwice reads ten new keys three times each from a full L1: the first read is never
 // a hit, the third always is, and the second is not, but for a key the admission's Bloom
 // filter takes for one it has seen (a few percent: with these figures, 4 or more of 10 is a
-// chance of about 1 in 1,000).
-func lateKeysReadTwice(t *testing.T, c *conn, val string, hits func() int64, key func(i int) string) {
+// chance of about 1 in 1,000). A first read that is not copied counts in refused, and only
+// such a read does.
+func lateKeysReadTwice(t *testing.T, c *conn, val string, hits func() int64, refused *atomic.Int64, key func(i int) string) {
 	t.Helper()
 	secondHits := 0
 	for i := range 10 {
 		k := key(i)
 		c.do("SET", k, val)
+		firstRefused := false
 		for read := 1; read <= 3; read++ {
-			before := hits()
+			before, refusedBefore := hits(), refused.Load()
 			if got := c.do("GET", k); got != val {
 				t.Fatalf("read %d of %s = %q", read, k, got)
 			}
-			hit := hits() > before
+			hit, wasRefused := hits() > before, refused.Load() > refusedBefore
 			switch {
 			case read == 1 && hit:
 				t.Errorf("first read of %s was a hit", k)
+			case read == 1:
+				firstRefused = wasRefused
+			case wasRefused:
+				t.Errorf("read %d of %s counted as not admitted", read, k)
+			case read == 2 && hit == firstRefused:
+				t.Errorf("%s: first read not admitted %v, second read a hit %v", k, firstRefused, hit)
+			}
+			switch {
 			case read == 2 && hit:
 				secondHits++
 			case read == 3 && !hit:
@@ -505,5 +523,5 @@ func TestAFullTTLModeL1CopiesKeysReadTwice(t *testing.T) {
 		c.pipeline(sets...)
 		c.pipeline(gets...)
 	}
-	lateKeysReadTwice(t, c, val, st.L1Hits.Load, func(i int) string { return fmt.Sprint("ttl:late:", i) })
+	lateKeysReadTwice(t, c, val, st.L1Hits.Load, &st.L1NotAdmitted, func(i int) string { return fmt.Sprint("ttl:late:", i) })
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
 // The event loop (evloop) reads the connections whose goroutines wait for a command, and
@@ -112,6 +113,13 @@ func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 	used := 0
 	for i := range frames[:n] {
 		f := &frames[i]
+		if f.cmd == mgetCommand { // one the L1 answers whole, with no reply due before it
+			if len(ic.queue) > 0 || ic.due || !s.inlineMget(b, c, r, f) {
+				break
+			}
+			used += len(f.raw)
+			continue
+		}
 		rules := policy.For(r.Doc, f.key)
 		// A hit is written now, or, behind replies still due, in its place among them.
 		hit := false
@@ -158,7 +166,7 @@ func forwardable(f *frame, rules *policy.Rules) bool {
 func (s *Server) inlineGet(b *batch, c *client, key []byte, rules *policy.Rules) bool {
 	pc := s.Stats.forPolicy(rules.Name)
 	t0 := time.Now()
-	if !b.answerFromL1(s, key, rules, pc) {
+	if !b.answerFromL1(s, key, rules, pc, t0) {
 		return false
 	}
 	s.Stats.LoopHits.Add(1)
@@ -167,37 +175,87 @@ func (s *Server) inlineGet(b *batch, c *client, key []byte, rules *policy.Rules)
 	return true
 }
 
-// frame is one GET or SET command at the start of a read, as redis clients send it.
-type frame struct {
-	cmd      *command // getCommand or setCommand
-	key, val []byte
-	raw      []byte // the whole frame
+// inlineMget answers MGET from the L1 when it holds every key, as cmdMget would: an array
+// header, then each key's hit, the command counted on the header. False, with nothing done, when
+// it lacks one.
+func (s *Server) inlineMget(b *batch, c *client, r *router.Router, f *frame) bool {
+	t0 := time.Now()
+	from := len(b.replies)
+	b.replies = append(b.replies, pending{hit: arrayHead, arrayLen: len(f.keys), cmd: mgetCommand, start: t0})
+	var counters [maxInlineMgetKeys]*policyCounters
+	for j, key := range f.keys {
+		rules := policy.For(r.Doc, key)
+		p, ok := pending{}, false
+		if rules.L1 {
+			p, ok = b.lookupL1(s, key, &rules, t0)
+		}
+		if !ok {
+			clear(b.replies[from:])
+			b.replies = b.replies[:from]
+			return false
+		}
+		counters[j] = s.Stats.forPolicy(rules.Name)
+		b.replies = append(b.replies, p)
+	}
+	for _, pc := range counters[:len(f.keys)] {
+		s.hitL1(pc)
+	}
+	s.Stats.LoopHits.Add(int64(len(f.keys)))
+	c.began(mgetCommand, t0)
+	return true
 }
 
-// scanFrame matches one complete "GET key" or "SET key value" frame at the start of p; false
-// for anything else (left to the full parser).
+// frame is one GET, SET or MGET command at the start of a read, as redis clients send it.
+type frame struct {
+	cmd      *command // getCommand, setCommand or mgetCommand
+	key, val []byte
+	keys     [][]byte // an MGET's (key is the first)
+	raw      []byte   // the whole frame
+}
+
+// maxInlineMgetKeys bounds the MGETs the loop answers; larger ones take the full path.
+const maxInlineMgetKeys = 64
+
+// scanFrame matches one complete "GET key", "SET key value" or "MGET key..." frame at the start
+// of p; false for anything else (left to the full parser).
 func scanFrame(p []byte, f *frame) bool {
-	if len(p) < 4+9+4 || p[0] != '*' || (p[1] != '2' && p[1] != '3') || p[2] != '\r' || p[3] != '\n' {
+	if len(p) < 4+9+4 || p[0] != '*' {
 		return false
 	}
-	args := int(p[1] - '0')
-	name, i := bulkAt(p, 4, 3)
-	if len(name) != 3 {
+	args, i := 0, 1
+	for ; i < 3 && p[i] >= '0' && p[i] <= '9'; i++ { // at most two digits
+		args = args*10 + int(p[i]-'0')
+	}
+	if i == 1 || p[i] != '\r' || p[i+1] != '\n' {
 		return false
 	}
+	name, i := bulkAt(p, i+2, 4)
 	switch {
-	case args == 2 && name[0]|0x20 == 'g' && name[1]|0x20 == 'e' && name[2]|0x20 == 't':
+	case len(name) == 3 && args == 2 && name[0]|0x20 == 'g' && name[1]|0x20 == 'e' && name[2]|0x20 == 't':
 		f.cmd = getCommand
-	case args == 3 && name[0]|0x20 == 's' && name[1]|0x20 == 'e' && name[2]|0x20 == 't':
+	case len(name) == 3 && args == 3 && name[0]|0x20 == 's' && name[1]|0x20 == 'e' && name[2]|0x20 == 't':
 		f.cmd = setCommand
+	case len(name) == 4 && args >= 2 && args-1 <= maxInlineMgetKeys && name[0]|0x20 == 'm' && name[1]|0x20 == 'g' &&
+		name[2]|0x20 == 'e' && name[3]|0x20 == 't':
+		f.cmd = mgetCommand
 	default:
 		return false
 	}
 	if f.key, i = bulkAt(p, i, maxInlineKey); f.key == nil {
 		return false
 	}
-	f.val = nil
-	if args == 3 {
+	f.val, f.keys = nil, f.keys[:0]
+	if f.cmd == mgetCommand {
+		f.keys = append(f.keys, f.key)
+		for range args - 2 {
+			var key []byte
+			if key, i = bulkAt(p, i, maxInlineKey); key == nil {
+				return false
+			}
+			f.keys = append(f.keys, key)
+		}
+	}
+	if f.cmd == setCommand {
 		if f.val, i = bulkAt(p, i, len(p)); f.val == nil {
 			return false
 		}

@@ -14,6 +14,19 @@ import (
 
 // groupKeys splits keys by owner shard, keeping for each shard the positions of its keys.
 func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (shards []int, positions map[int][]int) {
+	shards, positions = b.byShard(keys)
+	for _, i := range shards {
+		if !b.laneFree(i, plainLane) {
+			b.exec(ctx, w)
+			break
+		}
+	}
+	return shards, positions
+}
+
+// byShard groups keys by owner: the owners in order of first appearance, and each one's keys'
+// positions.
+func (b *batch) byShard(keys [][]byte) (shards []int, positions map[int][]int) {
 	positions = map[int][]int{}
 	for pos, k := range keys {
 		i := b.r.Index(k)
@@ -21,12 +34,6 @@ func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (s
 			shards = append(shards, i)
 		}
 		positions[i] = append(positions[i], pos)
-	}
-	for _, i := range shards {
-		if !b.laneFree(i, plainLane) {
-			b.exec(ctx, w)
-			break
-		}
 	}
 	return shards, positions
 }
@@ -103,56 +110,199 @@ func cmdExists(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writ
 	})
 }
 
+// cmdMget answers the keys the L1 holds from it, as GET would, and reads the rest from their
+// shards: with one MGET per shard, or, where the shard's keys are all tracking-L1 keys the
+// admission takes, as tracked reads whose values are copied (mgetCopies).
 func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	keys, where, parts := b.perShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Mget().Key(g...).Build() })
+	hits, rest, restPos := b.mgetFromL1(s, args[1:])
+	if len(rest) == 0 {
+		b.local(func(w *resp.Writer) { s.writeMget(w, make([]*valkey.ValkeyMessage, len(hits)), hits, nil) })
+		return
+	}
+	keys := strs(rest)
+	parts, where, copies := b.mgetParts(ctx, w, s, rest, keys)
 	job := len(b.replies)
 	b.job(parts, func(w *resp.Writer, r []partResult) {
-		values := make([]*valkey.ValkeyMessage, len(keys))
-		for j, pr := range r {
-			if pr.err != nil {
-				continue // nils: a down shard reads as misses
-			}
-			arr, err := pr.res[0].ToArray()
-			if err != nil {
-				writeResult(w, pr.res[0], false)
-				return
-			}
-			for k, pos := range where[j] {
-				values[pos] = &arr[k]
-			}
+		values, failed := mgetValues(r, copies, where, restPos, len(args)-1)
+		if failed != nil {
+			writeResult(w, *failed, false)
+			return
 		}
-		var through map[int]*originRead // keys read through an origin, by position (nil without origins)
-		if reads := b.replies[job].origin; len(reads) > 0 {
-			through = make(map[int]*originRead, len(reads))
-			for _, rd := range reads {
-				through[rd.pos] = rd
-			}
-		}
-		w.Array(len(values))
-		for pos, v := range values {
-			if rd := through[pos]; rd != nil && rd.ans != nil {
-				s.Stats.L2Misses.Add(1)
-				writeAnswer(w, rd.ans, rd.rules)
-				continue
-			}
-			if v == nil || v.IsNil() {
-				s.Stats.L2Misses.Add(1)
-				w.Null()
-				continue
-			}
-			s.Stats.L2Hits.Add(1)
-			writeMessage(w, v, false)
-		}
+		s.writeMget(w, values, hits, b.replies[job].origin)
 	})
 	if !b.r.ReadsThrough {
 		return
 	}
 	for j, positions := range where {
-		for k, pos := range positions {
-			rules := b.rulesFor(args[1+pos])
-			b.readThroughOnMiss(keys[pos], &rules, j, 0, k, pos)
+		if copies[j] != nil {
+			continue // no key with an origin is copied
+		}
+		for k, i := range positions {
+			rules := b.rulesFor(rest[i])
+			b.readThroughOnMiss(keys[i], &rules, j, 0, k, restPos[i])
 		}
 	}
+}
+
+// mgetParts queues the shard reads of an MGET's L1 misses: part j reads the keys at where[j],
+// as the tracked reads copies[j] or, where that is nil, as one MGET.
+func (b *batch) mgetParts(ctx context.Context, w *resp.Writer, s *Server, rest [][]byte, keys []string) (parts []part, where [][]int, copies [][]cachedRead) {
+	shards, positions := b.byShard(rest)
+	copies = b.mgetCopies(s, rest, shards, positions, !b.tx && !b.direct)
+	for j, i := range shards {
+		if !b.laneFree(i, laneOf(copies[j] != nil)) {
+			b.exec(ctx, w)
+			break
+		}
+	}
+	parts, where = make([]part, len(shards)), make([][]int, len(shards))
+	for j, i := range shards {
+		where[j] = positions[i]
+		if copies[j] != nil {
+			parts[j] = b.cached(i, copies[j]...)
+			continue
+		}
+		g := pick(keys, positions[i])
+		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Mget().Key(g...).Build() })
+	}
+	return parts, where, copies
+}
+
+// mgetValues places each part's values at their keys' positions in the reply (nil: a miss, or a
+// down shard's key); failed is a shard's error reply, which answers the whole MGET.
+func mgetValues(r []partResult, copies [][]cachedRead, where [][]int, restPos []int, n int) (values []*valkey.ValkeyMessage, failed *valkey.ValkeyResult) {
+	values = make([]*valkey.ValkeyMessage, n)
+	for j, pr := range r {
+		if pr.err != nil {
+			continue // nils: a down shard reads as misses
+		}
+		if copies[j] != nil { // a GET's reply per key
+			for k, i := range where[j] {
+				msg, err := pr.res[k].ToMessage()
+				switch {
+				case err == nil:
+					values[restPos[i]] = &msg
+				case !valkey.IsValkeyNil(err):
+					return nil, &pr.res[k]
+				}
+			}
+			continue
+		}
+		arr, err := pr.res[0].ToArray()
+		if err != nil {
+			return nil, &pr.res[0]
+		}
+		for k, i := range where[j] {
+			values[restPos[i]] = &arr[k]
+		}
+	}
+	return values, nil
+}
+
+func laneOf(cached bool) lane {
+	if cached {
+		return cacheLane
+	}
+	return plainLane
+}
+
+// mgetCopies decides, for each shard of an MGET's L1 misses, whether they are read as tracked
+// reads and copied, as GET copies: when every one of them is a tracking-L1 key without an
+// origin that the admission takes (a shard's reads go in one lane: one key that may not be
+// copied makes them a plain MGET), and the ring is not being warmed up (a moved key's previous
+// owner is read on the full GET path only). The tracked reads of shard j are copies[j], nil
+// for a plain MGET. A tracking-L1 key not copied counts as not admitted.
+func (b *batch) mgetCopies(s *Server, keys [][]byte, shards []int, positions map[int][]int, l1 bool) [][]cachedRead {
+	copies := make([][]cachedRead, len(shards))
+	if !l1 || b.r.Warming() {
+		return copies
+	}
+	for j, i := range shards {
+		reads := make([]cachedRead, 0, len(positions[i]))
+		tracked := 0
+		for _, pos := range positions[i] {
+			rules := b.rulesFor(keys[pos])
+			if !rules.L1 || !rules.L1Tracking || rules.Origin != nil {
+				continue
+			}
+			tracked++
+			// Once one key is refused the shard's reads are plain: the admission is not asked
+			// of the keys after it.
+			if len(reads) == tracked-1 && b.r.ShardFor(keys[pos]).Admit(keys[pos]) {
+				key, ttl := str(keys[pos]), rules.L1TTL
+				reads = append(reads, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: ttl})
+			}
+		}
+		if len(reads) == len(positions[i]) {
+			copies[j] = reads
+		} else {
+			s.Stats.L1NotAdmitted.Add(int64(tracked))
+		}
+	}
+	return copies
+}
+
+// writeMget writes an MGET's reply: each key's L1 hit, origin answer or shard value.
+func (s *Server) writeMget(w *resp.Writer, values []*valkey.ValkeyMessage, hits []pending, origin []*originRead) {
+	var through map[int]*originRead // keys read through an origin, by position (nil without origins)
+	if len(origin) > 0 {
+		through = make(map[int]*originRead, len(origin))
+		for _, rd := range origin {
+			through[rd.pos] = rd
+		}
+	}
+	w.Array(len(values))
+	for pos, v := range values {
+		if hits != nil && hits[pos].hit != noHit {
+			hits[pos].writeLocal(w)
+			continue
+		}
+		if rd := through[pos]; rd != nil && rd.ans != nil {
+			s.Stats.L2Misses.Add(1)
+			writeAnswer(w, rd.ans, rd.rules)
+			continue
+		}
+		if v == nil || v.IsNil() {
+			s.Stats.L2Misses.Add(1)
+			w.Null()
+			continue
+		}
+		s.Stats.L2Hits.Add(1)
+		writeMessage(w, v, false)
+	}
+}
+
+// mgetFromL1 looks an MGET's keys up in the L1: hits holds the replies of those it holds, by
+// position (nil when none does), and rest the others, at restPos in the reply.
+func (b *batch) mgetFromL1(s *Server, keys [][]byte) (hits []pending, rest [][]byte, restPos []int) {
+	if b.tx || b.direct { // as for GET: the shard's reply is the only coherent one
+		return nil, keys, identity(len(keys))
+	}
+	now := time.Now()
+	for pos, key := range keys {
+		rules := b.rulesFor(key)
+		if rules.L1 {
+			pc := s.Stats.forPolicy(rules.Name)
+			if p, ok := b.fromL1(s, key, &rules, pc, now); ok {
+				if hits == nil {
+					hits = make([]pending, len(keys))
+				}
+				hits[pos] = p
+				continue
+			}
+			s.missL1(pc)
+		}
+		rest, restPos = append(rest, key), append(restPos, pos)
+	}
+	return hits, rest, restPos
+}
+
+func identity(n int) []int {
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = i
+	}
+	return pos
 }
 
 // cmdMset writes each pair with its policy TTL (MSET itself cannot set one). Pairs on a down

@@ -79,12 +79,19 @@ func TestReadYourWrites(t *testing.T) {
 						v := strconv.Itoa(i)
 						total.Add(1)
 						switch i % 5 {
-						case 0, 1: // SET then GET
+						case 0: // SET then GET
 							c.do("SET", key, "old"+v)
 							c.do("GET", key)
 							c.do("SET", key, "new"+v)
 							if got := c.do("GET", key); got != "new"+v {
 								report("SET new%s then GET = %q", v, got)
+							}
+						case 1: // SET then MGET, which reads the L1 too
+							c.do("SET", key, "old"+v)
+							c.do("GET", key)
+							c.do("SET", key, "new"+v)
+							if got := c.do("MGET", key, key); got != "[new"+v+" new"+v+"]" {
+								report("SET new%s then MGET = %q", v, got)
 							}
 						case 2: // DEL then GET
 							c.do("GET", key)
@@ -108,12 +115,16 @@ func TestReadYourWrites(t *testing.T) {
 							}
 						}
 					}
-					// Pipelined: GET k; SET k v2; GET k in one write.
+					// Pipelined: GET k; SET k v2; GET k (or MGET k) in one write.
 					for i := range rounds / 5 {
 						v := "p" + strconv.Itoa(i)
+						read, want := tu.Encode("GET", key), v
+						if i%2 == 1 {
+							read, want = tu.Encode("MGET", key), "["+v+"]"
+						}
 						total.Add(1)
 						c.nc.SetDeadline(time.Now().Add(5 * time.Second))
-						c.nc.Write(append(append(tu.Encode("GET", key), tu.Encode("SET", key, v)...), tu.Encode("GET", key)...))
+						c.nc.Write(append(append(tu.Encode("GET", key), tu.Encode("SET", key, v)...), read...))
 						var got [3]string
 						for j := range got {
 							var err error
@@ -122,8 +133,8 @@ func TestReadYourWrites(t *testing.T) {
 								return
 							}
 						}
-						if got[1] != "OK" || got[2] != v {
-							report("pipelined GET, SET %s, GET = %q", v, got)
+						if got[1] != "OK" || got[2] != want {
+							report("pipelined GET, SET %s, GET or MGET = %q", v, got)
 						}
 					}
 				})

@@ -14,6 +14,7 @@ import (
 type Stats struct {
 	requests         [numCommands][2]atomic.Int64 // ok, error
 	L1Hits, L1Misses atomic.Int64
+	L1NotAdmitted    atomic.Int64 // misses of a full L1 read as they are, not copied (l1.Admission)
 	LoopHits         atomic.Int64 // L1 hits the event loop answered itself (inline.go)
 	LoopForwards     atomic.Int64 // GETs and SETs the event loop forwarded to shards itself (forward.go)
 	L2Hits, L2Misses atomic.Int64
@@ -72,6 +73,7 @@ var (
 	descHits         = newDesc("cachefleet_agent_cache_hits_total", "Reads answered by a tier.", []string{"tier"}, nil)
 	descLoopForwards = newDesc("cachefleet_agent_loop_forwards_total", "GETs and SETs the event loop forwarded to shards on its own connections, without waking the connection's goroutine.", nil, nil)
 	descLoopHits     = newDesc("cachefleet_agent_loop_hits_total", "L1 hits answered by the event loop without waking the connection's goroutine.", nil, nil)
+	descNotAdmitted  = newDesc("cachefleet_agent_l1_not_admitted_total", "L1 misses not copied into the L1: once it is full, a key is copied on its second read within a window, and its first is read from the shard as it is.", nil, nil)
 	descMisses       = newDesc("cachefleet_agent_cache_misses_total", "Reads a tier could not answer.", []string{"tier"}, nil)
 	descOversize     = newDesc("cachefleet_agent_oversize_rejected_total", "Writes refused for exceeding the value size limit.", nil, nil)
 	descUndecodable  = newDesc("cachefleet_agent_undecodable_values_total", "Values marked compressed that did not decompress; returned as stored.", nil, nil)
@@ -93,8 +95,8 @@ var (
 	descBusRej       = newDesc("cachefleet_agent_bus_rejected_total", "Bus messages rejected, by reason (bad signature, expired, replayed, malformed, other fleet).", []string{"reason"}, nil)
 	descBusGaps      = newDesc("cachefleet_agent_bus_gaps_total", "Gaps in a sender's sequence (L1 copies that rely on the bus were flushed).", nil, nil)
 	descBusResub     = newDesc("cachefleet_agent_bus_resubscribes_total", "Bus subscriptions re-established.", nil, nil)
-	descPolicyHits   = newDesc("cachefleet_agent_policy_hits_total", "GET reads answered by a tier, by the key's policy.", []string{"policy", "tier"}, nil)
-	descPolicyMisses = newDesc("cachefleet_agent_policy_misses_total", "GET reads a tier could not answer, by the key's policy.", []string{"policy", "tier"}, nil)
+	descPolicyHits   = newDesc("cachefleet_agent_policy_hits_total", "GET reads (and MGET keys looked up in the L1) answered by a tier, by the key's policy.", []string{"policy", "tier"}, nil)
+	descPolicyMisses = newDesc("cachefleet_agent_policy_misses_total", "GET reads (and MGET keys looked up in the L1) a tier could not answer, by the key's policy.", []string{"policy", "tier"}, nil)
 	descTracking     = newDesc("cachefleet_agent_tracking_clients", "Client connections with CLIENT TRACKING on (client-side caching).", nil, nil)
 	descTrackKeys    = newDesc("cachefleet_agent_tracking_keys", "Keys remembered as read by default-mode tracking clients.", nil, nil)
 	descOriginReqs   = newDesc("cachefleet_agent_origin_requests_total", "Read-through: requests to policies' origins by result (ok, not_found, status, timeout, unreachable, too_large), and fetches not sent: the origin's breaker was open (breaker_open), its headers Secret unreadable (misconfigured).", []string{"result"}, nil)
@@ -138,6 +140,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descHits, st.L1Hits.Load(), "l1")
 	counter(descHits, st.L2Hits.Load(), "l2")
 	counter(descLoopHits, st.LoopHits.Load())
+	counter(descNotAdmitted, st.L1NotAdmitted.Load())
 	counter(descLoopForwards, st.LoopForwards.Load())
 	counter(descMisses, st.L1Misses.Load(), "l1")
 	counter(descMisses, st.L2Misses.Load(), "l2")
