@@ -55,12 +55,14 @@ func (f *Fence) Fill(t Ticket, store func()) bool {
 	return true
 }
 
-// Write advances key's generation and runs drop (which removes the cached copy) under the lock.
-func (f *Fence) Write(key string, drop func()) {
+// Write advances key's generation: fills whose ticket predates it are refused. The writer
+// drops the cached copy after Write returns: a fill that got in before the write has stored by
+// then, so the drop sees it. (Dropping outside the lock lets a write advance the fences of
+// several stores that share one cache, then drop the copy once.)
+func (f *Fence) Write(key string) {
 	st := &f.stripe[index(key)]
 	st.mu.Lock()
 	st.gen++
-	drop()
 	st.mu.Unlock()
 }
 

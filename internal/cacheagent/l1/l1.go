@@ -77,7 +77,12 @@ func (c *Cache) Set(key string, value []byte, ttl time.Duration) {
 }
 
 // Delete removes key and refuses fills of it whose read was issued before.
-func (c *Cache) Delete(key string) { c.fence.Write(key, func() { c.c.Invalidate(key) }) }
+func (c *Cache) Delete(key string) {
+	c.fence.Write(key)
+	if _, ok := c.c.GetEntryQuietly(key); ok { // a lookup, not a bucket lock, for the usual absent key
+		c.c.Invalidate(key)
+	}
+}
 
 // DeletePrefix removes every key starting with prefix and returns how many it removed.
 func (c *Cache) DeletePrefix(prefix string) int {

@@ -58,3 +58,16 @@ func TestMemoryBound(t *testing.T) {
 		t.Error("cache is empty")
 	}
 }
+
+// BenchmarkDeleteAbsent: the agent's write of a key the L1 holds no copy of (most writes).
+func BenchmarkDeleteAbsent(b *testing.B) {
+	c := New(1 << 20)
+	keys := make([]string, 1<<10)
+	for i := range keys {
+		keys[i] = "key:" + strconv.Itoa(i)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		c.Delete(keys[i&(len(keys)-1)])
+	}
+}

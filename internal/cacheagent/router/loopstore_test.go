@@ -63,3 +63,20 @@ func TestALoopStoreKeepsUntilItsTTLOrAnInvalidation(t *testing.T) {
 		t.Error("a closed store still keeps")
 	}
 }
+
+// BenchmarkShardFence: the agent's write of a key no store keeps (a SET of a key not read
+// through the L1), with three stores (connections) on the shard.
+func BenchmarkShardFence(b *testing.B) {
+	sh := NewShard(ShardConfig{Name: "s", CacheBytes: 1 << 20})
+	for range 3 {
+		sh.OpenLoopStore()
+	}
+	keys := make([]string, 1<<10)
+	for i := range keys {
+		keys[i] = "key:" + strconv.Itoa(i)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		sh.Fence(keys[i&(len(keys)-1)])
+	}
+}

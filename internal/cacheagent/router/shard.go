@@ -195,10 +195,15 @@ func (s *Shard) getClient() (valkey.Client, error) {
 // Fence drops the tracking L1's copies of keys this agent wrote and refuses earlier reads'
 // fills of them. Call it after the shard acknowledged the write, before the client's reply.
 func (s *Shard) Fence(keys ...string) {
-	if l := s.stores.Load(); l != nil {
+	l, kept := s.stores.Load(), s.kept.Load()
+	if l == nil || kept == nil {
+		return
+	}
+	for _, key := range keys {
 		for _, ts := range *l {
-			ts.Fence(keys...)
+			ts.fence.Write(key)
 		}
+		dropKept(kept, key) // once: the stores share the cache
 	}
 }
 

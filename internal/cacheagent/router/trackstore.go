@@ -201,7 +201,16 @@ func (s *trackStore) Delete(keys []valkey.ValkeyMessage) {
 // completed before the write's reply is delivered, and one sent after it reads the new value.
 func (s *trackStore) Fence(keys ...string) {
 	for _, key := range keys {
-		s.fence.Write(key, func() { s.kept.Invalidate(key) })
+		s.fence.Write(key)
+		dropKept(s.kept, key)
+	}
+}
+
+// dropKept drops key's copy, looking first: most written keys have none, and a lookup takes no
+// lock where an Invalidate locks the key's bucket.
+func dropKept(c *otter.Cache[string, trackEntry], key string) {
+	if _, ok := c.GetEntryQuietly(key); ok {
+		c.Invalidate(key)
 	}
 }
 
