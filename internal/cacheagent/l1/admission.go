@@ -56,6 +56,16 @@ func Watch[V any](a *Admission) func(otter.DeletionEvent[string, V]) {
 	}
 }
 
+// Admits reports whether Admit would take key now, without remembering it.
+func (a *Admission) Admits(key []byte) bool {
+	if !a.evicted.Load() {
+		return true
+	}
+	h := maphash.Bytes(a.seed, key)
+	i, j := h&a.mask, (h>>32)&a.mask
+	return a.words[i/64].Load()&(uint64(1)<<(i%64)) != 0 && a.words[j/64].Load()&(uint64(1)<<(j%64)) != 0
+}
+
 // Admit reports whether a read of key that missed the L1 should be copied: the L1 has room,
 // or the key was read since the window began. A key it refuses is remembered.
 func (a *Admission) Admit(key []byte) bool {

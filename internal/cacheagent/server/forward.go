@@ -83,6 +83,11 @@ type fwdReq struct {
 	caching   cachingReply
 	untracked bool // CLIENT CACHING YES failed: no push would drop the copy
 	tail      pttlReply
+	// A forwarded MGET (fanout.go): its keys, and its parts' replies.
+	keys [][]byte
+	mget *mgetFwd
+	// A GET's reply holding a value the agent encoded (fanout.go: finishOffLoop decodes it).
+	encoded []byte
 }
 
 // pttlReply takes a tracked read's PTTL reply.
@@ -233,14 +238,19 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 			ls.s.announce(string(f.key))
 		}
 	}
-	if !slices.Contains(ls.touched, up) {
-		ls.touched = append(ls.touched, up)
-	}
+	ls.touch(up)
 	ic.queue = append(ic.queue, q)
 	ic.ec.Hold()
 	ic.c.began(f.cmd, q.start)
 	ls.s.Stats.LoopForwards.Add(1)
 	return true
+}
+
+// touch has up's requests written at the end of the turn.
+func (ls *loopState) touch(up *upstream.Conn) {
+	if !slices.Contains(ls.touched, up) {
+		ls.touched = append(ls.touched, up)
+	}
 }
 
 // hitBehind answers GET f from the L1 behind the client's forwarded requests, its reply in its
@@ -344,8 +354,8 @@ func (q *fwdReq) Reply(p []byte, err error) {
 	s := q.ls.s
 	isGet := q.cmd == getCommand
 	switch {
-	case err != nil && isGet, err == nil && fullPathReply(p, isGet):
-		q.ls.fullPath(q) // a replica, a retry, a decode: the full path knows
+	case err != nil && isGet, err == nil && p[0] == '-' && fullPathReply(p, isGet):
+		q.ls.fullPath(q) // a replica, a retry: the full path knows
 		return
 	case isGet && len(q.ic.rerun) > 0:
 		// A request of this client before it is being re-run (a write held for a new primary):
@@ -362,6 +372,13 @@ func (q *fwdReq) Reply(p []byte, err error) {
 			s.missL1(q.pc)
 		}
 		s.countRead(miss, q.pc)
+		if fullPathReply(p, true) {
+			// A value the agent encoded: decoded off the loop as it was read in its turn (read
+			// again on the full path, it could show a write the client sent after the GET).
+			q.encoded = append(q.encoded[:0], p...)
+			q.ls.fullPath(q)
+			return
+		}
 		if miss && q.proto < 3 {
 			p = nullRESP2
 		}
@@ -432,13 +449,20 @@ func (ls *loopState) fullPath(q *fwdReq) {
 }
 
 func (ls *loopState) rerun(q *fwdReq) {
+	if q.encoded != nil || q.mget != nil {
+		ls.finishOffLoop(q)
+		return
+	}
 	s, cid, cmd := ls.s, q.ic.c.id, q.cmd
 	r := s.router.Load()
 	if r == nil {
 		r = q.r
 	}
 	args := [][]byte{[]byte(cmd.name), q.key}
-	if cmd != getCommand {
+	switch cmd {
+	case mgetCommand:
+		args = append(args[:1], q.keys...)
+	case setCommand:
 		args = append(args, q.val)
 	}
 	var out []byte
@@ -454,17 +478,20 @@ func (ls *loopState) rerun(q *fwdReq) {
 		b.tagFrom(0, cmd, q.start) // counted by exec, as on the full path
 		b.exec(ctx, w)
 		_ = w.Flush()
-		ls.loop.Post(func() {
-			ic := q.ic
-			n := copy(ic.rerun, ic.rerun[1:])
-			ic.rerun[n] = nil
-			ic.rerun = ic.rerun[:n]
-			ls.complete(q, out)
-			if len(ic.rerun) > 0 {
-				ls.rerun(ic.rerun[0])
-			}
-		})
+		ls.loop.Post(func() { ls.reran(q, out) })
 	}()
+}
+
+// reran answers q, re-run, in its place, and starts the client's next re-run.
+func (ls *loopState) reran(q *fwdReq, out []byte) {
+	ic := q.ic
+	n := copy(ic.rerun, ic.rerun[1:])
+	ic.rerun[n] = nil
+	ic.rerun = ic.rerun[:n]
+	ls.complete(q, out)
+	if len(ic.rerun) > 0 {
+		ls.rerun(ic.rerun[0])
+	}
 }
 
 // sliceWriter appends to a byte slice.
@@ -502,6 +529,8 @@ func (ls *loopState) pop(ic *inlineConn) {
 	ic.queue = ic.queue[:n]
 	ic.released++
 	q.ic, q.r, q.done, q.pc, q.up, q.gotErr, q.l1, q.untracked = nil, nil, false, nil, nil, nil, false, false
+	clear(q.keys)
+	q.keys, q.mget, q.encoded = q.keys[:0], nil, nil
 	if cap(q.got) > 4<<10 {
 		q.got = nil
 	}

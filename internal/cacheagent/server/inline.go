@@ -113,8 +113,8 @@ func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 	used := 0
 	for i := range frames[:n] {
 		f := &frames[i]
-		if f.cmd == mgetCommand { // one the L1 answers whole, with no reply due before it
-			if len(ic.queue) > 0 || ic.due || !s.inlineMget(b, c, r, f) {
+		if f.cmd == mgetCommand { // answered whole by the L1 with no reply due before it, or forwarded
+			if (len(ic.queue) > 0 || ic.due || !s.inlineMget(b, c, r, f)) && (warming || !ls.forwardMget(ic, r, f)) {
 				break
 			}
 			used += len(f.raw)

@@ -1,0 +1,306 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+)
+
+// Forwarded MGETs: an MGET the L1 cannot answer whole is split by shard, as twemproxy splits it:
+// the kept keys are answered from the L1 and the rest are read with one MGET per shard on the
+// loop's connections; the reply is put together in the client's order when every shard has
+// answered. Whatever needs more than the shards' values takes the full path: a key with an
+// origin, a tracking-L1 miss the L1 would copy (the full path reads it as a tracked read), a
+// ring being warmed up, or, once the shards answered, a value the agent encoded, a shard not
+// serving, a connection lost.
+
+// mgetFwd is a forwarded MGET: each key's reply element, from the L1 or its shard.
+type mgetFwd struct {
+	q       *fwdReq
+	elems   [][]byte // by position: the element written for the key
+	waiting int      // shard replies still to come
+	failed  []byte   // a shard's error reply, which answers the whole MGET
+	redo    []int    // positions the full path reads again: their shard did not serve them
+	decode  bool     // some element holds a value the agent encoded
+}
+
+// mgetPart takes one shard's reply to its share of the keys.
+type mgetPart struct {
+	m   *mgetFwd
+	pos []int // the positions of the shard's keys
+}
+
+// forwardMget forwards MGET f on the loop, and reports whether it did; false, with nothing
+// done, for an MGET the full path must answer.
+func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) bool {
+	if len(ic.rerun) > 0 {
+		return false // its reads follow the requests being re-run, there
+	}
+	b, s := ic.b, ls.s
+	shards, positions := b.byShard(f.keys)
+	ups := make([]*upstream.Conn, len(shards))
+	for j, i := range shards {
+		if ups[j] = ls.upstreamFor(r.Shards[i]); ups[j] == nil {
+			return false
+		}
+	}
+	t0 := time.Now()
+	rules := make([]policy.Rules, len(f.keys))
+	hits := make([]pending, len(f.keys))
+	for pos, key := range f.keys {
+		rules[pos] = policy.For(r.Doc, key)
+		rl := &rules[pos]
+		if rl.Origin != nil || rl.Encoded() { // read through, or a value to decode
+			return false
+		}
+		if !rl.L1 {
+			continue
+		}
+		if !ic.writes(key) { // a forwarded SET of the key ahead of it: the shard answers
+			if p, ok := b.lookupL1(s, key, rl, t0); ok {
+				hits[pos] = p
+				continue
+			}
+		}
+		if rl.L1Tracking && r.ShardFor(key).Admits(key) {
+			return false // the full path copies it
+		}
+	}
+	m := &mgetFwd{elems: make([][]byte, len(f.keys))}
+	q := ls.newReq(ic, r, f, &rules[0])
+	q.keys, q.mget = q.keys[:0], m
+	for _, key := range f.keys {
+		q.keys = append(q.keys, append([]byte(nil), key...))
+	}
+	m.q = q
+	ls.mgetHits(ic, m, hits, rules, f.keys)
+	for j, i := range shards {
+		part := &mgetPart{m: m, pos: positions[i]}
+		out := ups[j].Out()
+		out = append(out, '*')
+		out = strconv.AppendInt(out, int64(len(part.pos)+1), 10)
+		out = append(out, "\r\n$4\r\nMGET\r\n"...)
+		for _, pos := range part.pos {
+			out = appendBulk(out, f.keys[pos])
+		}
+		ups[j].SetOut(out)
+		ups[j].Expect(part)
+		ls.touch(ups[j])
+		m.waiting++
+	}
+	ic.queue = append(ic.queue, q)
+	ic.ec.Hold()
+	ic.c.began(mgetCommand, q.start)
+	s.Stats.LoopForwards.Add(1)
+	if m.waiting == 0 {
+		m.done()
+	}
+	return true
+}
+
+// mgetHits renders the L1's answers into m and counts each key's L1 lookup; a tracking-L1 miss
+// read as is counts as not admitted (the admission remembers it, as the full path's would).
+func (ls *loopState) mgetHits(ic *inlineConn, m *mgetFwd, hits []pending, rules []policy.Rules, keys [][]byte) {
+	s, r := ls.s, m.q.r
+	ls.hw.w.Proto = ic.c.w.Proto
+	for pos := range keys {
+		rl := &rules[pos]
+		if !rl.L1 {
+			continue
+		}
+		pc := s.Stats.forPolicy(rl.Name)
+		if hits[pos].hit == noHit {
+			s.missL1(pc)
+			if rl.L1Tracking {
+				s.counted(r.ShardFor(keys[pos]).Admit(keys[pos]))
+			}
+			continue
+		}
+		ls.hits = ls.hits[:0]
+		hits[pos].writeLocal(ls.hw.w)
+		_ = ls.hw.w.Flush()
+		m.elems[pos] = append([]byte(nil), ls.hits...)
+		s.hitL1(pc)
+		s.Stats.LoopHits.Add(1)
+	}
+}
+
+// Reply takes a shard's reply to its share of an MGET's keys (RESP3, from the loop's
+// connection).
+func (p *mgetPart) Reply(reply []byte, err error) {
+	m := p.m
+	switch {
+	case err != nil || fullPathReply(reply, false) || (reply[0] != '-' && !m.place(reply, p.pos)):
+		m.redo = append(m.redo, p.pos...) // a replica, a retry, or a reply it cannot split
+	case reply[0] == '-':
+		if m.failed == nil {
+			m.failed = append([]byte(nil), reply...)
+		}
+	}
+	if m.waiting--; m.waiting == 0 {
+		m.done()
+	}
+}
+
+// place copies an MGET reply's elements to their keys' positions: false for anything but an
+// array of as many values or nulls.
+func (m *mgetFwd) place(reply []byte, pos []int) bool {
+	if reply[0] != '*' {
+		return false
+	}
+	line := lineLen(reply)
+	if n, err := strconv.Atoi(string(reply[1:line])); err != nil || n != len(pos) {
+		return false
+	}
+	rest := reply[line+2:]
+	for _, at := range pos {
+		n, err := upstream.ReplyLen(rest)
+		if err != nil || n == 0 {
+			return false
+		}
+		elem := rest[:n]
+		rest = rest[n:]
+		switch {
+		case string(elem) == string(nullRESP3):
+			if m.q.proto < 3 {
+				elem = nullRESP2
+			}
+		case elem[0] != '$':
+			return false
+		case fullPathReply(elem, true):
+			m.decode = true
+		}
+		m.elems[at] = append([]byte(nil), elem...)
+	}
+	return true
+}
+
+// lineLen is the length of p's first line, without its CRLF (p holds a whole reply).
+func lineLen(p []byte) int {
+	i := 0
+	for p[i] != '\r' {
+		i++
+	}
+	return i
+}
+
+// done answers the MGET once every shard has: in its place among the client's replies, or,
+// with keys to read again or values to decode, off the loop (finishOffLoop).
+func (m *mgetFwd) done() {
+	q := m.q
+	if len(q.ic.rerun) > 0 {
+		// A request of the client's ahead of it is being re-run (a write held for a new
+		// primary): every key is read again after it.
+		m.redo = identity(len(m.elems))
+	}
+	if m.failed == nil && (len(m.redo) > 0 || m.decode) {
+		q.ls.fullPath(q)
+		return
+	}
+	reply := m.reply()
+	m.counted(reply)
+	q.ls.complete(q, reply)
+}
+
+// reply is the MGET's reply: its elements, or a shard's error.
+func (m *mgetFwd) reply() []byte {
+	if m.failed != nil {
+		return m.failed
+	}
+	reply := append([]byte(nil), '*')
+	reply = strconv.AppendInt(reply, int64(len(m.elems)), 10)
+	reply = append(reply, "\r\n"...)
+	for _, e := range m.elems {
+		reply = append(reply, e...)
+	}
+	return reply
+}
+
+func (m *mgetFwd) counted(reply []byte) {
+	s := m.q.ls.s
+	s.Stats.requests[mgetCommand.id][boolIndex(reply[0] == '-')].Add(1)
+	s.Stats.latency.Observe(time.Since(m.q.start).Seconds())
+}
+
+// finishOffLoop answers, on a goroutine, a GET whose value the agent encoded, or an MGET with
+// keys to read again (on the full path, which reads replicas and holds writes for a new
+// primary) or values to decode; then back on the loop, in its place. The values already read
+// stay as they were read in their turn: read again, they could show writes the client sent
+// after the command.
+func (ls *loopState) finishOffLoop(q *fwdReq) {
+	s := ls.s
+	r := s.router.Load()
+	if r == nil {
+		r = q.r
+	}
+	cid := q.ic.c.id
+	go func() {
+		var out []byte
+		if m := q.mget; m != nil {
+			out = m.finish(s, r, cid)
+			m.counted(out)
+		} else {
+			out = decoded(q.encoded, q.proto)
+			s.Stats.requests[getCommand.id][0].Add(1)
+			s.Stats.latency.Observe(time.Since(q.start).Seconds())
+		}
+		ls.loop.Post(func() { ls.reran(q, out) })
+	}()
+}
+
+// finish reads the keys at m.redo on the full path, decodes the values the agent encoded, and
+// returns the MGET's reply.
+func (m *mgetFwd) finish(s *Server, r *router.Router, cid int64) []byte {
+	if len(m.redo) > 0 {
+		args := [][]byte{[]byte("MGET")}
+		for _, pos := range m.redo {
+			args = append(args, m.q.keys[pos])
+		}
+		var out []byte
+		bw := bufio.NewWriterSize(sliceWriter{&out}, 512)
+		w := resp.NewWriter(bw)
+		w.Proto = m.q.proto
+		ctx := context.Background()
+		b := &batch{s: s, cid: cid}
+		b.reset(r)
+		b.class = mgetCommand.class
+		cmdMget(ctx, s, b, nil, w, args)
+		b.exec(ctx, w)
+		_ = w.Flush()
+		if len(out) == 0 || out[0] != '*' {
+			return out // an error answers the whole MGET, as on the full path
+		}
+		rest := out[lineLen(out)+2:]
+		for _, pos := range m.redo { // the full path's elements are the client's, decoded
+			n, err := upstream.ReplyLen(rest)
+			if err != nil || n == 0 {
+				return []byte("-ERR unreadable reply to MGET\r\n")
+			}
+			m.elems[pos], rest = rest[:n], rest[n:]
+		}
+	}
+	for pos, e := range m.elems {
+		if e[0] == '$' && fullPathReply(e, true) {
+			m.elems[pos] = decoded(e, m.q.proto)
+		}
+	}
+	return m.reply()
+}
+
+// decoded is the reply to a GET whose reply (bulk) holds a value the agent encoded.
+func decoded(bulk []byte, proto int) []byte {
+	v, present := readable(string(upstream.BulkValue(bulk)))
+	switch {
+	case present:
+		return appendBulk(nil, []byte(v))
+	case proto < 3:
+		return nullRESP2
+	}
+	return nullRESP3
+}
