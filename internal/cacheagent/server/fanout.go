@@ -43,18 +43,17 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 		return false // its reads follow the requests being re-run, there
 	}
 	b, s := ic.b, ls.s
-	shards, positions := b.byShard(f.keys)
-	ups := make([]*upstream.Conn, len(shards))
+	shards, positions := ls.splitMget(r, f.keys)
+	ups := ls.mups[:len(shards)]
 	for j, i := range shards {
 		if ups[j] = ls.upstreamFor(r.Shards[i]); ups[j] == nil {
 			return false
 		}
 	}
 	t0 := time.Now()
-	rules := make([]policy.Rules, len(f.keys))
-	hits := make([]pending, len(f.keys))
+	rules, hits := ls.mrules[:len(f.keys)], ls.mhits[:len(f.keys)]
 	for pos, key := range f.keys {
-		rules[pos] = policy.For(r.Doc, key)
+		rules[pos], hits[pos] = policy.For(r.Doc, key), pending{}
 		rl := &rules[pos]
 		if rl.Origin != nil || rl.Encoded() { // read through, or a value to decode
 			return false
@@ -74,14 +73,19 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 	}
 	m := &mgetFwd{elems: make([][]byte, len(f.keys))}
 	q := ls.newReq(ic, r, f, &rules[0])
-	q.keys, q.mget = q.keys[:0], m
+	q.mget, m.q = m, q
+	q.keys, q.val = q.keys[:0], q.val[:0] // val holds the keys' bytes
 	for _, key := range f.keys {
-		q.keys = append(q.keys, append([]byte(nil), key...))
+		q.val = append(q.val, key...)
 	}
-	m.q = q
+	off := 0
+	for _, key := range f.keys {
+		q.keys = append(q.keys, q.val[off:off+len(key):off+len(key)])
+		off += len(key)
+	}
 	ls.mgetHits(ic, m, hits, rules, f.keys)
-	for j, i := range shards {
-		part := &mgetPart{m: m, pos: positions[i]}
+	for j := range shards {
+		part := &mgetPart{m: m, pos: positions[j]}
 		out := ups[j].Out()
 		out = append(out, '*')
 		out = strconv.AppendInt(out, int64(len(part.pos)+1), 10)
@@ -102,6 +106,25 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 		m.done()
 	}
 	return true
+}
+
+// splitMget groups an MGET's keys by owner: the owners in order of first appearance, and the
+// positions of each one's keys (a few shards: a scan beats byShard's map).
+func (ls *loopState) splitMget(r *router.Router, keys [][]byte) (shards []int, positions [][]int) {
+	shards = ls.mshards[:0]
+	for pos, k := range keys {
+		i, j := r.Index(k), 0
+		for j < len(shards) && shards[j] != i {
+			j++
+		}
+		if j == len(shards) {
+			shards = append(shards, i)
+			positions = append(positions, make([]int, 0, len(keys)))
+		}
+		positions[j] = append(positions[j], pos)
+	}
+	ls.mshards = shards
+	return shards, positions
 }
 
 // mgetHits renders the L1's answers into m and counts each key's L1 lookup; a tracking-L1 miss
