@@ -43,13 +43,6 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 		return false // its reads follow the requests being re-run, there
 	}
 	b, s := ic.b, ls.s
-	shards, positions := ls.splitMget(r, f.keys)
-	ups := ls.mups[:len(shards)]
-	for j, i := range shards {
-		if ups[j] = ls.upstreamFor(r.Shards[i]); ups[j] == nil {
-			return false
-		}
-	}
 	t0 := time.Now()
 	rules, hits := ls.mrules[:len(f.keys)], ls.mhits[:len(f.keys)]
 	for pos, key := range f.keys {
@@ -69,6 +62,13 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 		}
 		if rl.L1Tracking && r.ShardFor(key).Admits(key) {
 			return false // the full path copies it
+		}
+	}
+	shards, positions := ls.splitMisses(r, f.keys, hits)
+	ups := ls.mups[:len(shards)]
+	for j, i := range shards {
+		if ups[j] = ls.upstreamFor(r.Shards[i]); ups[j] == nil {
+			return false
 		}
 	}
 	m := &mgetFwd{elems: make([][]byte, len(f.keys))}
@@ -108,11 +108,15 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 	return true
 }
 
-// splitMget groups an MGET's keys by owner: the owners in order of first appearance, and the
-// positions of each one's keys (a few shards: a scan beats byShard's map).
-func (ls *loopState) splitMget(r *router.Router, keys [][]byte) (shards []int, positions [][]int) {
+// splitMisses groups the keys of an MGET the L1 did not answer by owner: the owners in order
+// of first appearance, and the positions of each one's keys (a few shards: a scan beats
+// byShard's map).
+func (ls *loopState) splitMisses(r *router.Router, keys [][]byte, hits []pending) (shards []int, positions [][]int) {
 	shards = ls.mshards[:0]
 	for pos, k := range keys {
+		if hits[pos].hit != noHit {
+			continue
+		}
 		i, j := r.Index(k), 0
 		for j < len(shards) && shards[j] != i {
 			j++

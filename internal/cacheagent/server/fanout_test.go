@@ -139,7 +139,7 @@ func TestAnEncodedValueIsDecodedAsReadInItsTurn(t *testing.T) {
 // keys are answered from the L1 and the rest read from the shards; a key the client's
 // forwarded SET ahead of it writes is read from the shard, never from the older copy.
 func TestMgetAnswersKeptKeysBehindForwardedRequests(t *testing.T) {
-	_, a, c, k := trackedOnShard0(t, "behind:")
+	shards, a, c, k := trackedOnShard0(t, "behind:")
 	withPolicy(t, a, contract.Policy{Name: "plain", Prefix: "plainfan:", L1Enabled: false})
 	p := keyOn(t, a, "plainfan:", 1)
 	st := a.srv.Stats
@@ -147,12 +147,15 @@ func TestMgetAnswersKeptKeysBehindForwardedRequests(t *testing.T) {
 	c.do("SET", p, "p1")
 	readUntilKept(t, c, st.LoopHits.Load, k, "v1")
 	mgetOnTheLoop(t, a, c, "[v1 p1]", k, p)
-	hits := st.L1Hits.Load()
+	hits, calls := st.L1Hits.Load(), mgetCalls(t, shards[:1])
 	if got := c.pipeline([]string{"SET", p, "p2"}, []string{"MGET", k, p}, []string{"GET", p}); got != "OK [v1 p2] p2" {
 		t.Fatalf("pipeline = %s", got)
 	}
 	if n := st.L1Hits.Load() - hits; n != 1 {
 		t.Errorf("%d L1 hits, want 1 (the kept key)", n)
+	}
+	if n := mgetCalls(t, shards[:1]) - calls; n != 0 {
+		t.Errorf("the kept key's shard ran %d MGETs, want none", n)
 	}
 	if got := c.pipeline([]string{"SET", k, "v2"}, []string{"MGET", p, k}, []string{"MGET", k}); got != "OK [p2 v2] [v2]" {
 		t.Fatalf("SET then MGETs of the kept key = %s", got)
