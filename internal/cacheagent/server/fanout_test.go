@@ -16,7 +16,7 @@ import (
 // each reply checked against want.
 func mgetOnTheLoop(t *testing.T, a *agent, c *conn, want string, keys ...string) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		forwarded := a.srv.Stats.LoopForwards.Load()
 		if got := c.do(append([]string{"MGET"}, keys...)...); got != want {
 			t.Fatalf("MGET %v = %s, want %s", keys, got, want)
@@ -69,7 +69,7 @@ func TestTheLoopForwardsMgets(t *testing.T) {
 			"2": "*3\r\n$2\r\nb2\r\n$-1\r\n$2\r\na2\r\n",
 			"3": "*3\r\n$2\r\nb2\r\n_\r\n$2\r\na2\r\n",
 		}[proto]
-		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 			before := st.LoopForwards.Load()
 			if got := rawReply(t, raw, len(want), "MGET", k1, "fan:absent", k0); got != want {
 				t.Fatalf("RESP%s MGET = %q, want %q", proto, got, want)
@@ -232,7 +232,7 @@ func TestAForwardedMgetReadsADownShardsKeysAsMisses(t *testing.T) {
 	if _, err := shards[1].Do("SET", k1, "b2"); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		forwarded := a.srv.Stats.LoopForwards.Load()
 		got := c.do("MGET", k1, k0)
 		if got == "[b2 a1]" && a.srv.Stats.LoopForwards.Load() > forwarded {
