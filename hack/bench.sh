@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side throughput and latency of redis-benchmark against: one shard directly, twemproxy
 # (nutcracker, ketama) over two shards, and the agent over the same two shards with L1 off and on,
-# at its default of two threads and at --procs=1 (agent1-* rows).
+# at its default of two threads and at --procs=1 (agent1-* rows): GETs and SETs of random keys,
+# MGETs of 10 random keys, GETs and SETs of hot keys.
 # Everything runs on loopback; all processes are stopped on exit.
 #
 # On a shared VM one pass moves by 0.1-0.2 in any ratio, so every row runs ROUNDS times, the
@@ -71,8 +72,10 @@ cpu() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
 # on PORT only: the shard for direct rows, the proxy for the others)
 run() {
   local before after
+  local cmd=(-t "$2")
+  [ "$2" = mget ] && cmd=(MGET $(printf 'key:__rand_int__ %.0s' $(seq 10))) # 10 random keys
   before=$(cpu "$1")
-  redis-benchmark -p "$1" -t "$2" -n "$N" -r "$4" -c "$CLIENTS" -d "$SIZE" -P "$3" --csv 2>/dev/null |
+  redis-benchmark -p "$1" -n "$N" -r "$4" -c "$CLIENTS" -d "$SIZE" -P "$3" --csv "${cmd[@]}" 2>/dev/null |
     awk -F'","' 'NR==2 { gsub(/"/, "", $0); split($0, f, ","); printf "%.0f %s %s ", f[2], f[5], f[7] }'
   after=$(cpu "$1")
   awk -v d=$((after - before)) -v t="$TCK" -v n="$N" 'BEGIN { printf "%.2f\n", d * 1e6 / t / n }'
@@ -97,6 +100,9 @@ for round in $(seq "$ROUNDS"); do
         row "${t%%:*}" "${t##*:}" "$test" "$pipe" "$KEYSPACE" "$test"
       done
     done
+  done
+  for t in "${targets[@]}"; do # MGETs of 10 random keys, the keys the SET rows wrote
+    row "${t%%:*}" "${t##*:}" mget 1 "$KEYSPACE" mget
   done
   # Hot keys: a small keyspace that fits in L1 (GET), and writes that invalidate its copies (SET);
   # targets alternate within each test, as above.
@@ -140,11 +146,11 @@ over() {
 }
 echo
 echo "medians over $ROUNDS rounds (req/s / CPU µs per request):"
-printf "%-14s" target; for col in get/1 set/1 get/16 set/16 hot-get/1 hot-set/1 hot-get/16 hot-set/16; do printf " | %-18s" "$col"; done; echo
+printf "%-14s" target; for col in get/1 set/1 get/16 set/16 mget/1 hot-get/1 hot-set/1 hot-get/16 hot-set/16; do printf " | %-18s" "$col"; done; echo
 for t in "${targets[@]}"; do
   name="${t%%:*}"
   printf "%-14s" "$name"
-  for col in get/1 set/1 get/16 set/16 hot-get/1 hot-set/1 hot-get/16 hot-set/16; do
+  for col in get/1 set/1 get/16 set/16 mget/1 hot-get/1 hot-set/1 hot-get/16 hot-set/16; do
     if [ -z "${R[$name/$col/1]:-}" ]; then printf " | %-18s" ""; continue; fi
     rs=() cs=()
     for r in $(seq "$ROUNDS"); do rs+=("${R[$name/$col/$r]}") cs+=("${C[$name/$col/$r]}"); done
@@ -168,6 +174,9 @@ for a in agent agent1; do
   for test in get set; do
     echo "  $test, $a L1 off / twemproxy, -P1:  $(over R "$a-l1-off/$test/1" R "twemproxy/$test/1" 'a / b')  [>= 1.0]"
     echo "  $test, $a L1 off / twemproxy, -P16: $(over R "$a-l1-off/$test/16" R "twemproxy/$test/16" 'a / b')  [>= 1.25]"
+  done
+  for l1 in off on; do
+    echo "  MGET of 10 keys, $a L1 $l1 / twemproxy, -P1: $(over R "$a-l1-$l1/mget/1" R "twemproxy/mget/1" 'a / b') req/s, $(over C "$a-l1-$l1/mget/1" C "twemproxy/mget/1" 'a / b') CPU  [no goal]"
   done
   for l1 in off on; do
     echo "  p99 added over direct at half the agent's peak ($half GET/s), $a L1 $l1: $(FMT=%.0f over P99 "$a-l1-$l1/half/1" P99 "direct/half/1" 'a - b') us  [<= 150]"
