@@ -15,10 +15,11 @@ import (
 // Forwarded MGETs: an MGET the L1 cannot answer whole is split by shard, as twemproxy splits it:
 // the kept keys are answered from the L1 and the rest are read with one MGET per shard on the
 // loop's connections; the reply is put together in the client's order when every shard has
-// answered. Whatever needs more than the shards' values takes the full path: a key with an
-// origin, a tracking-L1 miss the L1 would copy (the full path reads it as a tracked read), a
-// ring being warmed up, or, once the shards answered, a value the agent encoded, a shard not
-// serving, a connection lost.
+// answered. An MGET that needs more than the shards' values takes the full path: a key with an
+// origin or a compressing policy, a tracking-L1 miss the L1 would copy (the full path reads it
+// as a tracked read), a ring being warmed up. Once the shards answered, the keys of a shard that
+// did not serve them are read again on the full path, and values the agent encoded are decoded
+// off the loop, as read (finishOffLoop).
 
 // mgetFwd is a forwarded MGET: each key's reply element, from the L1 or its shard.
 type mgetFwd struct {
