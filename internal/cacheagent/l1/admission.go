@@ -61,9 +61,15 @@ func (a *Admission) Admits(key []byte) bool {
 	if !a.evicted.Load() {
 		return true
 	}
+	wi, bi, wj, bj := a.bitsOf(key)
+	return wi.Load()&bi != 0 && wj.Load()&bj != 0
+}
+
+// bitsOf is where key's two bits are: their words and masks.
+func (a *Admission) bitsOf(key []byte) (wi *atomic.Uint64, bi uint64, wj *atomic.Uint64, bj uint64) {
 	h := maphash.Bytes(a.seed, key)
 	i, j := h&a.mask, (h>>32)&a.mask
-	return a.words[i/64].Load()&(uint64(1)<<(i%64)) != 0 && a.words[j/64].Load()&(uint64(1)<<(j%64)) != 0
+	return &a.words[i/64], uint64(1) << (i % 64), &a.words[j/64], uint64(1) << (j % 64)
 }
 
 // Admit reports whether a read of key that missed the L1 should be copied: the L1 has room,
@@ -72,9 +78,7 @@ func (a *Admission) Admit(key []byte) bool {
 	if !a.evicted.Load() {
 		return true
 	}
-	h := maphash.Bytes(a.seed, key)
-	i, j := h&a.mask, (h>>32)&a.mask
-	wi, bi, wj, bj := &a.words[i/64], uint64(1)<<(i%64), &a.words[j/64], uint64(1)<<(j%64)
+	wi, bi, wj, bj := a.bitsOf(key)
 	if wi.Load()&bi != 0 && wj.Load()&bj != 0 {
 		return true
 	}

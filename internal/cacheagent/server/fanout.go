@@ -1,13 +1,10 @@
 package server
 
 import (
-	"bufio"
-	"context"
 	"strconv"
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
 )
@@ -136,7 +133,6 @@ func (ls *loopState) splitMisses(r *router.Router, keys [][]byte, hits []pending
 // read as is counts as not admitted (the admission remembers it, as the full path's would).
 func (ls *loopState) mgetHits(ic *inlineConn, m *mgetFwd, hits []pending, rules []policy.Rules, keys [][]byte) {
 	s, r := ls.s, m.q.r
-	ls.hw.w.Proto = ic.c.w.Proto
 	for pos := range keys {
 		rl := &rules[pos]
 		if !rl.L1 {
@@ -150,10 +146,7 @@ func (ls *loopState) mgetHits(ic *inlineConn, m *mgetFwd, hits []pending, rules 
 			}
 			continue
 		}
-		ls.hits = ls.hits[:0]
-		hits[pos].writeLocal(ls.hw.w)
-		_ = ls.hw.w.Flush()
-		m.elems[pos] = append([]byte(nil), ls.hits...)
+		m.elems[pos] = append([]byte(nil), ls.render(&hits[pos], ic.c.w.Proto)...)
 		s.hitL1(pc)
 		s.Stats.LoopHits.Add(1)
 	}
@@ -262,12 +255,7 @@ func (m *mgetFwd) counted(reply []byte) {
 // stay as they were read in their turn: read again, they could show writes the client sent
 // after the command.
 func (ls *loopState) finishOffLoop(q *fwdReq) {
-	s := ls.s
-	r := s.router.Load()
-	if r == nil {
-		r = q.r
-	}
-	cid := q.ic.c.id
+	s, r, cid := ls.s, ls.ring(q), q.ic.c.id
 	go func() {
 		var out []byte
 		if m := q.mget; m != nil {
@@ -290,17 +278,7 @@ func (m *mgetFwd) finish(s *Server, r *router.Router, cid int64) []byte {
 		for _, pos := range m.redo {
 			args = append(args, m.q.keys[pos])
 		}
-		var out []byte
-		bw := bufio.NewWriterSize(sliceWriter{&out}, 512)
-		w := resp.NewWriter(bw)
-		w.Proto = m.q.proto
-		ctx := context.Background()
-		b := &batch{s: s, cid: cid}
-		b.reset(r)
-		b.class = mgetCommand.class
-		cmdMget(ctx, s, b, nil, w, args)
-		b.exec(ctx, w)
-		_ = w.Flush()
+		out := s.runFullPath(r, cid, mgetCommand, args, m.q.proto, time.Time{}) // counted whole, by the caller
 		if len(out) == 0 || out[0] != '*' {
 			return out // an error answers the whole MGET, as on the full path
 		}

@@ -30,18 +30,26 @@ func mgetOnTheLoop(t *testing.T, a *agent, c *conn, want string, keys ...string)
 	}
 }
 
+// keysOnBothShards starts an agent over two shards with policy p, and writes a1 to a key under
+// prefix on shard 0 and b1 to one on shard 1.
+func keysOnBothShards(t *testing.T, p contract.Policy, prefix string) (shards []*tu.Redis, a *agent, c *conn, k0, k1 string) {
+	t.Helper()
+	shards = twoShards(t)
+	a = startAgent(t, shards, defaults())
+	withPolicy(t, a, p)
+	c = a.dial(t)
+	k0, k1 = keyOn(t, a, prefix+"a:", 0), keyOn(t, a, prefix+"b:", 1)
+	c.do("SET", k0, "a1")
+	c.do("SET", k1, "b1")
+	return shards, a, c, k0, k1
+}
+
 // TestTheLoopForwardsMgets: an MGET of keys on both shards is split by shard on the loop and
 // answered in the client's order, among forwarded GETs and SETs, each reading the client's own
 // writes pipelined before it; errors and RESP3 nulls are Valkey's, byte for byte.
 func TestTheLoopForwardsMgets(t *testing.T) {
-	shards := twoShards(t)
-	a := startAgent(t, shards, defaults())
-	withPolicy(t, a, contract.Policy{Name: "plain", Prefix: "fan:", L1Enabled: false})
-	c := a.dial(t)
+	shards, a, c, k0, k1 := keysOnBothShards(t, contract.Policy{Name: "plain", Prefix: "fan:", L1Enabled: false}, "fan:")
 	st := a.srv.Stats
-	k0, k1 := keyOn(t, a, "fan:a:", 0), keyOn(t, a, "fan:b:", 1)
-	c.do("SET", k0, "a1")
-	c.do("SET", k1, "b1")
 	mgetOnTheLoop(t, a, c, "[a1 b1]", k0, k1)
 	forwarded := st.LoopForwards.Load()
 	got := c.pipeline([]string{"SET", k0, "a2"}, []string{"MGET", k0, "fan:absent", k1, k0},
@@ -214,13 +222,7 @@ func TestAFullL1CopiesMgetKeysReadTwice(t *testing.T) {
 // misses (no error on reads), and the other shard's values stay as read; once the shard is
 // back, the loop forwards MGETs again.
 func TestAForwardedMgetReadsADownShardsKeysAsMisses(t *testing.T) {
-	shards := twoShards(t)
-	a := startAgent(t, shards, defaults())
-	withPolicy(t, a, contract.Policy{Name: "plain", Prefix: "down:", L1Enabled: false})
-	c := a.dial(t)
-	k0, k1 := keyOn(t, a, "down:a:", 0), keyOn(t, a, "down:b:", 1)
-	c.do("SET", k0, "a1")
-	c.do("SET", k1, "b1")
+	shards, a, c, k0, k1 := keysOnBothShards(t, contract.Policy{Name: "plain", Prefix: "down:", L1Enabled: false}, "down:")
 	mgetOnTheLoop(t, a, c, "[b1 a1]", k1, k0)
 	shards[1].Stop()
 	for range 3 {

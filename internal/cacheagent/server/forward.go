@@ -271,18 +271,24 @@ func (ls *loopState) hitBehind(ic *inlineConn, r *router.Router, f *frame, rules
 		return false
 	}
 	p := &b.replies[len(b.replies)-1]
-	ls.hits = ls.hits[:0]
-	ls.hw.w.Proto = ic.c.w.Proto
-	p.writeLocal(ls.hw.w)
-	_ = ls.hw.w.Flush()
+	hit := ls.render(p, ic.c.w.Proto)
 	ls.s.Stats.requests[getCommand.id][0].Add(1)
 	ls.s.Stats.latency.Observe(time.Since(p.start).Seconds())
 	b.replies = b.replies[:len(b.replies)-1]
 	q := ls.newReq(ic, r, f, rules)
 	ic.queue = append(ic.queue, q)
 	ic.ec.Hold()
-	ls.complete(q, ls.hits)
+	ls.complete(q, hit)
 	return true
+}
+
+// render is an L1 hit's reply in proto, valid until the next render.
+func (ls *loopState) render(p *pending, proto int) []byte {
+	ls.hits = ls.hits[:0]
+	ls.hw.w.Proto = proto
+	p.writeLocal(ls.hw.w)
+	_ = ls.hw.w.Flush()
+	return ls.hits
 }
 
 // writes reports whether a SET of key is among ic's forwarded requests.
@@ -458,33 +464,42 @@ func (ls *loopState) rerun(q *fwdReq) {
 		ls.finishOffLoop(q)
 		return
 	}
-	s, cid, cmd := ls.s, q.ic.c.id, q.cmd
-	r := s.router.Load()
-	if r == nil {
-		r = q.r
-	}
-	args := [][]byte{[]byte(cmd.name), q.key}
-	switch cmd {
-	case mgetCommand:
-		args = append(args[:1], q.keys...)
-	case setCommand:
+	r, cid := ls.ring(q), q.ic.c.id
+	args := [][]byte{[]byte(q.cmd.name), q.key}
+	if q.cmd == setCommand {
 		args = append(args, q.val)
 	}
-	var out []byte
-	bw := bufio.NewWriterSize(sliceWriter{&out}, 512)
-	w := resp.NewWriter(bw)
-	w.Proto = q.proto
 	go func() {
-		ctx := context.Background()
-		b := &batch{s: s, cid: cid}
-		b.reset(r)
-		b.class = cmd.class
-		cmd.handler(ctx, s, b, nil, w, args)
-		b.tagFrom(0, cmd, q.start) // counted by exec, as on the full path
-		b.exec(ctx, w)
-		_ = w.Flush()
+		out := ls.s.runFullPath(r, cid, q.cmd, args, q.proto, q.start)
 		ls.loop.Post(func() { ls.reran(q, out) })
 	}()
+}
+
+// ring is the ring a re-run of q reads: the current one, or q's if there is none.
+func (ls *loopState) ring(q *fwdReq) *router.Router {
+	if r := ls.s.router.Load(); r != nil {
+		return r
+	}
+	return q.r
+}
+
+// runFullPath runs one command of client cid on the full path, off the loop, and returns its
+// reply in proto. With a start time the request is counted, as the full path counts it.
+func (s *Server) runFullPath(r *router.Router, cid int64, cmd *command, args [][]byte, proto int, start time.Time) []byte {
+	var out []byte
+	w := resp.NewWriter(bufio.NewWriterSize(sliceWriter{&out}, 512))
+	w.Proto = proto
+	ctx := context.Background()
+	b := &batch{s: s, cid: cid}
+	b.reset(r)
+	b.class = cmd.class
+	cmd.handler(ctx, s, b, nil, w, args)
+	if !start.IsZero() {
+		b.tagFrom(0, cmd, start) // counted by exec
+	}
+	b.exec(ctx, w)
+	_ = w.Flush()
+	return out
 }
 
 // reran answers q, re-run, in its place, and starts the client's next re-run.

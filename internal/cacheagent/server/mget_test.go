@@ -166,14 +166,8 @@ func TestTheLoopAnswersMgetsOfKeptKeys(t *testing.T) {
 // straight to the shard reaches the copies. A shard whose keys are not all L1 keys is read with
 // a plain MGET, and its L1 keys count as not admitted.
 func TestMgetCopiesTheKeysItReads(t *testing.T) {
-	shards := twoShards(t)
-	a := startAgent(t, shards, defaults())
-	withPolicy(t, a, contract.Policy{Name: "uncached", Prefix: "nol1:", L1Enabled: false})
-	c := a.dial(t)
+	shards, a, c, k0, k1 := keysOnBothShards(t, contract.Policy{Name: "uncached", Prefix: "nol1:", L1Enabled: false}, "mcopy:")
 	st := a.srv.Stats
-	k0, k1 := keyOn(t, a, "mcopy:a:", 0), keyOn(t, a, "mcopy:b:", 1)
-	c.do("SET", k0, "a1")
-	c.do("SET", k1, "b1")
 	if got := c.do("MGET", k0, k1, k0); got != "[a1 b1 a1]" {
 		t.Fatalf("first MGET = %s", got)
 	}
