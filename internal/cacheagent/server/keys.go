@@ -182,7 +182,7 @@ func mgetValues(r []partResult, copies [][]cachedRead, where [][]int, restPos []
 				switch {
 				case err == nil:
 					values[restPos[i]] = &msg
-				case !valkey.IsValkeyNil(err):
+				case !valkey.IsValkeyNil(err) && !wrongType(err): // MGET reads another type as nil
 					return nil, &pr.res[k]
 				}
 			}
@@ -197,6 +197,12 @@ func mgetValues(r []partResult, copies [][]cachedRead, where [][]int, restPos []
 		}
 	}
 	return values, nil
+}
+
+// wrongType reports whether err is a shard's WRONGTYPE error.
+func wrongType(err error) bool {
+	ve, ok := valkey.IsValkeyErr(err)
+	return ok && strings.HasPrefix(ve.Error(), "WRONGTYPE")
 }
 
 func laneOf(cached bool) lane {

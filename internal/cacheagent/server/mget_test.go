@@ -199,3 +199,24 @@ func TestMgetCopiesTheKeysItReads(t *testing.T) {
 		t.Errorf("MGET = %s with %d L1 hits: a key read by a plain MGET was copied", got, st.L1Hits.Load()-hits)
 	}
 }
+
+// TestMgetReadsAKeyOfAnotherTypeAsNil: Valkey's MGET answers nil for a key holding a list; so
+// must the agent's, on the full path (no event loop), where a tracking-L1 miss is read as a
+// tracked GET whose reply is WRONGTYPE. Before, that error answered the whole MGET.
+func TestMgetReadsAKeyOfAnotherTypeAsNil(t *testing.T) {
+	shards := twoShards(t)
+	o := defaults()
+	o.config.EventLoops = 0
+	a := startAgent(t, shards, o)
+	c := a.dial(t)
+	list, k := keyOn(t, a, "mtype:list:", 0), keyOn(t, a, "mtype:s:", 0)
+	if _, err := shards[0].Do("RPUSH", list, "x"); err != nil {
+		t.Fatal(err)
+	}
+	c.do("SET", k, "v")
+	for i := range 2 { // a miss, then the kept value beside the list read again
+		if got := c.do("MGET", list, k); got != "[(nil) v]" {
+			t.Fatalf("MGET %d = %s, want [(nil) v]", i, got)
+		}
+	}
+}
