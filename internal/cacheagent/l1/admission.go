@@ -56,15 +56,6 @@ func Watch[V any](a *Admission) func(otter.DeletionEvent[string, V]) {
 	}
 }
 
-// Admits reports whether Admit would take key now, without remembering it.
-func (a *Admission) Admits(key []byte) bool {
-	if !a.evicted.Load() {
-		return true
-	}
-	wi, bi, wj, bj := a.bitsOf(key)
-	return wi.Load()&bi != 0 && wj.Load()&bj != 0
-}
-
 // bitsOf is where key's two bits are: their words and masks.
 func (a *Admission) bitsOf(key []byte) (wi *atomic.Uint64, bi uint64, wj *atomic.Uint64, bj uint64) {
 	h := maphash.Bytes(a.seed, key)

@@ -63,26 +63,6 @@ func TestAdmissionRemembersTheReadThatEndsAWindow(t *testing.T) {
 	}
 }
 
-// TestAdmitsOnlyLooks: Admits answers as Admit would, and remembers nothing.
-func TestAdmitsOnlyLooks(t *testing.T) {
-	a := NewAdmission(1024)
-	if !a.Admits([]byte("k")) {
-		t.Fatal("an L1 with room refuses a key")
-	}
-	a.Evicted()
-	for range 3 {
-		if a.Admits([]byte("k")) {
-			t.Fatal("a full L1 admits a key never read")
-		}
-	}
-	if a.Admit([]byte("k")) {
-		t.Fatal("Admits remembered the key: its first Admit took it")
-	}
-	if !a.Admits([]byte("k")) || !a.Admit([]byte("k")) {
-		t.Fatal("a key read once in the window is not admitted")
-	}
-}
-
 func BenchmarkAdmit(b *testing.B) {
 	a := NewAdmission(1 << 20)
 	a.Evicted()

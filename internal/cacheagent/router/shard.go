@@ -241,12 +241,6 @@ func (s *Shard) Admit(key []byte) bool {
 	return a == nil || a.Admit(key)
 }
 
-// Admits reports whether Admit would take key now, without the admission remembering it.
-func (s *Shard) Admits(key []byte) bool {
-	a := s.admit.Load()
-	return a == nil || a.Admits(key)
-}
-
 // FenceAll is Fence for every key: the shard was flushed.
 func (s *Shard) FenceAll() {
 	if l := s.stores.Load(); l != nil {

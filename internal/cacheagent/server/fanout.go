@@ -3,20 +3,23 @@ package server
 import (
 	"strconv"
 	"time"
+	"unsafe"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/fence"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
 )
 
 // Forwarded MGETs: an MGET the L1 cannot answer whole is split by shard, as twemproxy splits it:
-// the kept keys are answered from the L1 and the rest are read with one MGET per shard on the
-// loop's connections; the reply is put together in the client's order when every shard has
-// answered. An MGET that needs more than the shards' values takes the full path: a key with an
-// origin or a compressing policy, a tracking-L1 miss the L1 would copy (the full path reads it
-// as a tracked read), a ring being warmed up. Once the shards answered, the keys of a shard that
-// did not serve them are read again on the full path, and values the agent encoded are decoded
-// off the loop, as read (finishOffLoop).
+// the kept keys are answered from the L1, and each shard's share of the rest is read on the
+// loop's connection to it, as the full path reads it (mgetCopies): as tracked reads (CLIENT
+// CACHING YES, GET, PTTL, as a forwarded GET's) that are kept when every key of the share is a
+// tracking-L1 key the admission takes, else with one MGET. The reply is put together in the
+// client's order when every shard has answered. An MGET that needs more than the shards' values
+// takes the full path: a key with an origin or a compressing policy, a ring being warmed up.
+// Once the shards answered, the keys of a shard that did not serve them are read again on the
+// full path, and values the agent encoded are decoded off the loop, as read (finishOffLoop).
 
 // mgetFwd is a forwarded MGET: each key's reply element, from the L1 or its shard.
 type mgetFwd struct {
@@ -42,9 +45,9 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 	}
 	b, s := ic.b, ls.s
 	t0 := time.Now()
-	rules, hits := ls.mrules[:len(f.keys)], ls.mhits[:len(f.keys)]
+	rules, hits, tracked := ls.mrules[:len(f.keys)], ls.mhits[:len(f.keys)], ls.mtracked[:len(f.keys)]
 	for pos, key := range f.keys {
-		rules[pos], hits[pos] = policy.For(r.Doc, key), pending{}
+		rules[pos], hits[pos], tracked[pos] = policy.For(r.Doc, key), pending{}, false
 		rl := &rules[pos]
 		if rl.Origin != nil || rl.Encoded() { // read through, or a value to decode
 			return false
@@ -58,8 +61,9 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 				continue
 			}
 		}
-		if rl.L1Tracking && r.ShardFor(key).Admits(key) {
-			return false // the full path copies it
+		// A tracking L1's miss may be read as a tracked read: on a connection with its store.
+		if sh := r.ShardFor(key); rl.L1Tracking && (ls.upstreamFor(sh) == nil || ls.stores[sh] == nil) {
+			return false
 		}
 	}
 	shards, positions := ls.splitMisses(r, f.keys, hits)
@@ -82,7 +86,12 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 		off += len(key)
 	}
 	ls.mgetHits(ic, m, hits, rules, f.keys)
+	ls.mgetTracked(r, f.keys, rules, positions, tracked)
+	ls.trackedReads(m, r, rules, tracked, f.keys)
 	for j := range shards {
+		if tracked[positions[j][0]] {
+			continue // the shard's keys are tracked reads
+		}
 		part := &mgetPart{m: m, pos: positions[j]}
 		out := ups[j].Out()
 		out = append(out, '*')
@@ -129,10 +138,34 @@ func (ls *loopState) splitMisses(r *router.Router, keys [][]byte, hits []pending
 	return shards, positions
 }
 
-// mgetHits renders the L1's answers into m and counts each key's L1 lookup; a tracking-L1 miss
-// read as is counts as not admitted (the admission remembers it, as the full path's would).
+// mgetTracked marks the keys read as tracked reads, and kept, as the full path decides
+// (mgetCopies): a shard's keys, when every one is a tracking-L1 key the admission takes (asked
+// in order until one is refused); otherwise they are read with one MGET, and its tracking-L1
+// keys count as not admitted.
+func (ls *loopState) mgetTracked(r *router.Router, keys [][]byte, rules []policy.Rules, positions [][]int, tracked []bool) {
+	for _, pos := range positions {
+		n, admitted := 0, 0
+		for _, at := range pos {
+			if !rules[at].L1 || !rules[at].L1Tracking {
+				continue
+			}
+			if n++; admitted == n-1 && r.ShardFor(keys[at]).Admit(keys[at]) {
+				admitted++
+			}
+		}
+		if admitted < len(pos) {
+			ls.s.Stats.L1NotAdmitted.Add(int64(n))
+			continue
+		}
+		for _, at := range pos {
+			tracked[at] = true
+		}
+	}
+}
+
+// mgetHits renders the L1's answers into m and counts each key's L1 lookup.
 func (ls *loopState) mgetHits(ic *inlineConn, m *mgetFwd, hits []pending, rules []policy.Rules, keys [][]byte) {
-	s, r := ls.s, m.q.r
+	s := ls.s
 	for pos := range keys {
 		rl := &rules[pos]
 		if !rl.L1 {
@@ -141,14 +174,104 @@ func (ls *loopState) mgetHits(ic *inlineConn, m *mgetFwd, hits []pending, rules 
 		pc := s.Stats.forPolicy(rl.Name)
 		if hits[pos].hit == noHit {
 			s.missL1(pc)
-			if rl.L1Tracking {
-				s.counted(r.ShardFor(keys[pos]).Admit(keys[pos]))
-			}
 			continue
 		}
 		m.elems[pos] = append([]byte(nil), ls.render(&hits[pos], ic.c.w.Proto)...)
 		s.hitL1(pc)
 		s.Stats.LoopHits.Add(1)
+	}
+}
+
+// mgetRead is a tracked read of one of a forwarded MGET's keys: CLIENT CACHING YES, GET and
+// PTTL on the loop's connection to its shard, as a forwarded GET's (fwdReq.keep); the GET's
+// reply waits for the PTTL's, which decides what the loop's store keeps, then is placed.
+type mgetRead struct {
+	m         *mgetFwd
+	pos       int
+	st        *router.LoopStore
+	up        *upstream.Conn
+	ticket    fence.Ticket
+	ttl       time.Duration
+	got       []byte
+	gotErr    error
+	pushes    uint64 // the connection's pushes when the GET's reply came
+	untracked bool   // CLIENT CACHING YES failed: no push would drop the copy
+}
+
+// The three replies of a tracked read, each taken by its own view of the read.
+type (
+	mgetReadCaching mgetRead
+	mgetReadTail    mgetRead
+)
+
+// trackedReads sends a tracked read of each key at a tracked position to its shard.
+func (ls *loopState) trackedReads(m *mgetFwd, r *router.Router, rules []policy.Rules, tracked []bool, keys [][]byte) {
+	n := 0
+	for _, t := range tracked {
+		if t {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	reads := make([]mgetRead, 0, n)
+	for pos, key := range keys {
+		if !tracked[pos] {
+			continue
+		}
+		sh := r.ShardFor(key)
+		up, st := ls.ups[sh], ls.stores[sh]
+		reads = append(reads, mgetRead{m: m, pos: pos, st: st, up: up, ttl: rules[pos].L1TTL,
+			ticket: st.Ticket(unsafe.String(unsafe.SliceData(key), len(key)))}) //nolint:gosec // a view for hashing only, never kept
+		rd := &reads[len(reads)-1]
+		out := append(up.Out(), cachingYes...)
+		out = appendCommand(out, "GET", key)
+		up.SetOut(appendCommand(out, "PTTL", key))
+		up.Expect((*mgetReadCaching)(rd))
+		up.Expect(rd)
+		up.Expect((*mgetReadTail)(rd))
+		ls.touch(up)
+		m.waiting++
+	}
+}
+
+func (c *mgetReadCaching) Reply(p []byte, err error) {
+	c.untracked = err != nil || string(p) != "+OK\r\n"
+}
+
+// Reply takes the GET's reply, which waits for the PTTL's.
+func (rd *mgetRead) Reply(p []byte, err error) {
+	rd.got, rd.gotErr, rd.pushes = append(rd.got[:0], p...), err, rd.up.Pushes()
+}
+
+// Reply takes the PTTL's reply: the value read is kept unless the read was not tracked, an
+// invalidation came between the two replies (it may be of this value), or a request of the
+// client's before the MGET is being re-run; then the GET's reply takes its place in the MGET's.
+func (t *mgetReadTail) Reply(p []byte, err error) {
+	rd := (*mgetRead)(t)
+	m := rd.m
+	key := m.q.keys[rd.pos]
+	if err == nil && rd.gotErr == nil && !rd.untracked && len(m.q.ic.rerun) == 0 && rd.up.Pushes() == rd.pushes {
+		if v, pttl, ok := keptRead(rd.got, p); ok {
+			rd.st.Keep(rd.ticket, string(key), v, rd.ttl, pttl)
+		}
+	}
+	got := rd.got
+	switch {
+	case rd.gotErr != nil || fullPathReply(got, false):
+		m.redo = append(m.redo, rd.pos) // a replica, a retry: the full path knows
+	case hasPrefix(got, "-WRONGTYPE"): // MGET reads a key of another type as nil
+		m.placeElem(rd.pos, nullRESP3)
+	case got[0] == '-':
+		if m.failed == nil {
+			m.failed = append([]byte(nil), got...)
+		}
+	case !m.placeElem(rd.pos, got):
+		m.redo = append(m.redo, rd.pos)
+	}
+	if m.waiting--; m.waiting == 0 {
+		m.done()
 	}
 }
 
@@ -182,23 +305,28 @@ func (m *mgetFwd) place(reply []byte, pos []int) bool {
 	rest := reply[line+2:]
 	for _, at := range pos {
 		n, err := upstream.ReplyLen(rest)
-		if err != nil || n == 0 {
+		if err != nil || n == 0 || !m.placeElem(at, rest[:n]) {
 			return false
 		}
-		elem := rest[:n]
 		rest = rest[n:]
-		switch {
-		case string(elem) == string(nullRESP3):
-			if m.q.proto < 3 {
-				elem = nullRESP2
-			}
-		case elem[0] != '$':
-			return false
-		case fullPathReply(elem, true):
-			m.decode = true
-		}
-		m.elems[at] = append([]byte(nil), elem...)
 	}
+	return true
+}
+
+// placeElem copies one key's reply, a value or a null (RESP3), to its position, in the client's
+// protocol; false for anything else.
+func (m *mgetFwd) placeElem(at int, elem []byte) bool {
+	switch {
+	case string(elem) == string(nullRESP3):
+		if m.q.proto < 3 {
+			elem = nullRESP2
+		}
+	case elem[0] != '$':
+		return false
+	case fullPathReply(elem, true):
+		m.decode = true
+	}
+	m.elems[at] = append([]byte(nil), elem...)
 	return true
 }
 

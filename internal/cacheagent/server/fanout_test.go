@@ -248,3 +248,71 @@ func TestAForwardedMgetReadsADownShardsKeysAsMisses(t *testing.T) {
 		}
 	}
 }
+
+// TestAForwardedMgetKeepsWhatItReads: an MGET's tracking-L1 misses are read by the loop as
+// tracked reads, as a forwarded GET's are (no shard runs an MGET for them), and kept, a missing
+// key as a miss: the next MGET is answered by the L1. A write straight to a shard reaches the
+// copy. A key holding a list reads as nil, as in Valkey, in RESP2 and RESP3 byte for byte.
+func TestAForwardedMgetKeepsWhatItReads(t *testing.T) {
+	shards, a, c, k0, k1 := keysOnBothShards(t, contract.Policy{Name: "plain", Prefix: "plain:", L1Enabled: false}, "fkeep:")
+	st := a.srv.Stats
+	// The loop's connections to both shards, through keys of no L1.
+	mgetOnTheLoop(t, a, c, "[(nil) (nil)]", keyOn(t, a, "plain:", 0), keyOn(t, a, "plain:", 1))
+	mgets, forwarded := mgetCalls(t, shards), st.LoopForwards.Load()
+	if got := c.do("MGET", k0, "fkeep:absent", k1); got != "[a1 (nil) b1]" {
+		t.Fatalf("first MGET = %s", got)
+	}
+	if n := st.LoopForwards.Load() - forwarded; n != 1 {
+		t.Fatalf("%d MGETs forwarded by the loop, want 1", n)
+	}
+	if n := mgetCalls(t, shards) - mgets; n != 0 {
+		t.Errorf("the shards ran %d MGETs for keys read as tracked reads", n)
+	}
+	// Kept, unless an invalidation crossed a read (a write's late report): then it is read and
+	// kept again, on the loop.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		hits, forwarded := st.LoopHits.Load(), st.LoopForwards.Load()
+		if got := c.do("MGET", k1, "fkeep:absent", k0); got != "[b1 (nil) a1]" {
+			t.Fatalf("MGET = %s", got)
+		}
+		if st.LoopHits.Load()-hits == 3 {
+			break
+		}
+		if st.LoopForwards.Load() == forwarded {
+			t.Fatal("an MGET of keys not kept left the loop")
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the MGET's keys were never kept")
+		}
+	}
+	if _, err := shards[0].Do("SET", k0, "a2"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); c.do("MGET", k0, k1) != "[a2 b1]"; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a write straight to the shard never reached the kept copy")
+		}
+	}
+	list := keyOn(t, a, "fkeep:list:", 0)
+	if _, err := shards[0].Do("RPUSH", list, "x"); err != nil {
+		t.Fatal(err)
+	}
+	for _, proto := range []string{"2", "3"} {
+		raw := a.dial(t)
+		raw.do("HELLO", proto)
+		want := map[string]string{"2": "*2\r\n$-1\r\n$2\r\nb1\r\n", "3": "*2\r\n_\r\n$2\r\nb1\r\n"}[proto]
+		// The list is never kept: each MGET reads it, on the loop once the connection is there.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			forwarded := st.LoopForwards.Load()
+			if got := rawReply(t, raw, len(want), "MGET", list, k1); got != want {
+				t.Fatalf("RESP%s MGET with a list = %q, want %q", proto, got, want)
+			}
+			if st.LoopForwards.Load() > forwarded {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("RESP%s: no MGET with a list went through the loop", proto)
+			}
+		}
+	}
+}

@@ -47,10 +47,11 @@ type loopState struct {
 	free    []*fwdReq
 	frames  [maxLoopPipeline]frame // a read's frames (inline.go), kept: a new array per read is 5 KB to clear
 	// A forwarded MGET's scratch (fanout.go): its keys' rules and L1 answers, its shards.
-	mrules  [maxInlineMgetKeys]policy.Rules
-	mhits   [maxInlineMgetKeys]pending
-	mshards []int
-	mups    [maxInlineMgetKeys]*upstream.Conn
+	mrules   [maxInlineMgetKeys]policy.Rules
+	mhits    [maxInlineMgetKeys]pending
+	mtracked [maxInlineMgetKeys]bool // misses read as tracked reads
+	mshards  []int
+	mups     [maxInlineMgetKeys]*upstream.Conn
 }
 
 func newLoopState(s *Server) *loopState {

@@ -128,8 +128,8 @@ func mgetCalls(t *testing.T, shards []*tu.Redis) int {
 }
 
 // TestTheLoopAnswersMgetsOfKeptKeys: an MGET whose keys the L1 all holds is answered on the
-// event loop, in its place in the pipeline; one with a key it lacks goes to the connection's
-// goroutine, which reads that key from its shard.
+// event loop, in its place in the pipeline; one with a key it lacks is forwarded by the loop,
+// which reads that key from its shard as a tracked read and keeps it (a miss too).
 func TestTheLoopAnswersMgetsOfKeptKeys(t *testing.T) {
 	_, a, c, k := trackedOnShard0(t, "loopmget:")
 	other := keyOn(t, a, "loopmget:other:", 1)
@@ -153,11 +153,18 @@ func TestTheLoopAnswersMgetsOfKeptKeys(t *testing.T) {
 	if got := loopHits(5, []string{"GET", k}, []string{"MGET", other, k}, []string{"MGET", k}, []string{"GET", other}); got != "v1 [o1 v1] [v1] o1" {
 		t.Fatalf("pipeline = %s", got)
 	}
-	if got := loopHits(0, []string{"MGET", k, "loopmget:absent", other}); got != "[v1 (nil) o1]" {
+	forwards := st.LoopForwards.Load()
+	if got := loopHits(2, []string{"MGET", k, "loopmget:absent", other}); got != "[v1 (nil) o1]" {
 		t.Fatalf("MGET with a key not kept = %s", got)
 	}
-	if ok, _ := st.Requests("mget"); ok != 4 {
-		t.Errorf("%d MGETs counted, want 4", ok)
+	if n := st.LoopForwards.Load() - forwards; n != 1 {
+		t.Errorf("%d forwarded by the loop, want the MGET with a key not kept", n)
+	}
+	if got := loopHits(3, []string{"MGET", k, "loopmget:absent", other}); got != "[v1 (nil) o1]" {
+		t.Fatalf("MGET after its missing key was kept = %s", got)
+	}
+	if ok, _ := st.Requests("mget"); ok != 5 {
+		t.Errorf("%d MGETs counted, want 5", ok)
 	}
 }
 
