@@ -68,31 +68,40 @@ done
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
 
-# run PORT TEST PIPELINE KEYSPACE -> "rps p50 p99 cpu-us-per-request" (the CPU of the process
-# on PORT only: the shard for direct rows, the proxy for the others)
+# waited VAR: user+system clock ticks of this shell's waited-for children so far, into VAR (read
+# here, not in a subshell, whose children they would be).
+waited() { local st; read -r -a st <"/proc/$BASHPID/stat"; printf -v "$1" %d $((st[15] + st[16])); }
+
+# run PORT TEST PIPELINE KEYSPACE -> "rps p50 p99 cpu-us-per-request loadgen-cpu-%" (the CPU of
+# the process on PORT only: the shard for direct rows, the proxy for the others; and
+# redis-benchmark's share of one core: near 100%, it is what limits the row, whatever serves it)
 run() {
-  local before after
+  local before after lg0 lg1 t0 t1
   local cmd=(-t "$2")
   [ "$2" = mget ] && cmd=(MGET $(printf 'key:__rand_int__ %.0s' $(seq 10))) # 10 random keys
-  before=$(cpu "$1")
+  before=$(cpu "$1") t0=$(date +%s%N)
+  waited lg0
   redis-benchmark -p "$1" -n "$N" -r "$4" -c "$CLIENTS" -d "$SIZE" -P "$3" --csv "${cmd[@]}" 2>/dev/null |
     awk -F'","' 'NR==2 { gsub(/"/, "", $0); split($0, f, ","); printf "%.0f %s %s ", f[2], f[5], f[7] }'
-  after=$(cpu "$1")
-  awk -v d=$((after - before)) -v t="$TCK" -v n="$N" 'BEGIN { printf "%.2f\n", d * 1e6 / t / n }'
+  after=$(cpu "$1") t1=$(date +%s%N)
+  waited lg1
+  awk -v d=$((after - before)) -v t="$TCK" -v n="$N" -v lg=$((lg1 - lg0)) -v ns=$((t1 - t0)) \
+    'BEGIN { printf "%.2f %.0f\n", d * 1e6 / t / n, lg / t * 1e11 / ns }'
 }
-# R, C and P99 hold req/s, CPU µs per request and loadgen p99 µs under "NAME/LABEL/PIPELINE/ROUND".
-declare -A R C P99
-line() { printf "%-5s %-14s %-12s %-4s %12s %9s %9s %12s\n" "$@"; }
+# R, C, LG and P99 hold req/s, CPU µs per request, redis-benchmark's CPU % and loadgen p99 µs
+# under "NAME/LABEL/PIPELINE/ROUND".
+declare -A R C LG P99
+line() { printf "%-5s %-14s %-12s %-4s %12s %9s %9s %12s %8s\n" "$@"; }
 # row NAME PORT TEST PIPELINE KEYSPACE LABEL: measure, record under NAME/LABEL/PIPELINE/round, print.
 row() {
-  local rps p50 p99 us
-  read -r rps p50 p99 us < <(run "$2" "$3" "$4" "$5")
-  R["$1/$6/$4/$round"]=$rps C["$1/$6/$4/$round"]=$us
-  line "$round" "$1" "$6" "$4" "$rps" "$p50" "$p99" "$us"
+  local rps p50 p99 us lg
+  read -r rps p50 p99 us lg < <(run "$2" "$3" "$4" "$5")
+  R["$1/$6/$4/$round"]=$rps C["$1/$6/$4/$round"]=$us LG["$1/$6/$4/$round"]=$lg
+  line "$round" "$1" "$6" "$4" "$rps" "$p50" "$p99" "$us" "$lg"
 }
 targets=("direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1" "agent1-l1-off:$AG2" "agent1-l1-on:$AG3")
 go build -o "$work/loadgen" ./hack/loadgen
-line round target test -P "req/s" "p50 ms" "p99 ms" "cpu us/req"
+line round target test -P "req/s" "p50 ms" "p99 ms" "cpu us/req" "lg cpu%"
 for round in $(seq "$ROUNDS"); do
   for pipe in 1 16; do
     for test in set get; do
@@ -170,6 +179,7 @@ for a in agent agent1; do
   done
   echo "  hot GET, $a L1 on / direct, -P1:                  $(over R "$a-l1-on/hot-get/1" R "direct/hot-get/1" 'a / b')  [>= 1.2]"
   echo "  CPU per L1 hit, $a / valkey-server CPU per GET, hot -P1: $(over C "$a-l1-on/hot-get/1" C "direct/hot-get/1" 'a / b')  [<= 1.0]"
+  echo "    redis-benchmark's CPU in those rows, % of one core: direct $(FMT=%.0f over LG "direct/hot-get/1" LG "direct/hot-get/1" 'a'), $a $(FMT=%.0f over LG "$a-l1-on/hot-get/1" LG "$a-l1-on/hot-get/1" 'a')  [near 100: the load generator, not the server, sets both rates]"
   echo "  hot SET, $a L1 on / twemproxy, -P1:               $(over R "$a-l1-on/hot-set/1" R "twemproxy/hot-set/1" 'a / b')  [>= 1.0]"
   for test in get set; do
     echo "  $test, $a L1 off / twemproxy, -P1:  $(over R "$a-l1-off/$test/1" R "twemproxy/$test/1" 'a / b')  [>= 1.0]"
