@@ -3,9 +3,7 @@ package server
 import (
 	"strconv"
 	"time"
-	"unsafe"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/fence"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
@@ -61,16 +59,16 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 				continue
 			}
 		}
-		// A tracking L1's miss may be read as a tracked read: on a connection with its store.
-		if sh := r.ShardFor(key); rl.L1Tracking && (ls.upstreamFor(sh) == nil || ls.stores[sh] == nil) {
-			return false
-		}
 	}
 	shards, positions := ls.splitMisses(r, f.keys, hits)
 	ups := ls.mups[:len(shards)]
 	for j, i := range shards {
-		if ups[j] = ls.upstreamFor(r.Shards[i]); ups[j] == nil {
+		sh := r.Shards[i]
+		if ups[j] = ls.upstreamFor(sh); ups[j] == nil {
 			return false
+		}
+		if ls.stores[sh] == nil && anyTracking(rules, positions[j]) {
+			return false // its keys may be tracked reads: on a connection with its store
 		}
 	}
 	m := &mgetFwd{elems: make([][]byte, len(f.keys))}
@@ -138,6 +136,16 @@ func (ls *loopState) splitMisses(r *router.Router, keys [][]byte, hits []pending
 	return shards, positions
 }
 
+// anyTracking reports whether a key at one of pos has a tracking L1.
+func anyTracking(rules []policy.Rules, pos []int) bool {
+	for _, at := range pos {
+		if rules[at].L1 && rules[at].L1Tracking {
+			return true
+		}
+	}
+	return false
+}
+
 // mgetTracked marks the keys read as tracked reads, and kept, as the full path decides
 // (mgetCopies): a shard's keys, when every one is a tracking-L1 key the admission takes (asked
 // in order until one is refused); otherwise they are read with one MGET, and its tracking-L1
@@ -182,20 +190,12 @@ func (ls *loopState) mgetHits(ic *inlineConn, m *mgetFwd, hits []pending, rules 
 	}
 }
 
-// mgetRead is a tracked read of one of a forwarded MGET's keys: CLIENT CACHING YES, GET and
-// PTTL on the loop's connection to its shard, as a forwarded GET's (fwdReq.keep); the GET's
-// reply waits for the PTTL's, which decides what the loop's store keeps, then is placed.
+// mgetRead is a tracked read of one of a forwarded MGET's keys, as a forwarded GET's: its GET's
+// reply, once the PTTL's has come, takes its place in the MGET's.
 type mgetRead struct {
-	m         *mgetFwd
-	pos       int
-	st        *router.LoopStore
-	up        *upstream.Conn
-	ticket    fence.Ticket
-	ttl       time.Duration
-	got       []byte
-	gotErr    error
-	pushes    uint64 // the connection's pushes when the GET's reply came
-	untracked bool   // CLIENT CACHING YES failed: no push would drop the copy
+	m   *mgetFwd
+	pos int
+	tr  trackedRead
 }
 
 // The three replies of a tracked read, each taken by its own view of the read.
@@ -220,46 +220,27 @@ func (ls *loopState) trackedReads(m *mgetFwd, r *router.Router, rules []policy.R
 		if !tracked[pos] {
 			continue
 		}
-		sh := r.ShardFor(key)
-		up, st := ls.ups[sh], ls.stores[sh]
-		reads = append(reads, mgetRead{m: m, pos: pos, st: st, up: up, ttl: rules[pos].L1TTL,
-			ticket: st.Ticket(unsafe.String(unsafe.SliceData(key), len(key)))}) //nolint:gosec // a view for hashing only, never kept
-		rd := &reads[len(reads)-1]
-		out := append(up.Out(), cachingYes...)
-		out = appendCommand(out, "GET", key)
-		up.SetOut(appendCommand(out, "PTTL", key))
-		up.Expect((*mgetReadCaching)(rd))
-		up.Expect(rd)
-		up.Expect((*mgetReadTail)(rd))
-		ls.touch(up)
+		reads = append(reads, mgetRead{m: m, pos: pos})
+		rd, sh := &reads[len(reads)-1], r.ShardFor(key)
+		rd.tr.send(ls.stores[sh], ls.ups[sh], key, nil, rules[pos].L1TTL,
+			(*mgetReadCaching)(rd), rd, (*mgetReadTail)(rd))
+		ls.touch(ls.ups[sh])
 		m.waiting++
 	}
 }
 
-func (c *mgetReadCaching) Reply(p []byte, err error) {
-	c.untracked = err != nil || string(p) != "+OK\r\n"
-}
+func (c *mgetReadCaching) Reply(p []byte, err error) { c.tr.cachingDone(p, err) }
 
-// Reply takes the GET's reply, which waits for the PTTL's.
-func (rd *mgetRead) Reply(p []byte, err error) {
-	rd.got, rd.gotErr, rd.pushes = append(rd.got[:0], p...), err, rd.up.Pushes()
-}
+func (rd *mgetRead) Reply(p []byte, err error) { rd.tr.gotReply(p, err) }
 
-// Reply takes the PTTL's reply: the value read is kept unless the read was not tracked, an
-// invalidation came between the two replies (it may be of this value), or a request of the
-// client's before the MGET is being re-run; then the GET's reply takes its place in the MGET's.
+// Reply takes the PTTL's reply (trackedRead.keep); then the GET's reply takes its place.
 func (t *mgetReadTail) Reply(p []byte, err error) {
 	rd := (*mgetRead)(t)
 	m := rd.m
-	key := m.q.keys[rd.pos]
-	if err == nil && rd.gotErr == nil && !rd.untracked && len(m.q.ic.rerun) == 0 && rd.up.Pushes() == rd.pushes {
-		if v, pttl, ok := keptRead(rd.got, p); ok {
-			rd.st.Keep(rd.ticket, string(key), v, rd.ttl, pttl)
-		}
-	}
-	got := rd.got
+	rd.tr.keep(string(m.q.keys[rd.pos]), p, err, len(m.q.ic.rerun) > 0)
+	got := rd.tr.got
 	switch {
-	case rd.gotErr != nil || fullPathReply(got, false):
+	case rd.tr.gotErr != nil || fullPathReply(got, false):
 		m.redo = append(m.redo, rd.pos) // a replica, a retry: the full path knows
 	case hasPrefix(got, "-WRONGTYPE"): // MGET reads a key of another type as nil
 		m.placeElem(rd.pos, nullRESP3)

@@ -30,6 +30,16 @@ func mgetOnTheLoop(t *testing.T, a *agent, c *conn, want string, keys ...string)
 	}
 }
 
+// mgetUntil MGETs keys until the reply is want, for up to 2 s (an invalidation's way).
+func mgetUntil(t *testing.T, c *conn, want string, keys ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); c.do(append([]string{"MGET"}, keys...)...) != want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("MGET %v never answered %s", keys, want)
+		}
+	}
+}
+
 // keysOnBothShards starts an agent over two shards with policy p, and writes a1 to a key under
 // prefix on shard 0 and b1 to one on shard 1.
 func keysOnBothShards(t *testing.T, p contract.Policy, prefix string) (shards []*tu.Redis, a *agent, c *conn, k0, k1 string) {
@@ -288,11 +298,7 @@ func TestAForwardedMgetKeepsWhatItReads(t *testing.T) {
 	if _, err := shards[0].Do("SET", k0, "a2"); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(2 * time.Second); c.do("MGET", k0, k1) != "[a2 b1]"; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a write straight to the shard never reached the kept copy")
-		}
-	}
+	mgetUntil(t, c, "[a2 b1]", k0, k1) // a write straight to the shard reaches the kept copy
 	list := keyOn(t, a, "fkeep:list:", 0)
 	if _, err := shards[0].Do("RPUSH", list, "x"); err != nil {
 		t.Fatal(err)

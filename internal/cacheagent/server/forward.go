@@ -65,30 +65,22 @@ func newLoopState(s *Server) *loopState {
 
 // fwdReq is one forwarded command, from the client's read until its reply is written.
 type fwdReq struct {
-	ls    *loopState
-	ic    *inlineConn
-	r     *router.Router
-	cmd   *command
-	start time.Time
-	key   []byte
-	val   []byte // a SET's value, kept for a re-run on the full path
-	proto int
-	pc    *policyCounters
-	reply []byte // a reply that came before the ones ahead of it
-	done  bool
-	// A tracked read (a tracking L1 miss) is CLIENT CACHING YES, GET and PTTL: the GET's
-	// reply waits in got for the PTTL's (tail), which decides what the store keeps.
-	l1        bool // a read of an L1 key that missed: tracked (track), or one the L1 did not admit
-	l1ttl     time.Duration
-	track     *router.LoopStore // until the PTTL's reply
-	ticket    fence.Ticket
-	up        *upstream.Conn
-	got       []byte
-	gotErr    error
-	pushes    uint64 // the connection's pushes when the GET's reply came
-	caching   cachingReply
-	untracked bool // CLIENT CACHING YES failed: no push would drop the copy
-	tail      pttlReply
+	ls      *loopState
+	ic      *inlineConn
+	r       *router.Router
+	cmd     *command
+	start   time.Time
+	key     []byte
+	val     []byte // a SET's value, kept for a re-run on the full path
+	proto   int
+	pc      *policyCounters
+	reply   []byte // a reply that came before the ones ahead of it
+	done    bool
+	l1      bool // a read of an L1 key that missed: tracked (tr), or one the L1 did not admit
+	tracked bool // a tracked read, until the PTTL's reply
+	tr      trackedRead
+	caching cachingReply
+	tail    pttlReply
 	// A forwarded MGET (fanout.go): its keys, and its parts' replies.
 	keys [][]byte
 	mget *mgetFwd
@@ -96,18 +88,68 @@ type fwdReq struct {
 	encoded []byte
 }
 
-// pttlReply takes a tracked read's PTTL reply.
+// trackedRead is a tracked read of a tracking L1's miss on a loop's connection: CLIENT CACHING
+// YES, GET and PTTL. The GET's reply waits in got for the PTTL's, which decides what the
+// connection's store keeps.
+type trackedRead struct {
+	st        *router.LoopStore
+	up        *upstream.Conn
+	ticket    fence.Ticket
+	ttl       time.Duration
+	got       []byte
+	gotErr    error
+	pushes    uint64 // the connection's pushes when the GET's reply came
+	untracked bool   // CLIENT CACHING YES failed: no push would drop the copy
+}
+
+// send queues the read of key on up (get: the client's GET frame, or nil), taking the fence's
+// ticket first.
+func (t *trackedRead) send(st *router.LoopStore, up *upstream.Conn, key, get []byte, ttl time.Duration, caching, reply, tail upstream.Callback) {
+	t.st, t.up, t.ttl = st, up, ttl
+	t.ticket = st.Ticket(unsafe.String(unsafe.SliceData(key), len(key))) //nolint:gosec // a view for hashing only, never kept
+	out := append(up.Out(), cachingYes...)
+	if get != nil {
+		out = append(out, get...)
+	} else {
+		out = appendCommand(out, "GET", key)
+	}
+	up.SetOut(appendCommand(out, "PTTL", key))
+	up.Expect(caching)
+	up.Expect(reply)
+	up.Expect(tail)
+}
+
+// cachingDone takes CLIENT CACHING YES's reply: +OK, as tracking is on from Dial. Anything
+// else leaves the read untracked, and its copy is not kept.
+func (t *trackedRead) cachingDone(p []byte, err error) {
+	t.untracked = err != nil || string(p) != "+OK\r\n"
+}
+
+// gotReply takes the GET's reply, which waits for the PTTL's.
+func (t *trackedRead) gotReply(p []byte, err error) {
+	t.got, t.gotErr, t.pushes = append(t.got[:0], p...), err, t.up.Pushes()
+}
+
+// keep takes the PTTL's reply: the GET's reply is kept unless the read was not tracked, an
+// invalidation came between the two (it may be of this value), or the client's requests
+// before it are being re-run.
+func (t *trackedRead) keep(key string, pttl []byte, err error, rerunning bool) {
+	if err == nil && t.gotErr == nil && !t.untracked && !rerunning && t.up.Pushes() == t.pushes {
+		if v, ms, ok := keptRead(t.got, pttl); ok {
+			t.st.Keep(t.ticket, key, v, t.ttl, ms)
+		}
+	}
+}
+
+// pttlReply takes a forwarded GET's tracked read's PTTL reply.
 type pttlReply struct{ q *fwdReq }
 
 func (t *pttlReply) Reply(p []byte, err error) { t.q.keep(p, err) }
 
-// cachingReply takes CLIENT CACHING YES's reply: +OK, as tracking is on from Dial. Anything
-// else leaves the read untracked, and its copy is not kept.
+// cachingReply takes a forwarded GET's tracked read's CLIENT CACHING YES reply.
 type cachingReply struct{ q *fwdReq }
 
-func (c *cachingReply) Reply(p []byte, err error) {
-	c.q.untracked = err != nil || string(p) != "+OK\r\n"
-}
+func (c *cachingReply) Reply(p []byte, err error) { c.q.tr.cachingDone(p, err) }
 
 // redialAfter spaces out dials to a shard that refused one; meanwhile its requests take the
 // full path, which has the breaker.
@@ -227,14 +269,8 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	q.l1 = l1Read
 	switch {
 	case l1Read && ls.s.counted(sh.Admit(f.key)):
-		q.track, q.up, q.l1ttl = st, up, rules.L1TTL
-		q.ticket = st.Ticket(unsafe.String(unsafe.SliceData(q.key), len(q.key))) //nolint:gosec // a view for hashing only, never kept
-		out := append(up.Out(), cachingYes...)
-		out = append(out, f.raw...)
-		up.SetOut(appendCommand(out, "PTTL", f.key))
-		up.Expect(&q.caching)
-		up.Expect(q)
-		up.Expect(&q.tail)
+		q.tracked = true
+		q.tr.send(st, up, q.key, f.raw, rules.L1TTL, &q.caching, q, &q.tail)
 	case f.cmd == getCommand:
 		up.Send(q, f.raw)
 	default:
@@ -359,8 +395,8 @@ var (
 
 // Reply takes the shard's reply to q (or the error that ended its connection), on the loop.
 func (q *fwdReq) Reply(p []byte, err error) {
-	if q.track != nil { // a tracked read's GET: its PTTL comes next
-		q.got, q.gotErr, q.pushes = append(q.got[:0], p...), err, q.up.Pushes()
+	if q.tracked { // a tracked read's GET: its PTTL comes next
+		q.tr.gotReply(p, err)
 		return
 	}
 	s := q.ls.s
@@ -402,18 +438,11 @@ func (q *fwdReq) Reply(p []byte, err error) {
 	q.ls.complete(q, p)
 }
 
-// keep takes a tracked read's PTTL reply: the GET's reply is kept for the L1 unless the read
-// was not tracked, an invalidation came between the two (it may be of this value), or a
-// request of the client's before it is being re-run; then it answers the GET.
+// keep takes a tracked read's PTTL reply (trackedRead.keep), then answers the GET.
 func (q *fwdReq) keep(p []byte, err error) {
-	got, gotErr, st := q.got, q.gotErr, q.track
-	q.track = nil
-	if err == nil && gotErr == nil && !q.untracked && len(q.ic.rerun) == 0 && q.up.Pushes() == q.pushes {
-		if v, pttl, ok := keptRead(got, p); ok {
-			st.Keep(q.ticket, string(q.key), v, q.l1ttl, pttl)
-		}
-	}
-	q.Reply(got, gotErr)
+	q.tracked = false
+	q.tr.keep(string(q.key), p, err, len(q.ic.rerun) > 0)
+	q.Reply(q.tr.got, q.tr.gotErr)
 }
 
 // keptRead reads a tracked read's replies (RESP3): the GET's value or miss, to keep, and the
@@ -549,11 +578,12 @@ func (ls *loopState) pop(ic *inlineConn) {
 	ic.queue[n] = nil
 	ic.queue = ic.queue[:n]
 	ic.released++
-	q.ic, q.r, q.done, q.pc, q.up, q.gotErr, q.l1, q.untracked = nil, nil, false, nil, nil, nil, false, false
+	q.ic, q.r, q.done, q.pc, q.l1, q.tracked = nil, nil, false, nil, false, false
+	q.tr = trackedRead{got: q.tr.got[:0]}
 	clear(q.keys)
 	q.keys, q.mget, q.encoded = q.keys[:0], nil, nil
-	if cap(q.got) > 4<<10 {
-		q.got = nil
+	if cap(q.tr.got) > 4<<10 {
+		q.tr.got = nil
 	}
 	if cap(q.reply) > 4<<10 {
 		q.reply = nil

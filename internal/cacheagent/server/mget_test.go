@@ -187,11 +187,7 @@ func TestMgetCopiesTheKeysItReads(t *testing.T) {
 	if _, err := shards[0].Do("SET", k0, "a2"); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(2 * time.Second); c.do("MGET", k0, k1) != "[a2 b1]"; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a write straight to the shard never reached the MGET's copy")
-		}
-	}
+	mgetUntil(t, c, "[a2 b1]", k0, k1) // a write straight to the shard reaches the MGET's copy
 	plain := keyOn(t, a, "mcopy:c:", 0)
 	c.do("SET", plain, "c1")
 	refused := st.L1NotAdmitted.Load()

@@ -151,8 +151,8 @@ func TestAReadWhoseCachingWasRefusedIsNotKept(t *testing.T) {
 			err = io.EOF // the connection ended
 		}
 		q.caching.Reply([]byte(reply), err)
-		if q.untracked != untracked {
-			t.Errorf("CLIENT CACHING YES answered %q (%v): untracked = %v", reply, err, q.untracked)
+		if q.tr.untracked != untracked {
+			t.Errorf("CLIENT CACHING YES answered %q (%v): untracked = %v", reply, err, q.tr.untracked)
 		}
 	}
 }
