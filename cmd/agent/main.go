@@ -162,11 +162,11 @@ func (a *agent) serve(ctx context.Context) error {
 	if a.o.pprof {
 		mux := http.NewServeMux()
 		mux.Handle("/", handler)
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.Handle("/debug/pprof/", a.srv.Guard(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", a.srv.Guard(http.HandlerFunc(pprof.Profile)))
 		handler = mux
 	}
-	httpSrv := &http.Server{Addr: a.o.httpListen, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := server.NewHTTPServer(a.o.httpListen, handler)
 	ln, err := net.Listen("tcp", a.o.listen)
 	if err != nil {
 		return err

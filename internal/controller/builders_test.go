@@ -217,3 +217,26 @@ func TestAgentThreadsFollowItsCPULimit(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceMonitorSendsThePasswordWhenAuthIsOn: agents with a password answer /metrics only
+// with it, so the scrape must carry it, and only then.
+func TestServiceMonitorSendsThePasswordWhenAuthIsOn(t *testing.T) {
+	for _, auth := range []bool{true, false} {
+		f := defaultedFleet()
+		f.Spec.Monitoring.ServiceMonitor.Enabled = true
+		f.Spec.Auth.Enabled = auth
+		if !auth {
+			f.Spec.Auth.PasswordSecretRef = nil
+		}
+		a := buildServiceMonitor(f).Spec.Endpoints[0].Authorization
+		if !auth {
+			if a != nil {
+				t.Errorf("auth off: the scrape sends %+v", a)
+			}
+			continue
+		}
+		if a == nil || a.Type != "Bearer" || a.Credentials == nil || a.Credentials.Name != f.PasswordSecret().Name || a.Credentials.Key != f.PasswordSecret().Key {
+			t.Errorf("auth on: scrape authorization %+v, want Bearer from %+v", a, f.PasswordSecret())
+		}
+	}
+}

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,14 +37,65 @@ func (s *Server) HTTPHandlerWithToken(gatherer prometheus.Gatherer, token func()
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /v1/ring", s.httpRing)
-	mux.HandleFunc("GET /v1/keys/{key}", s.httpGetKey)
-	mux.HandleFunc("PUT /v1/keys/{key}", s.httpPutKey)
-	mux.HandleFunc("DELETE /v1/keys/{key}", s.httpDeleteKey)
-	mux.HandleFunc("POST /v1/invalidate", s.httpInvalidate(token))
-	mux.HandleFunc("GET /v1/read/{policy}/{key...}", s.httpRead)
+	mux.Handle("GET /metrics", s.Guard(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	mux.Handle("GET /v1/ring", s.Guard(http.HandlerFunc(s.httpRing)))
+	mux.Handle("GET /v1/keys/{key}", s.Guard(http.HandlerFunc(s.httpGetKey)))
+	mux.Handle("PUT /v1/keys/{key}", s.Guard(s.bodyLimited(http.HandlerFunc(s.httpPutKey))))
+	mux.Handle("DELETE /v1/keys/{key}", s.Guard(http.HandlerFunc(s.httpDeleteKey)))
+	mux.HandleFunc("POST /v1/invalidate", s.httpInvalidate(token)) // the bus key is its credential
+	mux.Handle("GET /v1/read/{policy}/{key...}", s.Guard(http.HandlerFunc(s.httpRead)))
 	return mux
+}
+
+// Guard lets a request through when the agent has no password, or when it carries the
+// password as HTTP Basic (any user name, as AUTH with one argument) or as a Bearer token. The
+// probes stay open: they tell no data.
+func (s *Server) Guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		want := s.password()
+		if want == "" || subtle.ConstantTimeCompare([]byte(httpCredential(r)), []byte(want)) == 1 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="cachefleet", charset="UTF-8"`)
+		http.Error(w, "the fleet's password is required (HTTP Basic or Bearer)", http.StatusUnauthorized)
+	})
+}
+
+// httpCredential is the password a request carries, "" without one.
+func httpCredential(r *http.Request) string {
+	if _, pass, ok := r.BasicAuth(); ok {
+		return pass
+	}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return tok
+	}
+	return ""
+}
+
+// maxHTTPWrites bounds the PUT bodies read at once: each may hold a value's worth of memory.
+const maxHTTPWrites = 16
+
+// bodyLimited refuses a write at once (503) while maxHTTPWrites others are reading their
+// bodies, so slow or idle senders cannot pile up memory.
+func (s *Server) bodyLimited(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.httpWrites <- struct{}{}:
+			defer func() { <-s.httpWrites }()
+			next.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many writes in progress on this agent's HTTP API", http.StatusServiceUnavailable)
+		}
+	})
+}
+
+// NewHTTPServer is the agent's HTTP server with the timeouts and size limits a shared endpoint
+// needs: a client that sends slowly or holds a connection idle is cut off.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
 }
 
 // routerOrUnavailable answers 503 before the first ring has arrived.

@@ -70,6 +70,8 @@ type Server struct {
 	clientIDs atomic.Int64
 	stopping  chan struct{} // closed when Shutdown starts: ends CF.LGET waits
 	pass      atomic.Pointer[string]
+	// httpWrites holds a place per HTTP PUT reading its body (bodyLimited).
+	httpWrites chan struct{}
 
 	loopOnce sync.Once
 	loops    []*evloop.Loop // none without event loops
@@ -80,7 +82,7 @@ type Server struct {
 // New returns a server that serves nothing until SetRing gives it a ring.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, byID: map[int64]*client{},
-		stopping: make(chan struct{}), tracking: tracking.NewTable(0), rt: readThrough{client: origin.NewClient(), refreshes: make(chan struct{}, maxRefreshes)}}
+		stopping: make(chan struct{}), httpWrites: make(chan struct{}, maxHTTPWrites), tracking: tracking.NewTable(0), rt: readThrough{client: origin.NewClient(), refreshes: make(chan struct{}, maxRefreshes)}}
 	s.SetPassword(cfg.Password)
 	return s
 }
