@@ -312,6 +312,23 @@ type AgentSpec struct {
 	// +listType=atomic
 	// +optional
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// limits bound what clients may take from an agent, which every pod on the node shares.
+	// +kubebuilder:default={}
+	// +optional
+	Limits AgentLimits `json:"limits,omitzero"`
+}
+
+// AgentLimits are an agent's bounds per client and in all, after Valkey's.
+type AgentLimits struct {
+	// maxClients is how many client connections an agent serves at once (Valkey's maxclients);
+	// one more is answered "-ERR max number of clients reached" and closed. The agent lowers it
+	// to fit its open-files limit, and says so in its log.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +kubebuilder:default=10000
+	// +optional
+	MaxClients int32 `json:"maxClients,omitempty"`
 }
 
 // AuthSpec configures authentication between clients, agents and shards.

@@ -57,12 +57,17 @@ func parseFlags(args []string) (*options, error) {
 		"One costs the least CPU per request but a stall of that thread stalls every client; two ride one out.")
 	fs.IntVar(&o.server.EventLoops, "event-loops", o.server.EventLoops, "Epoll loops that read client connections, answer L1 hits and forward GETs and SETs themselves (Linux, --procs of 2 or more); 0 leaves every connection to its goroutine. "+
 		"One costs the least CPU per unpipelined hit; more share deep pipelines of hits over threads.")
+	fs.IntVar(&o.server.MaxClients, "max-clients", o.server.MaxClients, "Client connections served at once (Valkey's maxclients); one more is answered \"-ERR max number of clients reached\" and closed. "+
+		"Lowered at start to fit the open-files limit.")
 	fs.IntVar(&o.server.MaxQueuedDeletes, "max-queued-deletes", o.server.MaxQueuedDeletes, "Deletes kept per down shard.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if o.server.EventLoops < 0 {
 		return nil, fmt.Errorf("--event-loops must be 0 or more, not %d", o.server.EventLoops)
+	}
+	if o.server.MaxClients < 1 {
+		return nil, fmt.Errorf("--max-clients must be 1 or more, not %d", o.server.MaxClients)
 	}
 	if o.procs < 0 {
 		return nil, fmt.Errorf("--procs must be 0 or more, not %d", o.procs)

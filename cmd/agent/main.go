@@ -46,6 +46,7 @@ func run() error {
 		runtime.GOMAXPROCS(o.procs)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	fitClientsToFileLimit(&o.server, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a := &agent{o: o, log: log, srv: server.New(o.server)}

@@ -51,9 +51,20 @@ type proc struct {
 
 func startAgent(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startAgentLimited(t, 0, args...)
+}
+
+// startAgentLimited starts the agent with an open-files limit (soft and hard) of nofile; 0
+// keeps the test's own.
+func startAgentLimited(t *testing.T, nofile int, args ...string) *proc {
+	t.Helper()
 	for range 5 { // another process may take a port first: pick others
 		p := &proc{resp: tu.FreePort(t), http: tu.FreePort(t), out: &syncBuffer{}, exited: make(chan struct{})}
-		p.cmd = exec.Command(agentBin, append(args, fmt.Sprintf("--listen=127.0.0.1:%d", p.resp), fmt.Sprintf("--http-listen=127.0.0.1:%d", p.http))...)
+		all := append(args, fmt.Sprintf("--listen=127.0.0.1:%d", p.resp), fmt.Sprintf("--http-listen=127.0.0.1:%d", p.http))
+		p.cmd = exec.Command(agentBin, all...)
+		if nofile > 0 {
+			p.cmd = exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile), agentBin}, all...)...)
+		}
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 		if err := p.cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -121,6 +121,7 @@ func agentArgs(f *cachev1alpha1.CacheFleet) []string {
 		"--namespace=" + f.Namespace,
 		fmt.Sprintf("--listen=:%d", a.Port),
 		fmt.Sprintf("--http-listen=:%d", a.HTTPPort),
+		fmt.Sprintf("--max-clients=%d", a.Limits.MaxClients),
 	}
 	// A CPU limit of n cores runs the agent's Go code on n threads (at least one); without a
 	// limit the agent's own default applies (two), not every core of the node.

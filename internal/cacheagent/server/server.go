@@ -35,6 +35,9 @@ type Config struct {
 	MaxArgs          int
 	// MaxBatch bounds how many pipelined commands are executed together.
 	MaxBatch int
+	// MaxClients bounds the open client connections, as Valkey's maxclients: one more is
+	// answered "-ERR max number of clients reached" and closed.
+	MaxClients int
 	// EventLoops read TCP connections from epoll loops that answer L1 hits themselves
 	// (inline.go); 0 leaves every connection to its goroutine.
 	EventLoops int
@@ -43,7 +46,7 @@ type Config struct {
 // DefaultConfig has the documented defaults.
 func DefaultConfig() Config {
 	return Config{ShardTimeout: time.Second, FailuresToOpen: 5, Cooldown: 10 * time.Second,
-		MaxQueuedDeletes: 100_000, MaxArgs: 1 << 16, MaxBatch: 256, EventLoops: 1}
+		MaxQueuedDeletes: 100_000, MaxArgs: 1 << 16, MaxBatch: 256, EventLoops: 1, MaxClients: 10_000}
 }
 
 // Server is safe for concurrent use.
@@ -182,18 +185,27 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
+	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return err
+			// Out of descriptors (EMFILE), or any other failure: the agent serves every pod on
+			// the node, so it waits and tries again rather than exit.
+			s.Stats.AcceptErrors.Add(1)
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.mu.Lock()
+		full := len(s.conns) >= s.cfg.MaxClients
+		s.mu.Unlock()
+		if full {
+			s.refuseClient(nc)
+			continue
 		}
 		if nc, err = s.adopt(nc); err != nil {
 			continue // the connection is gone; the client sees it closed
@@ -209,6 +221,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		go s.serveConn(nc)
 	}
+}
+
+// refuseClient answers a connection over MaxClients as Valkey does, and closes it.
+func (s *Server) refuseClient(nc net.Conn) {
+	s.Stats.RejectedClients.Add(1)
+	_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = nc.Write([]byte("-ERR max number of clients reached\r\n"))
+	nc.Close()
 }
 
 // Shutdown stops accepting, lets every connection finish the commands it has read, closes

@@ -21,6 +21,8 @@ type Stats struct {
 	OversizeRejected atomic.Int64
 	ProtocolErrors   atomic.Int64
 	Clients          atomic.Int64
+	RejectedClients  atomic.Int64 // connections refused over MaxClients
+	AcceptErrors     atomic.Int64 // failed accepts (out of descriptors, say), retried
 	RingEpoch        atomic.Int64
 	TrackingClients  atomic.Int64 // connections with CLIENT TRACKING on
 	TrackingPushes   atomic.Int64 // invalidation messages queued for tracking clients
@@ -79,6 +81,8 @@ var (
 	descUndecodable  = newDesc("cachefleet_agent_undecodable_values_total", "Values marked compressed that did not decompress; returned as stored.", nil, nil)
 	descProto        = newDesc("cachefleet_agent_protocol_errors_total", "Connections closed for malformed frames.", nil, nil)
 	descClients      = newDesc("cachefleet_agent_clients", "Open client connections.", nil, nil)
+	descRejected     = newDesc("cachefleet_agent_rejected_clients_total", "Connections refused because --max-clients were open.", nil, nil)
+	descAcceptErrors = newDesc("cachefleet_agent_accept_errors_total", "Accepts that failed (out of file descriptors, say) and were retried.", nil, nil)
 	descEpoch        = newDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
 	descBreaker      = newDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
 	descShardErr     = newDesc("cachefleet_agent_shard_errors_total", "Failed requests to a shard.", []string{"shard"}, nil)
@@ -156,6 +160,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descUndecodable, codec.Corrupt.Load())
 	counter(descProto, st.ProtocolErrors.Load())
 	gauge(descClients, float64(st.Clients.Load()))
+	counter(descRejected, st.RejectedClients.Load())
+	counter(descAcceptErrors, st.AcceptErrors.Load())
 	gauge(descEpoch, float64(st.RingEpoch.Load()))
 	gauge(descTracking, float64(st.TrackingClients.Load()))
 	gauge(descTrackKeys, float64(c.s.tracking.Keys()))
