@@ -49,15 +49,34 @@ type Limits struct {
 	MaxInline       int   // bytes per inline (telnet-style) command line
 }
 
+// Before AUTH, Valkey's own bounds: a longer array or argument is a protocol error that
+// closes the connection, so a client without the password cannot make the reader buffer more.
+const (
+	unauthenticatedArgs      = 10
+	unauthenticatedBulkBytes = 16 << 10
+)
+
+// argOverhead is what the reader keeps per argument besides its bytes (its end and its view),
+// counted against MaxCommandBytes so that millions of empty arguments are bounded too.
+const argOverhead = 32
+
+// Buffers over these are let go after their command, so one large command does not pin its
+// memory to the connection for good.
+const (
+	keepBufBytes = 1 << 20
+	keepArgs     = 1 << 14
+)
+
 // DefaultLimits follow Valkey's defaults: proto-max-bulk-len (512 MiB) is the longest argument,
 // client-query-buffer-limit (1 GiB) the most one command may buffer.
-var DefaultLimits = Limits{MaxArgs: 1 << 20, MaxBulkBytes: 512 << 20, MaxCommandBytes: 1 << 30,
+var DefaultLimits = Limits{MaxArgs: 1<<31 - 1, MaxBulkBytes: 512 << 20, MaxCommandBytes: 1 << 30,
 	MaxDiscardBytes: 512 << 20, MaxInline: 64 << 10}
 
 // Reader reads commands from a buffered connection.
 type Reader struct {
 	br     *bufio.Reader
 	limits Limits
+	authed bool
 	buf    []byte   // argument bytes of the current command
 	ends   []int    // end offset of each argument in buf
 	args   [][]byte // views into buf, rebuilt per command
@@ -65,8 +84,12 @@ type Reader struct {
 
 // NewReader reads commands from br within limits.
 func NewReader(br *bufio.Reader, limits Limits) *Reader {
-	return &Reader{br: br, limits: limits, buf: make([]byte, 0, 512)}
+	return &Reader{br: br, limits: limits, authed: true, buf: make([]byte, 0, 512)}
 }
+
+// SetAuthenticated lifts the bounds of a connection that has not authenticated yet (see
+// unauthenticatedArgs); a Reader starts authenticated.
+func (r *Reader) SetAuthenticated(authed bool) { r.authed = authed }
 
 // Buffered reports whether another command's bytes are already buffered (pipelining), so the
 // caller can defer flushing replies.
@@ -112,8 +135,17 @@ func (r *Reader) readArray() ([][]byte, error) {
 		}
 		return nil, nil
 	}
+	if !r.authed && n > unauthenticatedArgs {
+		return nil, protoErr("unauthenticated multibulk length")
+	}
 	if n > int64(r.limits.MaxArgs) {
 		return nil, protoErr("invalid multibulk length")
+	}
+	if cap(r.buf) > keepBufBytes {
+		r.buf = make([]byte, 0, 512)
+	}
+	if cap(r.ends) > keepArgs {
+		r.ends, r.args = nil, nil
 	}
 	r.buf, r.ends = r.buf[:0], r.ends[:0]
 	var tooLarge *TooLargeError
@@ -143,11 +175,16 @@ func (r *Reader) readBulk(i int, tooLarge **TooLargeError) error {
 	if err != nil {
 		return err
 	}
+	if !r.authed && size > unauthenticatedBulkBytes {
+		return protoErr("unauthenticated bulk length")
+	}
 	if size < 0 || size > r.limits.MaxDiscardBytes {
 		return protoErr("invalid bulk length")
 	}
 	overArg := size > int64(r.limits.MaxBulkBytes)
-	if overArg || int64(len(r.buf))+size > int64(r.limits.MaxCommandBytes) {
+	kept := int64(len(r.buf)) + int64(len(r.ends)+1)*argOverhead
+	overTotal := kept+size > int64(r.limits.MaxCommandBytes)
+	if overArg || overTotal {
 		if err := r.discard(size); err != nil {
 			return err
 		}
@@ -157,7 +194,9 @@ func (r *Reader) readBulk(i int, tooLarge **TooLargeError) error {
 				(*tooLarge).Total, (*tooLarge).Limit = true, int64(r.limits.MaxCommandBytes)
 			}
 		}
-		r.ends = append(r.ends, len(r.buf))
+		if kept <= int64(r.limits.MaxCommandBytes) {
+			r.ends = append(r.ends, len(r.buf)) // an empty view in its place; past the total, none
+		}
 		return nil
 	}
 	start := len(r.buf)

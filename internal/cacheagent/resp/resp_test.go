@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -70,7 +71,7 @@ func TestLongRunsOfEmptyArrays(t *testing.T) {
 // TestArgumentsOverTheLimitAreDroppedWhole: the command is refused with the arguments kept,
 // and the next command reads cleanly (the connection stays in step).
 func TestArgumentsOverTheLimitAreDroppedWhole(t *testing.T) {
-	l := Limits{MaxArgs: 8, MaxBulkBytes: 16, MaxCommandBytes: 40, MaxDiscardBytes: 1 << 20, MaxInline: 64}
+	l := Limits{MaxArgs: 8, MaxBulkBytes: 16, MaxCommandBytes: 40 + 4*argOverhead, MaxDiscardBytes: 1 << 20, MaxInline: 64}
 	big := strings.Repeat("\r\nx", 1000) // larger than the bufio buffer, full of CRLFs
 	in := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3000\r\n" + big + "\r\n" +
 		"*4\r\n$4\r\nMSET\r\n$16\r\naaaaaaaaaaaaaaaa\r\n$16\r\nbbbbbbbbbbbbbbbb\r\n$16\r\ncccccccccccccccc\r\n" +
@@ -85,7 +86,7 @@ func TestArgumentsOverTheLimitAreDroppedWhole(t *testing.T) {
 		t.Errorf("kept arguments %q", join(args))
 	}
 	_, err = r.ReadCommand()
-	if !errors.As(err, &tl) || !tl.Total || tl.Arg != 3 || tl.Limit != 40 {
+	if !errors.As(err, &tl) || !tl.Total || tl.Arg != 3 || tl.Limit != 40+4*argOverhead {
 		t.Fatalf("command over the total: %v %+v", err, tl)
 	}
 	if args, err := r.ReadCommand(); err != nil || join(args) != "PING" {
@@ -171,5 +172,55 @@ func BenchmarkReadPipelinedGET(b *testing.B) {
 		if _, err := r.ReadCommand(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestUnauthenticatedBounds: before AUTH, Valkey's bounds (10 arguments, 16 KiB each) are
+// protocol errors with its words; 30 such clients once made the agent hold 2.5 GB.
+func TestUnauthenticatedBounds(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"*11\r\n", "Protocol error: unauthenticated multibulk length"},
+		{"*2\r\n$3\r\nSET\r\n$16385\r\n", "Protocol error: unauthenticated bulk length"},
+		{"*2\r\n$3\r\nSET\r\n$65000000\r\n", "Protocol error: unauthenticated bulk length"},
+	} {
+		r := reader(tt.in, DefaultLimits)
+		r.SetAuthenticated(false)
+		_, err := r.ReadCommand()
+		var pe *ProtocolError
+		if !errors.As(err, &pe) || pe.Error() != tt.want {
+			t.Errorf("%q before AUTH: %v, want %q", tt.in, err, tt.want)
+		}
+	}
+	ok := "*10\r\n" + strings.Repeat("$16384\r\n"+strings.Repeat("x", 16384)+"\r\n", 10)
+	r := reader(ok, DefaultLimits)
+	r.SetAuthenticated(false)
+	if args, err := r.ReadCommand(); err != nil || len(args) != 10 {
+		t.Errorf("10 arguments of 16 KiB before AUTH: %d, %v", len(args), err)
+	}
+}
+
+// TestManyArgumentsAreBoundedByTheCommandLimit: 100,000 keys are read (Valkey takes MGETs that
+// long), and a flood of empty arguments is bounded by MaxCommandBytes, not by memory.
+func TestManyArgumentsAreBoundedByTheCommandLimit(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("*100001\r\n$4\r\nMGET\r\n")
+	for i := range 100000 {
+		k := fmt.Sprintf("key:%d", i)
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(k), k)
+	}
+	l := Limits{MaxArgs: 1<<31 - 1, MaxBulkBytes: 1 << 20, MaxCommandBytes: 64 << 20, MaxDiscardBytes: 1 << 30, MaxInline: 1 << 16}
+	if args, err := reader(b.String(), l).ReadCommand(); err != nil || len(args) != 100001 || string(args[100000]) != "key:99999" {
+		t.Fatalf("MGET of 100,000 keys: %d args, %v", len(args), err)
+	}
+	small := Limits{MaxArgs: 1<<31 - 1, MaxBulkBytes: 1 << 20, MaxCommandBytes: 1 << 16, MaxDiscardBytes: 1 << 30, MaxInline: 1 << 16}
+	flood := "*1000000\r\n" + strings.Repeat("$0\r\n\r\n", 1000000)
+	r := reader(flood, small)
+	args, err := r.ReadCommand()
+	var tl *TooLargeError
+	if !errors.As(err, &tl) || !tl.Total {
+		t.Fatalf("a million empty arguments over a 64 KiB limit: %v", err)
+	}
+	if len(args)*argOverhead > small.MaxCommandBytes {
+		t.Errorf("%d argument views kept past the limit", len(args))
 	}
 }

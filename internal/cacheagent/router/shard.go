@@ -306,13 +306,14 @@ func (s *Shard) call(ctx context.Context, fn func(ctx context.Context, c valkey.
 		done(err)
 		return &DownError{Shard: s.cfg.Name, Err: err}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
 	attempt := func() error {
-		if err := s.replayPending(ctx, c); err != nil {
+		rctx, cancel := s.timeout(ctx, 0)
+		err := s.replayPending(rctx, c)
+		cancel()
+		if err != nil {
 			return err
 		}
-		return fn(ctx, c)
+		return fn(ctx, c) // fn bounds its own request (timeout), by its size
 	}
 	err = attempt()
 	if errors.Is(err, errStaleConnection) {
@@ -329,6 +330,32 @@ func (s *Shard) call(ctx context.Context, fn func(ctx context.Context, c valkey.
 	return nil
 }
 
+// perArgument is the time a request is given per argument on top of the shard timeout: a
+// client's MGET of 100,000 keys is slow, not a sign that the shard is down, and must neither
+// read as misses nor open the breaker for everyone.
+const perArgument = 20 * time.Microsecond
+
+// timeout bounds a request of args arguments in all.
+func (s *Shard) timeout(ctx context.Context, args int) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.Timeout+time.Duration(args)*perArgument)
+}
+
+// argumentsOf counts the arguments of commands.
+func argumentsOf[C any](cmds []C) int {
+	n := 0
+	for i := range cmds {
+		switch c := any(&cmds[i]).(type) {
+		case *valkey.Completed:
+			n += len(c.Commands())
+		case *valkey.CacheableTTL:
+			n += len(c.Cmd.Commands())
+		default:
+			n++
+		}
+	}
+	return n
+}
+
 // Failed counts a failure of a connection of the agent's own to the shard (the event loop's)
 // toward the breaker, as a failed request would.
 func (s *Shard) Failed(err error) {
@@ -342,7 +369,10 @@ func (s *Shard) Failed(err error) {
 func (s *Shard) Do(ctx context.Context, build func(valkey.Builder) valkey.Completed) (valkey.ValkeyResult, error) {
 	var res valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-		res = c.Do(ctx, build(c.B()))
+		cmd := build(c.B())
+		ctx, cancel := s.timeout(ctx, len(cmd.Commands()))
+		defer cancel()
+		res = c.Do(ctx, cmd)
 		return res.Error()
 	})
 	return res, err
@@ -395,7 +425,10 @@ func runRound[C any](ctx context.Context, s *Shard, round []*roundReq[C], send f
 func doRound[C any](ctx context.Context, s *Shard, round []*roundReq[C], send func(context.Context, valkey.Client, []C) []valkey.ValkeyResult) ([]valkey.ValkeyResult, error) {
 	var res []valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-		res = send(ctx, c, buildRound(c.B(), round))
+		cmds := buildRound(c.B(), round)
+		ctx, cancel := s.timeout(ctx, argumentsOf(cmds))
+		defer cancel()
+		res = send(ctx, c, cmds)
 		return firstFailure(res)
 	})
 	return res, err
@@ -466,7 +499,10 @@ func firstFailure(res []valkey.ValkeyResult) error {
 func (s *Shard) DoCache(ctx context.Context, build func(valkey.Builder) valkey.Cacheable, ttl time.Duration) (valkey.ValkeyResult, error) {
 	var res valkey.ValkeyResult
 	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
-		res = c.DoCache(ctx, build(c.B()), ttl)
+		cmd := build(c.B())
+		ctx, cancel := s.timeout(ctx, len(cmd.Commands()))
+		defer cancel()
+		res = c.DoCache(ctx, cmd, ttl)
 		return res.Error()
 	})
 	return res, err

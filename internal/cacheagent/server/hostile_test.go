@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +108,70 @@ func TestPasswordChangesWhileClientsAuthenticate(t *testing.T) {
 	<-done
 	if got := a.dial(t).do("AUTH", "one"); got != "OK" {
 		t.Errorf("AUTH with the final password = %q", got)
+	}
+}
+
+// TestUnauthenticatedFramesAreBoundedAsValkeyBoundsThem: before AUTH, Valkey closes a
+// connection that announces more than 10 arguments or an argument over 16 KiB. The agent once
+// buffered whole 62 MiB commands from 30 such clients (2.5 GB). Same bytes, same answer.
+func TestUnauthenticatedFramesAreBoundedAsValkeyBoundsThem(t *testing.T) {
+	o := defaults()
+	o.config.Password = "s3cret"
+	valkey := tu.StartRedis(t, "s3cret")
+	a := startAgent(t, []*tu.Redis{valkey}, o)
+	for _, frame := range []string{
+		"*11\r\n",
+		"*2\r\n$3\r\nSET\r\n$65000000\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+		"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16385\r\n",
+	} {
+		var got [2]string
+		for i, addr := range []string{valkey.Addr(), a.addr} {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc.SetDeadline(time.Now().Add(5 * time.Second))
+			nc.Write([]byte(frame))
+			all, _ := io.ReadAll(nc) // to the close: both must close the connection
+			nc.Close()
+			got[i] = string(all)
+		}
+		if got[0] != got[1] || !strings.HasPrefix(got[1], "-ERR Protocol error: unauthenticated") {
+			t.Errorf("%q before AUTH: Valkey %q, agent %q", truncateForLog(frame), got[0], got[1])
+		}
+	}
+	// Within the bounds, and after AUTH, the same connection takes large commands.
+	c := a.dial(t)
+	if got := c.do("SET", "k", strings.Repeat("v", 16<<10)); got != "ERR:NOAUTH Authentication required." {
+		t.Errorf("a 16 KiB SET before AUTH = %q", got)
+	}
+	c.do("AUTH", "s3cret")
+	if got := c.do("SET", "k", strings.Repeat("v", 1000)); got != "OK" {
+		t.Errorf("SET after AUTH = %q", got)
+	}
+}
+
+// TestMgetOfAHundredThousandKeys: Valkey answers an MGET of 100,000 keys; the agent once
+// closed the connection with a protocol error.
+func TestMgetOfAHundredThousandKeys(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	c := a.dial(t)
+	c.do("SET", "key:7", "seven")
+	args := []string{"MGET"}
+	for i := range 100000 {
+		args = append(args, fmt.Sprintf("key:%d", i))
+	}
+	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	c.nc.Write(tu.Encode(args...))
+	raw, err := tu.ReadRaw(c.rd)
+	if err != nil {
+		t.Fatalf("MGET of 100,000 keys: %v", err)
+	}
+	if !bytes.HasPrefix(raw, []byte("*100000\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$5\r\nseven\r\n$-1\r\n")) {
+		t.Errorf("MGET of 100,000 keys answered %q...", raw[:min(len(raw), 80)])
+	}
+	if got := c.do("PING"); got != "PONG" {
+		t.Errorf("PING after = %q", got)
 	}
 }

@@ -32,7 +32,9 @@ type Config struct {
 	FailuresToOpen   uint32
 	Cooldown         time.Duration
 	MaxQueuedDeletes int
-	MaxArgs          int
+	// MaxArgs bounds the arguments of a command (Valkey's is 2^31-1); their memory is bounded
+	// by the command limit (readLimits).
+	MaxArgs int
 	// MaxBatch bounds how many pipelined commands are executed together.
 	MaxBatch int
 	// MaxClients bounds the open client connections, as Valkey's maxclients: one more is
@@ -46,7 +48,7 @@ type Config struct {
 // DefaultConfig has the documented defaults.
 func DefaultConfig() Config {
 	return Config{ShardTimeout: time.Second, FailuresToOpen: 5, Cooldown: 10 * time.Second,
-		MaxQueuedDeletes: 100_000, MaxArgs: 1 << 16, MaxBatch: 256, EventLoops: 1, MaxClients: 10_000}
+		MaxQueuedDeletes: 100_000, MaxArgs: 1<<31 - 1, MaxBatch: 256, EventLoops: 1, MaxClients: 10_000}
 }
 
 // Server is safe for concurrent use.
@@ -354,6 +356,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		if ec != nil && rd.Buffered() == 0 {
 			ec.AtBoundary() // no frame is half read: the loop may answer what comes next
 		}
+		rd.SetAuthenticated(c.authed)
 		args, err := rd.ReadCommand()
 		if !locked { // held until this batch's replies are flushed: see client.wmu
 			c.wmu.Lock()
