@@ -38,6 +38,7 @@ const (
 	KindTooLarge      = "too_large"     // a body over the policy's size limit
 	KindOpen          = "breaker_open"  // not asked: the origin failed too often lately
 	KindMisconfigured = "misconfigured" // not asked: its headers Secret could not be read
+	KindBadKey        = "bad-key"       // not asked: the key would leave the template's path
 )
 
 // Breaker settings: an origin that fails this many times in a row (5xx, timeouts, no answer)
@@ -68,6 +69,8 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("origin's value exceeds the limit of %d bytes; nothing was stored", e.Limit)
 	case KindMisconfigured:
 		return fmt.Sprintf("origin not asked: its headers Secret %s could not be read by the agent", e.Secret)
+	case KindBadKey:
+		return "origin not asked: an empty key, \".\" or \"..\" would not name an item under the origin's path"
 	case KindOpen:
 		return fmt.Sprintf("origin not asked: it failed %d times in a row, next try within %s", FailuresToOpen, Cooldown)
 	default:
@@ -133,9 +136,23 @@ func URL(template, key string) string {
 	return template[:at] + escaped + template[at+len("{key}"):]
 }
 
+// leavesPath reports whether key, put into template's path, would not name an item under it:
+// "/items/.." is "/" to every server and proxy that normalises paths, escaped or not, and
+// "/items/" the collection itself.
+func leavesPath(template, key string) bool {
+	if key != "." && key != ".." && key != "" {
+		return false
+	}
+	at, q := strings.Index(template, "{key}"), strings.IndexByte(template, '?')
+	return at >= 0 && (q < 0 || at < q)
+}
+
 // Fetch asks o for key (without its policy prefix). limit bounds the value's size. An origin
 // whose breaker is open is not asked.
 func (c *Client) Fetch(ctx context.Context, o *contract.Origin, key string, limit int64) (Result, error) {
+	if leavesPath(o.URL, key) {
+		return Result{}, &Error{Kind: KindBadKey}
+	}
 	done, err := c.breaker(o.URL).Allow()
 	if err != nil {
 		return Result{}, &Error{Kind: KindOpen, Err: err}

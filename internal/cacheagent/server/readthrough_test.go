@@ -240,3 +240,52 @@ func TestShardDownStillReadsThrough(t *testing.T) {
 		t.Errorf("unstored fetches = %d, want 3", n)
 	}
 }
+
+// TestDotSegmentKeysNeverLeaveTheOriginPath: "item:.." once asked the origin for
+// "/items/..", which every server resolves to "/": a client could read any path of the origin
+// with the policy's credentials.
+func TestDotSegmentKeysNeverLeaveTheOriginPath(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.EscapedPath())
+		mu.Unlock()
+		io.WriteString(w, "value")
+	}))
+	t.Cleanup(origin.Close)
+	a := startAgent(t, twoShards(t), defaults())
+	p := contract.Policy{Name: "items", Prefix: "item:", TTLMillis: 60000, L1Enabled: true, L1Mode: "ttl",
+		Origin: &contract.Origin{URL: origin.URL + "/api/items/{key}", TimeoutMillis: 300, AllowedStatus: []int32{200}}}
+	withOriginPolicy(t, []*agent{a}, p)
+	c := a.dial(t)
+	for _, key := range []string{"item:..", "item:."} {
+		if got := c.do("GET", key); !strings.HasPrefix(got, "ERR:") {
+			t.Errorf("GET %s = %q, want an error", key, got)
+		}
+	}
+	base := httptestServer(t, a)
+	for _, path := range []string{"/v1/read/items/%2e%2e", "/v1/read/items/..", "/v1/read/items/."} {
+		res, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode == http.StatusOK {
+			t.Errorf("GET %s answered 200", path)
+		}
+	}
+	if got := c.do("GET", "item:ok"); got != "value" {
+		t.Errorf("GET item:ok = %q", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range paths {
+		if !strings.HasPrefix(p, "/api/items/") || strings.Contains(p, "/..") || strings.HasSuffix(p, "/.") {
+			t.Errorf("the origin was asked for %q, outside /api/items/", p)
+		}
+	}
+	if len(paths) != 1 {
+		t.Errorf("origin asked %d times (%v), want once, for item:ok", len(paths), paths)
+	}
+}
