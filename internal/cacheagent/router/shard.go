@@ -18,6 +18,8 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 )
 
@@ -587,6 +589,12 @@ func (s *Shard) DoMultiCache(ctx context.Context, build func(valkey.Builder) []v
 		}
 	}
 	return res, err
+}
+
+// Command runs one command on a connection of its own, past the breaker and the pool (see
+// upstream.Command), and returns its reply as the shard sent it.
+func (s *Shard) Command(ctx context.Context, cmd ...string) ([]byte, error) {
+	return upstream.Command(ctx, s.cfg.Addr, s.cfg.Password, s.cfg.Timeout, cmd...)
 }
 
 // Dedicate returns a connection of the shard's own, for WATCH: the keys stay watched on it

@@ -175,3 +175,41 @@ func TestMgetOfAHundredThousandKeys(t *testing.T) {
 		t.Errorf("PING after = %q", got)
 	}
 }
+
+// TestABusyScriptIsKilledAndReportedAsBusy: EVAL 'while true do end' once left its shard BUSY
+// for good: SCRIPT KILL was refused, reads of the shard's keys answered nil and writes CFDOWN.
+func TestABusyScriptIsKilledAndReportedAsBusy(t *testing.T) {
+	shards := twoShards(t)
+	o := defaults()
+	o.config.ShardTimeout = 3 * time.Second
+	a := startAgent(t, shards, o)
+	k := keyOn(t, a, "busy:", 0)
+	other := keyOn(t, a, "other:", 0)
+	if _, err := shards[0].Do("CONFIG", "SET", "busy-reply-threshold", "100"); err != nil {
+		t.Fatal(err)
+	}
+	b := a.dial(t)
+	b.do("SET", other, "v")
+	looper := a.dial(t)
+	looper.nc.SetDeadline(time.Now().Add(10 * time.Second))
+	looper.nc.Write(tu.Encode("EVAL", "while true do end", "1", k))
+	time.Sleep(300 * time.Millisecond) // past busy-reply-threshold: the shard now answers BUSY
+	if got := b.do("GET", other); !strings.HasPrefix(got, "ERR:BUSY") {
+		t.Errorf("GET of the busy shard's key = %q, want Valkey's BUSY", got)
+	}
+	if got := b.do("SCRIPT", "KILL"); got != "OK" {
+		t.Fatalf("SCRIPT KILL = %q", got)
+	}
+	if got, err := tu.ReadReply(looper.rd); err != nil || !strings.Contains(got, "killed by user") {
+		t.Errorf("the looping EVAL's reply = %q, %v", got, err)
+	}
+	if got := b.do("GET", other); got != "v" {
+		t.Errorf("GET after the kill = %q", got)
+	}
+	if got := b.do("SCRIPT", "KILL"); got != "ERR:NOTBUSY No scripts in execution right now." {
+		t.Errorf("SCRIPT KILL with nothing running = %q", got)
+	}
+	if got := looper.do("EVAL", "return redis.call('GET', KEYS[1])", "1", other); got != "v" {
+		t.Errorf("an EVAL after = %q", got)
+	}
+}

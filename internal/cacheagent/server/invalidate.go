@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,12 +73,19 @@ func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, erro
 // InvalidatePrefixes scans every shard for keys with the prefixes, unlinks them, drops the
 // local copies and tells the other agents.
 func (s *Server) InvalidatePrefixes(ctx context.Context, prefixes []string) (int64, error) {
+	if slices.Contains(prefixes, "") && !s.Router().Doc.Tiers.AllowFlush {
+		return 0, errEmptyPrefix // every key has it: the same rule as FLUSHALL
+	}
 	removed, err := purge.Prefixes(ctx, s.Router().Shards, prefixes)
 	for _, p := range prefixes {
 		s.L1().DeletePrefix(p)
 	}
 	return removed, errors.Join(err, s.broadcast(ctx, bus.OpPrefix, prefixes...))
 }
+
+// errEmptyPrefix refuses an invalidation of every key where FLUSHALL is refused.
+var errEmptyPrefix = errors.New("an empty prefix names every key of the fleet: refused as FLUSHALL is. " +
+	"Set spec.tiers.l2.allowFlush: true on the CacheFleet (--allow-flush in static mode) to allow it")
 
 func (s *Server) broadcast(ctx context.Context, op string, args ...string) error {
 	b := s.bus.Load()
@@ -120,6 +128,10 @@ func (s *Server) httpInvalidate(token func() string) http.HandlerFunc {
 				continue
 			}
 			k, err := op.run(r.Context(), op.items)
+			if errors.Is(err, errEmptyPrefix) {
+				http.Error(w, err.Error(), http.StatusForbidden)
+				return
+			}
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadGateway)
 				return

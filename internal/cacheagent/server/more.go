@@ -9,6 +9,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
 // More commands caches use: string variants, hashes and scripts. Most are forwarded to the
@@ -247,7 +248,7 @@ func cmdMsetnx(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 }
 
 // cmdEval covers EVAL and EVALSHA: the script runs on the shard that owns all its keys.
-func cmdEval(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
 	name := strings.ToUpper(str(args[0]))
 	n, err := strconv.Atoi(str(args[2]))
 	switch {
@@ -273,16 +274,67 @@ func cmdEval(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	}
 	script, rest := str(args[1]), strs(args[3+n:])
 	s.announce(keys...)
-	i := b.shardOf(ctx, w, args[3], plainLane)
-	p := b.plain(i, func(bd valkey.Builder) valkey.Completed {
-		return bd.Arbitrary(name).Args(script, strconv.Itoa(n)).Keys(keys...).Args(rest...).Build()
+	build := func(bd valkey.Builder, blocking bool) valkey.Completed {
+		cmd := bd.Arbitrary(name).Args(script, strconv.Itoa(n)).Keys(keys...).Args(rest...)
+		if blocking {
+			return cmd.Blocking()
+		}
+		return cmd.Build()
+	}
+	if b.tx {
+		i := b.shardOf(ctx, w, args[3], plainLane)
+		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return build(bd, false) })
+		b.wrote(keys...) // a script may write any of its keys
+		b.job([]part{p}, func(w *resp.Writer, r []partResult) { relay(w, r[0].res[0]) })
+		return
+	}
+	// Outside a transaction a script runs on a connection of its own, after what the client
+	// sent before it: a script that loops holds that connection only, and the shard answers
+	// everyone else BUSY (as Valkey does) instead of their requests queueing behind it.
+	b.exec(ctx, w)
+	r, sh := b.r, b.r.Shards[shard]
+	b.local(func(w *resp.Writer) {
+		res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return build(bd, true) })
+		s.settleBy(r, c.id, keys...)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		relay(w, res)
 	})
-	b.wrote(keys...) // a script may write any of its keys
-	b.job([]part{p}, func(w *resp.Writer, r []partResult) { relay(w, r[0].res[0]) })
+	b.exec(ctx, w)
+}
+
+// scriptKill sends SCRIPT KILL to every shard on a connection of its own, past the breaker (a
+// shard busy with a script looks down to it) and the pool (a busy shard refuses new pooled
+// connections): OK when one killed a script, the first UNKILLABLE otherwise, else NOTBUSY.
+func scriptKill(ctx context.Context, shards []*router.Shard, w *resp.Writer) {
+	var unkillable string
+	for _, sh := range shards {
+		reply, err := sh.Command(ctx, "SCRIPT", "KILL")
+		switch text := strings.TrimSpace(string(reply)); {
+		case err != nil:
+		case text == "+OK":
+			w.OK()
+			return
+		case strings.HasPrefix(text, "-UNKILLABLE") && unkillable == "":
+			unkillable = text[1:]
+		}
+	}
+	if unkillable != "" {
+		w.Error(unkillable)
+		return
+	}
+	w.Error("NOTBUSY No scripts in execution right now.")
 }
 
 // cmdScript: SCRIPT LOAD goes to every shard (EVALSHA then works wherever its keys are).
 func cmdScript(ctx context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
+	if strings.EqualFold(str(args[1]), "kill") && len(args) == 2 {
+		shards := b.r.Shards
+		b.local(func(w *resp.Writer) { scriptKill(ctx, shards, w) })
+		return
+	}
 	if !strings.EqualFold(str(args[1]), "load") || len(args) != 3 {
 		msg := fmt.Sprintf("ERR unknown subcommand '%s'. Try SCRIPT HELP.", truncate(args[1]))
 		if strings.EqualFold(str(args[1]), "load") {

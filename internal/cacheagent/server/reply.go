@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/valkey-io/valkey-go"
 
@@ -21,8 +22,14 @@ func writeResult(w *resp.Writer, r valkey.ValkeyResult, status bool) {
 			w.Null()
 			return
 		}
-		if _, ok := valkey.IsValkeyErr(err); ok {
-			w.Error(shardErrorText(&msg))
+		if ve, ok := valkey.IsValkeyErr(err); ok {
+			if msg.Error() != nil {
+				w.Error(shardErrorText(&msg))
+			} else {
+				// The shard refused setting up the connection (a BUSY shard refuses CLIENT
+				// TRACKING): its error is the reply, with its code.
+				w.Error(errorWithCode(ve.Error()))
+			}
 			return
 		}
 		writeErr(w, err)
@@ -41,6 +48,15 @@ func shardErrorText(m *valkey.ValkeyMessage) string {
 		return "ERR " + err.Error()
 	}
 	return "ERR unreadable error reply from the shard"
+}
+
+// errorWithCode is an error text with its code: valkey-go's texts drop a leading "ERR ".
+func errorWithCode(text string) string {
+	code, _, _ := strings.Cut(text, " ")
+	if code == "" || strings.ToUpper(code) != code {
+		return "ERR " + text
+	}
+	return text
 }
 
 func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {

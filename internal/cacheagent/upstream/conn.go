@@ -280,3 +280,46 @@ func handshake(nc net.Conn, cmds ...[]string) error {
 	}
 	return nil
 }
+
+// Command runs one command on a connection of its own, authenticated and nothing more, and
+// returns its reply as sent. It is for commands that must reach a shard busy with a script
+// (SCRIPT KILL): a shard that is busy refuses CLIENT TRACKING, so no pooled connection can
+// be made then.
+func Command(ctx context.Context, addr, password string, timeout time.Duration, cmd ...string) ([]byte, error) {
+	d := net.Dialer{Timeout: timeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(timeout))
+	if password != "" {
+		if err := handshake(nc, []string{"AUTH", password}); err != nil {
+			return nil, err
+		}
+	}
+	var out []byte
+	out = fmt.Appendf(out, "*%d\r\n", len(cmd))
+	for _, a := range cmd {
+		out = fmt.Appendf(out, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := nc.Write(out); err != nil {
+		return nil, err
+	}
+	var in []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := ReplyLen(in)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			return in[:n], nil
+		}
+		m, err := nc.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		in = append(in, buf[:m]...)
+	}
+}
