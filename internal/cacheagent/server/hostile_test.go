@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,46 @@ func TestABusyScriptIsKilledAndReportedAsBusy(t *testing.T) {
 	}
 	if got := looper.do("EVAL", "return redis.call('GET', KEYS[1])", "1", other); got != "v" {
 		t.Errorf("an EVAL after = %q", got)
+	}
+}
+
+// TestEmptyPrefixInvalidationIsRefusedAsFlushall: CF.INVALIDATE PREFIX "" once deleted every
+// key on every shard although FLUSHALL was refused; POST /v1/invalidate likewise.
+func TestEmptyPrefixInvalidationIsRefusedAsFlushall(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	c := a.dial(t)
+	for i := range 20 {
+		c.do("SET", fmt.Sprintf("k%d", i), "v")
+	}
+	if got := c.do("CF.INVALIDATE", "PREFIX", ""); !strings.HasPrefix(got, "ERR:ERR an empty prefix names every key") {
+		t.Errorf("CF.INVALIDATE PREFIX \"\" = %q", got)
+	}
+	if got := c.do("CF.INVALIDATE", "PREFIX", "k1", ""); !strings.HasPrefix(got, "ERR:") {
+		t.Errorf("CF.INVALIDATE PREFIX k1 \"\" = %q", got)
+	}
+	base := httptestServer(t, a)
+	req, _ := http.NewRequest("POST", base+"/v1/invalidate", strings.NewReader(`{"prefixes": [""]}`))
+	req.Header.Set("Authorization", "Bearer "+string(busKey))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden {
+		t.Errorf("POST /v1/invalidate of prefix \"\": %d, want 403", res.StatusCode)
+	}
+	total := 0
+	for _, sh := range shards {
+		n, _ := sh.Do("DBSIZE")
+		var k int
+		fmt.Sscan(n, &k)
+		total += k
+	}
+	if total != 20 {
+		t.Errorf("%d of 20 keys left after refused invalidations", total)
+	}
+	if got := c.do("CF.INVALIDATE", "PREFIX", "k1"); got != "11" {
+		t.Errorf("CF.INVALIDATE PREFIX k1 = %q, want 11 (k1, k10..k19)", got)
 	}
 }
