@@ -52,7 +52,7 @@ func (r *replicaReader) client(addr string) (valkey.Client, error) {
 	c, err := valkey.NewClient(valkey.ClientOption{
 		InitAddress: []string{addr}, Password: r.cfg.Password, ForceSingleClient: true,
 		DisableRetry: true, DisableCache: true, ConnWriteTimeout: r.cfg.Timeout, Dialer: netDialer(r.cfg.Timeout),
-		DialCtxFn: dialChecked,
+		DialCtxFn: dialerFor(r.cfg.Password),
 	})
 	if err != nil {
 		return nil, err

@@ -172,7 +172,7 @@ func (s *Shard) getClient() (valkey.Client, error) {
 		// on loopback the syscalls, not the bytes, are the cost.
 		MaxFlushDelay: 20 * time.Microsecond,
 		Dialer:        netDialer(s.cfg.Timeout),
-		DialCtxFn:     dialChecked,
+		DialCtxFn:     dialerFor(s.cfg.Password),
 	}
 	if s.cfg.CacheBytes > 0 {
 		// valkey-go's default is 128 MiB per connection; bound it by the fleet's L1 setting.

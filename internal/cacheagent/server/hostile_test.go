@@ -255,3 +255,50 @@ func TestEmptyPrefixInvalidationIsRefusedAsFlushall(t *testing.T) {
 		t.Errorf("CF.INVALIDATE PREFIX k1 = %q, want 11 (k1, k10..k19)", got)
 	}
 }
+
+// TestScriptsCannotFlushOrReconfigureTheShards: EVAL "return redis.call('FLUSHALL')" once
+// emptied every key of its shard although the agent refuses FLUSHALL. Scripts run as a shard
+// user without @admin and @dangerous, inside MULTI too.
+func TestScriptsCannotFlushOrReconfigureTheShards(t *testing.T) {
+	for _, pw := range []string{"", "s3cret"} {
+		t.Run("password="+pw, func(t *testing.T) {
+			shards := []*tu.Redis{tu.StartRedis(t, pw), tu.StartRedis(t, pw)}
+			o := defaults()
+			o.config.Password = pw
+			a := startAgent(t, shards, o)
+			c := a.dial(t)
+			if pw != "" {
+				c.do("AUTH", pw)
+			}
+			k := keyOn(t, a, "k", 0)
+			c.do("SET", k, "v")
+			for _, script := range []string{
+				"return redis.call('FLUSHALL')",
+				"return redis.call('flushdb')",
+				"return redis.call('SWAPDB', '0', '1')",
+				"return redis.call('MIGRATE', '127.0.0.1', '1', KEYS[1], '0', '100')",
+				"return redis.call('KEYS', '*')",
+			} {
+				if got := c.do("EVAL", script, "1", k); !strings.Contains(got, "User cachefleet-scripts has no permissions") {
+					t.Errorf("EVAL %s = %q, want a permission error", script, got)
+				}
+			}
+			c.do("MULTI")
+			c.do("SET", k, "in-tx")
+			c.do("EVAL", "return redis.call('FLUSHALL')", "1", k)
+			if got := c.do("EXEC"); !strings.Contains(got, "no permissions") {
+				t.Errorf("EXEC of a flushing script = %q", got)
+			}
+			if got := c.do("GET", k); got != "in-tx" {
+				t.Errorf("after the refused scripts GET = %q", got)
+			}
+			if got := c.do("EVAL", "return redis.call('INCR', KEYS[1])", "1", "n:"+k); got != "1" {
+				t.Errorf("a script that writes its key = %q", got)
+			}
+			// The agent's own connections keep the default user: SCAN, DBSIZE, tracking work.
+			if got := c.do("DBSIZE"); got != "2" {
+				t.Errorf("DBSIZE = %q", got)
+			}
+		})
+	}
+}

@@ -290,11 +290,12 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 	}
 	// Outside a transaction a script runs on a connection of its own, after what the client
 	// sent before it: a script that loops holds that connection only, and the shard answers
-	// everyone else BUSY (as Valkey does) instead of their requests queueing behind it.
+	// everyone else BUSY (as Valkey does) instead of their requests queueing behind it. It runs
+	// as the shard's script user, which may not flush, reconfigure or migrate (router.ScriptUser).
 	b.exec(ctx, w)
 	r, sh := b.r, b.r.Shards[shard]
 	b.local(func(w *resp.Writer) {
-		res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return build(bd, true) })
+		res, err := sh.RunScript(ctx, func(bd valkey.Builder) valkey.Completed { return build(bd, true) })
 		s.settleBy(r, c.id, keys...)
 		if err != nil {
 			writeErr(w, err)

@@ -220,13 +220,18 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 	idx := max(tx.shard, 0)
 	sw := &tb.work[idx]
 	sh := r.Shards[idx]
+	scripted := tx.scripted()
 	build := func(bd valkey.Builder) []valkey.Completed {
 		cmds := make([]valkey.Completed, 0, len(sw.plain)+2)
 		cmds = append(cmds, bd.Multi().Build())
 		for _, f := range sw.plain {
 			cmds = append(cmds, f(bd))
 		}
-		return append(cmds, bd.Exec().Build())
+		cmds = append(cmds, bd.Exec().Build())
+		if scripted { // its scripts run as the script user, as they do outside (cmdEval)
+			return sh.AsScriptUser(bd, cmds...)
+		}
+		return cmds
 	}
 	if r.Warming() {
 		s.dropPrevious(ctx, r, tb.written)
@@ -245,6 +250,13 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 		return
 	}
 	exec := res[len(res)-1]
+	if scripted {
+		if err := res[0].Error(); err != nil {
+			writeResult(w, res[0], false) // the script user refused: nothing ran
+			return
+		}
+		exec = res[len(res)-2]
+	}
 	msg, _ := exec.ToMessage()
 	if msg.IsNil() {
 		w.NullArray()
@@ -268,6 +280,16 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 		results = tb.results(p, results[:0])
 		p.finish(w, results)
 	}
+}
+
+// scripted reports whether the transaction runs a script.
+func (tx *txState) scripted() bool {
+	for _, args := range tx.queued {
+		if name := strings.ToLower(string(args[0])); name == "eval" || name == "evalsha" {
+			return true
+		}
+	}
+	return false
 }
 
 // commandKeys are the keys a data command touches (for the one-shard rule).

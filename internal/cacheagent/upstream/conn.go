@@ -224,7 +224,7 @@ func Dial(ctx context.Context, addr, password string, timeout time.Duration) (in
 	if password != "" {
 		hello = append(hello, "AUTH", "default", password)
 	}
-	if err := handshake(nc, hello, []string{"CLIENT", "TRACKING", "ON", "OPTIN"}); err != nil {
+	if err := Handshake(nc, hello, []string{"CLIENT", "TRACKING", "ON", "OPTIN"}); err != nil {
 		return -1, err
 	}
 	_ = nc.SetDeadline(time.Time{})
@@ -244,8 +244,8 @@ func Dial(ctx context.Context, addr, password string, timeout time.Duration) (in
 	return fd, nil
 }
 
-// handshake sends commands and reads one reply to each: an error reply fails it.
-func handshake(nc net.Conn, cmds ...[]string) error {
+// Handshake sends commands and reads one reply to each: an error reply fails it.
+func Handshake(nc net.Conn, cmds ...[]string) error {
 	var out []byte
 	for _, cmd := range cmds {
 		out = fmt.Appendf(out, "*%d\r\n", len(cmd))
@@ -294,7 +294,7 @@ func Command(ctx context.Context, addr, password string, timeout time.Duration, 
 	defer nc.Close()
 	_ = nc.SetDeadline(time.Now().Add(timeout))
 	if password != "" {
-		if err := handshake(nc, []string{"AUTH", password}); err != nil {
+		if err := Handshake(nc, []string{"AUTH", password}); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,118 @@
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+)
+
+// Clients' scripts run on the shard as a user that cannot run @admin or @dangerous commands,
+// so `EVAL "return redis.call('FLUSHALL')"` is refused as FLUSHALL itself is, and a script
+// cannot reconfigure, replicate, migrate or shut down a shard. The agent's own work keeps the
+// default user. Scripts never flush, whatever the fleet allows: FLUSHALL itself does.
+const (
+	ScriptUser     = "cachefleet-scripts"
+	scriptUserRule = "reset on ~* &* +@all -@admin -@dangerous"
+)
+
+// scriptUserCommand creates (or resets) the script user with password; without one the user
+// takes any, as the shard's default user does.
+func scriptUserCommand(password string) []string {
+	cmd := append([]string{"ACL", "SETUSER", ScriptUser}, splitRule(scriptUserRule)...)
+	if password == "" {
+		return append(cmd, "nopass")
+	}
+	return append(cmd, ">"+password)
+}
+
+func splitRule(rule string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(rule); i++ {
+		if i == len(rule) || rule[i] == ' ' {
+			if i > start {
+				out = append(out, rule[start:i])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// dialerFor is valkey-go's DialCtxFn for a shard: every new connection first makes sure the
+// script user exists (a shard that restarted lost it; ACL users are not replicated, so a
+// promoted replica never had it), then is handed to valkey-go, which authenticates it.
+func dialerFor(password string) func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
+	return func(ctx context.Context, addr string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
+		nc, err := dialChecked(ctx, addr, d, cfg)
+		if err != nil {
+			return nil, err
+		}
+		var cmds [][]string
+		if password != "" {
+			cmds = append(cmds, []string{"AUTH", password})
+		}
+		cmds = append(cmds, scriptUserCommand(password))
+		_ = nc.SetDeadline(time.Now().Add(d.Timeout))
+		if err := upstream.Handshake(nc, cmds...); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		_ = nc.SetDeadline(time.Time{})
+		return nc, nil
+	}
+}
+
+// AsScriptUser wraps cmds (one connection's, in order) in AUTHs that run them as ScriptUser and
+// then give the connection back its default user.
+func (s *Shard) AsScriptUser(bd valkey.Builder, cmds ...valkey.Completed) []valkey.Completed {
+	pw := s.cfg.Password
+	if pw == "" {
+		pw = "-" // nopass users take any
+	}
+	out := make([]valkey.Completed, 0, len(cmds)+2)
+	out = append(out, bd.Auth().Username(ScriptUser).Password(pw).Build())
+	out = append(out, cmds...)
+	return append(out, bd.Auth().Username("default").Password(pw).Build())
+}
+
+// RunScript runs a client's script (EVAL, EVALSHA) as ScriptUser on a pooled connection of its
+// own, not combined with other clients' requests: one that loops holds that connection only.
+// The script is sent only once the shard has taken the script user: it never runs as default.
+func (s *Shard) RunScript(ctx context.Context, build func(valkey.Builder) valkey.Completed) (valkey.ValkeyResult, error) {
+	var res valkey.ValkeyResult
+	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+		return c.Dedicated(func(dc valkey.DedicatedClient) error {
+			script := build(dc.B())
+			ctx, cancel := s.timeout(ctx, len(script.Commands()))
+			defer cancel()
+			wrapped := s.AsScriptUser(dc.B(), script)
+			if res = dc.Do(ctx, wrapped[0]); res.Error() != nil {
+				return res.NonValkeyError() // refused: the client reads why
+			}
+			all := dc.DoMulti(ctx, wrapped[1:]...)
+			if err := firstNetworkError(all); err != nil {
+				res = all[0]
+				return err
+			}
+			res = all[0]
+			return nil
+		})
+	})
+	return res, err
+}
+
+// firstNetworkError is the first result that did not come from the shard.
+func firstNetworkError(res []valkey.ValkeyResult) error {
+	for _, r := range res {
+		if err := r.NonValkeyError(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
