@@ -85,8 +85,13 @@ func (s *Shard) AsScriptUser(bd valkey.Builder, cmds ...valkey.Completed) []valk
 // own, not combined with other clients' requests: one that loops holds that connection only.
 // The script is sent only once the shard has taken the script user: it never runs as default.
 func (s *Shard) RunScript(ctx context.Context, build func(valkey.Builder) valkey.Completed) (valkey.ValkeyResult, error) {
+	leave, err := s.takePlace()
+	if err != nil {
+		return valkey.ValkeyResult{}, err
+	}
+	defer leave()
 	var res valkey.ValkeyResult
-	err := s.call(ctx, func(ctx context.Context, c valkey.Client) error {
+	err = s.call(ctx, func(ctx context.Context, c valkey.Client) error {
 		return c.Dedicated(func(dc valkey.DedicatedClient) error {
 			script := build(dc.B())
 			ctx, cancel := s.timeout(ctx, len(script.Commands()))

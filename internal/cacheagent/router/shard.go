@@ -38,7 +38,15 @@ type ShardConfig struct {
 	FailuresToOpen uint32
 	Cooldown       time.Duration
 	MaxQueuedDels  int
+	// MaxDedicated bounds the connections clients hold of their own (WATCH, scripts); one
+	// more waits up to Timeout for a place, then is refused. 0 is DefaultMaxDedicated.
+	MaxDedicated int
+	// PoolIdle: pooled connections idle this long are closed, down to a few (0: 30 s).
+	PoolIdle time.Duration
 }
+
+// DefaultMaxDedicated leaves most of valkey-go's pool of 1,024 for the agent's own work.
+const DefaultMaxDedicated = 256
 
 // DownError is returned for requests to a shard whose breaker is open or that cannot be reached.
 type DownError struct {
@@ -63,6 +71,8 @@ const pipelineMultiplex = -1
 type Shard struct {
 	cfg     ShardConfig
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+	// dedicated holds a place per connection a client holds of its own (takePlace).
+	dedicated chan struct{}
 
 	mu      sync.Mutex
 	client  valkey.Client
@@ -105,7 +115,13 @@ type ShardStats struct {
 // NewShard prepares a shard connection; it connects lazily, so a shard that is down when the
 // agent starts does not stop the agent.
 func NewShard(cfg ShardConfig) *Shard {
-	s := &Shard{cfg: cfg, replicas: newReplicaReader(cfg)}
+	if cfg.MaxDedicated <= 0 {
+		cfg.MaxDedicated = DefaultMaxDedicated
+	}
+	if cfg.PoolIdle <= 0 {
+		cfg.PoolIdle = 30 * time.Second
+	}
+	s := &Shard{cfg: cfg, replicas: newReplicaReader(cfg), dedicated: make(chan struct{}, cfg.MaxDedicated)}
 	s.breakerClosed.Store(true)
 	s.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        cfg.Name,
@@ -173,6 +189,9 @@ func (s *Shard) getClient() (valkey.Client, error) {
 		MaxFlushDelay: 20 * time.Microsecond,
 		Dialer:        netDialer(s.cfg.Timeout),
 		DialCtxFn:     dialerFor(s.cfg.Password),
+		// Connections a burst of WATCHes or scripts took go back when idle.
+		BlockingPoolCleanup: s.cfg.PoolIdle,
+		BlockingPoolMinSize: 4,
 	}
 	if s.cfg.CacheBytes > 0 {
 		// valkey-go's default is 128 MiB per connection; bound it by the fleet's L1 setting.
@@ -600,12 +619,44 @@ func (s *Shard) Command(ctx context.Context, cmd ...string) ([]byte, error) {
 // Dedicate returns a connection of the shard's own, for WATCH: the keys stay watched on it
 // until the transaction ends. release gives it back.
 func (s *Shard) Dedicate() (valkey.DedicatedClient, func(), error) {
+	leave, err := s.takePlace()
+	if err != nil {
+		return nil, nil, err
+	}
 	c, err := s.getClient()
 	if err != nil {
+		leave()
 		return nil, nil, &DownError{Shard: s.cfg.Name, Err: err}
 	}
 	dc, release := c.Dedicate()
-	return dc, release, nil
+	return dc, func() { release(); leave() }, nil
+}
+
+// ErrTooManyDedicated refuses a connection of a client's own past ShardConfig.MaxDedicated.
+type ErrTooManyDedicated struct {
+	Shard string
+	Max   int
+}
+
+func (e *ErrTooManyDedicated) Error() string {
+	return fmt.Sprintf("%d clients already hold a connection of their own to shard %s (WATCH, scripts); try again later", e.Max, e.Shard)
+}
+
+// takePlace waits up to the shard timeout for a place among the dedicated connections.
+func (s *Shard) takePlace() (leave func(), err error) {
+	select {
+	case s.dedicated <- struct{}{}:
+	default:
+		t := time.NewTimer(s.cfg.Timeout)
+		defer t.Stop()
+		select {
+		case s.dedicated <- struct{}{}:
+		case <-t.C:
+			return nil, &ErrTooManyDedicated{Shard: s.cfg.Name, Max: s.cfg.MaxDedicated}
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-s.dedicated }) }, nil
 }
 
 // Subscribe receives messages of channel until ctx ends or the connection breaks. It bypasses

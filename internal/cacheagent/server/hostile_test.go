@@ -302,3 +302,81 @@ func TestScriptsCannotFlushOrReconfigureTheShards(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchNeverBlocksAndGivesItsConnectionBack: the 1,025th WATCH on a shard once blocked
+// forever, clients that hung up kept their connections, and the 1,024 connections stayed open
+// for good. WATCH now waits at most the shard timeout for a place, and a connection goes back
+// when its client hangs up, EXECs, DISCARDs or UNWATCHes; idle ones are closed.
+func TestWatchNeverBlocksAndGivesItsConnectionBack(t *testing.T) {
+	shards := twoShards(t)
+	o := defaults()
+	o.config.MaxDedicated = 8
+	o.config.PoolIdle = 300 * time.Millisecond
+	a := startAgent(t, shards, o)
+	k := keyOn(t, a, "w", 0)
+	c0 := a.dial(t)
+	c0.do("SET", k, "v")
+	baseline := shardClients(t, shards[0])
+	var watchers []*conn
+	for i := range 8 {
+		c := a.dial(t)
+		if got := c.do("WATCH", k); got != "OK" {
+			t.Fatalf("WATCH %d = %q", i, got)
+		}
+		watchers = append(watchers, c)
+	}
+	if n := shardClients(t, shards[0]); n < baseline+8 {
+		t.Fatalf("8 WATCHes hold %d shard connections more than before, want 8", n-baseline)
+	}
+	extra := a.dial(t)
+	start := time.Now()
+	if got := extra.do("WATCH", k); !strings.Contains(got, "8 clients already hold a connection of their own") {
+		t.Errorf("the 9th WATCH = %q", got)
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Errorf("the 9th WATCH waited %v", waited)
+	}
+	// Places come back when a client hangs up, EXECs, DISCARDs or UNWATCHes.
+	watchers[0].nc.Close()
+	watchers[1].do("MULTI")
+	watchers[1].do("SET", k, "x")
+	watchers[1].do("EXEC")
+	watchers[2].do("MULTI")
+	watchers[2].do("DISCARD")
+	watchers[3].do("UNWATCH")
+	for i := range 4 {
+		c := a.dial(t)
+		if got := c.do("WATCH", k); got != "OK" {
+			t.Errorf("WATCH %d after four places were given back = %q", i, got)
+		}
+		c.do("UNWATCH")
+	}
+	for _, c := range watchers[4:] {
+		c.nc.Close()
+	}
+	// The shard's connections shrink back once the WATCH connections are idle.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := shardClients(t, shards[0])
+		if n <= baseline+4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shard connections %d, %d before the WATCHes", n, baseline)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := c0.do("SET", k, "after"); got != "OK" {
+		t.Errorf("SET after = %q", got)
+	}
+}
+
+// shardClients counts a shard's client connections.
+func shardClients(t *testing.T, r *tu.Redis) int {
+	t.Helper()
+	out, err := r.Do("CLIENT", "LIST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(out, "id=") - 1 // less the one asking
+}

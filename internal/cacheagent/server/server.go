@@ -37,6 +37,10 @@ type Config struct {
 	MaxArgs int
 	// MaxBatch bounds how many pipelined commands are executed together.
 	MaxBatch int
+	// MaxDedicated bounds, per shard, the connections clients hold of their own (WATCH,
+	// scripts); 0 is router.DefaultMaxDedicated. PoolIdle closes idle ones (0: 30 s).
+	MaxDedicated int
+	PoolIdle     time.Duration
 	// MaxClients bounds the open client connections, as Valkey's maxclients: one more is
 	// answered "-ERR max number of clients reached" and closed.
 	MaxClients int
@@ -115,7 +119,7 @@ func (s *Server) SetRing(doc *contract.Document) error {
 			MinUsable: time.Duration(doc.Tiers.MinUsableMillis) * time.Millisecond,
 			Replicas:  strings.Join(sh.Replicas, ","),
 			Timeout:   s.cfg.ShardTimeout, FailuresToOpen: s.cfg.FailuresToOpen, Cooldown: s.cfg.Cooldown,
-			MaxQueuedDels: s.cfg.MaxQueuedDeletes,
+			MaxQueuedDels: s.cfg.MaxQueuedDeletes, MaxDedicated: s.cfg.MaxDedicated, PoolIdle: s.cfg.PoolIdle,
 		}
 	})
 	if err != nil {
