@@ -329,6 +329,48 @@ type AgentLimits struct {
 	// +kubebuilder:default=10000
 	// +optional
 	MaxClients int32 `json:"maxClients,omitempty"`
+
+	// clientOutputBuffer bounds the replies an agent holds for clients that do not read them
+	// (Valkey's client-output-buffer-limit, and maxmemory-clients for the total).
+	// +kubebuilder:default={}
+	// +optional
+	ClientOutputBuffer ClientOutputBufferLimit `json:"clientOutputBuffer,omitzero"`
+}
+
+// ClientOutputBufferLimit bounds what an agent holds for one client and for all of them.
+// +kubebuilder:validation:XValidation:rule="!has(self.soft) || !has(self.hard) || quantity(string(self.soft)).compareTo(quantity(string(self.hard))) <= 0",message="soft must not be over hard"
+type ClientOutputBufferLimit struct {
+	// hard: a client whose pending replies pass it is disconnected at once.
+	// +kubebuilder:default="64Mi"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
+	// +optional
+	Hard resource.Quantity `json:"hard,omitzero"`
+
+	// soft: a client whose pending replies pass it must take them within softSeconds.
+	// +kubebuilder:default="16Mi"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
+	// +optional
+	Soft resource.Quantity `json:"soft,omitzero"`
+
+	// softSeconds is how long a client may stay over soft.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +kubebuilder:default=10
+	// +optional
+	SoftSeconds int32 `json:"softSeconds,omitempty"`
+
+	// total bounds the replies held for all clients at once; the client whose replies would
+	// pass it is disconnected.
+	// +kubebuilder:default="256Mi"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
+	// +optional
+	Total resource.Quantity `json:"total,omitzero"`
 }
 
 // AuthSpec configures authentication between clients, agents and shards.

@@ -59,6 +59,18 @@ func parseFlags(args []string) (*options, error) {
 		"One costs the least CPU per unpipelined hit; more share deep pipelines of hits over threads.")
 	fs.IntVar(&o.server.MaxClients, "max-clients", o.server.MaxClients, "Client connections served at once (Valkey's maxclients); one more is answered \"-ERR max number of clients reached\" and closed. "+
 		"Lowered at start to fit the open-files limit.")
+	out := &o.server.Output
+	fs.Int64Var(&out.HardBytes, "client-output-hard-bytes", out.HardBytes, "A client whose pending replies pass this is disconnected at once (Valkey's client-output-buffer-limit hard); 0 for none.")
+	fs.Int64Var(&out.SoftBytes, "client-output-soft-bytes", out.SoftBytes, "A client whose pending replies pass this must take them within --client-output-soft-seconds; 0 for none.")
+	fs.Func("client-output-soft-seconds", fmt.Sprintf("How long a client may stay over the soft output limit (default %d).", int(out.SoftFor.Seconds())), func(v string) error {
+		var secs int
+		if _, err := fmt.Sscan(v, &secs); err != nil || secs < 1 {
+			return fmt.Errorf("want a number of seconds, 1 or more")
+		}
+		out.SoftFor = time.Duration(secs) * time.Second
+		return nil
+	})
+	fs.Int64Var(&out.TotalBytes, "client-output-total-bytes", out.TotalBytes, "Replies held for all clients at once (Valkey's maxmemory-clients); the client whose replies would pass it is disconnected; 0 for none.")
 	fs.IntVar(&o.server.MaxQueuedDeletes, "max-queued-deletes", o.server.MaxQueuedDeletes, "Deletes kept per down shard.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

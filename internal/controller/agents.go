@@ -123,6 +123,13 @@ func agentArgs(f *cachev1alpha1.CacheFleet) []string {
 		fmt.Sprintf("--http-listen=:%d", a.HTTPPort),
 		fmt.Sprintf("--max-clients=%d", a.Limits.MaxClients),
 	}
+	if o := a.Limits.ClientOutputBuffer; !o.Hard.IsZero() {
+		args = append(args,
+			fmt.Sprintf("--client-output-hard-bytes=%d", o.Hard.Value()),
+			fmt.Sprintf("--client-output-soft-bytes=%d", o.Soft.Value()),
+			fmt.Sprintf("--client-output-soft-seconds=%d", o.SoftSeconds),
+			fmt.Sprintf("--client-output-total-bytes=%d", o.Total.Value()))
+	}
 	// A CPU limit of n cores runs the agent's Go code on n threads (at least one); without a
 	// limit the agent's own default applies (two), not every core of the node.
 	if cpu, ok := a.Resources.Limits[corev1.ResourceCPU]; ok && !cpu.IsZero() {

@@ -54,6 +54,13 @@ type Conn struct {
 	wmu      sync.Mutex
 	backlog  []byte
 	writable chan struct{}
+	// MaxBacklog closes the connection when more would wait unwritten (the peer does not
+	// read); 0 for no bound. Over SoftBacklog, the peer has SoftFor to take the backlog below
+	// it again, or the connection is closed. Set them before the connection is used.
+	MaxBacklog  int
+	SoftBacklog int
+	SoftFor     time.Duration
+	softArmed   bool // a check of the soft bound is due; under wmu
 
 	deadlines sync.Mutex
 	rdl, wdl  deadline
@@ -274,9 +281,45 @@ func (c *Conn) WriteNoWait(p []byte) (int, error) {
 		}
 		p = p[max(n, 0):]
 	}
+	if c.MaxBacklog > 0 && len(c.backlog)+len(p) > c.MaxBacklog {
+		c.backlog = nil
+		_ = c.Close()
+		return 0, ErrBacklogFull
+	}
 	c.backlog = append(c.backlog, p...)
+	if c.SoftBacklog > 0 && len(c.backlog) > c.SoftBacklog && !c.softArmed {
+		c.softArmed = true
+		time.AfterFunc(c.SoftFor, c.checkSoft)
+	}
 	return len(p), nil
 }
+
+// checkSoft closes the connection if its backlog is still over SoftBacklog; a Write under way
+// is draining it, so the check waits one more turn.
+func (c *Conn) checkSoft() { c.checkSoftAgain(false) }
+
+func (c *Conn) checkSoftAgain(again bool) {
+	if !c.wmu.TryLock() {
+		if again { // a Write has waited on the full socket for SoftFor more: the peer is not reading
+			_ = c.Close()
+			return
+		}
+		time.AfterFunc(c.SoftFor, func() { c.checkSoftAgain(true) })
+		return
+	}
+	over := len(c.backlog) > c.SoftBacklog
+	c.softArmed = false
+	if over {
+		c.backlog = nil
+	}
+	c.wmu.Unlock()
+	if over {
+		_ = c.Close()
+	}
+}
+
+// ErrBacklogFull is WriteNoWait's refusal past MaxBacklog; the connection is closed.
+var ErrBacklogFull = errors.New("evloop: the peer does not read: output over its limit")
 
 // ErrWriteBusy is WriteNoWait's refusal while a Write is under way.
 var ErrWriteBusy = errors.New("evloop: a write is under way")

@@ -109,6 +109,8 @@ type batch struct {
 	direct bool
 	// cid is the connection's client id: a NOLOOP client does not hear of its own writes.
 	cid int64
+	// c is the connection's client, whose output limits exec applies; nil in a transaction.
+	c *client
 	// warms counts the segment's reads that may look up a previous owner.
 	warms int
 	// origins counts the segment's reads that may go to an origin.
@@ -302,6 +304,25 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	}
 	if len(b.written) > 0 {
 		b.s.settleBy(b.r, b.cid, b.written...)
+	}
+	if b.c != nil {
+		held := b.heldBytes()
+		b.c.adaptBatch(held, b.s.cfg.MaxBatch)
+		disconnect, within := b.s.cfg.Output.verdict(held)
+		if !disconnect && held > 0 {
+			disconnect = !b.s.holdOutput(b.c, held)
+		}
+		if disconnect {
+			b.s.Stats.OutputLimitClosed.Add(1)
+			b.c.quit, b.c.overLimit = true, true
+			b.reset(b.r)
+			b.flushes++
+			return
+		}
+		if within > 0 {
+			_ = b.c.nc.SetWriteDeadline(time.Now().Add(within))
+			b.c.deadlineSet = true
+		}
 	}
 	var results []partResult
 	now := time.Now() // one clock read for the replies written together

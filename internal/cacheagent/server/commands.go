@@ -121,6 +121,9 @@ var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "q
 
 // dispatch looks up and runs one command, counting its result when its reply is written.
 func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {
+	if c.overLimit {
+		return // disconnected for its output: what it sent after runs nowhere
+	}
 	c.lower = append(c.lower[:0], args[0]...)
 	for i, ch := range c.lower {
 		if 'A' <= ch && ch <= 'Z' {

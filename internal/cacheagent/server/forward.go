@@ -255,6 +255,9 @@ var errRetired = errors.New("the shard left the ring")
 
 // forward sends a GET or SET frame f to its shard on the loop, and reports whether it did.
 func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *policy.Rules) bool {
+	if len(ic.queue) >= maxForwardsInFlight {
+		return false // the rest goes to the reader, which waits for the client to take replies
+	}
 	sh := r.ShardFor(f.key)
 	up := ls.upstreamFor(sh)
 	if up == nil {
@@ -287,6 +290,11 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	ls.s.Stats.LoopForwards.Add(1)
 	return true
 }
+
+// maxForwardsInFlight bounds a connection's forwarded requests awaiting their replies: a
+// client that pipelines reads of large values and does not read the replies makes the shards
+// send at most this many for it before the output limits judge it.
+const maxForwardsInFlight = 32
 
 // touch has up's requests written at the end of the turn.
 func (ls *loopState) touch(up *upstream.Conn) {

@@ -156,7 +156,9 @@ func TestUnauthenticatedFramesAreBoundedAsValkeyBoundsThem(t *testing.T) {
 // closed the connection with a protocol error.
 func TestMgetOfAHundredThousandKeys(t *testing.T) {
 	shards := twoShards(t)
-	a := startAgent(t, shards, defaults())
+	o := defaults() // a shard timeout of 300 ms: the MGET needs more, which it is given by its size
+	o.config.ShardTimeout *= raceSlowdown
+	a := startAgent(t, shards, o)
 	c := a.dial(t)
 	c.do("SET", "key:7", "seven")
 	args := []string{"MGET"}

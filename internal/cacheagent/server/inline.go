@@ -81,7 +81,12 @@ func (s *Server) adopt(nc net.Conn) (net.Conn, error) {
 		return nc, nil
 	}
 	_ = tc.SetNoDelay(true)
-	return s.loops[s.adopted.Add(1)%int64(len(s.loops))].Adopt(tc)
+	ec, err := s.loops[s.adopted.Add(1)%int64(len(s.loops))].Adopt(tc)
+	if err != nil {
+		return nil, err
+	}
+	ec.MaxBacklog, ec.SoftBacklog, ec.SoftFor = int(s.cfg.Output.HardBytes), int(s.cfg.Output.SoftBytes), s.cfg.Output.SoftFor
+	return ec, nil
 }
 
 // answerInline answers the commands at the start of data that the loop can (L1 hits here,
@@ -110,8 +115,12 @@ func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 	}
 	b.reset(r)
 	warming := r.Warming()
-	used := 0
+	used, hits, counted := 0, 0, 0
 	for i := range frames[:n] {
+		if hits += b.hitBytes(counted); hits > loopReplyBudget {
+			break // the rest waits for the reader, which writes as the client takes them
+		}
+		counted = len(b.replies)
 		f := &frames[i]
 		if f.cmd == mgetCommand { // answered whole by the L1 with no reply due before it, or forwarded
 			if (len(ic.queue) > 0 || ic.due || !s.inlineMget(b, c, r, f)) && (warming || !ls.forwardMget(ic, r, f)) {
@@ -143,6 +152,25 @@ func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 	}
 	b.r = nil
 	return used
+}
+
+// loopReplyBudget bounds the L1 hits the loop answers from one read: the loop cannot wait for
+// a client to take its replies, so a pipeline of large hits goes on in the connection's
+// reader, whose writes wait (and stop it reading more) while the client does not read.
+const loopReplyBudget = 1 << 20
+
+// hitBytes is the size of the L1 hits the batch holds from reply from on.
+func (b *batch) hitBytes(from int) int {
+	n := 0
+	for i := from; i < len(b.replies); i++ {
+		switch p := &b.replies[i]; p.hit {
+		case keptHit:
+			n += len(p.kept.Val)
+		case copyHit:
+			n += len(p.copyVal)
+		}
+	}
+	return n
 }
 
 // forwardable reports whether the shard's reply to f is the whole answer, with at most a

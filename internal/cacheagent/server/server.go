@@ -41,6 +41,8 @@ type Config struct {
 	// scripts); 0 is router.DefaultMaxDedicated. PoolIdle closes idle ones (0: 30 s).
 	MaxDedicated int
 	PoolIdle     time.Duration
+	// Output bounds what the agent holds for a client that does not read (outputlimit.go).
+	Output OutputLimits
 	// MaxClients bounds the open client connections, as Valkey's maxclients: one more is
 	// answered "-ERR max number of clients reached" and closed.
 	MaxClients int
@@ -52,7 +54,7 @@ type Config struct {
 // DefaultConfig has the documented defaults.
 func DefaultConfig() Config {
 	return Config{ShardTimeout: time.Second, FailuresToOpen: 5, Cooldown: 10 * time.Second,
-		MaxQueuedDeletes: 100_000, MaxArgs: 1<<31 - 1, MaxBatch: 256, EventLoops: 1, MaxClients: 10_000}
+		MaxQueuedDeletes: 100_000, MaxArgs: 1<<31 - 1, MaxBatch: 256, EventLoops: 1, MaxClients: 10_000, Output: DefaultOutputLimits}
 }
 
 // Server is safe for concurrent use.
@@ -86,6 +88,8 @@ type Server struct {
 	loops    []*evloop.Loop // none without event loops
 	loopErr  error          // why not, when some were asked for
 	adopted  atomic.Int64   // connections adopted, to spread them over the loops
+
+	outputHeld atomic.Int64 // reply bytes held for clients, in all (outputlimit.go)
 }
 
 // New returns a server that serves nothing until SetRing gives it a ring.
@@ -296,9 +300,14 @@ type client struct {
 	id     int64
 	authed bool
 	quit   bool
-	lower  []byte
-	tx     *txState    // open transaction (MULTI), nil outside one
-	watch  *watchState // WATCHed keys and their dedicated connection
+	// overLimit: the client's replies went over the hard output limit; nothing more runs.
+	overLimit   bool
+	deadlineSet bool  // a write deadline for replies over the soft output limit
+	batchLimit  int   // commands the next batch may take (adaptBatch)
+	held        int64 // reply bytes counted in Server.outputHeld until written
+	lower       []byte
+	tx          *txState    // open transaction (MULTI), nil outside one
+	watch       *watchState // WATCHed keys and their dedicated connection
 
 	// What CLIENT LIST shows of this connection to other connections' goroutines.
 	addr, laddr     string
@@ -342,7 +351,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	defer s.unregister(nc, c)
 	rd := resp.NewReader(bufio.NewReaderSize(nc, 16<<10), s.readLimits())
 	w := c.w
-	b := &batch{s: s, cid: c.id}
+	b := &batch{s: s, cid: c.id, c: c}
 	ec, _ := nc.(*evloop.Conn)
 	if ec != nil {
 		ec.Context = &inlineConn{c: c, b: b, ec: ec}
@@ -389,11 +398,20 @@ func (s *Server) serveConn(nc net.Conn) {
 			s.dispatch(ctx, b, c, w, args)
 		}
 		n++
-		if rd.Buffered() == 0 || n >= s.cfg.MaxBatch || c.quit {
+		if rd.Buffered() == 0 || n >= c.batchLimit || c.quit {
 			b.flushTo(ctx, w)
 			s.writePushes(c) // after the replies: none can overtake a reply it invalidates
-			if err := w.Flush(); err != nil || c.quit {
+			err := w.Flush()
+			s.releaseOutput(c)
+			if err != nil || c.quit {
+				if err != nil && c.deadlineSet {
+					s.Stats.OutputLimitClosed.Add(1) // over the soft limit for its time
+				}
 				return
+			}
+			if c.deadlineSet { // set by exec for replies over the soft limit (outputlimit.go)
+				_ = nc.SetWriteDeadline(time.Time{})
+				c.deadlineSet = false
 			}
 			c.wmu.Unlock()
 			locked = false
@@ -410,6 +428,7 @@ func (s *Server) register(nc net.Conn) *client {
 		w: resp.NewWriter(bufio.NewWriterSize(nc, 16<<10))}
 	c.proto.Store(2)
 	c.multi.Store(-1)
+	c.batchLimit = min(firstBatch, s.cfg.MaxBatch)
 	c.lastAt.Store(c.created.UnixNano())
 	s.mu.Lock()
 	s.conns[nc] = c
@@ -419,6 +438,7 @@ func (s *Server) register(nc net.Conn) *client {
 }
 
 func (s *Server) unregister(nc net.Conn, c *client) {
+	s.releaseOutput(c)
 	c.unwatch()
 	s.trackingOff(c)
 	close(c.done)

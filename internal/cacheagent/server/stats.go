@@ -23,13 +23,15 @@ type Stats struct {
 	Clients          atomic.Int64
 	RejectedClients  atomic.Int64 // connections refused over MaxClients
 	AcceptErrors     atomic.Int64 // failed accepts (out of descriptors, say), retried
-	RingEpoch        atomic.Int64
-	TrackingClients  atomic.Int64 // connections with CLIENT TRACKING on
-	TrackingPushes   atomic.Int64 // invalidation messages queued for tracking clients
-	Warmup           WarmupStats
-	Origin           OriginStats
-	latency          prometheus.Histogram
-	policies         sync.Map // policy name -> *policyCounters (GET reads)
+	// OutputLimitClosed counts clients disconnected over the output limits (outputlimit.go).
+	OutputLimitClosed atomic.Int64
+	RingEpoch         atomic.Int64
+	TrackingClients   atomic.Int64 // connections with CLIENT TRACKING on
+	TrackingPushes    atomic.Int64 // invalidation messages queued for tracking clients
+	Warmup            WarmupStats
+	Origin            OriginStats
+	latency           prometheus.Histogram
+	policies          sync.Map // policy name -> *policyCounters (GET reads)
 }
 
 // policyCounters are one policy's GET reads: L1 hits, L1 misses, L2 hits, L2 misses.
@@ -82,6 +84,7 @@ var (
 	descProto        = newDesc("cachefleet_agent_protocol_errors_total", "Connections closed for malformed frames.", nil, nil)
 	descClients      = newDesc("cachefleet_agent_clients", "Open client connections.", nil, nil)
 	descRejected     = newDesc("cachefleet_agent_rejected_clients_total", "Connections refused because --max-clients were open.", nil, nil)
+	descOutputClosed = newDesc("cachefleet_agent_output_limit_disconnects_total", "Clients disconnected for holding more replies than the output limits allow (they did not read).", nil, nil)
 	descAcceptErrors = newDesc("cachefleet_agent_accept_errors_total", "Accepts that failed (out of file descriptors, say) and were retried.", nil, nil)
 	descEpoch        = newDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
 	descBreaker      = newDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
@@ -162,6 +165,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descClients, float64(st.Clients.Load()))
 	counter(descRejected, st.RejectedClients.Load())
 	counter(descAcceptErrors, st.AcceptErrors.Load())
+	counter(descOutputClosed, st.OutputLimitClosed.Load())
 	gauge(descEpoch, float64(st.RingEpoch.Load()))
 	gauge(descTracking, float64(st.TrackingClients.Load()))
 	gauge(descTrackKeys, float64(c.s.tracking.Keys()))
