@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,8 +83,9 @@ type pending struct {
 	// miss answers a single-key read (or delete) whose shard is down; nil for multi-key reads,
 	// whose finish sees the down shard's keys as missing.
 	miss func(w *resp.Writer)
-	// deletes are the keys each part deletes (delete class), queued when its shard is down.
-	deletes [][]string
+	// keys are each part's keys: queued as deletes when its shard is down (delete class), named
+	// in the error of a write that reached some shards and not others (write class).
+	keys [][]string
 
 	cmd   *command  // counted when written; nil for unknown commands
 	start time.Time // when the command was read
@@ -214,9 +217,15 @@ func (b *batch) jobMiss(parts []part, miss func(w *resp.Writer), finish func(w *
 	b.replies = append(b.replies, pending{parts: parts, finish: finish, class: b.class, miss: miss})
 }
 
-// jobDeletes is job for a delete: deletes[i] are part i's keys, queued when its shard is down.
-func (b *batch) jobDeletes(parts []part, deletes [][]string, miss func(w *resp.Writer), finish func(w *resp.Writer, results []partResult)) {
-	b.replies = append(b.replies, pending{parts: parts, finish: finish, class: b.class, miss: miss, deletes: deletes})
+// jobDeletes is job for a delete: keys[i] are part i's keys, queued when its shard is down.
+func (b *batch) jobDeletes(parts []part, keys [][]string, miss func(w *resp.Writer), finish func(w *resp.Writer, results []partResult)) {
+	b.replies = append(b.replies, pending{parts: parts, finish: finish, class: b.class, miss: miss, keys: keys})
+}
+
+// jobWrites is job for a write over several shards: keys[i] are part i's keys, named in the
+// error when some parts were written and others not (partialWrite).
+func (b *batch) jobWrites(parts []part, keys [][]string, finish func(w *resp.Writer, results []partResult)) {
+	b.replies = append(b.replies, pending{parts: parts, finish: finish, class: b.class, keys: keys})
 }
 
 // onShardDown is the one place that decides what a down shard means for a command, by its
@@ -243,7 +252,7 @@ func (s *Server) onShardDown(p *pending, results []partResult, w *resp.Writer) b
 	case classDelete:
 		for i := range results {
 			if results[i].err != nil {
-				results[i].shard.QueueDelete(p.deletes[i]...)
+				results[i].shard.QueueDelete(p.keys[i]...)
 				results[i].queued = true
 			}
 		}
@@ -253,9 +262,51 @@ func (s *Server) onShardDown(p *pending, results []partResult, w *resp.Writer) b
 		}
 		return false
 	default: // write
+		if len(results) > 1 && len(p.keys) == len(results) {
+			w.Error(partialWrite(results, p.keys))
+			return true
+		}
 		writeErr(w, results[down].err)
 		return true
 	}
+}
+
+// partialWrite is the error of a write over several shards of which some were down: a
+// cross-shard MSET is not atomic (as in Valkey Cluster, where it is refused outright), so the
+// client is told exactly which keys were written and which were not, to retry those.
+func partialWrite(results []partResult, keys [][]string) string {
+	var written, lost []string
+	var cause error
+	for i := range results {
+		if results[i].err != nil {
+			lost = append(lost, keys[i]...)
+			if cause == nil {
+				cause = results[i].err
+			}
+			continue
+		}
+		written = append(written, keys[i]...)
+	}
+	return fmt.Sprintf("%s; written: %s; not written: %s", cause, quoteKeys(written), quoteKeys(lost))
+}
+
+// quoteKeys lists keys for an error, the first 20.
+func quoteKeys(keys []string) string {
+	if len(keys) == 0 {
+		return "none"
+	}
+	var sb strings.Builder
+	for i, k := range keys {
+		if i == 20 {
+			fmt.Fprintf(&sb, " and %d more", len(keys)-20)
+			break
+		}
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		fmt.Fprintf(&sb, "'%s'", truncate([]byte(k)))
+	}
+	return sb.String()
 }
 
 // exec runs the queued shard work and writes every reply so far, in order.

@@ -382,3 +382,22 @@ func shardClients(t *testing.T, r *tu.Redis) int {
 	}
 	return strings.Count(out, "id=") - 1 // less the one asking
 }
+
+// TestCrossShardMsetWithAShardDownSaysWhatWasWritten: a cross-shard MSET with one shard down
+// once answered CFDOWN while the other shard's half was written, and the client could not
+// know which. It is not atomic (Valkey Cluster refuses it outright); the error names the keys.
+func TestCrossShardMsetWithAShardDownSaysWhatWasWritten(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	c := a.dial(t)
+	up, down := keyOn(t, a, "up:", 0), keyOn(t, a, "down:", 1)
+	shards[1].Stop()
+	got := c.do("MSET", up, "1", down, "2")
+	want := fmt.Sprintf("written: '%s'; not written: '%s'", up, down)
+	if !strings.HasPrefix(got, "ERR:CFDOWN shard shard-1 is unavailable") || !strings.HasSuffix(got, want) {
+		t.Errorf("MSET with shard-1 down = %q, want CFDOWN ... %s", got, want)
+	}
+	if v, _ := shards[0].Do("GET", up); v != "1" {
+		t.Errorf("the key on the live shard = %q", v)
+	}
+}

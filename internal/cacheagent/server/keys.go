@@ -336,11 +336,12 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 		s.announce(pairs[j].k)
 	}
 	shards, positions := b.groupKeys(ctx, w, keys)
-	parts := make([]part, len(shards))
+	parts, partKeys := make([]part, len(shards)), make([][]string, len(shards))
 	for j, i := range shards {
 		var cmds []buildFn
 		for _, pos := range positions[i] {
 			p := pairs[pos]
+			partKeys[j] = append(partKeys[j], p.k)
 			cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {
 				if p.ttl <= 0 {
 					return bd.Set().Key(p.k).Value(p.v).Build()
@@ -353,7 +354,7 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	for _, p := range pairs {
 		b.wrote(p.k)
 	}
-	b.job(parts, func(w *resp.Writer, r []partResult) {
+	b.jobWrites(parts, partKeys, func(w *resp.Writer, r []partResult) {
 		for _, pr := range r {
 			for _, res := range pr.res {
 				if res.Error() != nil {

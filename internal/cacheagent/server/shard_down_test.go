@@ -24,8 +24,10 @@ func TestOnShardDownDecidesByClass(t *testing.T) {
 		{"single-key read answers its miss", pending{class: classRead, miss: nullReply}, 1, true, "$-1\r\n", 0},
 		{"multi-key read leaves it to finish", pending{class: classRead}, 2, false, "", 0},
 		{"write names the shard", pending{class: classWrite}, 2, true, "-CFDOWN shard shard-1 is unavailable: connection refused\r\n", 0},
-		{"GETDEL queues the delete and answers nil", pending{class: classDelete, miss: nullReply, deletes: [][]string{{"k"}}}, 1, true, "$-1\r\n", 1},
-		{"DEL queues and lets finish count", pending{class: classDelete, deletes: [][]string{{"a"}, {"b", "c"}}}, 2, false, "", 2},
+		{"a write over two shards names the keys written and not", pending{class: classWrite, keys: [][]string{{"a", "c"}, {"b"}}}, 2, true,
+			"-CFDOWN shard shard-1 is unavailable: connection refused; written: 'a' 'c'; not written: 'b'\r\n", 0},
+		{"GETDEL queues the delete and answers nil", pending{class: classDelete, miss: nullReply, keys: [][]string{{"k"}}}, 1, true, "$-1\r\n", 1},
+		{"DEL queues and lets finish count", pending{class: classDelete, keys: [][]string{{"a"}, {"b", "c"}}}, 2, false, "", 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := New(DefaultConfig())
