@@ -48,6 +48,9 @@ type Conn struct {
 	// boundary: the reader waits for the start of a message, not for the rest of one; only
 	// then may the loop's handler read what comes (a value's bytes can look like anything).
 	boundary atomic.Bool
+	// peerClosed: epoll reported the peer's end of the stream; there is no edge after it, so
+	// the reader reads the socket to it instead of waiting for the loop.
+	peerClosed atomic.Bool
 
 	// Write side: wmu is held by a Write for as long as it waits for the socket to drain, so the
 	// loop only ever tries it; bytes the loop could not write wait in backlog.
@@ -145,7 +148,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if err := c.readErr(); err != nil {
 			return 0, err
 		}
-		if c.more || c.state.Load() == ownedByReaderPending {
+		if c.more || c.state.Load() == ownedByReaderPending || c.peerClosed.Load() {
 			c.more = false
 			c.state.CompareAndSwap(ownedByReaderPending, ownedByReader)
 			n, err := c.read(p)

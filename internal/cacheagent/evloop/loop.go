@@ -253,7 +253,7 @@ func (l *Loop) dispatch(events []unix.EpollEvent) {
 			}
 		}
 		if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-			l.readable(c)
+			l.readable(c, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 		}
 	}
 }
@@ -278,7 +278,11 @@ func (l *Loop) closeReleased() bool {
 }
 
 // readable reads c if its reader has handed the socket over, else tells the reader data came.
-func (l *Loop) readable(c *Conn) {
+// hup: the peer closed its side (or the socket failed), which the reads must reach.
+func (l *Loop) readable(c *Conn, hup bool) {
+	if hup {
+		c.peerClosed.Store(true) // whoever reads next must read on to the end of the stream
+	}
 	for {
 		switch c.state.Load() {
 		case ownedByReader:
@@ -289,7 +293,7 @@ func (l *Loop) readable(c *Conn) {
 			return
 		case ownedByLoop:
 			if c.state.CompareAndSwap(ownedByLoop, loopReading) {
-				l.read(c)
+				l.read(c, hup)
 				return
 			}
 		default:
@@ -298,7 +302,7 @@ func (l *Loop) readable(c *Conn) {
 	}
 }
 
-func (l *Loop) read(c *Conn) {
+func (l *Loop) read(c *Conn, hup bool) {
 	if c.parked {
 		// Replies to what the handler took are still due: what came since waits in the
 		// socket for the reader, which gets the connection once they are written.
@@ -317,11 +321,14 @@ func (l *Loop) read(c *Conn) {
 				used = l.handler(c, data)
 			}
 			if used == n {
+				if hup && !full {
+					continue // the end of the stream follows what was answered: read it
+				}
 				c.state.Store(ownedByLoop)
 				return
 			}
 			c.in = append(c.in[:0], data[used:]...)
-			c.off, c.more = 0, full
+			c.off, c.more = 0, full || hup // at the end of the stream the reader reads it itself
 			if c.held > 0 {
 				c.parked = true
 				c.state.Store(ownedByLoop)

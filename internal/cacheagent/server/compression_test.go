@@ -9,7 +9,7 @@ import (
 )
 
 // withPolicy gives agent a ring with one more policy.
-func withPolicy(t *testing.T, a *agent, p contract.Policy) {
+func withPolicy(t testing.TB, a *agent, p contract.Policy) {
 	t.Helper()
 	doc := *a.srv.Router().Doc
 	doc.Policies = append([]contract.Policy{p}, doc.Policies...)

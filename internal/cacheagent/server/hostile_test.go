@@ -401,3 +401,39 @@ func TestCrossShardMsetWithAShardDownSaysWhatWasWritten(t *testing.T) {
 		t.Errorf("the key on the live shard = %q", v)
 	}
 }
+
+// TestAClientThatHangsUpIsLetGo: with the event loop, a client that sent a command and
+// closed its side was never closed by the agent (the end of the stream came with the command,
+// in the one epoll edge): each such client held a connection and a goroutine until it closed
+// for good. Found by FuzzDispatch.
+func TestAClientThatHangsUpIsLetGo(t *testing.T) {
+	shards := twoShards(t)
+	for _, loops := range []int{1, 0} {
+		o := defaults()
+		o.config.EventLoops = loops
+		a := startAgent(t, shards, o)
+		for _, in := range []string{"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n", "PING\r\n", "*1\r\n$4\r\nPING\r\n"} {
+			for range 5 {
+				nc, err := net.Dial("tcp", a.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				nc.SetDeadline(time.Now().Add(3 * time.Second))
+				nc.Write([]byte(in))
+				nc.(*net.TCPConn).CloseWrite()
+				reply, err := io.ReadAll(nc) // to the agent's close
+				nc.Close()
+				if err != nil || len(reply) == 0 {
+					t.Errorf("event-loops=%d: %q then a half-close: read %q, %v; want the reply and the agent's close", loops, in, reply, err)
+				}
+			}
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for a.srv.Stats.Clients.Load() != 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := a.srv.Stats.Clients.Load(); n != 0 {
+			t.Errorf("event-loops=%d: %d connections still open after their clients left", loops, n)
+		}
+	}
+}

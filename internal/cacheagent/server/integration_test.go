@@ -42,7 +42,7 @@ func defaults() options {
 	return o
 }
 
-func startAgent(t *testing.T, shards []*tu.Redis, o options) *agent {
+func startAgent(t testing.TB, shards []*tu.Redis, o options) *agent {
 	t.Helper()
 	var spec []string
 	for i, r := range shards {
