@@ -53,7 +53,7 @@ func FuzzDispatch(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, input []byte) {
 		for _, a := range agents {
-			nc, err := net.Dial("tcp", a.addr)
+			nc, err := net.DialTimeout("tcp", a.addr, 2*time.Second)
 			if err != nil {
 				t.Fatalf("the agent takes no connection: %v", err)
 			}
@@ -62,7 +62,7 @@ func FuzzDispatch(f *testing.F) {
 			nc.(*net.TCPConn).CloseWrite()
 			io.Copy(io.Discard, nc) // to the agent's close, or the deadline
 			nc.Close()
-			check, err := net.Dial("tcp", a.addr)
+			check, err := net.DialTimeout("tcp", a.addr, 2*time.Second)
 			if err != nil {
 				t.Fatalf("after %q the agent takes no connection: %v", input, err)
 			}
