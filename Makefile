@@ -84,6 +84,11 @@ bench: ## Benchmarks: ring and parser (go test -bench), fleet coordination and r
 	CACHEFLEET_SHARD_SERVER="$$(hack/valkey-bins.sh)" go test -count=1 -v -run 'TestWritesInvalidateOtherAgentsL1OverTheBus|TestStampedeOf300|TestColdKeyReadByAThousand|TestTTLBoundaryUnderSteadyLoad|TestOriginOutageIsCoveredByStaleIfError' ./internal/cacheagent/server/ | grep -E 'bus-latency|stampede:|read-through:|ttl boundary|origin outage'
 	hack/bench.sh
 
+SOAK_DURATION ?= 5m
+.PHONY: soak
+soak: ## Two agents under well-behaved and hostile clients at once for SOAK_DURATION; prints errors, wrong values, peak RSS (not in make test).
+	cd test/soak && CACHEFLEET_SHARD_SERVER="$$(../../hack/valkey-bins.sh)" SOAK_DURATION=$(SOAK_DURATION) go test -tags soak -count=1 -timeout 0 -v . | grep -v '^time='
+
 ##@ Build
 
 .PHONY: build

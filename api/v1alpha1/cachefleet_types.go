@@ -341,7 +341,7 @@ type AgentLimits struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.soft) || !has(self.hard) || quantity(string(self.soft)).compareTo(quantity(string(self.hard))) <= 0",message="soft must not be over hard"
 type ClientOutputBufferLimit struct {
 	// hard: a client whose pending replies pass it is disconnected at once.
-	// +kubebuilder:default="64Mi"
+	// +kubebuilder:default="32Mi"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
@@ -349,7 +349,7 @@ type ClientOutputBufferLimit struct {
 	Hard resource.Quantity `json:"hard,omitzero"`
 
 	// soft: a client whose pending replies pass it must take them within softSeconds.
-	// +kubebuilder:default="16Mi"
+	// +kubebuilder:default="8Mi"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
@@ -365,7 +365,7 @@ type ClientOutputBufferLimit struct {
 
 	// total bounds the replies held for all clients at once; the client whose replies would
 	// pass it is disconnected.
-	// +kubebuilder:default="256Mi"
+	// +kubebuilder:default="128Mi"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`

@@ -33,7 +33,7 @@ func defaultedFleet() *cachev1alpha1.CacheFleet {
 	s.Ring = cachev1alpha1.RingSpec{Algorithm: "rendezvous", VirtualNodes: 160}
 	s.Tiers.L1 = cachev1alpha1.L1Spec{Enabled: true, MaxMemory: mustQuantity("64Mi"), MaxTTL: metav1.Duration{Duration: time.Minute}}
 	s.Tiers.L2 = cachev1alpha1.L2Spec{DefaultTTL: metav1.Duration{Duration: time.Hour}, MinUsableTTL: metav1.Duration{Duration: 5 * time.Second}, MaxValueSize: mustQuantity("1Mi")}
-	s.Agent = cachev1alpha1.AgentSpec{Port: 6380, HTTPPort: 8080, Limits: cachev1alpha1.AgentLimits{MaxClients: 10000, ClientOutputBuffer: cachev1alpha1.ClientOutputBufferLimit{Hard: mustQuantity("64Mi"), Soft: mustQuantity("16Mi"), SoftSeconds: 10, Total: mustQuantity("256Mi")}}}
+	s.Agent = cachev1alpha1.AgentSpec{Port: 6380, HTTPPort: 8080, Limits: cachev1alpha1.AgentLimits{MaxClients: 10000, ClientOutputBuffer: cachev1alpha1.ClientOutputBufferLimit{Hard: mustQuantity("32Mi"), Soft: mustQuantity("8Mi"), SoftSeconds: 10, Total: mustQuantity("128Mi")}}}
 	s.Auth.Enabled = true
 	s.Monitoring.ServiceMonitor = cachev1alpha1.ServiceMonitorSpec{Interval: "30s"}
 	return f

@@ -358,7 +358,7 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	}
 	if b.c != nil {
 		held := b.heldBytes()
-		b.c.adaptBatch(held, b.s.cfg.MaxBatch)
+		b.c.adaptBatch(held, len(b.replies), b.s.cfg.MaxBatch)
 		disconnect, within := b.s.cfg.Output.verdict(held)
 		if !disconnect && held > 0 {
 			disconnect = !b.s.holdOutput(b.c, held)

@@ -38,7 +38,7 @@ type mgetPart struct {
 // forwardMget forwards MGET f on the loop, and reports whether it did; false, with nothing
 // done, for an MGET the full path must answer.
 func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) bool {
-	if len(ic.rerun) > 0 || len(ic.queue) >= maxForwardsInFlight {
+	if len(ic.rerun) > 0 || len(ic.queue) >= ic.window() {
 		return false // its reads follow the requests being re-run, there; or too many wait
 	}
 	b, s := ic.b, ls.s

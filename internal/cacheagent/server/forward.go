@@ -255,7 +255,7 @@ var errRetired = errors.New("the shard left the ring")
 
 // forward sends a GET or SET frame f to its shard on the loop, and reports whether it did.
 func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *policy.Rules) bool {
-	if len(ic.queue) >= maxForwardsInFlight {
+	if len(ic.queue) >= ic.window() {
 		return false // the rest goes to the reader, which waits for the client to take replies
 	}
 	sh := r.ShardFor(f.key)
@@ -291,10 +291,36 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	return true
 }
 
-// maxForwardsInFlight bounds a connection's forwarded requests awaiting their replies: a
-// client that pipelines reads of large values and does not read the replies makes the shards
-// send at most this many for it before the output limits judge it.
-const maxForwardsInFlight = 32
+// A connection's forwarded requests awaiting their replies are bounded by a window that
+// starts at firstWindow, doubles up to maxForwardsInFlight while replies are small, and falls
+// to one request while they are large: a client that pipelines reads of large values and
+// does not read the replies makes the shards send little for it before the output limits
+// judge it.
+const (
+	firstWindow         = 4
+	maxForwardsInFlight = 32
+	largeReply          = 64 << 10
+)
+
+// window is how many forwarded requests the connection may have in flight.
+func (ic *inlineConn) window() int {
+	if ic.win == 0 {
+		ic.win = firstWindow
+	}
+	return ic.win
+}
+
+// sized adapts the window to replies of n bytes in all answering released requests.
+func (ic *inlineConn) sized(n, released int) {
+	if released == 0 {
+		return
+	}
+	if n/released > largeReply {
+		ic.win = 1
+	} else {
+		ic.win = min(max(ic.window()*2, firstWindow), maxForwardsInFlight)
+	}
+}
 
 // touch has up's requests written at the end of the turn.
 func (ls *loopState) touch(up *upstream.Conn) {
@@ -657,6 +683,7 @@ func (ls *loopState) writeDue(ic *inlineConn) bool {
 	if errors.Is(err, evloop.ErrWriteBusy) {
 		return false
 	}
+	ic.sized(len(ic.out), ic.released)
 	ic.out, ic.due = ic.out[:0], false
 	if cap(ic.out) > 64<<10 {
 		ic.out = nil

@@ -31,6 +31,7 @@ type inlineConn struct {
 	out      []byte
 	due      bool
 	released int
+	win      int // forwarded requests it may have in flight (window), the loop's alone
 }
 
 // inlineWriter writes a loop's replies; a loop runs one handler at a time.

@@ -21,24 +21,26 @@ type OutputLimits struct {
 	TotalBytes int64
 }
 
-// DefaultOutputLimits: a pipeline of 64 values of 1 MiB fits; a client that stalls on more
-// than 16 MiB for 10 s goes.
-var DefaultOutputLimits = OutputLimits{HardBytes: 64 << 20, SoftBytes: 16 << 20, SoftFor: 10 * time.Second, TotalBytes: 256 << 20}
+// DefaultOutputLimits fit the agent's default memory limit (256 MiB): a pipeline of 32 values
+// of 1 MiB fits (Valkey's pub/sub class has the same hard limit); a client that stalls on more
+// than 8 MiB for 10 s goes.
+var DefaultOutputLimits = OutputLimits{HardBytes: 32 << 20, SoftBytes: 8 << 20, SoftFor: 10 * time.Second, TotalBytes: 128 << 20}
 
-// A client's batches start small and grow to MaxBatch while their replies stay small: a
-// pipeline of reads of large values is fetched a few at a time, so a client that does not
-// read has the shards send little before its limits judge it.
+// A client's batches start small and double up to MaxBatch while their replies stay small
+// (under 64 KiB a command): a pipeline of reads of large values is fetched a few at a time,
+// so a client that does not read has the shards send little before its limits judge it.
 const (
-	firstBatch     = 16
-	smallReplyHeld = 1 << 20
+	firstBatch       = 4
+	smallReplyPerCmd = 64 << 10
 )
 
-// adaptBatch sets how many pipelined commands the client's next batch may take.
-func (c *client) adaptBatch(held int64, maxBatch int) {
-	if held > smallReplyHeld {
-		c.batchLimit = firstBatch
+// adaptBatch sets how many pipelined commands the client's next batch may take, after one of
+// n commands whose replies held held bytes.
+func (c *client) adaptBatch(held int64, n, maxBatch int) {
+	if held > int64(max(n, 1))*smallReplyPerCmd {
+		c.batchLimit = min(firstBatch, maxBatch)
 	} else {
-		c.batchLimit = maxBatch
+		c.batchLimit = min(max(2*c.batchLimit, firstBatch), maxBatch)
 	}
 }
 
@@ -102,4 +104,29 @@ func (l OutputLimits) verdict(held int64) (disconnect bool, deadline time.Durati
 		return false, l.SoftFor
 	}
 	return false, 0
+}
+
+// drainBacklog waits, before the next batch runs, for the client to take the replies the loop
+// could not write: the agent reads no more of a pipeline whose replies are unread. A client
+// that takes nothing within the soft time is let go (false).
+func (s *Server) drainBacklog(c *client, ec interface {
+	Write([]byte) (int, error)
+	SetWriteDeadline(time.Time) error
+}) bool {
+	if !c.wmu.TryLock() {
+		return true // the loop is writing to it: the next batch checks again
+	}
+	defer c.wmu.Unlock()
+	if s.cfg.Output.SoftFor <= 0 {
+		_, err := ec.Write(nil)
+		return err == nil
+	}
+	_ = ec.SetWriteDeadline(time.Now().Add(s.cfg.Output.SoftFor))
+	_, err := ec.Write(nil) // writes the backlog first
+	_ = ec.SetWriteDeadline(time.Time{})
+	if err != nil {
+		s.Stats.OutputLimitClosed.Add(1)
+		return false
+	}
+	return true
 }

@@ -366,6 +366,9 @@ func (s *Server) serveConn(nc net.Conn) {
 	}()
 	var tooLarge *resp.TooLargeError // out of the loop: errors.As takes its address, a heap allocation
 	for {
+		if ec != nil && n == 0 && ec.Backlogged() && !s.drainBacklog(c, ec) {
+			return // its replies from the loop were not taken in time: see OutputLimits
+		}
 		if ec != nil && rd.Buffered() == 0 {
 			ec.AtBoundary() // no frame is half read: the loop may answer what comes next
 		}

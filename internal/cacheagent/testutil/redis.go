@@ -303,3 +303,6 @@ func (r *Redis) signal(sig syscall.Signal) {
 		r.t.Fatal(err)
 	}
 }
+
+// Pid is the server's process id.
+func (r *Redis) Pid() int { return r.cmd.Process.Pid }
