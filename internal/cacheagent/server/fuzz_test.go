@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/contract"
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // FuzzDispatch sends whatever the fuzzer makes to the whole agent (parser, dispatcher,
