@@ -103,14 +103,20 @@ func agentClient(t *testing.T, ns, fleet, pod string) *redis.Client {
 	return c
 }
 
-// agentMetric reads one sample of the agent's /metrics ("name{labels}" as printed) or 0.
-func agentMetric(t *testing.T, addr, sample string) float64 {
+// agentMetric reads one sample of the agent's /metrics ("name{labels}" as printed) or 0; the
+// fleet's password is the credential, as for a ServiceMonitor's scrape.
+func agentMetric(t *testing.T, addr, password, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+password)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("agent metrics: %v", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("agent metrics: %s", resp.Status)
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {

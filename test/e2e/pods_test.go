@@ -101,19 +101,19 @@ spec: {fleetRef: {name: l1}, keyPrefix: "catalog:", ttl: 10m, l1: {mode: ttl, tt
 	}
 	ctx := context.Background()
 	w, r := agentClient(t, ns, "l1", writer), agentClient(t, ns, "l1", reader)
-	metrics := podAddr(t, ns, reader, 8080)
+	metrics, password := podAddr(t, ns, reader, 8080), fleetPassword(t, ns, "l1")
 	l1Hits := `cachefleet_agent_cache_hits_total{tier="l1"}`
 	eventually(t, 30*time.Second, "the reader's agent serves the policy", func() error {
 		if err := w.Set(ctx, "catalog:item", "v1", 0).Err(); err != nil {
 			return err
 		}
-		before := agentMetric(t, metrics, l1Hits)
+		before := agentMetric(t, metrics, password, l1Hits)
 		for range 3 {
 			if v, err := r.Get(ctx, "catalog:item").Result(); err != nil || v != "v1" {
 				return fmt.Errorf("GET %q %v", v, err)
 			}
 		}
-		if hits := agentMetric(t, metrics, l1Hits) - before; hits < 2 {
+		if hits := agentMetric(t, metrics, password, l1Hits) - before; hits < 2 {
 			return fmt.Errorf("%v L1 hits for 3 GETs: the key is not in the reader's L1", hits)
 		}
 		return nil
@@ -395,7 +395,7 @@ func TestScaleThreeFourThreeUnderLoad(t *testing.T) {
 	if lowest < 0.95*steady {
 		t.Errorf("hit rate fell to %.1f%% during the scale-up, below 95%% of the steady %.1f%%", lowest, steady)
 	}
-	if n := agentMetric(t, podAddr(t, ns, pod, 8080), `cachefleet_agent_warmup_total{result="moved"}`); n == 0 {
+	if n := agentMetric(t, podAddr(t, ns, pod, 8080), fleetPassword(t, ns, "sc"), `cachefleet_agent_warmup_total{result="moved"}`); n == 0 {
 		t.Errorf("no key was moved by warm-up: the hit rate did not come from it")
 	}
 	// Some keys now live on shard 3 only; two-phase scale-up published it once it could answer,
