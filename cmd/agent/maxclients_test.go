@@ -40,9 +40,9 @@ func TestConnectionFloodIsRefusedNotFatal(t *testing.T) {
 				c.SetDeadline(time.Now().Add(5 * time.Second))
 				fmt.Fprint(c, "PING\r\n")
 				line, err := bufio.NewReader(c).ReadString('\n')
-				switch {
-				case line == "+PONG\r\n":
-				case line == "-ERR max number of clients reached\r\n":
+				switch line {
+				case "+PONG\r\n":
+				case "-ERR max number of clients reached\r\n":
 					refused++
 				default:
 					t.Fatalf("connection %d: %q, %v", i, line, err)

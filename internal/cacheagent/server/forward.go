@@ -297,7 +297,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 // does not read the replies makes the shards send little for it before the output limits
 // judge it.
 const (
-	firstWindow         = 4
+	firstWindow         = 8
 	maxForwardsInFlight = 32
 	largeReply          = 64 << 10
 )

@@ -6,12 +6,12 @@ import (
 	"github.com/valkey-io/valkey-go"
 )
 
-// Output limits, after Valkey's client-output-buffer-limit: what the agent holds for a client
-// that its socket has not taken. A batch whose replies are over the hard limit is not written
-// and the client is disconnected; over the soft limit, the client must take them within the
-// soft time or is disconnected. A client that does not read therefore holds at most one
-// batch's replies, for a bounded time, and the agent reads nothing more from it meanwhile.
-// OutputLimits are the agent's per-client output bounds (Config.Output).
+// OutputLimits are the agent's output bounds (Config.Output), after Valkey's
+// client-output-buffer-limit: what the agent holds for a client that its socket has not
+// taken. A batch whose replies are over the hard limit is not written and the client is
+// disconnected; over the soft limit, the client must take them within the soft time or is
+// disconnected. A client that does not read therefore holds at most one batch's replies, for
+// a bounded time, and the agent reads nothing more from it meanwhile.
 type OutputLimits struct {
 	HardBytes int64
 	SoftBytes int64

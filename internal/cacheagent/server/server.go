@@ -364,7 +364,6 @@ func (s *Server) serveConn(nc net.Conn) {
 			c.wmu.Unlock()
 		}
 	}()
-	var tooLarge *resp.TooLargeError // out of the loop: errors.As takes its address, a heap allocation
 	for {
 		if ec != nil && n == 0 && ec.Backlogged() && !s.drainBacklog(c, ec) {
 			return // its replies from the loop were not taken in time: see OutputLimits
@@ -373,14 +372,10 @@ func (s *Server) serveConn(nc net.Conn) {
 			ec.AtBoundary() // no frame is half read: the loop may answer what comes next
 		}
 		rd.SetAuthenticated(c.authed)
-		args, err := rd.ReadCommand()
+		args, tooLarge, err := readCommand(rd)
 		if !locked { // held until this batch's replies are flushed: see client.wmu
 			c.wmu.Lock()
 			locked = true
-		}
-		tooLarge = nil
-		if err != nil && errors.As(err, &tooLarge) {
-			err = nil // read whole and dropped: refused below, the connection goes on
 		}
 		if err != nil {
 			s.endOnReadError(ctx, b, w, err)
@@ -402,19 +397,8 @@ func (s *Server) serveConn(nc net.Conn) {
 		}
 		n++
 		if rd.Buffered() == 0 || n >= c.batchLimit || c.quit {
-			b.flushTo(ctx, w)
-			s.writePushes(c) // after the replies: none can overtake a reply it invalidates
-			err := w.Flush()
-			s.releaseOutput(c)
-			if err != nil || c.quit {
-				if err != nil && c.deadlineSet {
-					s.Stats.OutputLimitClosed.Add(1) // over the soft limit for its time
-				}
+			if !s.endBatch(ctx, b, c, w) {
 				return
-			}
-			if c.deadlineSet { // set by exec for replies over the soft limit (outputlimit.go)
-				_ = nc.SetWriteDeadline(time.Time{})
-				c.deadlineSet = false
 			}
 			c.wmu.Unlock()
 			locked = false
@@ -422,6 +406,40 @@ func (s *Server) serveConn(nc net.Conn) {
 			b.r = nil // pick up a new ring epoch between batches
 		}
 	}
+}
+
+// readCommand reads the next command; one over the read limits comes back as tooLarge, read
+// whole and dropped: it is refused and the connection goes on.
+func readCommand(rd *resp.Reader) (args [][]byte, tooLarge *resp.TooLargeError, err error) {
+	args, err = rd.ReadCommand()
+	if err == nil {
+		return args, nil, nil
+	}
+	var tl *resp.TooLargeError // here: errors.As takes its address, a heap allocation
+	if errors.As(err, &tl) {
+		return args, tl, nil
+	}
+	return nil, nil, err
+}
+
+// endBatch executes the batch and writes its replies and the client's pushes; false when the
+// connection is to close (QUIT, or the client did not take its replies in time).
+func (s *Server) endBatch(ctx context.Context, b *batch, c *client, w *resp.Writer) bool {
+	b.flushTo(ctx, w)
+	s.writePushes(c) // after the replies: none can overtake a reply it invalidates
+	err := w.Flush()
+	s.releaseOutput(c)
+	if err != nil || c.quit {
+		if err != nil && c.deadlineSet {
+			s.Stats.OutputLimitClosed.Add(1) // over the soft limit for its time
+		}
+		return false
+	}
+	if c.deadlineSet { // set by exec for replies over the soft limit (outputlimit.go)
+		_ = c.nc.SetWriteDeadline(time.Time{})
+		c.deadlineSet = false
+	}
+	return true
 }
 
 // register creates the connection's client and makes it visible to CLIENT LIST and REDIRECT.
