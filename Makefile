@@ -59,8 +59,12 @@ verify-generated: manifests generate test-crds fmt ## Fail when generated or for
 envtest-assets: ## Build (or reuse from the cache) etcd, kube-apiserver and kubectl; print their directory.
 	@hack/k8s-bins.sh envtest
 
+.PHONY: deps
+deps: ## Install (as root on Debian/Ubuntu) or name the Debian packages the tests need; seconds, before any build.
+	@hack/deps.sh
+
 .PHONY: test
-test: generated vet test-unit test-e2e ## Run every test: unit, envtest, integration (real valkey-server shards), e2e on kwok and on real nodes.
+test: deps generated vet test-unit test-e2e ## Run every test: unit, envtest, integration (real valkey-server shards), e2e on kwok and on real nodes.
 
 .PHONY: generated
 generated: manifests generate test-crds fmt ## Regenerate CRDs, RBAC, DeepCopy and format (CI also checks the result is committed).

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmd="${1:-up}" name="${2:-cachefleet}" kind="${DEV_CLUSTER:-nodes}" port="${DEV_PORT:-6380}"
 state="${XDG_CACHE_HOME:-$HOME/.cache}/cachefleet/dev-$name"
+[[ "$cmd" == down ]] || hack/deps.sh # packages first: before minutes of builds
 bins="$(hack/k8s-bins.sh all)"
 export PATH="$bins:$PATH"
 mkdir -p "$state"
@@ -30,13 +31,15 @@ fi
 
 stop
 t0=$SECONDS
+# (Assigned before export: `export X="$(cmd)"` hides cmd's failure from set -e.)
 if [[ "$kind" == kwok ]]; then
-  export KUBECONFIG="$(hack/kwok-cluster.sh create "$name" 3)"
+  kubeconfig="$(hack/kwok-cluster.sh create "$name" 3)"
   samples=config/samples agent_image=""
 else
-  export KUBECONFIG="$(hack/node-cluster.sh create "${DEV_NODES:-2}")"
+  kubeconfig="$(hack/node-cluster.sh create "${DEV_NODES:-2}")"
   samples=config/dev agent_image=--agent-image=ghcr.io/cachefleet/agent:dev
 fi
+export KUBECONFIG="$kubeconfig"
 kubectl apply --server-side -f config/crd/bases >/dev/null
 go build -o bin/manager ./cmd/manager
 nohup bin/manager --metrics-bind-address=127.0.0.1:18080 --health-probe-bind-address=127.0.0.1:18081 \
