@@ -37,3 +37,14 @@ func TestScriptUserCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestANewRingKeepsItsShards: a shard whose settings did not change is the same shard in the
+// next ring (its connections, breaker and L1 copies stay). Defaults filled in by NewShard once
+// made every ring change a new shard.
+func TestANewRingKeepsItsShards(t *testing.T) {
+	cfg := ShardConfig{Name: "s", Addr: "127.0.0.1:1", Timeout: time.Second}
+	s := NewShard(cfg)
+	if s.Config() != cfg {
+		t.Errorf("NewShard changed its config: %+v, given %+v", s.Config(), cfg)
+	}
+}

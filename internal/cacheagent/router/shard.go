@@ -4,6 +4,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -115,13 +116,12 @@ type ShardStats struct {
 // NewShard prepares a shard connection; it connects lazily, so a shard that is down when the
 // agent starts does not stop the agent.
 func NewShard(cfg ShardConfig) *Shard {
-	if cfg.MaxDedicated <= 0 {
-		cfg.MaxDedicated = DefaultMaxDedicated
+	// cfg is kept as given: it is what a new ring's shard is matched against (router.New).
+	maxDedicated := cfg.MaxDedicated
+	if maxDedicated <= 0 {
+		maxDedicated = DefaultMaxDedicated
 	}
-	if cfg.PoolIdle <= 0 {
-		cfg.PoolIdle = 30 * time.Second
-	}
-	s := &Shard{cfg: cfg, replicas: newReplicaReader(cfg), dedicated: make(chan struct{}, cfg.MaxDedicated)}
+	s := &Shard{cfg: cfg, replicas: newReplicaReader(cfg), dedicated: make(chan struct{}, maxDedicated)}
 	s.breakerClosed.Store(true)
 	s.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        cfg.Name,
@@ -190,7 +190,7 @@ func (s *Shard) getClient() (valkey.Client, error) {
 		Dialer:        netDialer(s.cfg.Timeout),
 		DialCtxFn:     dialerFor(s.cfg.Password),
 		// Connections a burst of WATCHes or scripts took go back when idle.
-		BlockingPoolCleanup: s.cfg.PoolIdle,
+		BlockingPoolCleanup: cmp.Or(s.cfg.PoolIdle, 30*time.Second),
 		BlockingPoolMinSize: 4,
 	}
 	if s.cfg.CacheBytes > 0 {
@@ -652,7 +652,7 @@ func (s *Shard) takePlace() (leave func(), err error) {
 		select {
 		case s.dedicated <- struct{}{}:
 		case <-t.C:
-			return nil, &ErrTooManyDedicated{Shard: s.cfg.Name, Max: s.cfg.MaxDedicated}
+			return nil, &ErrTooManyDedicated{Shard: s.cfg.Name, Max: cap(s.dedicated)}
 		}
 	}
 	var once sync.Once
