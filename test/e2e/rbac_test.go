@@ -15,6 +15,8 @@ import (
 // ClusterRole names. config/default once bound its role to "system/controller-manager", an
 // account that does not exist, so the manager pods ran but could list no CachePolicy.
 func TestManagerServiceAccountHoldsItsRole(t *testing.T) {
+	// The role names ServiceMonitors: kubectl resolves a resource through discovery.
+	mustKubectl(t, "", "apply", "--server-side", "-f", "test/crds/monitoring.coreos.com_servicemonitors.yaml")
 	chartNS := namespace(t, "e2e-rbac-chart")
 	for _, install := range []struct {
 		name, role, manifests string
@@ -64,13 +66,17 @@ func TestManagerServiceAccountHoldsItsRole(t *testing.T) {
 				rule := r.(map[string]any)
 				for _, g := range rule["apiGroups"].([]any) {
 					for _, res := range rule["resources"].([]any) {
-						resource := res.(string)
+						resource, sub, _ := strings.Cut(res.(string), "/")
 						if g.(string) != "" {
 							resource += "." + g.(string)
 						}
 						for _, v := range rule["verbs"].([]any) {
 							checked++
-							if out, _ := kubectl("", "auth", "can-i", v.(string), resource, "-A", "--as", as); strings.TrimSpace(out) != "yes" {
+							args := []string{"auth", "can-i", v.(string), resource, "-A", "--as", as}
+							if sub != "" {
+								args = append(args, "--subresource="+sub)
+							}
+							if out, _ := kubectl("", args...); strings.TrimSpace(out) != "yes" {
 								t.Errorf("%s: %s cannot %s %s (%q)", install.name, as, v, resource, strings.TrimSpace(out))
 							}
 						}
