@@ -2,6 +2,9 @@ package main
 
 import (
 	"log/slog"
+	"os"
+	"runtime/debug"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -40,4 +43,19 @@ func maxClientsFor(limit uint64) uint64 {
 		return max(limit/2, 1)
 	}
 	return limit - reservedFiles
+}
+
+// fitGCToMemoryLimit sets Go's soft memory limit to 90% of the container's (MEMORY_LIMIT, in
+// bytes, which the operator fills from limits.memory), unless GOMEMLIMIT says otherwise: near
+// the limit the GC runs more often instead of the kernel killing the agent.
+func fitGCToMemoryLimit(log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit, err := strconv.ParseInt(os.Getenv("MEMORY_LIMIT"), 10, 64)
+	if err != nil || limit <= 0 {
+		return
+	}
+	debug.SetMemoryLimit(limit / 10 * 9)
+	log.Info("Set the Go memory limit", "bytes", limit/10*9, "containerLimit", limit)
 }

@@ -47,6 +47,7 @@ func run() error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	fitClientsToFileLimit(&o.server, log)
+	fitGCToMemoryLimit(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a := &agent{o: o, log: log, srv: server.New(o.server)}

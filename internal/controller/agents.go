@@ -98,6 +98,10 @@ func buildAgentDaemonSet(f *cachev1alpha1.CacheFleet, defaultImage string) *apps
 							fieldEnv("POD_NAME", "metadata.name"),
 							fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 							fieldEnv("NODE_NAME", "spec.nodeName"),
+							// The agent keeps its Go heap under 90% of it (cmd/agent): the GC works
+							// harder near the limit instead of the kernel killing every node's cache.
+							{Name: "MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+								ContainerName: "agent", Resource: "limits.memory"}}},
 						},
 						Ports: []corev1.ContainerPort{
 							{Name: "resp", ContainerPort: a.Port, Protocol: corev1.ProtocolTCP},
