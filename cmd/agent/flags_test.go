@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"log/slog"
 	"runtime/debug"
 	"strconv"
@@ -33,7 +32,7 @@ func TestEventLoopsDefaultToOneAndRefuseANegativeCount(t *testing.T) {
 func TestTheGoHeapIsKeptUnderTheContainerLimit(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	defer debug.SetMemoryLimit(before)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	t.Setenv("GOMEMLIMIT", "")
 	t.Setenv("MEMORY_LIMIT", strconv.Itoa(256<<20))
 	fitGCToMemoryLimit(log)
