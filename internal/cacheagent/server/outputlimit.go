@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 )
 
 // OutputLimits are the agent's output bounds (Config.Output), after Valkey's
@@ -109,10 +111,7 @@ func (l OutputLimits) verdict(held int64) (disconnect bool, deadline time.Durati
 // drainBacklog waits, before the next batch runs, for the client to take the replies the loop
 // could not write: the agent reads no more of a pipeline whose replies are unread. A client
 // that takes nothing within the soft time is let go (false).
-func (s *Server) drainBacklog(c *client, ec interface {
-	Write([]byte) (int, error)
-	SetWriteDeadline(time.Time) error
-}) bool {
+func (s *Server) drainBacklog(c *client, ec *evloop.Conn) bool {
 	if !c.wmu.TryLock() {
 		return true // the loop is writing to it: the next batch checks again
 	}
