@@ -47,6 +47,8 @@ func startAgent(t *testing.T, bin string, shards []*tu.Redis) *agentProc {
 	cmd := exec.Command(bin, "--shards=shard-0="+shards[0].Addr()+",shard-1="+shards[1].Addr(), "--password-file="+pwFile,
 		fmt.Sprintf("--listen=127.0.0.1:%d", port), fmt.Sprintf("--http-listen=127.0.0.1:%d", httpPort), "--max-value-bytes=1048576", "--l1=false")
 	cmd.Stderr = os.Stderr
+	// As the operator runs it: its container's memory limit (the default, 256 Mi) passed on.
+	cmd.Env = append(os.Environ(), "MEMORY_LIMIT="+strconv.Itoa(256<<20))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
