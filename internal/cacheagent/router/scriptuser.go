@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
@@ -23,25 +24,11 @@ const (
 // scriptUserCommand creates (or resets) the script user with password; without one the user
 // takes any, as the shard's default user does.
 func scriptUserCommand(password string) []string {
-	cmd := append([]string{"ACL", "SETUSER", ScriptUser}, splitRule(scriptUserRule)...)
+	cmd := append([]string{"ACL", "SETUSER", ScriptUser}, strings.Fields(scriptUserRule)...)
 	if password == "" {
 		return append(cmd, "nopass")
 	}
 	return append(cmd, ">"+password)
-}
-
-func splitRule(rule string) []string {
-	var out []string
-	start := 0
-	for i := 0; i <= len(rule); i++ {
-		if i == len(rule) || rule[i] == ' ' {
-			if i > start {
-				out = append(out, rule[start:i])
-			}
-			start = i + 1
-		}
-	}
-	return out
 }
 
 // dialerFor is valkey-go's DialCtxFn for a shard: every new connection first makes sure the
@@ -101,7 +88,7 @@ func (s *Shard) RunScript(ctx context.Context, build func(valkey.Builder) valkey
 				return res.NonValkeyError() // refused: the client reads why
 			}
 			all := dc.DoMulti(ctx, wrapped[1:]...)
-			if err := firstNetworkError(all); err != nil {
+			if err := FirstNetworkError(all); err != nil {
 				res = all[0]
 				return err
 			}
@@ -112,8 +99,8 @@ func (s *Shard) RunScript(ctx context.Context, build func(valkey.Builder) valkey
 	return res, err
 }
 
-// firstNetworkError is the first result that did not come from the shard.
-func firstNetworkError(res []valkey.ValkeyResult) error {
+// FirstNetworkError is the first result that did not come from the shard.
+func FirstNetworkError(res []valkey.ValkeyResult) error {
 	for _, r := range res {
 		if err := r.NonValkeyError(); err != nil {
 			return err

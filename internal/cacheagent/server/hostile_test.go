@@ -122,7 +122,7 @@ func TestUnauthenticatedFramesAreBoundedAsValkeyBoundsThem(t *testing.T) {
 	a := startAgent(t, []*tu.Redis{valkey}, o)
 	for _, frame := range []string{
 		"*11\r\n",
-		"*2\r\n$3\r\nSET\r\n$65000000\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+		"*2\r\n$3\r\nSET\r\n$65000000\r\n" + strings.Repeat("y", 38),
 		"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16385\r\n",
 	} {
 		var got [2]string

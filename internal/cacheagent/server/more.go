@@ -274,16 +274,12 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 	}
 	script, rest := str(args[1]), strs(args[3+n:])
 	s.announce(keys...)
-	build := func(bd valkey.Builder, blocking bool) valkey.Completed {
-		cmd := bd.Arbitrary(name).Args(script, strconv.Itoa(n)).Keys(keys...).Args(rest...)
-		if blocking {
-			return cmd.Blocking()
-		}
-		return cmd.Build()
+	build := func(bd valkey.Builder) valkey.Completed {
+		return bd.Arbitrary(name).Args(script, strconv.Itoa(n)).Keys(keys...).Args(rest...).Build()
 	}
 	if b.tx {
 		i := b.shardOf(ctx, w, args[3], plainLane)
-		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return build(bd, false) })
+		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return build(bd) })
 		b.wrote(keys...) // a script may write any of its keys
 		b.job([]part{p}, func(w *resp.Writer, r []partResult) { relay(w, r[0].res[0]) })
 		return
@@ -295,7 +291,7 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 	b.exec(ctx, w)
 	r, sh := b.r, b.r.Shards[shard]
 	b.local(func(w *resp.Writer) {
-		res, err := sh.RunScript(ctx, func(bd valkey.Builder) valkey.Completed { return build(bd, true) })
+		res, err := sh.RunScript(ctx, build)
 		s.settleBy(r, c.id, keys...)
 		if err != nil {
 			writeErr(w, err)

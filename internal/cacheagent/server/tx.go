@@ -240,7 +240,7 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 	var err error
 	if c.watch != nil { // on the connection that holds the WATCH
 		res = c.watch.dc.DoMulti(ctx, build(c.watch.dc.B())...)
-		err = firstNetworkError(res)
+		err = router.FirstNetworkError(res)
 	} else {
 		res, err = sh.DoMulti(ctx, build)
 	}
@@ -313,14 +313,4 @@ func commandKeys(name string, args [][]byte) []string {
 		return keys
 	}
 	return []string{string(args[1])}
-}
-
-// firstNetworkError is the first result that did not come from the shard.
-func firstNetworkError(res []valkey.ValkeyResult) error {
-	for _, r := range res {
-		if err := r.NonValkeyError(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
