@@ -135,10 +135,7 @@ docker-build: ## Build the manager and agent images (needs a container engine).
 .PHONY: kind-deploy
 kind-deploy: docker-build ## Load the images into the kind cluster "cachefleet" and deploy config/default.
 	kind load docker-image --name cachefleet $(IMG_MANAGER) $(IMG_AGENT)
-	$(KUBECTL) kustomize config/default \
-		| sed -e 's|ghcr.io/cachefleet/manager:v0.1.0|$(IMG_MANAGER)|' -e 's|ghcr.io/cachefleet/agent:v0.1.0|$(IMG_AGENT)|' \
-		| $(KUBECTL) apply --server-side -f -
-	$(KUBECTL) -n cachefleet-system rollout status deployment/cachefleet-controller-manager --timeout=180s
+	PATH="$(dir $(KUBECTL)):$$PATH" IMG_MANAGER=$(IMG_MANAGER) IMG_AGENT=$(IMG_AGENT) hack/operator.sh install kustomize
 
 $(CONTROLLER_GEN):
 	GOBIN=$(dir $@) go install sigs.k8s.io/controller-tools/cmd/controller-gen@v$(CONTROLLER_TOOLS_VERSION)

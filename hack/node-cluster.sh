@@ -294,6 +294,11 @@ import_images() { # i
   for t in "$state"/images/*.tar; do
     ctr --address "$dir/containerd.sock" -n k8s.io images import "$t" >/dev/null
   done
+  # A second tag of the operator's images: what an upgrade to a new version changes in the pod
+  # templates (the e2e upgrade tests roll the manager and the agents to it).
+  for t in manager agent; do
+    ctr --address "$dir/containerd.sock" -n k8s.io images tag --force "ghcr.io/cachefleet/$t:dev" "ghcr.io/cachefleet/$t:next" >/dev/null
+  done
 }
 
 create() {

@@ -19,6 +19,7 @@ type options struct {
 	node                         string
 	pprof                        bool
 	procs                        int
+	shutdownDelay                time.Duration
 	busKey                       []byte // static and ring-file modes
 	defaults                     source.Defaults
 	server                       server.Config
@@ -46,6 +47,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&d.MinUsableTTL, "min-usable-ttl", 5*time.Second, "Static mode: values with less life left are not kept in L1.")
 	fs.Int64Var(&d.MaxValueBytes, "max-value-bytes", 1<<20, "Static mode: largest value accepted.")
 	fs.BoolVar(&d.AllowFlush, "allow-flush", false, "Static mode: let clients run FLUSHALL/FLUSHDB (they empty every shard).")
+	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "After SIGTERM, how long to keep serving while /readyz reports not ready, "+
+		"so the Service sends new connections to the node's next agent before this one closes its own.")
 	fs.DurationVar(&o.server.ShardTimeout, "shard-timeout", o.server.ShardTimeout, "Per-request timeout to a shard.")
 	fs.Func("breaker-failures", "Consecutive failures that open a shard's breaker (default 5).", func(s string) error {
 		_, err := fmt.Sscan(s, &o.server.FailuresToOpen)

@@ -195,6 +195,11 @@ func (a *agent) serve(ctx context.Context) error {
 			return err
 		}
 	}
+	if d := a.o.shutdownDelay; d > 0 && ctx.Err() != nil {
+		a.srv.Drain()
+		a.log.Info("Draining: not ready, still serving", "for", d)
+		time.Sleep(d)
+	}
 	a.log.Info("Shutting down: finishing in-flight requests")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -57,6 +57,9 @@ func main() {
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "cachefleet-manager.cache.cachefleet.io",
+		// A leader stopped on purpose (rollout, drain, delete) hands the lease over at once
+		// instead of making its successor wait out the lease: main returns right after Start.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		log.Error(err, "Failed to create the manager")

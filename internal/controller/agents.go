@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -57,6 +58,9 @@ func buildAgentRoleBinding(f *cachev1alpha1.CacheFleet) *rbacv1.RoleBinding {
 	}
 }
 
+// agentShutdownDelay is how long a stopping agent serves while not ready.
+const agentShutdownDelay = 5 * time.Second
+
 // buildAgentDaemonSet runs one agent per eligible node.
 func buildAgentDaemonSet(f *cachev1alpha1.CacheFleet, defaultImage string) *appsv1.DaemonSet {
 	a := f.Spec.Agent
@@ -78,8 +82,11 @@ func buildAgentDaemonSet(f *cachev1alpha1.CacheFleet, defaultImage string) *apps
 		Spec: appsv1.DaemonSetSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: selector},
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
-				Type:          appsv1.RollingUpdateDaemonSetStrategyType,
-				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1))},
+				Type: appsv1.RollingUpdateDaemonSetStrategyType,
+				// The node's next agent starts and turns ready before the old one drains
+				// (--shutdown-delay): applications on the node see their connections reset
+				// once, and reconnect at once, never a node without an agent.
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxSurge: ptr.To(intstr.FromInt32(1)), MaxUnavailable: ptr.To(intstr.FromInt32(0))},
 			},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: commonLabels(f, ComponentAgent)},
@@ -126,6 +133,8 @@ func agentArgs(f *cachev1alpha1.CacheFleet) []string {
 		fmt.Sprintf("--listen=:%d", a.Port),
 		fmt.Sprintf("--http-listen=:%d", a.HTTPPort),
 		fmt.Sprintf("--max-clients=%d", a.Limits.MaxClients),
+		// Longer than kube-proxy takes to drop a terminating endpoint, well inside the grace period.
+		"--shutdown-delay=" + agentShutdownDelay.String(),
 	}
 	if o := a.Limits.ClientOutputBuffer; !o.Hard.IsZero() {
 		args = append(args,

@@ -78,6 +78,7 @@ type Server struct {
 	byID      map[int64]*client
 	wg        sync.WaitGroup
 	closing   atomic.Bool
+	draining  atomic.Bool // Drain: not ready, still serving
 	clientIDs atomic.Int64
 	stopping  chan struct{} // closed when Shutdown starts: ends CF.LGET waits
 	pass      atomic.Pointer[string]
@@ -243,6 +244,10 @@ func (s *Server) refuseClient(nc net.Conn) {
 
 // Shutdown stops accepting, lets every connection finish the commands it has read, closes
 // them and the shard connections. It returns when all are done or ctx ends.
+// Drain reports the server not ready while it goes on serving, so the Service stops sending
+// new connections here before Shutdown closes the ones it has.
+func (s *Server) Drain() { s.draining.Store(true) }
+
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.closing.Swap(true) {
 		close(s.stopping)
@@ -281,7 +286,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Ready reports whether a ring is loaded and at least one shard answers.
 func (s *Server) Ready(ctx context.Context) bool {
 	r := s.router.Load()
-	if r == nil {
+	if r == nil || s.draining.Load() {
 		return false
 	}
 	for _, sh := range r.Shards {
