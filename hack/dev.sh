@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# `make dev`: a local cluster with the CRDs, the manager running as a process and the samples
-# applied; `make dev-down` stops it all.
-#   DEV_CLUSTER=nodes (default): real nodes on this machine (hack/node-cluster.sh): real Valkey
-#     pods and agents, reachable with redis-cli through a port forward on 127.0.0.1.
-#   DEV_CLUSTER=kwok: simulated nodes (hack/kwok-cluster.sh); no container runs.
+# `make dev`: a local cluster with the operator installed and the samples applied; `make
+# dev-down` stops it all.
+#   DEV_CLUSTER=nodes (default): real nodes on this machine (hack/node-cluster.sh): the manager
+#     as pods from config/default (as `make kind-deploy` installs it), real Valkey pods and
+#     agents, reachable with redis-cli through a port forward on 127.0.0.1.
+#     DEV_MANAGER=process runs the manager as a local process instead, for a debugger.
+#   DEV_CLUSTER=kwok: simulated nodes (hack/kwok-cluster.sh); no container runs, so the manager
+#     runs as a local process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmd="${1:-up}" name="${2:-cachefleet}" kind="${DEV_CLUSTER:-nodes}" port="${DEV_PORT:-6380}"
@@ -12,6 +15,8 @@ state="${XDG_CACHE_HOME:-$HOME/.cache}/cachefleet/dev-$name"
 bins="$(hack/k8s-bins.sh all)"
 export PATH="$bins:$PATH"
 mkdir -p "$state"
+# Any failure stops here, naming the step and where its logs are.
+trap 'echo "dev: failed: \`$BASH_COMMAND\` (line $LINENO); logs: $state (and ${CF_NODES_STATE:-/var/lib/cachefleet-nodes}/logs for the nodes)" >&2' ERR
 
 stop() {
   local p
@@ -40,11 +45,18 @@ else
   samples=config/dev agent_image=--agent-image=ghcr.io/cachefleet/agent:dev
 fi
 export KUBECONFIG="$kubeconfig"
-kubectl apply --server-side -f config/crd/bases >/dev/null
-go build -o bin/manager ./cmd/manager
-nohup bin/manager --metrics-bind-address=127.0.0.1:18080 --health-probe-bind-address=127.0.0.1:18081 \
-  $agent_image >"$state/manager.log" 2>&1 &
-echo $! >"$state/manager.pid"
+manager_log="$state/manager.log"
+if [[ "$kind" == kwok || "${DEV_MANAGER:-pod}" == process ]]; then
+  kubectl apply --server-side -f config/crd/bases >/dev/null
+  go build -o bin/manager ./cmd/manager
+  nohup bin/manager --metrics-bind-address=127.0.0.1:18080 --health-probe-bind-address=127.0.0.1:18081 \
+    $agent_image >"$manager_log" 2>&1 &
+  echo $! >"$state/manager.pid"
+else
+  hack/operator.sh install kustomize
+  read -r ns deploy <<<"$(hack/operator.sh where kustomize)"
+  manager_log="kubectl -n $ns logs deployment/$deploy --all-pods --prefix"
+fi
 kubectl apply -k "$samples" >/dev/null
 kubectl wait --for=condition=Ready cachefleet/web-cache --timeout=5m >/dev/null
 echo "dev: fleet Ready $((SECONDS - t0))s after start"
@@ -56,7 +68,7 @@ if [[ "$kind" == kwok ]]; then
 The fleet runs on a local kwok cluster (pods are simulated: no containers run).
   export KUBECONFIG=$KUBECONFIG
   export PATH=$bins:\$PATH      # kubectl
-  manager log: $state/manager.log
+  manager log: $manager_log
 Stop everything with: make dev-down
 MSG
   exit 0
@@ -78,6 +90,6 @@ The fleet runs on real nodes on this machine: Valkey $(grep VALKEY_VERSION hack/
   export PATH=$bins:\$PATH      # kubectl
   export REDISCLI_AUTH=\$(kubectl get secret web-cache-auth -o jsonpath='{.data.password}' | base64 -d)
   redis-cli -p $port SET greeting hello && redis-cli -p $port GET greeting   # through an agent
-  manager log: $state/manager.log
+  manager log: $manager_log
 Stop everything with: make dev-down
 MSG

@@ -277,13 +277,15 @@ images() { # builds the images every node runs into $state/images
   (cd "$here/.." && go build -o "$out/imagesbin" ./hack/images &&
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/pause" ./hack/pause &&
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/agent" ./cmd/agent &&
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/manager" ./cmd/manager)
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/manager" ./cmd/manager &&
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/appclient" ./test/appclient)
   valkey="$(dirname "$("$here/valkey-bins.sh")")"
   [[ -x "$valkey/valkey-server" ]] || { log "the shard image needs Valkey built from source (hack/valkey-bins.sh)"; return 1; }
   bb="$(command -v busybox)" || { log "the shard image needs a static busybox: apt-get install busybox-static"; return 1; }
   "$out/imagesbin" -tag cachefleet.local/pause:1 -out "$out/pause.tar" -entrypoint /pause "$out/pause=/pause"
   "$out/imagesbin" -tag ghcr.io/cachefleet/agent:dev -out "$out/agent.tar" -entrypoint /agent -user 65532 "$out/agent=/agent"
   "$out/imagesbin" -tag ghcr.io/cachefleet/manager:dev -out "$out/manager.tar" -entrypoint /manager -user 65532 "$out/manager=/manager"
+  "$out/imagesbin" -tag cachefleet.local/appclient:1 -out "$out/appclient.tar" -entrypoint /appclient -user 65532 "$out/appclient=/appclient"
   "$out/imagesbin" -tag "docker.io/valkey/valkey:$VALKEY_VERSION" -out "$out/valkey.tar" -cmd valkey-server -user 999 \
     -busybox "$bb" "$valkey/valkey-server=/usr/local/bin/valkey-server" "$valkey/valkey-cli=/usr/local/bin/valkey-cli"
 }

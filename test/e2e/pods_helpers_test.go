@@ -161,11 +161,26 @@ func since(t0 time.Time) string { return time.Since(t0).Round(100 * time.Millise
 // has ended (read afterwards: an attached `kubectl run -i` misses what a fast pod prints first).
 func runToCompletion(t *testing.T, ns, name, node, password, script string) (string, error) {
 	t.Helper()
-	overrides := fmt.Sprintf(`{"spec": {"nodeName": %q}}`, node)
-	mustKubectl(t, "", "-n", ns, "run", name, "--restart=Never", "--image="+shardImage, "--overrides="+overrides,
-		"--env=PW="+password, "--command", "--", "sh", "-c", script)
+	startPod(t, ns, name, node, shardImage, []string{"PW=" + password}, "sh", "-c", script)
+	return podResult(t, ns, name, 2*time.Minute)
+}
+
+// startPod starts a pod of image on node running command, and returns at once.
+func startPod(t *testing.T, ns, name, node, image string, env []string, command ...string) {
+	t.Helper()
+	args := []string{"-n", ns, "run", name, "--restart=Never", "--image=" + image,
+		"--overrides=" + fmt.Sprintf(`{"spec": {"nodeName": %q}}`, node)}
+	for _, e := range env {
+		args = append(args, "--env="+e)
+	}
+	mustKubectl(t, "", append(append(args, "--command", "--"), command...)...)
+}
+
+// podResult waits for a pod started by startPod to end and returns its log.
+func podResult(t *testing.T, ns, name string, timeout time.Duration) (string, error) {
+	t.Helper()
 	var phase string
-	eventually(t, 2*time.Minute, name+" ends", func() error {
+	eventually(t, timeout, name+" ends", func() error {
 		if phase = jsonpath(ns, "pod/"+name, "{.status.phase}"); phase != "Succeeded" && phase != "Failed" {
 			return fmt.Errorf("phase %q", phase)
 		}

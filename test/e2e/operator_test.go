@@ -1,0 +1,427 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The manager's own life on real nodes: its leader lost in the middle of work, the manager
+// down, the operator upgraded. hack/e2e.sh installs the manager as pods (hack/operator.sh) and
+// names the install in E2E_MANAGER (chart or kustomize), E2E_MANAGER_NAMESPACE and
+// E2E_MANAGER_DEPLOYMENT.
+
+var (
+	managerInstall    = envOr("E2E_MANAGER", "process")
+	managerNamespace  = os.Getenv("E2E_MANAGER_NAMESPACE")
+	managerDeployment = os.Getenv("E2E_MANAGER_DEPLOYMENT")
+)
+
+// managerLease is the leader election Lease (cmd/manager's LeaderElectionID).
+const managerLease = "lease/cachefleet-manager.cache.cachefleet.io"
+
+// needsManagerPods skips unless the manager runs as pods, from install when one is named.
+func needsManagerPods(t *testing.T, install string) {
+	t.Helper()
+	needsRealPods(t)
+	if managerInstall == "process" || managerNamespace == "" || (install != "" && managerInstall != install) {
+		t.Skipf("needs the manager as pods installed from %q (hack/e2e.sh installs it); this run: %s", install, managerInstall)
+	}
+}
+
+// leader is the manager pod holding the lease, "" while nobody does (holder "<pod>_<uuid>").
+func leader() string {
+	holder := jsonpath(managerNamespace, managerLease, "{.spec.holderIdentity}")
+	pod, _, _ := strings.Cut(holder, "_")
+	return pod
+}
+
+// deleteLeader deletes the leader pod as a rollout or a drain would and returns it with the
+// time until another pod held the lease.
+func deleteLeader(t *testing.T) (old string, takeover time.Duration) {
+	t.Helper()
+	old = leader()
+	if old == "" {
+		t.Fatal("no manager pod holds the lease")
+	}
+	t0 := time.Now()
+	mustKubectl(t, "", "-n", managerNamespace, "delete", "pod", old, "--wait=false")
+	eventually(t, time.Minute, "another manager pod holds the lease", func() error {
+		if l := leader(); l == "" || l == old {
+			return fmt.Errorf("holder %q", l)
+		}
+		return nil
+	})
+	return old, time.Since(t0)
+}
+
+// scaleManager sets the manager Deployment's replicas and waits until that many are available.
+func scaleManager(t *testing.T, replicas int) {
+	t.Helper()
+	mustKubectl(t, "", "-n", managerNamespace, "scale", "deployment/"+managerDeployment, fmt.Sprintf("--replicas=%d", replicas))
+	eventually(t, 2*time.Minute, fmt.Sprintf("%d manager pods", replicas), func() error {
+		pods := mustKubectl(t, "", "-n", managerNamespace, "get", "pods", "-l", managerSelector(t), "-o", "name")
+		avail := jsonpath(managerNamespace, "deployment/"+managerDeployment, "{.status.availableReplicas}")
+		if n := len(strings.Fields(pods)); n != replicas || (replicas > 0 && avail != fmt.Sprint(replicas)) {
+			return fmt.Errorf("%d pods, %q available", n, avail)
+		}
+		return nil
+	})
+}
+
+// managerSelector is the manager Deployment's pod selector as a kubectl -l argument.
+func managerSelector(t *testing.T) string {
+	t.Helper()
+	var labels map[string]string
+	if err := json.Unmarshal([]byte(jsonpath(managerNamespace, "deployment/"+managerDeployment, "{.spec.selector.matchLabels}")), &labels); err != nil {
+		t.Fatalf("manager selector: %v", err)
+	}
+	var sel []string
+	for k, v := range labels {
+		sel = append(sel, k+"="+v)
+	}
+	return strings.Join(sel, ",")
+}
+
+// TestLeaderLossDuringScaleUp: the leader is deleted while a fleet grows from 2 to 4 shards
+// under readers and a writer. The other replica takes the lease, finishes the scale-up, and no
+// read fails and no acknowledged write is lost.
+func TestLeaderLossDuringScaleUp(t *testing.T) {
+	needsManagerPods(t, "")
+	ns := namespace(t, "e2e-leader-scale")
+	const keys = 1000
+	_, c, l, _ := loadedFleet(t, ns, "ls", 2, 0, keys, true)
+	t0 := time.Now()
+	mustKubectl(t, "", "-n", ns, "patch", "cachefleet/ls", "--type=merge", "-p", `{"spec":{"shards":{"count":4}}}`)
+	eventually(t, time.Minute, "the scale-up under way", func() error {
+		if !exists(ns, "statefulset/ls-shard-3") {
+			return fmt.Errorf("no statefulset ls-shard-3 yet")
+		}
+		return nil
+	})
+	old, takeover := deleteLeader(t)
+	waitReady(t, ns, "ls", 3*time.Minute)
+	eventually(t, 2*time.Minute, "4 shards in the ring", func() error {
+		if d := readRing(t, ns, "ls"); len(d.Shards) != 4 {
+			return fmt.Errorf("ring has %d shards", len(d.Shards))
+		}
+		return nil
+	})
+	t.Logf("timing: leader %s deleted mid scale-up: %s took the lease after %s; 4 shards Ready %s after the patch",
+		old, leader(), takeover.Round(100*time.Millisecond), since(t0))
+	time.Sleep(time.Second)
+	l.finish(t, "leader loss during scale-up")
+	lost, acked := l.lostAcked(c)
+	missing := 0
+	for i := range keys {
+		if err := c.Get(context.Background(), fmt.Sprintf("load:%d", i)).Err(); err != nil {
+			missing++
+		}
+	}
+	t.Logf("leader loss during scale-up: %d of %d acknowledged writes lost, %d of %d keys written before missing", lost, acked, missing, keys)
+	if lost > 0 || missing > 0 {
+		t.Errorf("lost %d acknowledged writes and %d keys written before", lost, missing)
+	}
+	if takeover > 20*time.Second {
+		t.Errorf("takeover took %v; a released lease is taken within the retry period (2 s)", takeover)
+	}
+}
+
+// TestLeaderLossDuringFailover: a shard's primary Valkey dies (restarting empty in its pod, so
+// only the controller's promotion brings the data back) and the leader is deleted at once. The
+// next leader promotes the replica: writes come back and nothing written before is lost.
+func TestLeaderLossDuringFailover(t *testing.T) {
+	needsManagerPods(t, "")
+	ns := namespace(t, "e2e-leader-failover")
+	const keys = 500
+	mustKubectl(t, realFleetYAML("lf", 2, 1, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, "lf", 3*time.Minute)
+	c := agentClient(t, ns, "lf", oneAgent(t, ns, "lf"))
+	fill(t, c, keys)
+	primaryOf := func() string { return jsonpath(ns, "cachefleet/lf", `{.status.primaries[?(@.shard=="shard-0")].pod}`) }
+	from := primaryOf()
+	to := map[string]string{"lf-shard-0-0": "lf-shard-0-1", "lf-shard-0-1": "lf-shard-0-0"}[from]
+	if to == "" {
+		t.Fatalf("shard-0's primary is %q", from)
+	}
+	l := startLoad(c, keys, true)
+	gaps := startGapWriter(c, keysOn(t, ns, "lf", from, "load", keys))
+	time.Sleep(time.Second)
+	t0 := time.Now()
+	mustKubectl(t, "", "-n", ns, "exec", from, "--", "kill", "1") // Valkey restarts empty
+	old, takeover := deleteLeader(t)
+	eventually(t, 2*time.Minute, to+" promoted", func() error {
+		if p := primaryOf(); p != to {
+			return fmt.Errorf("shard-0's primary is %q", p)
+		}
+		return nil
+	})
+	promoted := time.Since(t0)
+	waitReady(t, ns, "lf", 2*time.Minute)
+	l.finish(t, "leader loss during failover")
+	gap, refused, ok := gaps.finish()
+	lost, acked := l.lostAcked(c)
+	missing := 0
+	for i := range keys {
+		if v, err := c.Get(context.Background(), fmt.Sprintf("load:%d", i)).Result(); err != nil || v != fmt.Sprint(i) {
+			missing++
+		}
+	}
+	t.Logf("timing: leader %s deleted as shard-0's primary died: %s took the lease after %s, promoted %s after %s; write gap on shard-0 %s (%s, %d acknowledged)",
+		old, leader(), takeover.Round(100*time.Millisecond), to, promoted.Round(100*time.Millisecond), gap.Round(10*time.Millisecond), refused, ok)
+	t.Logf("leader loss during failover: %d of %d keys written before missing; %d of %d acknowledged writes during it lost (Valkey replicates asynchronously)",
+		missing, keys, lost, acked)
+	if missing > 0 {
+		t.Errorf("%d of %d keys written before the failover are gone", missing, keys)
+	}
+}
+
+// TestManagerDownForAMinute: with no manager pod for a minute, agents and shards go on serving
+// reads and writes with no error; a change made meanwhile is acted on once the manager is back.
+func TestManagerDownForAMinute(t *testing.T) {
+	needsManagerPods(t, "")
+	ns := namespace(t, "e2e-manager-down")
+	const keys = 1000
+	_, c, l, _ := loadedFleet(t, ns, "md", 2, 1, keys, true)
+	replicas := jsonpath(managerNamespace, "deployment/"+managerDeployment, "{.spec.replicas}")
+	t.Cleanup(func() {
+		kubectl("", "-n", managerNamespace, "scale", "deployment/"+managerDeployment, "--replicas="+replicas)
+	})
+	scaleManager(t, 0)
+	down := envOr("E2E_MANAGER_DOWN", "60s")
+	d, err := time.ParseDuration(down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustKubectl(t, "", "-n", ns, "patch", "cachefleet/md", "--type=merge", "-p", `{"spec":{"shards":{"count":3}}}`)
+	time.Sleep(d)
+	if exists(ns, "statefulset/md-shard-2") {
+		t.Fatal("the fleet was scaled with no manager running: another manager is reconciling")
+	}
+	reads, readErrs, writes, writeErrs := l.reads.Load(), l.readErrs.Load(), l.writes.Load(), l.writeErrs.Load()
+	t.Logf("manager down %s: %d reads, %d read errors; %d writes, %d write errors", down, reads, readErrs, writes, writeErrs)
+	if readErrs > 0 || writeErrs > 0 {
+		t.Errorf("with the manager down, %d reads and %d writes failed; agents and shards must not need it", readErrs, writeErrs)
+	}
+	want, err := strconv.Atoi(replicas)
+	if err != nil {
+		t.Fatalf("manager replicas %q: %v", replicas, err)
+	}
+	t0 := time.Now()
+	scaleManager(t, want)
+	waitReady(t, ns, "md", 3*time.Minute)
+	eventually(t, 2*time.Minute, "3 shards in the ring", func() error {
+		if d := readRing(t, ns, "md"); len(d.Shards) != 3 {
+			return fmt.Errorf("ring has %d shards", len(d.Shards))
+		}
+		return nil
+	})
+	t.Logf("timing: manager back after %s down: the change made meanwhile (2 -> 3 shards) Ready %s after its pods started", down, since(t0))
+	l.finish(t, "manager down, then back")
+	if lost, acked := l.lostAcked(c); lost > 0 {
+		t.Errorf("%d of %d acknowledged writes lost", lost, acked)
+	}
+}
+
+// podUIDs maps each pod of ns matching selector to its UID and restart count.
+func podUIDs(t *testing.T, ns, selector string) map[string]string {
+	t.Helper()
+	out := mustKubectl(t, "", "-n", ns, "get", "pods", "-l", selector, "-o",
+		`jsonpath={range .items[*]}{.metadata.name}={.metadata.uid}/{.status.containerStatuses[*].restartCount}{"\n"}{end}`)
+	pods := map[string]string{}
+	for _, l := range strings.Fields(out) {
+		name, uid, _ := strings.Cut(l, "=")
+		pods[name] = uid
+	}
+	return pods
+}
+
+// helmUpgrade upgrades the suite's chart release, keeping its values but sets.
+func helmUpgrade(t *testing.T, sets ...string) {
+	t.Helper()
+	args := []string{"upgrade", "cachefleet", "charts/cachefleet", "--namespace", managerNamespace, "--reuse-values", "--wait"}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	helm(t, args...)
+}
+
+// TestManagerUpgradeLeavesShardsRunning: `helm upgrade` to a new manager image replaces the
+// manager pods and nothing else: no shard or agent pod restarts, no client error.
+func TestManagerUpgradeLeavesShardsRunning(t *testing.T) {
+	needsManagerPods(t, "chart")
+	ns := namespace(t, "e2e-manager-upgrade")
+	const keys = 1000
+	_, c, l, _ := loadedFleet(t, ns, "mu", 2, 1, keys, true)
+	fleetPods := "cachefleet.io/fleet=mu"
+	before := podUIDs(t, ns, fleetPods)
+	image := func() string {
+		return jsonpath(managerNamespace, "deployment/"+managerDeployment, "{.spec.template.spec.containers[0].image}")
+	}
+	from := image()
+	t0 := time.Now()
+	helmUpgrade(t, "image.tag=next")
+	to := image()
+	if !strings.HasSuffix(to, ":next") {
+		t.Fatalf("the manager's image after the upgrade is %q", to)
+	}
+	mustKubectl(t, "", "-n", managerNamespace, "rollout", "status", "deployment/"+managerDeployment, "--timeout=3m")
+	eventually(t, time.Minute, "a pod of the new manager holds the lease", func() error {
+		l := leader()
+		if l == "" {
+			return fmt.Errorf("nobody holds the lease")
+		}
+		if img := jsonpath(managerNamespace, "pod/"+l, "{.spec.containers[0].image}"); img != to {
+			return fmt.Errorf("leader %s runs %s", l, img)
+		}
+		return nil
+	})
+	upgraded := time.Since(t0)
+	// The new leader reconciles every fleet at start: let it, then look for anything it replaced.
+	time.Sleep(15 * time.Second)
+	waitReady(t, ns, "mu", time.Minute)
+	after := podUIDs(t, ns, fleetPods)
+	restarted := 0
+	for pod, uid := range before {
+		if after[pod] != uid {
+			restarted++
+			t.Errorf("%s was replaced or restarted by the manager upgrade: %s -> %s", pod, uid, after[pod])
+		}
+	}
+	l.finish(t, "manager upgrade")
+	t.Logf("timing: helm upgrade of the manager %s -> %s: new leader after %s; %d of %d shard and agent pods restarted; %d write errors",
+		from, to, upgraded.Round(100*time.Millisecond), restarted, len(before), l.writeErrs.Load())
+	if n := l.writeErrs.Load(); n > 0 {
+		t.Errorf("%d writes failed during a manager upgrade", n)
+	}
+	if lost, acked := l.lostAcked(c); lost > 0 {
+		t.Errorf("%d of %d acknowledged writes lost", lost, acked)
+	}
+}
+
+// appReport is test/appclient's JSON line.
+type appReport struct {
+	Reads, Misses, ReadErrors, Writes, WriteErrors, Dials int64
+	FirstError                                            string
+}
+
+// TestAgentImageRollsOneNodeAtATime: `helm upgrade` to a new agent image rolls every fleet's
+// agents one node at a time, each node's next agent ready before the old one stops. An
+// application pod on every node (go-redis through the agent Service, defaults) reads and writes
+// throughout: its errors are counted, keys and hits survive, shards are not restarted.
+func TestAgentImageRollsOneNodeAtATime(t *testing.T) {
+	needsManagerPods(t, "chart")
+	ns := namespace(t, "e2e-agent-roll")
+	const keys = 500
+	mustKubectl(t, realFleetYAML("ar", 2, 1, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, "ar", 3*time.Minute)
+	agents := agentPods(t, ns, "ar")
+	fill(t, agentClient(t, ns, "ar", oneAgent(t, ns, "ar")), keys)
+	shardsBefore := podUIDs(t, ns, "cachefleet.io/fleet=ar,app.kubernetes.io/component=shard")
+	svc := jsonpath(ns, "service/ar-agent", "{.spec.clusterIP}") + ":6380"
+	const run = 60 * time.Second
+	var apps []string
+	for node := range agents {
+		name := "app-" + node
+		startPod(t, ns, name, node, "cachefleet.local/appclient:1", []string{"PW=" + fleetPassword(t, ns, "ar")},
+			"/appclient", "-addr", svc, "-duration", run.String(), "-keys", fmt.Sprint(keys), "-prefix", "load")
+		apps = append(apps, name)
+	}
+	for _, app := range apps {
+		eventually(t, time.Minute, app+" running", func() error {
+			if p := jsonpath(ns, "pod/"+app, "{.status.phase}"); p != "Running" {
+				return fmt.Errorf("phase %q", p)
+			}
+			return nil
+		})
+	}
+	time.Sleep(5 * time.Second)
+	t0 := time.Now()
+	helmUpgrade(t, "agentImage=ghcr.io/cachefleet/agent:next")
+	// Every 200 ms: how many nodes have a ready agent, and how many run two agents at once.
+	fewestReady, mostDoubled := len(agents), 0
+	replaced := map[string]time.Duration{}
+	eventually(t, 3*time.Minute, "every agent on the new image", func() error {
+		out := mustKubectl(t, "", "-n", ns, "get", "pods", "-l", "cachefleet.io/fleet=ar,app.kubernetes.io/component=agent", "-o",
+			`jsonpath={range .items[*]}{.spec.nodeName}|{.spec.containers[0].image}|{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		ready, pods, onNext, total := map[string]bool{}, map[string]int{}, 0, 0
+		for _, line := range strings.Fields(out) {
+			f := strings.Split(line, "|")
+			if len(f) != 4 {
+				return fmt.Errorf("unexpected line %q", line)
+			}
+			node, img, terminating, status := f[0], f[1], f[2] != "", f[3]
+			pods[node]++
+			total++
+			if status == "True" && !terminating {
+				ready[node] = true
+				if strings.HasSuffix(img, ":next") {
+					onNext++
+					if _, seen := replaced[node]; !seen {
+						replaced[node] = time.Since(t0)
+					}
+				}
+			}
+		}
+		fewestReady = min(fewestReady, len(ready))
+		doubled := 0
+		for _, n := range pods {
+			if n > 1 {
+				doubled++
+			}
+		}
+		mostDoubled = max(mostDoubled, doubled)
+		if onNext != len(agents) || total != len(agents) {
+			time.Sleep(200 * time.Millisecond)
+			return fmt.Errorf("%d of %d nodes with a ready agent on the new image:\n%s", onNext, len(agents), out)
+		}
+		return nil
+	})
+	rolled := time.Since(t0)
+	t.Logf("timing: agent image roll over %d nodes done in %s; each node's new agent ready at %v; fewest nodes with a ready agent %d, most nodes running two agents at once %d",
+		len(agents), rolled.Round(100*time.Millisecond), replaced, fewestReady, mostDoubled)
+	if fewestReady < len(agents) {
+		t.Errorf("a node was left without a ready agent during the roll (%d of %d)", fewestReady, len(agents))
+	}
+	if mostDoubled > 1 {
+		t.Errorf("%d nodes rolled at once; one node at a time", mostDoubled)
+	}
+	var total appReport
+	for _, app := range apps {
+		out, err := podResult(t, ns, app, run+time.Minute)
+		var r appReport
+		if err != nil || json.Unmarshal([]byte(strings.TrimSpace(out)), &r) != nil {
+			t.Fatalf("%s: %v\n%s", app, err, out)
+		}
+		t.Logf("%s: %d reads (%d misses, %d errors), %d writes (%d errors), %d connections opened; first error %q",
+			app, r.Reads, r.Misses, r.ReadErrors, r.Writes, r.WriteErrors, r.Dials, r.FirstError)
+		total.Reads += r.Reads
+		total.Misses += r.Misses
+		total.ReadErrors += r.ReadErrors
+		total.Writes += r.Writes
+		total.WriteErrors += r.WriteErrors
+		if r.Reads < 1000 {
+			t.Errorf("%s made only %d reads: it did not run through the roll", app, r.Reads)
+		}
+	}
+	t.Logf("agent roll: application pods saw %d errors in %d requests; hit rate %.2f%%", total.ReadErrors+total.WriteErrors,
+		total.Reads+total.Writes, 100*float64(total.Reads-total.Misses)/float64(max(1, total.Reads)))
+	if total.ReadErrors+total.WriteErrors > 0 {
+		t.Errorf("application pods saw %d read and %d write errors during the agent roll", total.ReadErrors, total.WriteErrors)
+	}
+	if total.Misses > 0 {
+		t.Errorf("%d reads of keys written before the roll missed: the keys did not survive", total.Misses)
+	}
+	for pod, uid := range shardsBefore {
+		if after := podUIDs(t, ns, "cachefleet.io/fleet=ar,app.kubernetes.io/component=shard")[pod]; after != uid {
+			t.Errorf("shard pod %s restarted during the agent roll: %s -> %s", pod, uid, after)
+		}
+	}
+}
