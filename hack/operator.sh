@@ -47,8 +47,16 @@ case "$cmd" in
       kustomized | kubectl apply --server-side --force-conflicts -f - >/dev/null
     else
       repo="${IMG_MANAGER%:*}" tag="${IMG_MANAGER##*:}"
+      # CRDs applied before (config/default, make install) are adopted, as Helm documents it,
+      # rather than refused: moving from kustomize to the chart keeps every fleet.
+      for crd in cachefleets.cache.cachefleet.io cachepolicies.cache.cachefleet.io; do
+        if kubectl get crd "$crd" >/dev/null 2>&1; then
+          kubectl label --overwrite crd "$crd" app.kubernetes.io/managed-by=Helm >/dev/null
+          kubectl annotate --overwrite crd "$crd" meta.helm.sh/release-name=cachefleet meta.helm.sh/release-namespace="$ns" >/dev/null
+        fi
+      done
       "$HELM" upgrade --install cachefleet charts/cachefleet --namespace "$ns" --create-namespace \
-        --set image.repository="$repo" --set image.tag="$tag" --set agentImage="$IMG_AGENT" >/dev/null
+        --set image.repository="$repo" --set image.tag="$tag" --set agentImage="$IMG_AGENT" 2> >(grep -v 'found symbolic link in path' >&2) >/dev/null
     fi
     kubectl -n "$ns" rollout status "deployment/$deploy" --timeout=180s >/dev/null
     echo "operator: $how install of $IMG_MANAGER (agents $IMG_AGENT) available in $ns/$deploy"

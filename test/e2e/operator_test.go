@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -145,6 +146,9 @@ func TestLeaderLossDuringFailover(t *testing.T) {
 	waitReady(t, ns, "lf", 3*time.Minute)
 	c := agentClient(t, ns, "lf", oneAgent(t, ns, "lf"))
 	fill(t, c, keys)
+	if err := fillErr(c, "gap", 100); err != nil {
+		t.Fatal(err)
+	}
 	primaryOf := func() string { return jsonpath(ns, "cachefleet/lf", `{.status.primaries[?(@.shard=="shard-0")].pod}`) }
 	from := primaryOf()
 	to := map[string]string{"lf-shard-0-0": "lf-shard-0-1", "lf-shard-0-1": "lf-shard-0-0"}[from]
@@ -152,7 +156,7 @@ func TestLeaderLossDuringFailover(t *testing.T) {
 		t.Fatalf("shard-0's primary is %q", from)
 	}
 	l := startLoad(c, keys, true)
-	gaps := startGapWriter(c, keysOn(t, ns, "lf", from, "load", keys))
+	gaps := startGapWriter(c, keysOn(t, ns, "lf", from, "gap", 100))
 	time.Sleep(time.Second)
 	t0 := time.Now()
 	mustKubectl(t, "", "-n", ns, "exec", from, "--", "kill", "1") // Valkey restarts empty
@@ -344,54 +348,32 @@ func TestAgentImageRollsOneNodeAtATime(t *testing.T) {
 	}
 	time.Sleep(5 * time.Second)
 	t0 := time.Now()
-	helmUpgrade(t, "agentImage=ghcr.io/cachefleet/agent:next")
-	// Every 200 ms: how many nodes have a ready agent, and how many run two agents at once.
-	fewestReady, mostDoubled := len(agents), 0
-	replaced := map[string]time.Duration{}
+	// The other of the two tags hack/node-cluster.sh imports, so the test can run again.
+	from := jsonpath(ns, "daemonset/ar-agent", "{.spec.template.spec.containers[0].image}")
+	to := strings.TrimSuffix(from, ":dev") + ":next"
+	if strings.HasSuffix(from, ":next") {
+		to = strings.TrimSuffix(from, ":next") + ":dev"
+	}
+	w := watchAgentRoll(t, ns, "ar", len(agents), to)
+	helmUpgrade(t, "agentImage="+to)
 	eventually(t, 3*time.Minute, "every agent on the new image", func() error {
-		out := mustKubectl(t, "", "-n", ns, "get", "pods", "-l", "cachefleet.io/fleet=ar,app.kubernetes.io/component=agent", "-o",
-			`jsonpath={range .items[*]}{.spec.nodeName}|{.spec.containers[0].image}|{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
-		ready, pods, onNext, total := map[string]bool{}, map[string]int{}, 0, 0
-		for _, line := range strings.Fields(out) {
-			f := strings.Split(line, "|")
-			if len(f) != 4 {
-				return fmt.Errorf("unexpected line %q", line)
-			}
-			node, img, terminating, status := f[0], f[1], f[2] != "", f[3]
-			pods[node]++
-			total++
-			if status == "True" && !terminating {
-				ready[node] = true
-				if strings.HasSuffix(img, ":next") {
-					onNext++
-					if _, seen := replaced[node]; !seen {
-						replaced[node] = time.Since(t0)
-					}
-				}
-			}
-		}
-		fewestReady = min(fewestReady, len(ready))
-		doubled := 0
-		for _, n := range pods {
-			if n > 1 {
-				doubled++
-			}
-		}
-		mostDoubled = max(mostDoubled, doubled)
-		if onNext != len(agents) || total != len(agents) {
-			time.Sleep(200 * time.Millisecond)
-			return fmt.Errorf("%d of %d nodes with a ready agent on the new image:\n%s", onNext, len(agents), out)
+		if n := w.onNext.Load(); n != int64(len(agents)) {
+			return fmt.Errorf("%d of %d nodes with only a ready agent on the new image", n, len(agents))
 		}
 		return nil
 	})
 	rolled := time.Since(t0)
-	t.Logf("timing: agent image roll over %d nodes done in %s; each node's new agent ready at %v; fewest nodes with a ready agent %d, most nodes running two agents at once %d",
-		len(agents), rolled.Round(100*time.Millisecond), replaced, fewestReady, mostDoubled)
-	if fewestReady < len(agents) {
-		t.Errorf("a node was left without a ready agent during the roll (%d of %d)", fewestReady, len(agents))
+	w.stop()
+	t.Logf("timing: agent image roll %s -> %s over %d nodes done %s after helm upgrade began; each node's new agent ready at %v; %d samples: fewest nodes with a ready agent %d, most nodes rolling at once %d, samples with a node rolling %d",
+		from, to, len(agents), rolled.Round(100*time.Millisecond), w.replaced, w.samples, w.fewestReady, w.mostRolling, w.rollingSamples)
+	if w.fewestReady < len(agents) {
+		t.Errorf("a node was left without a ready agent during the roll (%d of %d)", w.fewestReady, len(agents))
 	}
-	if mostDoubled > 1 {
-		t.Errorf("%d nodes rolled at once; one node at a time", mostDoubled)
+	if w.mostRolling > 1 {
+		t.Errorf("%d nodes rolled at once; one node at a time", w.mostRolling)
+	}
+	if w.rollingSamples == 0 {
+		t.Errorf("no sample saw a node rolling: the roll was not observed")
 	}
 	var total appReport
 	for _, app := range apps {
@@ -424,4 +406,74 @@ func TestAgentImageRollsOneNodeAtATime(t *testing.T) {
 			t.Errorf("shard pod %s restarted during the agent roll: %s -> %s", pod, uid, after)
 		}
 	}
+}
+
+// agentRoll samples a fleet's agent pods every 100 ms during a roll: on each node, a ready agent
+// that is not stopping, and whether the next one is starting beside the old (the node rolling).
+type agentRoll struct {
+	nodes                                             int
+	onNext                                            atomic.Int64 // nodes whose only live agent is on the :next image, ready
+	fewestReady, mostRolling, rollingSamples, samples int
+	replaced                                          map[string]time.Duration // when each node's new agent was first ready
+	done, stopped                                     chan struct{}
+}
+
+func watchAgentRoll(t *testing.T, ns, fleet string, nodes int, image string) *agentRoll {
+	t.Helper()
+	w := &agentRoll{nodes: nodes, fewestReady: nodes, replaced: map[string]time.Duration{}, done: make(chan struct{}), stopped: make(chan struct{})}
+	t0 := time.Now()
+	go func() {
+		defer close(w.stopped)
+		for {
+			select {
+			case <-w.done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			out, err := kubectl("", "-n", ns, "get", "pods", "-l", "cachefleet.io/fleet="+fleet+",app.kubernetes.io/component=agent", "-o",
+				`jsonpath={range .items[*]}{.spec.nodeName}|{.spec.containers[0].image}|{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+			if err != nil {
+				continue
+			}
+			ready, live, next := map[string]bool{}, map[string]int{}, map[string]bool{}
+			for _, line := range strings.Fields(out) {
+				f := strings.Split(line, "|")
+				if len(f) != 4 || f[2] != "" { // a stopping agent drains its connections: gone
+					continue
+				}
+				node := f[0]
+				live[node]++
+				if f[3] == "True" {
+					ready[node] = true
+					if f[1] == image {
+						next[node] = true
+						if _, seen := w.replaced[node]; !seen {
+							w.replaced[node] = time.Since(t0).Round(100 * time.Millisecond)
+						}
+					}
+				}
+			}
+			rolling, onNext := 0, 0
+			for node, n := range live {
+				if n > 1 {
+					rolling++
+				} else if next[node] {
+					onNext++
+				}
+			}
+			w.samples++
+			w.fewestReady = min(w.fewestReady, len(ready))
+			w.mostRolling = max(w.mostRolling, rolling)
+			if rolling > 0 {
+				w.rollingSamples++
+			}
+			w.onNext.Store(int64(onNext))
+		}
+	}()
+	return w
+}
+
+func (w *agentRoll) stop() {
+	close(w.done)
+	<-w.stopped
 }
