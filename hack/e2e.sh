@@ -20,7 +20,7 @@ fi
 # The tests that need pods that really run: the kwok run leaves them out, the nodes run runs only them.
 REAL_POD_TESTS='TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard|TestRollingUpdateOfAllShardsKeepsTheHitRate'
 # The tests of the manager's own life, each on the install it needs (test/e2e/operator_test.go).
-CHART_TESTS='TestManagerUpgradeLeavesShardsRunning|TestAgentImageRollsOneNodeAtATime'
+CHART_TESTS='TestManagerUpgradeLeavesShardsRunning|TestAgentImageRollsOneNodeAtATime|TestChartWatchingOneNamespace'
 KUSTOMIZE_TESTS='TestLeaderLossDuringScaleUp|TestLeaderLossDuringFailover|TestManagerDownForAMinute'
 
 bins="$(hack/k8s-bins.sh all)"

@@ -247,14 +247,11 @@ func podUIDs(t *testing.T, ns, selector string) map[string]string {
 	return pods
 }
 
-// helmUpgrade upgrades the suite's chart release, keeping its values but sets.
-func helmUpgrade(t *testing.T, sets ...string) {
+// helmUpgrade upgrades the suite's chart release, keeping its values but those flags set
+// ("--set", "k=v", ...).
+func helmUpgrade(t *testing.T, flags ...string) {
 	t.Helper()
-	args := []string{"upgrade", "cachefleet", "charts/cachefleet", "--namespace", managerNamespace, "--reuse-values", "--wait"}
-	for _, s := range sets {
-		args = append(args, "--set", s)
-	}
-	helm(t, args...)
+	helm(t, append([]string{"upgrade", "cachefleet", "charts/cachefleet", "--namespace", managerNamespace, "--reuse-values", "--wait"}, flags...)...)
 }
 
 // TestManagerUpgradeLeavesShardsRunning: `helm upgrade` to a new manager image replaces the
@@ -271,7 +268,7 @@ func TestManagerUpgradeLeavesShardsRunning(t *testing.T) {
 	}
 	from := image()
 	t0 := time.Now()
-	helmUpgrade(t, "image.tag=next")
+	helmUpgrade(t, "--set", "image.tag=next")
 	to := image()
 	if !strings.HasSuffix(to, ":next") {
 		t.Fatalf("the manager's image after the upgrade is %q", to)
@@ -355,7 +352,7 @@ func TestAgentImageRollsOneNodeAtATime(t *testing.T) {
 		to = strings.TrimSuffix(from, ":next") + ":dev"
 	}
 	w := watchAgentRoll(t, ns, "ar", len(agents), to)
-	helmUpgrade(t, "agentImage="+to)
+	helmUpgrade(t, "--set", "agentImage="+to)
 	eventually(t, 3*time.Minute, "every agent on the new image", func() error {
 		if n := w.onNext.Load(); n != int64(len(agents)) {
 			return fmt.Errorf("%d of %d nodes with only a ready agent on the new image", n, len(agents))
@@ -476,4 +473,40 @@ func watchAgentRoll(t *testing.T, ns, fleet string, nodes int, image string) *ag
 func (w *agentRoll) stop() {
 	close(w.done)
 	<-w.stopped
+}
+
+// TestChartWatchingOneNamespace: the chart with watchNamespaces grants the namespaced rules
+// (Secrets among them) in those namespaces only; the manager, restarted with them, reconciles a
+// fleet there and leaves one elsewhere alone, and may not read another namespace's Secrets.
+func TestChartWatchingOneNamespace(t *testing.T) {
+	needsManagerPods(t, "chart")
+	watched, other := namespace(t, "e2e-watched"), namespace(t, "e2e-unwatched")
+	helmUpgrade(t, "--set", "watchNamespaces={"+watched+"}")
+	t.Cleanup(func() {
+		// (--set watchNamespaces=null is kept by --reuse-values: an empty list is not.)
+		helmUpgrade(t, "--set-json", "watchNamespaces=[]")
+		mustKubectl(t, "", "-n", managerNamespace, "rollout", "status", "deployment/"+managerDeployment, "--timeout=3m")
+		if args := jsonpath(managerNamespace, "deployment/"+managerDeployment, "{.spec.template.spec.containers[0].args}"); strings.Contains(args, "--namespaces") {
+			t.Errorf("the manager still watches some namespaces only: %s", args)
+		}
+	})
+	mustKubectl(t, "", "-n", managerNamespace, "rollout", "status", "deployment/"+managerDeployment, "--timeout=3m")
+	as := fmt.Sprintf("system:serviceaccount:%s:%s", managerNamespace, jsonpath(managerNamespace, "deployment/"+managerDeployment, "{.spec.template.spec.serviceAccountName}"))
+	for ns, want := range map[string]string{watched: "yes", other: "no", "kube-system": "no"} {
+		if out, _ := kubectl("", "auth", "can-i", "get", "secrets", "-n", ns, "--as", as); strings.TrimSpace(out) != want {
+			t.Errorf("%s may get Secrets in %s: %q, want %q", as, ns, strings.TrimSpace(out), want)
+		}
+	}
+	t0 := time.Now()
+	mustKubectl(t, realFleetYAML("w", 1, 0, ""), "-n", watched, "apply", "-f", "-")
+	mustKubectl(t, realFleetYAML("u", 1, 0, ""), "-n", other, "apply", "-f", "-")
+	waitReady(t, watched, "w", 3*time.Minute)
+	t.Logf("timing: a fleet in the watched namespace Ready in %s with namespaced RBAC", since(t0))
+	c := agentClient(t, watched, "w", oneAgent(t, watched, "w"))
+	if err := c.Set(context.Background(), "k", "v", 0).Err(); err != nil {
+		t.Errorf("SET through the watched fleet's agent: %v", err)
+	}
+	if phase := jsonpath(other, "cachefleet/u", "{.status.phase}"); phase != "" || exists(other, "statefulset/u-shard-0") {
+		t.Errorf("the fleet in an unwatched namespace was reconciled (phase %q)", phase)
+	}
 }

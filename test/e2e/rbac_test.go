@@ -18,11 +18,21 @@ func TestManagerServiceAccountHoldsItsRole(t *testing.T) {
 	// The role names ServiceMonitors: kubectl resolves a resource through discovery.
 	mustKubectl(t, "", "apply", "--server-side", "-f", "test/crds/monitoring.coreos.com_servicemonitors.yaml")
 	chartNS := namespace(t, "e2e-rbac-chart")
+	watched := namespace(t, "e2e-rbac-watched")
+	// roles: each ClusterRole the install grants and where it holds ("" for every namespace).
+	type grant struct{ role, ns string }
 	for _, install := range []struct {
-		name, role, manifests string
+		name      string
+		roles     []grant
+		manifests string
+		// secretsOutside: whether the manager may read Secrets in namespaces it does not watch.
+		secretsOutside bool
 	}{
-		{"config/default", "ClusterRole/cachefleet-manager-role", mustKubectl(t, "", "kustomize", "config/default")},
-		{"chart", "ClusterRole/e2e-rbac-cachefleet-manager", helm(t, "template", "e2e-rbac", "charts/cachefleet", "--namespace", chartNS)},
+		{"config/default", []grant{{"ClusterRole/cachefleet-manager-role", ""}}, mustKubectl(t, "", "kustomize", "config/default"), true},
+		{"chart", []grant{{"ClusterRole/e2e-rbac-cachefleet-manager", ""}},
+			helm(t, "template", "e2e-rbac", "charts/cachefleet", "--namespace", chartNS), true},
+		{"chart watching one namespace", []grant{{"ClusterRole/e2e-rbac-cachefleet-manager", ""}, {"ClusterRole/e2e-rbac-cachefleet-manager-namespaced", watched}},
+			helm(t, "template", "e2e-rbac", "charts/cachefleet", "--namespace", chartNS, "--set", "watchNamespaces={"+watched+"}"), false},
 	} {
 		t.Run(strings.ReplaceAll(install.name, "/", "-"), func(t *testing.T) {
 			objs := objects(t, install.manifests)
@@ -56,32 +66,14 @@ func TestManagerServiceAccountHoldsItsRole(t *testing.T) {
 			t.Cleanup(func() {
 				kubectl(strings.Join(rbac, "\n---\n"), "-n", accountNS, "delete", "--ignore-not-found", "-f", "-")
 			})
-			role := objs[install.role]
-			if role == nil {
-				t.Fatalf("%s renders no %s", install.name, install.role)
-			}
 			as := fmt.Sprintf("system:serviceaccount:%s:%s", accountNS, account)
 			checked := 0
-			for _, r := range get(role, "rules").([]any) {
-				rule := r.(map[string]any)
-				for _, g := range rule["apiGroups"].([]any) {
-					for _, res := range rule["resources"].([]any) {
-						resource, sub, _ := strings.Cut(res.(string), "/")
-						if g.(string) != "" {
-							resource += "." + g.(string)
-						}
-						for _, v := range rule["verbs"].([]any) {
-							checked++
-							args := []string{"auth", "can-i", v.(string), resource, "-A", "--as", as}
-							if sub != "" {
-								args = append(args, "--subresource="+sub)
-							}
-							if out, _ := kubectl("", args...); strings.TrimSpace(out) != "yes" {
-								t.Errorf("%s: %s cannot %s %s (%q)", install.name, as, v, resource, strings.TrimSpace(out))
-							}
-						}
-					}
+			for _, g := range install.roles {
+				role := objs[g.role]
+				if role == nil {
+					t.Fatalf("%s renders no %s", install.name, g.role)
 				}
+				checked += canAll(t, install.name, as, role, g.ns)
 			}
 			if checked < 20 {
 				t.Errorf("%s: only %d verbs checked; the role's rules were not read", install.name, checked)
@@ -92,9 +84,49 @@ func TestManagerServiceAccountHoldsItsRole(t *testing.T) {
 					t.Errorf("%s: %s can %s %s", install.name, as, deny[0], deny[1])
 				}
 			}
+			// Secrets: an operator watching every namespace needs them everywhere (its cache
+			// holds only its own, by label, but RBAC cannot say so); one watching some
+			// namespaces is refused every other one.
+			out, _ := kubectl("", "auth", "can-i", "get", "secrets", "-n", "kube-system", "--as", as)
+			if got := strings.TrimSpace(out) == "yes"; got != install.secretsOutside {
+				t.Errorf("%s: %s may get Secrets in kube-system: %v, want %v", install.name, as, got, install.secretsOutside)
+			}
 			t.Logf("%s: %s holds all %d verbs of its role", install.name, as, checked)
 		})
 	}
+}
+
+// canAll asks, as the account, for every verb of every rule of role, in ns ("" for all), and
+// returns how many it checked.
+func canAll(t *testing.T, install, as string, role map[string]any, ns string) int {
+	t.Helper()
+	scope := []string{"-A"}
+	if ns != "" {
+		scope = []string{"-n", ns}
+	}
+	checked := 0
+	for _, r := range get(role, "rules").([]any) {
+		rule := r.(map[string]any)
+		for _, g := range rule["apiGroups"].([]any) {
+			for _, res := range rule["resources"].([]any) {
+				resource, sub, _ := strings.Cut(res.(string), "/")
+				if g.(string) != "" {
+					resource += "." + g.(string)
+				}
+				for _, v := range rule["verbs"].([]any) {
+					checked++
+					args := append([]string{"auth", "can-i", v.(string), resource, "--as", as}, scope...)
+					if sub != "" {
+						args = append(args, "--subresource="+sub)
+					}
+					if out, _ := kubectl("", args...); strings.TrimSpace(out) != "yes" {
+						t.Errorf("%s: %s cannot %s %s (%q)", install, as, v, resource, strings.TrimSpace(out))
+					}
+				}
+			}
+		}
+	}
+	return checked
 }
 
 func yamlOf(o map[string]any) (string, error) {
