@@ -48,7 +48,11 @@ func objects(t *testing.T, manifests string) map[string]map[string]any {
 			continue
 		}
 		md, _ := o["metadata"].(map[string]any)
-		out[fmt.Sprintf("%s/%s", o["kind"], md["name"])] = o
+		key := fmt.Sprintf("%s/%s", o["kind"], md["name"])
+		if _, dup := out[key]; dup { // the same name in another namespace (RoleBindings)
+			key += fmt.Sprintf("@%s", md["namespace"])
+		}
+		out[key] = o
 	}
 	return out
 }

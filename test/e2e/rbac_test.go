@@ -40,15 +40,17 @@ func TestManagerServiceAccountHoldsItsRole(t *testing.T) {
 			var account, accountNS string
 			for key, o := range objs {
 				kind := strings.SplitN(key, "/", 2)[0]
+				md := o["metadata"].(map[string]any)
 				switch kind {
-				case "ServiceAccount":
-					md := o["metadata"].(map[string]any)
-					account, _ = md["name"].(string)
-					accountNS, _ = md["namespace"].(string)
-					if accountNS == "" {
-						accountNS = chartNS
+				case "ServiceAccount", "Role", "RoleBinding":
+					// helm template leaves the release's namespace to the client.
+					if md["namespace"] == nil {
+						md["namespace"] = chartNS
 					}
-				case "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Namespace":
+					if kind == "ServiceAccount" {
+						account, accountNS = md["name"].(string), md["namespace"].(string)
+					}
+				case "ClusterRole", "ClusterRoleBinding", "Namespace":
 				default:
 					continue
 				}
@@ -62,9 +64,9 @@ func TestManagerServiceAccountHoldsItsRole(t *testing.T) {
 				t.Fatalf("%s renders no ServiceAccount", install.name)
 			}
 			kubectl("", "create", "namespace", accountNS)
-			mustKubectl(t, strings.Join(rbac, "\n---\n"), "-n", accountNS, "apply", "--server-side", "--force-conflicts", "-f", "-")
+			mustKubectl(t, strings.Join(rbac, "\n---\n"), "apply", "--server-side", "--force-conflicts", "-f", "-")
 			t.Cleanup(func() {
-				kubectl(strings.Join(rbac, "\n---\n"), "-n", accountNS, "delete", "--ignore-not-found", "-f", "-")
+				kubectl(strings.Join(rbac, "\n---\n"), "delete", "--ignore-not-found", "-f", "-")
 			})
 			as := fmt.Sprintf("system:serviceaccount:%s:%s", accountNS, account)
 			checked := 0
