@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -166,4 +167,26 @@ func buildAgentService(f *cachev1alpha1.CacheFleet) *corev1.Service {
 			},
 		},
 	}
+}
+
+// leaseLiveness is how long after its last renewal a Lease still counts when it states no duration.
+const leaseLiveness = 30 * time.Second
+
+// countConverged counts live agent Leases that report serving epoch.
+func countConverged(leases []coordinationv1.Lease, epoch int64, now time.Time) int32 {
+	var n int32
+	for i := range leases {
+		l := &leases[i]
+		if l.Annotations[AnnotationRingEpoch] != strconv.FormatInt(epoch, 10) || l.Spec.RenewTime == nil {
+			continue
+		}
+		ttl := leaseLiveness
+		if l.Spec.LeaseDurationSeconds != nil {
+			ttl = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+		}
+		if now.Sub(l.Spec.RenewTime.Time) <= ttl {
+			n++
+		}
+	}
+	return n
 }

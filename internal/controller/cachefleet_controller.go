@@ -114,33 +114,36 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}()
 
+	// The spec is checked first. A spec that cannot work stops the phases that build from it,
+	// not those that keep the running fleet safe (its Secrets, its primaries).
+	invalid := validateSpec(fleet)
 	phases := []struct {
 		name, doing string // name labels cachefleet_reconcile_errors_total
 		run         func(context.Context, *fleetScope) error
+		fromSpec    bool // builds children from the spec: not run on an invalid one
 	}{
-		{"secrets", "creating the generated Secrets", r.reconcileSecrets},
-		{"roles", "reading the shards' roles", r.readRoles},
-		{"failover", "checking the shards' primaries", r.reconcileFailover},
-		{"roles-publish", "publishing the shards' roles", r.publishRoles},
-		{"shards", "reconciling shards", r.reconcileShards},
-		{"ring", "publishing the ring", r.reconcileRing},
-		{"agents", "reconciling agents", r.reconcileAgents},
-		{"monitoring", "reconciling monitoring", r.reconcileMonitoring},
-		{"drain", "draining removed shards", r.reconcileDrainedShards},
-		{"observe", "observing children", r.observe},
+		{"secrets", "creating the generated Secrets", r.reconcileSecrets, false},
+		{"roles", "reading the shards' roles", r.readRoles, false},
+		{"failover", "checking the shards' primaries", r.reconcileFailover, false},
+		{"roles-publish", "publishing the shards' roles", r.publishRoles, false},
+		{"shards", "reconciling shards", r.reconcileShards, true},
+		{"ring", "publishing the ring", r.reconcileRing, true},
+		{"agents", "reconciling agents", r.reconcileAgents, true},
+		{"monitoring", "reconciling monitoring", r.reconcileMonitoring, true},
+		{"drain", "draining removed shards", r.reconcileDrainedShards, true},
+		{"observe", "observing children", r.observe, true},
 	}
 	var errs []error
 	for _, phase := range phases {
-		err := phase.run(ctx, s)
-		if err == nil {
-			continue
-		}
-		var invalid *specError
-		if errors.As(err, &invalid) {
+		if phase.fromSpec && invalid != nil {
 			// Retrying cannot help: report it and wait for the spec to change.
 			s.obs.invalidSpec = invalid
 			logf.FromContext(ctx).Info("Fleet spec cannot work", "field", invalid.field, "reason", invalid.msg)
 			return ctrl.Result{}, nil
+		}
+		err := phase.run(ctx, s)
+		if err == nil {
+			continue
 		}
 		reconcileErrors.WithLabelValues(phase.name).Inc()
 		errs = append(errs, fmt.Errorf("%s: %w", phase.doing, err))
@@ -157,11 +160,6 @@ func (r *CacheFleetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // errStop ends the phase list: later phases depend on what failed.
 var errStop = errors.New("stopping this reconcile")
-
-// specError is a spec that can never work, found by a check the API server cannot make.
-type specError struct{ field, msg string }
-
-func (e *specError) Error() string { return e.msg }
 
 func (r *CacheFleetReconciler) drainTimeout() time.Duration {
 	if r.DrainTimeout > 0 {
@@ -227,15 +225,6 @@ func (r *CacheFleetReconciler) reconcileSecrets(ctx context.Context, s *fleetSco
 // Valkey config and the NetworkPolicy.
 func (r *CacheFleetReconciler) reconcileShards(ctx context.Context, s *fleetScope) error {
 	f := s.fleet
-	if _, ok := f.Spec.Shards.EffectiveMaxMemory(); !ok {
-		return &specError{"spec.shards", "spec.shards has neither maxMemory nor a memory limit"}
-	}
-	// Checked here, not in the CRD: a CEL rule over resources.limits exceeds the API server's
-	// cost budget (the map and its quantities are unbounded).
-	if mm, limit := f.Spec.Shards.MaxMemory, f.Spec.Shards.Resources.Limits.Memory(); mm != nil && !limit.IsZero() && mm.Cmp(*limit) >= 0 {
-		return &specError{"spec.shards.maxMemory", fmt.Sprintf("spec.shards.maxMemory (%s) must be below resources.limits.memory (%s), leaving room for replication buffers",
-			mm.String(), limit.String())}
-	}
 	objs := []client.Object{buildShardsConfig(f), buildShardsService(f), buildNetworkPolicy(f)}
 	for i := 0; i < int(f.Spec.Shards.Count); i++ {
 		objs = append(objs, buildShardStatefulSet(f, i))

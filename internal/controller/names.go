@@ -2,6 +2,10 @@ package controller
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
 	"github.com/cachefleet/cachefleet/internal/contract"
@@ -67,3 +71,26 @@ func networkPolicyName(f *cachev1alpha1.CacheFleet) string { return f.Name + "-s
 
 // agentLeaseName is the Lease an agent on node renews with the ring epoch it serves.
 func agentLeaseName(fleet, node string) string { return contract.AgentLeaseName(fleet, node) }
+
+// objectMeta is the metadata of a child: name, namespace, labels and the controller reference
+// that lets garbage collection remove it with the fleet.
+func objectMeta(f *cachev1alpha1.CacheFleet, name, component string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:      name,
+		Namespace: f.Namespace,
+		Labels:    commonLabels(f, component),
+		OwnerReferences: []metav1.OwnerReference{
+			*metav1.NewControllerRef(f, cachev1alpha1.GroupVersion.WithKind("CacheFleet")),
+		},
+	}
+}
+
+// shardIndex parses "shard-<i>".
+func shardIndex(name string) (int, bool) {
+	n, ok := strings.CutPrefix(name, "shard-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(n)
+	return i, err == nil && i >= 0
+}

@@ -282,3 +282,8 @@ func buildShardPDB(f *cachev1alpha1.CacheFleet, i int) *policyv1.PodDisruptionBu
 		},
 	}
 }
+
+// newPDB is an empty PodDisruptionBudget with shard i's name, for lookups and deletes.
+func newPDB(f *cachev1alpha1.CacheFleet, i int) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: f.Namespace, Name: shardStatefulSetName(f, i)}}
+}

@@ -1,25 +1,14 @@
+// What every pod the operator builds shares: the restricted security contexts and env vars
+// from fields and Secrets.
+
 package controller
 
 import (
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	cachev1alpha1 "github.com/cachefleet/cachefleet/api/v1alpha1"
 )
-
-// objectMeta is the metadata of a child: name, namespace, labels and the controller reference
-// that lets garbage collection remove it with the fleet.
-func objectMeta(f *cachev1alpha1.CacheFleet, name, component string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
-		Name:      name,
-		Namespace: f.Namespace,
-		Labels:    commonLabels(f, component),
-		OwnerReferences: []metav1.OwnerReference{
-			*metav1.NewControllerRef(f, cachev1alpha1.GroupVersion.WithKind("CacheFleet")),
-		},
-	}
-}
 
 // restrictedContainer is the container security context of the "restricted" Pod Security Standard.
 func restrictedContainer() *corev1.SecurityContext {
