@@ -242,12 +242,12 @@ func (s *Server) refuseClient(nc net.Conn) {
 	nc.Close()
 }
 
-// Shutdown stops accepting, lets every connection finish the commands it has read, closes
-// them and the shard connections. It returns when all are done or ctx ends.
 // Drain reports the server not ready while it goes on serving, so the Service stops sending
 // new connections here before Shutdown closes the ones it has.
 func (s *Server) Drain() { s.draining.Store(true) }
 
+// Shutdown stops accepting, lets every connection finish the commands it has read, closes
+// them and the shard connections. It returns when all are done or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.closing.Swap(true) {
 		close(s.stopping)
