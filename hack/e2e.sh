@@ -21,7 +21,7 @@ fi
 REAL_POD_TESTS='TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard|TestRollingUpdateOfAllShardsKeepsTheHitRate'
 # The tests of the manager's own life, each on the install it needs (test/e2e/operator_test.go).
 CHART_TESTS='TestManagerUpgradeLeavesShardsRunning|TestAgentImageRollsOneNodeAtATime|TestChartWatchingOneNamespace'
-KUSTOMIZE_TESTS='TestLeaderLossDuringScaleUp|TestLeaderLossDuringFailover|TestManagerDownForAMinute'
+KUSTOMIZE_TESTS='TestLeaderLossDuringScaleUp|TestLeaderLossDuringFailover|TestLeaderCrashIsReplacedAfterItsLease|TestManagerDownForAMinute'
 
 bins="$(hack/k8s-bins.sh all)"
 export PATH="$bins:$PATH" E2E_CLUSTER

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -509,4 +510,56 @@ func TestChartWatchingOneNamespace(t *testing.T) {
 	if phase := jsonpath(other, "cachefleet/u", "{.status.phase}"); phase != "" || exists(other, "statefulset/u-shard-0") {
 		t.Errorf("the fleet in an unwatched namespace was reconciled (phase %q)", phase)
 	}
+}
+
+// TestLeaderCrashIsReplacedAfterItsLease: a leader killed outright (SIGKILL: no release) is
+// replaced once its lease runs out, 15 s plus a retry (controller-runtime's defaults). The node
+// cluster runs pods as processes of this machine, so the test finds the leader's process here.
+func TestLeaderCrashIsReplacedAfterItsLease(t *testing.T) {
+	needsManagerPods(t, "")
+	if cluster != "nodes" {
+		t.Skip("needs the manager's processes on this machine (E2E_CLUSTER=nodes)")
+	}
+	old := leader()
+	pid := processOfPod(t, old, "/manager")
+	t0 := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("killing the leader %s (pid %d): %v", old, pid, err)
+	}
+	eventually(t, time.Minute, "another manager pod holds the lease", func() error {
+		if l := leader(); l == "" || l == old {
+			return fmt.Errorf("holder %q", l)
+		}
+		return nil
+	})
+	took := time.Since(t0)
+	t.Logf("timing: leader %s killed (SIGKILL): %s took the lease after %s (lease 15 s, retry 2 s)", old, leader(), took.Round(100*time.Millisecond))
+	if took > 25*time.Second {
+		t.Errorf("takeover after a crash took %v; the lease is 15 s", took)
+	}
+	scaleManager(t, 2) // the killed container restarts in its pod: both available again
+}
+
+// processOfPod is the pid of the process running exe in pod (its HOSTNAME), on this machine.
+func processOfPod(t *testing.T, pod, exe string) int {
+	t.Helper()
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if !strings.HasPrefix(string(cmdline), exe+"\x00") {
+			continue
+		}
+		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if kv == "HOSTNAME="+pod {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no process %s of pod %s on this machine", exe, pod)
+	return 0
 }
