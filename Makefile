@@ -84,7 +84,7 @@ golden: ## Rewrite the golden files of the builders after an intended change.
 
 .PHONY: bench
 bench: ## Benchmarks: ring and parser (go test -bench), fleet coordination and read-through figures, then redis-benchmark: direct vs twemproxy vs agent.
-	go test -run XXX -bench . -benchtime 1s ./internal/cacheagent/ring/ ./internal/cacheagent/resp/
+	go test -run XXX -bench . -benchtime 1s ./internal/cacheagent/ring/ ./internal/resp/
 	CACHEFLEET_SHARD_SERVER="$$(hack/valkey-bins.sh)" go test -count=1 -v -run 'TestWritesInvalidateOtherAgentsL1OverTheBus|TestStampedeOf300|TestColdKeyReadByAThousand|TestTTLBoundaryUnderSteadyLoad|TestOriginOutageIsCoveredByStaleIfError' ./internal/cacheagent/server/ | grep -E 'bus-latency|stampede:|read-through:|ttl boundary|origin outage'
 	hack/bench.sh
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // shardAdmin is how the controller talks to one Valkey pod (tests substitute nothing: they run
@@ -148,20 +150,22 @@ func ackNudger(ctx context.Context, addr, password string) *ackNudge {
 	}
 	n := &ackNudge{conn: conn, buf: make([]byte, 512)}
 	if password != "" {
-		n.send(respArray("AUTH", password))
+		n.send(resp.AppendCommand(nil, "AUTH", password))
 	}
 	return n
 }
 
-func (n *ackNudge) poke() { n.send(respArray("REPLCONF", "GETACK", "*") + respArray("PING")) }
+func (n *ackNudge) poke() {
+	n.send(resp.AppendCommand(resp.AppendCommand(nil, "REPLCONF", "GETACK", "*"), "PING"))
+}
 
 // send writes a request and reads until its last reply has arrived (or gives up on the nudge).
-func (n *ackNudge) send(req string) {
+func (n *ackNudge) send(req []byte) {
 	if n.conn == nil {
 		return
 	}
 	_ = n.conn.SetDeadline(time.Now().Add(200 * time.Millisecond))
-	if _, err := n.conn.Write([]byte(req)); err != nil {
+	if _, err := n.conn.Write(req); err != nil {
 		n.Close()
 		return
 	}
@@ -175,13 +179,4 @@ func (n *ackNudge) Close() {
 		_ = n.conn.Close()
 		n.conn = nil
 	}
-}
-
-func respArray(args ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	return b.String()
 }

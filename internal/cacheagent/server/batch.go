@@ -9,8 +9,8 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // A batch is the pipelined commands read from one connection in one go. Commands that reach

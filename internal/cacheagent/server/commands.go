@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // handler queues (or answers) one command. args[0] is the command name.

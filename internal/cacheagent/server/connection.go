@@ -15,7 +15,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Connection and server commands, answered by the agent itself.

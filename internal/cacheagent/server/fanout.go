@@ -7,6 +7,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Forwarded MGETs: an MGET the L1 cannot answer whole is split by shard, as twemproxy splits it:
@@ -92,11 +93,9 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 		}
 		part := &mgetPart{m: m, pos: positions[j]}
 		out := ups[j].Out()
-		out = append(out, '*')
-		out = strconv.AppendInt(out, int64(len(part.pos)+1), 10)
-		out = append(out, "\r\n$4\r\nMGET\r\n"...)
+		out = resp.AppendBulkString(resp.AppendArray(out, len(part.pos)+1), "MGET")
 		for _, pos := range part.pos {
-			out = appendBulk(out, f.keys[pos])
+			out = resp.AppendBulk(out, f.keys[pos])
 		}
 		ups[j].SetOut(out)
 		ups[j].Expect(part)
@@ -413,7 +412,7 @@ func decoded(bulk []byte, proto int) []byte {
 	v, present := readable(string(upstream.BulkValue(bulk)))
 	switch {
 	case present:
-		return appendBulk(nil, []byte(v))
+		return resp.AppendBulkString(nil, v)
 	case proto < 3:
 		return nullRESP2
 	}

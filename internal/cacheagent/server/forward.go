@@ -13,9 +13,9 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/fence"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Forwarding on the loop, as twemproxy does: the GETs and SETs of plain keys that the loop reads
@@ -395,10 +395,10 @@ func appendSet(out []byte, f *frame, rules *policy.Rules) []byte {
 	}
 	ms := strconv.AppendInt(nil, rules.WriteTTL(nil).Milliseconds(), 10)
 	out = append(out, "*5\r\n$3\r\nSET\r\n"...)
-	out = appendBulk(out, f.key)
-	out = appendBulk(out, f.val)
+	out = resp.AppendBulk(out, f.key)
+	out = resp.AppendBulk(out, f.val)
 	out = append(out, "$2\r\nPX\r\n"...)
-	return appendBulk(out, ms)
+	return resp.AppendBulk(out, ms)
 }
 
 // cachingYes makes the next command on a loop's connection a tracked read.
@@ -406,20 +406,7 @@ var cachingYes = []byte("*3\r\n$6\r\nCLIENT\r\n$7\r\nCACHING\r\n$3\r\nYES\r\n")
 
 // appendCommand appends a command of one key.
 func appendCommand(out []byte, name string, key []byte) []byte {
-	out = append(out, "*2\r\n$"...)
-	out = strconv.AppendInt(out, int64(len(name)), 10)
-	out = append(out, "\r\n"...)
-	out = append(out, name...)
-	out = append(out, "\r\n"...)
-	return appendBulk(out, key)
-}
-
-func appendBulk(out, p []byte) []byte {
-	out = append(out, '$')
-	out = strconv.AppendInt(out, int64(len(p)), 10)
-	out = append(out, "\r\n"...)
-	out = append(out, p...)
-	return append(out, "\r\n"...)
+	return resp.AppendBulk(resp.AppendBulkString(resp.AppendArray(out, 2), name), key)
 }
 
 var (

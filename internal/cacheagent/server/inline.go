@@ -9,8 +9,8 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // The event loop (evloop) reads the connections whose goroutines wait for a command, and

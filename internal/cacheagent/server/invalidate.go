@@ -12,7 +12,7 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/purge"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // cmdInvalidate: CF.INVALIDATE KEY key... | PREFIX prefix... | TAG tag...

@@ -10,8 +10,8 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tags"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Keyspace commands over the whole fleet: SCAN walks the shards one after the other, KEYS and

@@ -12,8 +12,8 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // cmdLGet: CF.LGET key [TIMEOUT ms] -> [value, nil] | [nil, token] (you fill it) | [nil, nil] (timed out)

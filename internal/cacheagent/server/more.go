@@ -8,8 +8,8 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // More commands caches use: string variants, hashes and scripts. Most are forwarded to the

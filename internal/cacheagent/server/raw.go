@@ -7,7 +7,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // A shard's reply as the shard sent it: valkey-go's typed accessors lose what a faithful

@@ -29,8 +29,8 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 	"github.com/valkey-io/valkey-go"
 )
 

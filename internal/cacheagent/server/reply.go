@@ -9,8 +9,8 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // writeResult writes a shard's reply as the client expects it. status names replies that are

@@ -18,10 +18,10 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
 	"github.com/cachefleet/cachefleet/internal/contract"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Config configures the server.

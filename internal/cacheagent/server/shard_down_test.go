@@ -6,8 +6,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // TestOnShardDownDecidesByClass: the one place that turns a down shard into a reply.

@@ -13,8 +13,8 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Commands on one string key: GET, SET and its variants, INCR.

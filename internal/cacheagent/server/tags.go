@@ -10,8 +10,8 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tags"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // The RESP face of the tag index (package tags): CF.SET ... TAGS, and tag invalidation.

@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Client-side caching through the agent (CLIENT TRACKING). An application's own in-process

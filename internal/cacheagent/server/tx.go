@@ -9,8 +9,8 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/resp"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Transactions (MULTI, EXEC, DISCARD): queued like Valkey queues them, executed atomically as

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Callback receives a request's reply: the reply's bytes (valid during the call only), or the
@@ -248,10 +250,7 @@ func Dial(ctx context.Context, addr, password string, timeout time.Duration) (in
 func Handshake(nc net.Conn, cmds ...[]string) error {
 	var out []byte
 	for _, cmd := range cmds {
-		out = fmt.Appendf(out, "*%d\r\n", len(cmd))
-		for _, a := range cmd {
-			out = fmt.Appendf(out, "$%d\r\n%s\r\n", len(a), a)
-		}
+		out = resp.AppendCommand(out, cmd...)
 	}
 	if _, err := nc.Write(out); err != nil {
 		return err
@@ -298,12 +297,7 @@ func Command(ctx context.Context, addr, password string, timeout time.Duration, 
 			return nil, err
 		}
 	}
-	var out []byte
-	out = fmt.Appendf(out, "*%d\r\n", len(cmd))
-	for _, a := range cmd {
-		out = fmt.Appendf(out, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := nc.Write(out); err != nil {
+	if _, err := nc.Write(resp.AppendCommand(nil, cmd...)); err != nil {
 		return nil, err
 	}
 	var in []byte
