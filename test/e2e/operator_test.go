@@ -148,8 +148,7 @@ func TestLeaderLossDuringFailover(t *testing.T) {
 	needsManagerPods(t, "")
 	ns := namespace(t, "e2e-leader-failover")
 	const keys = 500
-	mustKubectl(t, realFleetYAML("lf", 2, 1, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, "lf", 3*time.Minute)
+	readyRealFleet(t, ns, "lf", 2, 1)
 	c := agentClient(t, ns, "lf", oneAgent(t, ns, "lf"))
 	fill(t, c, keys)
 	if err := fillErr(c, "gap", 100); err != nil {
@@ -327,8 +326,7 @@ func TestAgentImageRollsOneNodeAtATime(t *testing.T) {
 	needsManagerPods(t, "chart")
 	ns := namespace(t, "e2e-agent-roll")
 	const keys = 500
-	mustKubectl(t, realFleetYAML("ar", 2, 1, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, "ar", 3*time.Minute)
+	readyRealFleet(t, ns, "ar", 2, 1)
 	agents := agentPods(t, ns, "ar")
 	fill(t, agentClient(t, ns, "ar", oneAgent(t, ns, "ar")), keys)
 	shardsBefore := podUIDs(t, ns, "cachefleet.io/fleet=ar,app.kubernetes.io/component=shard")

@@ -45,6 +45,14 @@ spec:
 %s`, name, shards, replicas, shardImage, extra)
 }
 
+// readyRealFleet applies a fleet of real pods (realFleetYAML, no extra spec) and waits until
+// it is Ready.
+func readyRealFleet(t *testing.T, ns, name string, shards, replicas int) {
+	t.Helper()
+	mustKubectl(t, realFleetYAML(name, shards, replicas, ""), "-n", ns, "apply", "-f", "-")
+	waitReady(t, ns, name, 3*time.Minute)
+}
+
 // podAddr is an address this process can dial for port of pod: the pod IP where the cluster's
 // pod network is routed to this machine (nodes), a kubectl port-forward otherwise (kind).
 func podAddr(t *testing.T, ns, pod string, port int) string {

@@ -27,8 +27,7 @@ func TestDataPathThroughTheNodeLocalAgent(t *testing.T) {
 	ns := namespace(t, "e2e-datapath")
 	mustKubectl(t, "", "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
 	t0 := time.Now()
-	mustKubectl(t, realFleetYAML("dp", 2, 1, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, "dp", 3*time.Minute)
+	readyRealFleet(t, ns, "dp", 2, 1)
 	t.Logf("timing: fleet of 2 shards x 2 pods Ready %s after apply (restricted namespace)", since(t0))
 	if ev := mustKubectl(t, "", "-n", ns, "get", "events", "--field-selector", "reason=FailedCreate", "-o", "name"); ev != "" {
 		t.Errorf("pod creation refused in the restricted namespace: %s", ev)
@@ -136,8 +135,7 @@ spec: {fleetRef: {name: l1}, keyPrefix: "catalog:", ttl: 10m, l1: {mode: ttl, tt
 func TestShardsReplicateAndAgentsReportTheirEpoch(t *testing.T) {
 	needsRealPods(t)
 	ns := namespace(t, "e2e-repl")
-	mustKubectl(t, realFleetYAML("rp", 1, 1, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, "rp", 3*time.Minute)
+	readyRealFleet(t, ns, "rp", 1, 1)
 	agents := agentPods(t, ns, "rp")
 	c := agentClient(t, ns, "rp", oneAgent(t, ns, "rp"))
 	ctx := context.Background()
@@ -313,8 +311,7 @@ func (l *load) lowestHitRate() func() (lowest float64, windows int) {
 // the load and the hit rate over the first 2 s.
 func loadedFleet(t *testing.T, ns, name string, shards, replicas, keys int, withWrites bool) (string, *redis.Client, *load, float64) {
 	t.Helper()
-	mustKubectl(t, realFleetYAML(name, shards, replicas, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, name, 3*time.Minute)
+	readyRealFleet(t, ns, name, shards, replicas)
 	pod := oneAgent(t, ns, name)
 	c := agentClient(t, ns, name, pod)
 	fill(t, c, keys)
@@ -433,8 +430,7 @@ func TestScaleThreeFourThreeUnderLoad(t *testing.T) {
 func TestPrimaryLossFailsOverWithoutLosingTheShard(t *testing.T) {
 	needsRealPods(t)
 	ns := namespace(t, "e2e-primary")
-	mustKubectl(t, realFleetYAML("pr", 2, 1, ""), "-n", ns, "apply", "-f", "-")
-	waitReady(t, ns, "pr", 3*time.Minute)
+	readyRealFleet(t, ns, "pr", 2, 1)
 	pod := oneAgent(t, ns, "pr")
 	c := agentClient(t, ns, "pr", pod)
 	const keys = 500
