@@ -230,7 +230,7 @@ func list(names []string) string {
 func progressing(obs observation, shardsReady, agentsReady bool) (bool, string, string) {
 	switch {
 	case len(obs.joining) > 0:
-		return true, cachev1alpha1.ReasonScaling, "new shards enter the ring once their primary is ready: " + list(obs.joining)
+		return true, cachev1alpha1.ReasonScaling, "new shards enter the ring together once all their primaries are ready: " + list(obs.joining)
 	case obs.draining > 0:
 		return true, cachev1alpha1.ReasonScaling, fmt.Sprintf("%d removed shards wait for agents to leave them", obs.draining)
 	case !shardsReady || !agentsReady:

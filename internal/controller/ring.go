@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,10 +60,11 @@ func buildRingDocument(f *cachev1alpha1.CacheFleet, policies []cachev1alpha1.Cac
 	return doc
 }
 
-// holdBackJoiningShards removes from doc the shards that previous did not have and whose primary
-// is not ready, and names them: a scale-up moves keys to a new shard only once it can answer
-// (otherwise writes to those keys fail and reads miss until it starts). A first document, with
-// no previous one, is published whole: there are no keys to move yet.
+// holdBackJoiningShards removes from doc the shards that previous did not have while any of
+// them has no ready primary, and names them: a scale-up moves keys to new shards only once they
+// can answer (otherwise writes to those keys fail and reads miss until they start), and all at
+// once, so each key moves at most once (the warm-up knows only the layout before the last move).
+// A first document, with no previous one, is published whole: there are no keys to move yet.
 func holdBackJoiningShards(doc, previous *contract.Document, primaryReady func(shard string) bool) []string {
 	if previous == nil {
 		return nil
@@ -71,17 +73,19 @@ func holdBackJoiningShards(doc, previous *contract.Document, primaryReady func(s
 	for _, sh := range previous.Shards {
 		had[sh.Name] = true
 	}
-	var held []string
-	kept := doc.Shards[:0]
+	var joining []string
+	allReady := true
 	for _, sh := range doc.Shards {
-		if !had[sh.Name] && !primaryReady(sh.Name) {
-			held = append(held, sh.Name)
-			continue
+		if !had[sh.Name] {
+			joining = append(joining, sh.Name)
+			allReady = allReady && primaryReady(sh.Name)
 		}
-		kept = append(kept, sh)
 	}
-	doc.Shards = kept
-	return held
+	if allReady {
+		return nil
+	}
+	doc.Shards = slices.DeleteFunc(doc.Shards, func(sh contract.Shard) bool { return !had[sh.Name] })
+	return joining
 }
 
 // DefaultWarmUpWindow is spec.shards.warmUpWindow's default.

@@ -35,8 +35,12 @@ func TestHoldBackJoiningShards(t *testing.T) {
 			[]string{"shard-0", "shard-1", "shard-2", "shard-3"}, nil},
 		{"existing shards stay while down", ring("shard-0", "shard-1", "shard-2", "shard-3"), nil,
 			[]string{"shard-0", "shard-1", "shard-2", "shard-3"}, nil},
-		{"only the unready of two new shards is held", ring("shard-0", "shard-1"), []string{"shard-3"},
-			[]string{"shard-0", "shard-1", "shard-3"}, []string{"shard-2"}},
+		// Joining one at a time would move keys twice, and the warm-up knows only the layout
+		// before the last move: keys not read since the first would be misses.
+		{"new shards join together, once all are ready", ring("shard-0", "shard-1"), []string{"shard-3"},
+			[]string{"shard-0", "shard-1"}, []string{"shard-2", "shard-3"}},
+		{"two new shards ready join together", ring("shard-0", "shard-1"), []string{"shard-2", "shard-3"},
+			[]string{"shard-0", "shard-1", "shard-2", "shard-3"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := ring("shard-0", "shard-1", "shard-2", "shard-3")
