@@ -10,6 +10,8 @@
 # reported as the median and the range over the rounds.
 #
 #   ROUNDS=3 hack/bench.sh [requests]      (default 3 rounds of 100000 requests per row)
+#   BASELINE=<git rev> hack/bench.sh       (adds base-l1-off/on: the agent built at that revision,
+#                                           measured in the same rounds, and the ratios to it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-100000}" ROUNDS="${ROUNDS:-3}"
@@ -27,7 +29,8 @@ trap cleanup EXIT
 
 S0=17101 S1=17102 TW=17110 AG0=17120 AG1=17121 AG2=17122 AG3=17123
 # A leftover server on one of these ports would silently be measured instead of ours.
-for port in $S0 $S1 $TW 17111 $AG0 $AG1 $AG2 $AG3 17130 17131 17132 17133; do
+BA0=17124 BA1=17125
+for port in $S0 $S1 $TW 17111 $AG0 $AG1 $AG2 $AG3 $BA0 $BA1 17130 17131 17132 17133 17134 17135; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "bench: port $port is already in use; stop what listens there first" >&2; exit 1
   fi
@@ -60,7 +63,17 @@ pids+=($!) PID[$AG1]=$!
 pids+=($!) PID[$AG2]=$!
 "$work/agent" --shards "$shards" --l1=true --procs=1 --listen 127.0.0.1:$AG3 --http-listen 127.0.0.1:17133 2>"$work/agent3.log" &
 pids+=($!) PID[$AG3]=$!
-for port in $S0 $S1 $TW $AG0 $AG1 $AG2 $AG3; do
+if [ -n "${BASELINE:-}" ]; then # the same agent flags, the code at BASELINE
+  mkdir "$work/base"
+  git archive "$BASELINE" | tar -x -C "$work/base"
+  (cd "$work/base" && go build -o "$work/agent-base" ./cmd/agent)
+  echo "bench: base-* rows run the agent at $(git rev-parse --short "$BASELINE")"
+  "$work/agent-base" --shards "$shards" --l1=false --listen 127.0.0.1:$BA0 --http-listen 127.0.0.1:17134 2>"$work/base0.log" &
+  pids+=($!) PID[$BA0]=$!
+  "$work/agent-base" --shards "$shards" --l1=true --listen 127.0.0.1:$BA1 --http-listen 127.0.0.1:17135 2>"$work/base1.log" &
+  pids+=($!) PID[$BA1]=$!
+fi
+for port in $S0 $S1 $TW $AG0 $AG1 $AG2 $AG3 ${BASELINE:+$BA0 $BA1}; do
   for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
@@ -100,6 +113,7 @@ row() {
   line "$round" "$1" "$6" "$4" "$rps" "$p50" "$p99" "$us" "$lg"
 }
 targets=("direct:$S0" "twemproxy:$TW" "agent-l1-off:$AG0" "agent-l1-on:$AG1" "agent1-l1-off:$AG2" "agent1-l1-on:$AG3")
+[ -n "${BASELINE:-}" ] && targets+=("base-l1-off:$BA0" "base-l1-on:$BA1")
 go build -o "$work/loadgen" ./hack/loadgen
 line round target test -P "req/s" "p50 ms" "p99 ms" "cpu us/req" "lg cpu%"
 for round in $(seq "$ROUNDS"); do
@@ -115,7 +129,7 @@ for round in $(seq "$ROUNDS"); do
   done
   # Hot keys: a small keyspace that fits in L1 (GET), and writes that invalidate its copies (SET);
   # targets alternate within each test, as above.
-  hot=("direct:$S0" "twemproxy:$TW" "agent-l1-on:$AG1" "agent1-l1-on:$AG3")
+  hot=("direct:$S0" "twemproxy:$TW" "agent-l1-on:$AG1" "agent1-l1-on:$AG3" ${BASELINE:+"base-l1-on:$BA1"})
   for t in "${hot[@]}"; do
     redis-benchmark -p "${t##*:}" -t set -n 2000 -r "$HOT_KEYS" -c 10 -d "$SIZE" -q >/dev/null 2>&1
   done
@@ -192,3 +206,13 @@ for a in agent agent1; do
     echo "  p99 added over direct at half the agent's peak ($half GET/s), $a L1 $l1: $(FMT=%.0f over P99 "$a-l1-$l1/half/1" P99 "direct/half/1" 'a - b') us  [<= 150]"
   done
 done
+if [ -n "${BASELINE:-}" ]; then
+  echo
+  echo "this code / the agent at $BASELINE, each taken within a round: req/s and CPU per request, median [range]:"
+  for l1 in off on; do
+    for col in get/1 set/1 get/16 set/16 mget/1 hot-get/1 hot-set/1 hot-get/16 hot-set/16; do
+      [ -n "${R[agent-l1-$l1/$col/1]:-}" ] && [ -n "${R[base-l1-$l1/$col/1]:-}" ] || continue
+      echo "  L1 $l1 $col: $(over R "agent-l1-$l1/$col" R "base-l1-$l1/$col" 'a / b') req/s, $(over C "agent-l1-$l1/$col" C "base-l1-$l1/$col" 'a / b') CPU"
+    done
+  done
+fi

@@ -384,7 +384,7 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 			results = b.replyFrom(p, results, w)
 		}
 		if p.cmd != nil {
-			b.s.Stats.requests[p.cmd.id][boolIndex(w.Errors > errorsBefore)].Add(1)
+			b.s.Stats.count(p.cmd, w.Errors > errorsBefore)
 			b.s.Stats.latency.Observe(now.Sub(p.start).Seconds())
 		}
 	}

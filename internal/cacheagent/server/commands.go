@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,112 +13,177 @@ import (
 // handler queues (or answers) one command. args[0] is the command name.
 type handler func(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte)
 
+// command is everything the agent knows of one command, in one row of the table below: how
+// it is checked (arity, flags), what it does to the data (class), where its keys are, whether
+// the event loop runs it, who serves it (handler) and where it is counted (id).
 type command struct {
 	name    string
-	id      int
+	id      int // its counters' index (Stats.requests)
 	arity   int // Valkey convention: exact if > 0, at least -arity if < 0
-	noAuth  bool
 	class   class
+	flags   commandFlags
+	keys    keySpec
+	loop    loopShape
 	handler handler
 }
 
-const numCommands = 96
+// commandFlags say where a command may run besides the plain case.
+type commandFlags uint8
 
-var commandTable = map[string]*command{}
+const (
+	beforeAuth      commandFlags = 1 << iota // answered before AUTH
+	txControl                                // acts on an open transaction instead of being queued in it
+	queuedInTx                               // a local command a transaction may queue
+	whileSubscribed                          // allowed on a RESP2 connection once subscribed
+	runsScript                               // runs a script: a transaction holding one runs on a dedicated connection
+)
 
-func register(name string, arity int, noAuth bool, c class, h handler) {
-	commandTable[name] = &command{name: name, id: len(commandTable), arity: arity, noAuth: noAuth, class: c, handler: h}
-	if len(commandTable) > numCommands {
-		panic("raise numCommands")
+// keySpec says where a command's keys are, as Valkey's key specs do.
+type keySpec uint8
+
+const (
+	noKeys        keySpec = iota
+	oneKey                // args[1]
+	allKeys               // args[1:]
+	keyValuePairs         // args[1], args[3], ...
+	scriptKeys            // numkeys at args[2], the keys after it
+)
+
+// of returns the keys of args; none for a script whose numkeys is not a count of the keys
+// given (the command refuses it itself).
+func (k keySpec) of(args [][]byte) []string {
+	switch k {
+	case oneKey:
+		return []string{string(args[1])}
+	case allKeys:
+		return strs(args[1:])
+	case keyValuePairs:
+		keys := make([]string, 0, len(args)/2)
+		for i := 1; i < len(args); i += 2 {
+			keys = append(keys, string(args[i]))
+		}
+		return keys
+	case scriptKeys:
+		n, err := strconv.Atoi(string(args[2]))
+		if err != nil || n < 0 || n > len(args)-3 {
+			return nil
+		}
+		return strs(args[3 : 3+n])
 	}
+	return nil
 }
 
+// loopShape is the form in which the event loop takes a command from a client's read
+// (inline.go); loopNone: only the goroutine path runs it.
+type loopShape uint8
+
+const (
+	loopNone     loopShape = iota
+	loopKey                // NAME key
+	loopKeyValue           // NAME key value
+	loopKeys               // NAME key [key ...], up to maxInlineMgetKeys
+)
+
+// commands is the command table: every command the agent serves.
+var commands = []command{
+	{name: "ping", arity: -1, class: classLocal, flags: queuedInTx | whileSubscribed, handler: cmdPing},
+	{name: "echo", arity: 2, class: classLocal, flags: queuedInTx, handler: cmdEcho},
+	{name: "hello", arity: -1, class: classLocal, flags: beforeAuth, handler: cmdHello},
+	{name: "auth", arity: -2, class: classLocal, flags: beforeAuth, handler: cmdAuth},
+	{name: "select", arity: 2, class: classLocal, handler: cmdSelect},
+	{name: "quit", arity: 1, class: classLocal, flags: beforeAuth | txControl | whileSubscribed, handler: cmdQuit},
+	{name: "client", arity: -2, class: classLocal, handler: cmdClient},
+	{name: "command", arity: -1, class: classLocal, handler: cmdCommand},
+	{name: "info", arity: -1, class: classLocal, handler: cmdInfo},
+	{name: "config", arity: -2, class: classLocal, handler: cmdConfig},
+	{name: "get", arity: 2, class: classRead, keys: oneKey, loop: loopKey, handler: cmdGet},
+	{name: "set", arity: -3, class: classWrite, keys: oneKey, loop: loopKeyValue, handler: cmdSet},
+	{name: "setex", arity: 4, class: classWrite, keys: oneKey, handler: cmdSetex},
+	{name: "psetex", arity: 4, class: classWrite, keys: oneKey, handler: cmdSetex},
+	{name: "getdel", arity: 2, class: classDelete, keys: oneKey, handler: cmdGetdel},
+	{name: "getex", arity: -2, class: classRead, keys: oneKey, handler: cmdGetex},
+	{name: "del", arity: -2, class: classDelete, keys: allKeys, handler: cmdDel},
+	{name: "unlink", arity: -2, class: classDelete, keys: allKeys, handler: cmdDel},
+	{name: "exists", arity: -2, class: classRead, keys: allKeys, handler: cmdExists},
+	{name: "mget", arity: -2, class: classRead, keys: allKeys, loop: loopKeys, handler: cmdMget},
+	{name: "mset", arity: -3, class: classWrite, keys: keyValuePairs, handler: cmdMset},
+	{name: "expire", arity: -3, class: classWrite, keys: oneKey, handler: cmdExpire},
+	{name: "pexpire", arity: -3, class: classWrite, keys: oneKey, handler: cmdExpire},
+	{name: "persist", arity: 2, class: classWrite, keys: oneKey, handler: cmdExpire},
+	{name: "ttl", arity: 2, class: classRead, keys: oneKey, handler: cmdTTL},
+	{name: "pttl", arity: 2, class: classRead, keys: oneKey, handler: cmdTTL},
+	{name: "type", arity: 2, class: classRead, keys: oneKey, handler: cmdTTL},
+	{name: "cf.invalidate", arity: -3, class: classLocal, handler: cmdInvalidate},
+	{name: "cf.lget", arity: -2, class: classLocal, handler: cmdLGet},
+	{name: "cf.set", arity: -5, class: classWrite, keys: oneKey, handler: cmdTagSet},
+	{name: "cf.lset", arity: -4, class: classLocal, handler: cmdLSet},
+	{name: "cf.lmiss", arity: 3, class: classLocal, handler: cmdLMiss},
+	{name: "multi", arity: 1, class: classLocal, flags: txControl, handler: cmdMulti},
+	{name: "exec", arity: 1, class: classLocal, flags: txControl, handler: cmdExec},
+	{name: "discard", arity: 1, class: classLocal, flags: txControl, handler: cmdDiscard},
+	{name: "watch", arity: -2, class: classLocal, flags: txControl, handler: cmdWatch},
+	{name: "unwatch", arity: 1, class: classLocal, handler: cmdUnwatch},
+	{name: "setnx", arity: 3, class: classWrite, keys: oneKey, handler: cmdSetnx},
+	{name: "getset", arity: 3, class: classWrite, keys: oneKey, handler: cmdGetset},
+	{name: "append", arity: 3, class: classWrite, keys: oneKey, handler: cmdAppend},
+	{name: "strlen", arity: 2, class: classRead, keys: oneKey, handler: cmdStrlen},
+	{name: "incrbyfloat", arity: 3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, true)},
+	{name: "msetnx", arity: -3, class: classWrite, keys: keyValuePairs, handler: cmdMsetnx},
+	{name: "expireat", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, false)},
+	{name: "pexpireat", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, false)},
+	{name: "expiretime", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(-2))},
+	{name: "pexpiretime", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(-2))},
+	{name: "getrange", arity: 4, class: classRead, keys: oneKey, handler: cmdGetrange},
+	{name: "setrange", arity: 4, class: classWrite, keys: oneKey, handler: cmdSetrange},
+	{name: "hset", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(everyOther(3), true)},
+	{name: "hsetnx", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(3), true)},
+	{name: "hincrby", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, true)},
+	{name: "hdel", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, false)},
+	{name: "hget", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "hmget", arity: -3, class: classRead, keys: oneKey, handler: cmdHmget},
+	{name: "hgetall", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(emptyMap)},
+	{name: "hexists", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "hlen", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "hkeys", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "hvals", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "eval", arity: -3, class: classWrite, flags: runsScript, keys: scriptKeys, handler: cmdEval},
+	{name: "evalsha", arity: -3, class: classWrite, flags: runsScript, keys: scriptKeys, handler: cmdEval},
+	{name: "script", arity: -2, class: classLocal, handler: cmdScript},
+	{name: "scan", arity: -2, class: classLocal, handler: cmdScan},
+	{name: "keys", arity: 2, class: classLocal, handler: cmdKeys},
+	{name: "dbsize", arity: 1, class: classLocal, handler: cmdDbsize},
+	{name: "flushall", arity: -1, class: classLocal, handler: cmdFlush},
+	{name: "flushdb", arity: -1, class: classLocal, handler: cmdFlush},
+	{name: "subscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: cmdSubscribe},
+	{name: "unsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: cmdUnsubscribe},
+	{name: "incr", arity: 2, class: classWrite, keys: oneKey, handler: cmdIncr},
+	{name: "decr", arity: 2, class: classWrite, keys: oneKey, handler: cmdIncr},
+	{name: "incrby", arity: 3, class: classWrite, keys: oneKey, handler: cmdIncr},
+	{name: "decrby", arity: 3, class: classWrite, keys: oneKey, handler: cmdIncr},
+}
+
+// commandTable finds a command by its lower-case name.
+var commandTable = map[string]*command{}
+
+// numCommands sizes the request counters.
+const numCommands = 96
+
 func init() {
-	register("ping", -1, false, classLocal, cmdPing)
-	register("echo", 2, false, classLocal, cmdEcho)
-	register("hello", -1, true, classLocal, cmdHello)
-	register("auth", -2, true, classLocal, cmdAuth)
-	register("select", 2, false, classLocal, cmdSelect)
-	register("quit", 1, true, classLocal, cmdQuit)
-	register("client", -2, false, classLocal, cmdClient)
-	register("command", -1, false, classLocal, cmdCommand)
-	register("info", -1, false, classLocal, cmdInfo)
-	register("config", -2, false, classLocal, cmdConfig)
-	register("get", 2, false, classRead, cmdGet)
-	register("set", -3, false, classWrite, cmdSet)
-	register("setex", 4, false, classWrite, cmdSetex)
-	register("psetex", 4, false, classWrite, cmdSetex)
-	register("getdel", 2, false, classDelete, cmdGetdel)
-	register("getex", -2, false, classRead, cmdGetex)
-	register("del", -2, false, classDelete, cmdDel)
-	register("unlink", -2, false, classDelete, cmdDel)
-	register("exists", -2, false, classRead, cmdExists)
-	register("mget", -2, false, classRead, cmdMget)
-	register("mset", -3, false, classWrite, cmdMset)
-	register("expire", -3, false, classWrite, cmdExpire)
-	register("pexpire", -3, false, classWrite, cmdExpire)
-	register("persist", 2, false, classWrite, cmdExpire)
-	register("ttl", 2, false, classRead, cmdTTL)
-	register("pttl", 2, false, classRead, cmdTTL)
-	register("type", 2, false, classRead, cmdTTL)
-	register("cf.invalidate", -3, false, classLocal, cmdInvalidate)
-	register("cf.lget", -2, false, classLocal, cmdLGet)
-	register("cf.set", -5, false, classWrite, cmdTagSet)
-	register("cf.lset", -4, false, classLocal, cmdLSet)
-	register("cf.lmiss", 3, false, classLocal, cmdLMiss)
-	register("multi", 1, false, classLocal, cmdMulti)
-	register("exec", 1, false, classLocal, cmdExec)
-	register("discard", 1, false, classLocal, cmdDiscard)
-	register("watch", -2, false, classLocal, cmdWatch)
-	register("unwatch", 1, false, classLocal, cmdUnwatch)
-	register("setnx", 3, false, classWrite, cmdSetnx)
-	register("getset", 3, false, classWrite, cmdGetset)
-	register("append", 3, false, classWrite, cmdAppend)
-	register("strlen", 2, false, classRead, cmdStrlen)
-	register("incrbyfloat", 3, false, classWrite, forwardWrite(nil, true))
-	register("msetnx", -3, false, classWrite, cmdMsetnx)
-	register("expireat", -3, false, classWrite, forwardWrite(nil, false))
-	register("pexpireat", -3, false, classWrite, forwardWrite(nil, false))
-	register("expiretime", 2, false, classRead, forwardRead(intReply(-2)))
-	register("pexpiretime", 2, false, classRead, forwardRead(intReply(-2)))
-	register("getrange", 4, false, classRead, cmdGetrange)
-	register("setrange", 4, false, classWrite, cmdSetrange)
-	register("hset", -4, false, classWrite, forwardWrite(everyOther(3), true))
-	register("hsetnx", 4, false, classWrite, forwardWrite(argsFrom(3), true))
-	register("hincrby", 4, false, classWrite, forwardWrite(nil, true))
-	register("hdel", -3, false, classWrite, forwardWrite(nil, false))
-	register("hget", 3, false, classRead, forwardRead(nullReply))
-	register("hmget", -3, false, classRead, cmdHmget)
-	register("hgetall", 2, false, classRead, forwardRead(emptyMap))
-	register("hexists", 3, false, classRead, forwardRead(intReply(0)))
-	register("hlen", 2, false, classRead, forwardRead(intReply(0)))
-	register("hkeys", 2, false, classRead, forwardRead(emptyArray))
-	register("hvals", 2, false, classRead, forwardRead(emptyArray))
-	register("eval", -3, false, classWrite, cmdEval)
-	register("evalsha", -3, false, classWrite, cmdEval)
-	register("script", -2, false, classLocal, cmdScript)
-	register("scan", -2, false, classLocal, cmdScan)
-	register("keys", 2, false, classLocal, cmdKeys)
-	register("dbsize", 1, false, classLocal, cmdDbsize)
-	register("flushall", -1, false, classLocal, cmdFlush)
-	register("flushdb", -1, false, classLocal, cmdFlush)
-	register("subscribe", -2, false, classLocal, cmdSubscribe)
-	register("unsubscribe", -1, false, classLocal, cmdUnsubscribe)
-	register("incr", 2, false, classWrite, cmdIncr)
-	register("decr", 2, false, classWrite, cmdIncr)
-	register("incrby", 3, false, classWrite, cmdIncr)
-	register("decrby", 3, false, classWrite, cmdIncr)
+	if len(commands) > numCommands {
+		panic("raise numCommands")
+	}
+	for i := range commands {
+		cmd := &commands[i]
+		cmd.id = i
+		commandTable[cmd.name] = cmd
+	}
 	getCommand = commandTable["get"]
 	setCommand = commandTable["set"]
 	mgetCommand = commandTable["mget"]
 }
 
-// getCommand, setCommand and mgetCommand are those commands' entries, for the event loop
-// (inline.go).
+// getCommand, setCommand and mgetCommand are those commands' rows, for the event loop.
 var getCommand, setCommand, mgetCommand *command
-
-// txControl are the commands that act on an open transaction instead of being queued.
-var txControl = map[string]bool{"exec": true, "discard": true, "multi": true, "quit": true, "watch": true}
 
 // dispatch looks up and runs one command, counting its result when its reply is written.
 func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writer, args [][]byte) {
@@ -145,24 +211,24 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		}
 		msg := fmt.Sprintf("ERR wrong number of arguments for '%s' command", c.lower)
 		b.local(func(w *resp.Writer) { w.Error(msg) })
-		s.Stats.requests[cmd.id][1].Add(1)
+		s.Stats.count(cmd, true)
 		return
 	}
-	if !c.authed && !cmd.noAuth {
+	if !c.authed && cmd.flags&beforeAuth == 0 {
 		b.local(func(w *resp.Writer) { w.Error("NOAUTH Authentication required.") })
-		s.Stats.requests[cmd.id][1].Add(1)
+		s.Stats.count(cmd, true)
 		return
 	}
-	if c.subscribed.Load() && c.proto.Load() < 3 && !pubsubAllowed[string(c.lower)] {
+	if c.subscribed.Load() && c.proto.Load() < 3 && cmd.flags&whileSubscribed == 0 {
 		msg := fmt.Sprintf("ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", c.lower)
 		b.local(func(w *resp.Writer) { w.Error(msg) })
-		s.Stats.requests[cmd.id][1].Add(1)
+		s.Stats.count(cmd, true)
 		return
 	}
 	t0 := time.Now()
 	c.began(cmd, t0)
-	direct := cmd.class == classRead && !b.tx && s.trackRead(c, cmd.name, args)
-	if c.tx != nil && !txControl[string(c.lower)] {
+	direct := cmd.class == classRead && !b.tx && s.trackRead(c, cmd, args)
+	if c.tx != nil && cmd.flags&txControl == 0 {
 		s.queueTx(b, c, cmd, args)
 		return
 	}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
@@ -112,25 +111,11 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 	return true
 }
 
-// splitMisses groups the keys of an MGET the L1 did not answer by owner: the owners in order
-// of first appearance, and the positions of each one's keys (a few shards: a scan beats
-// byShard's map).
+// splitMisses groups the keys of an MGET the L1 did not answer by owner (groupByShard).
 func (ls *loopState) splitMisses(r *router.Router, keys [][]byte, hits []pending) (shards []int, positions [][]int) {
-	shards = ls.mshards[:0]
-	for pos, k := range keys {
-		if hits[pos].hit != noHit {
-			continue
-		}
-		i, j := r.Index(k), 0
-		for j < len(shards) && shards[j] != i {
-			j++
-		}
-		if j == len(shards) {
-			shards = append(shards, i)
-			positions = append(positions, make([]int, 0, len(keys)))
-		}
-		positions[j] = append(positions[j], pos)
-	}
+	shards, positions = groupByShard(len(keys), ls.mshards[:0], func(k int) (int, bool) {
+		return r.Index(keys[k]), hits[k].hit == noHit
+	})
 	ls.mshards = shards
 	return shards, positions
 }
@@ -145,26 +130,17 @@ func anyTracking(rules []policy.Rules, pos []int) bool {
 	return false
 }
 
-// mgetTracked marks the keys read as tracked reads, and kept, as the full path decides
-// (mgetCopies): a shard's keys, when every one is a tracking-L1 key the admission takes (asked
-// in order until one is refused); otherwise they are read with one MGET, and its tracking-L1
-// keys count as not admitted.
+// mgetTracked marks the keys read as tracked reads, and kept, as shareKept decides for each
+// shard's share.
 func (ls *loopState) mgetTracked(r *router.Router, keys [][]byte, rules []policy.Rules, positions [][]int, tracked []bool) {
-	for _, pos := range positions {
-		n, admitted := 0, 0
-		for _, at := range pos {
-			if !rules[at].L1 || !rules[at].L1Tracking {
-				continue
-			}
-			if n++; admitted == n-1 && r.ShardFor(keys[at]).Admit(keys[at]) {
-				admitted++
-			}
-		}
-		if admitted < len(pos) {
-			ls.s.Stats.L1NotAdmitted.Add(int64(n))
+	for _, share := range positions {
+		kept, refused := shareKept(len(share), func(k int) *policy.Rules { return &rules[share[k]] },
+			func(k int) bool { return r.ShardFor(keys[share[k]]).Admit(keys[share[k]]) })
+		if !kept {
+			ls.s.Stats.L1NotAdmitted.Add(int64(refused))
 			continue
 		}
-		for _, at := range pos {
+		for _, at := range share {
 			tracked[at] = true
 		}
 	}
@@ -284,7 +260,7 @@ func (m *mgetFwd) place(reply []byte, pos []int) bool {
 	}
 	rest := reply[line+2:]
 	for _, at := range pos {
-		n, err := upstream.ReplyLen(rest)
+		n, err := resp.FrameLen(rest)
 		if err != nil || n == 0 || !m.placeElem(at, rest[:n]) {
 			return false
 		}
@@ -353,7 +329,7 @@ func (m *mgetFwd) reply() []byte {
 
 func (m *mgetFwd) counted(reply []byte) {
 	s := m.q.ls.s
-	s.Stats.requests[mgetCommand.id][boolIndex(reply[0] == '-')].Add(1)
+	s.Stats.count(mgetCommand, reply[0] == '-')
 	s.Stats.latency.Observe(time.Since(m.q.start).Seconds())
 }
 
@@ -371,7 +347,7 @@ func (ls *loopState) finishOffLoop(q *fwdReq) {
 			m.counted(out)
 		} else {
 			out = decoded(q.encoded, q.proto)
-			s.Stats.requests[getCommand.id][0].Add(1)
+			s.Stats.count(getCommand, false)
 			s.Stats.latency.Observe(time.Since(q.start).Seconds())
 		}
 		ls.loop.Post(func() { ls.reran(q, out) })
@@ -392,7 +368,7 @@ func (m *mgetFwd) finish(s *Server, r *router.Router, cid int64) []byte {
 		}
 		rest := out[lineLen(out)+2:]
 		for _, pos := range m.redo { // the full path's elements are the client's, decoded
-			n, err := upstream.ReplyLen(rest)
+			n, err := resp.FrameLen(rest)
 			if err != nil || n == 0 {
 				return []byte("-ERR unreadable reply to MGET\r\n")
 			}
@@ -409,7 +385,7 @@ func (m *mgetFwd) finish(s *Server, r *router.Router, cid int64) []byte {
 
 // decoded is the reply to a GET whose reply (bulk) holds a value the agent encoded.
 func decoded(bulk []byte, proto int) []byte {
-	v, present := readable(string(upstream.BulkValue(bulk)))
+	v, present := readable(string(resp.BulkValue(bulk)))
 	switch {
 	case present:
 		return resp.AppendBulkString(nil, v)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"slices"
-	"strconv"
 	"time"
 	"unsafe"
 
@@ -201,7 +200,7 @@ func (ls *loopState) connected(sh *router.Shard, fd int, err error) {
 
 // invalidate applies a shard's invalidation push to what the loop's connection kept.
 func (ls *loopState) invalidate(st *router.LoopStore, push []byte) {
-	keys, all, ok := upstream.Invalidated(push, ls.keys[:0])
+	keys, all, ok := resp.Invalidated(push, ls.keys[:0])
 	switch {
 	case all:
 		st.InvalidateAll()
@@ -263,7 +262,8 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	if up == nil {
 		return false
 	}
-	l1Read := f.cmd == getCommand && rules.L1
+	plan := planGet(rules, false)
+	l1Read := f.cmd == getCommand && plan.keeps()
 	st := ls.stores[sh]
 	if l1Read && st == nil {
 		return false
@@ -279,7 +279,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	default:
 		up.SetOut(appendSet(up.Out(), f, rules))
 		up.Expect(q)
-		if rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite {
+		if announcesWrites(rules) {
 			ls.s.announce(string(f.key))
 		}
 	}
@@ -343,7 +343,7 @@ func (ls *loopState) hitBehind(ic *inlineConn, r *router.Router, f *frame, rules
 	}
 	p := &b.replies[len(b.replies)-1]
 	hit := ls.render(p, ic.c.w.Proto)
-	ls.s.Stats.requests[getCommand.id][0].Add(1)
+	ls.s.Stats.count(getCommand, false)
 	ls.s.Stats.latency.Observe(time.Since(p.start).Seconds())
 	b.replies = b.replies[:len(b.replies)-1]
 	q := ls.newReq(ic, r, f, rules)
@@ -387,18 +387,18 @@ func (ls *loopState) newReq(ic *inlineConn, r *router.Router, f *frame, rules *p
 	return q
 }
 
-// appendSet appends SET key value to out, with the policy's TTL when it has one, as cmdSet
-// sends it.
+// appendSet appends SET key value to out, with the expiry a write without one is given
+// (writeExpiry).
 func appendSet(out []byte, f *frame, rules *policy.Rules) []byte {
-	if rules.TTL <= 0 {
+	px := writeExpiry(rules)
+	if px == nil {
 		return append(out, f.raw...)
 	}
-	ms := strconv.AppendInt(nil, rules.WriteTTL(nil).Milliseconds(), 10)
 	out = append(out, "*5\r\n$3\r\nSET\r\n"...)
 	out = resp.AppendBulk(out, f.key)
 	out = resp.AppendBulk(out, f.val)
 	out = append(out, "$2\r\nPX\r\n"...)
-	return resp.AppendBulk(out, ms)
+	return resp.AppendBulk(out, px)
 }
 
 // cachingYes makes the next command on a loop's connection a tracked read.
@@ -454,7 +454,7 @@ func (q *fwdReq) Reply(p []byte, err error) {
 	} else {
 		s.settleBy(q.r, q.ic.c.id, string(q.key))
 	}
-	s.Stats.requests[q.cmd.id][boolIndex(p[0] == '-')].Add(1)
+	s.Stats.count(q.cmd, p[0] == '-')
 	s.Stats.latency.Observe(time.Since(q.start).Seconds())
 	q.ls.complete(q, p)
 }
@@ -470,14 +470,14 @@ func (q *fwdReq) keep(p []byte, err error) {
 // key's server TTL in milliseconds (negative for none); false for anything not to keep: an
 // error, a value the agent encoded (the full path decodes it).
 func keptRead(get, pttl []byte) (router.Kept, int64, bool) {
-	ms, isInt := upstream.IntValue(pttl)
+	ms, isInt := resp.IntValue(pttl)
 	switch {
 	case !isInt || fullPathReply(get, true):
 		return router.Kept{}, 0, false
 	case string(get) == string(nullRESP3):
 		return router.Kept{Nil: true}, ms, true
 	case get[0] == '$':
-		return router.Kept{Val: string(upstream.BulkValue(get))}, ms, true
+		return router.Kept{Val: string(resp.BulkValue(get))}, ms, true
 	}
 	return router.Kept{}, 0, false
 }
@@ -489,7 +489,7 @@ func fullPathReply(p []byte, isGet bool) bool {
 	if p[0] == '-' {
 		return hasPrefix(p, "-LOADING") || hasPrefix(p, "-READONLY") || hasPrefix(p, "-CLUSTERDOWN")
 	}
-	v := upstream.BulkValue(p)
+	v := resp.BulkValue(p)
 	return isGet && len(v) > 0 && v[0] == reservedByte
 }
 

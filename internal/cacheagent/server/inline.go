@@ -174,20 +174,14 @@ func (b *batch) hitBytes(from int) int {
 	return n
 }
 
-// forwardable reports whether the shard's reply to f is the whole answer, with at most a
-// tracked read's copy to keep: no ttl-mode L1 to fill, no origin, no lease, nothing the agent
-// encodes, no value over the limit (refused on the full path). A ring being warmed up reads
-// and drops keys' previous owners: the full path does that.
+// forwardable reports whether the loop executes f as planned (plan.go): the shard's reply is
+// the whole answer, with at most a tracked read's copy to keep. A ring being warmed up reads
+// and drops keys' previous owners: the goroutine path does that.
 func forwardable(f *frame, rules *policy.Rules) bool {
-	if rules.Origin != nil {
-		return false
-	}
 	if f.cmd == getCommand {
-		return !rules.L1 || rules.L1Tracking
+		return loopRunsGet(rules, planGet(rules, false))
 	}
-	return rules.LeaseTTL <= 0 && !rules.Encoded() &&
-		(rules.MaxValueBytes <= 0 || int64(len(f.val)) <= rules.MaxValueBytes) &&
-		(len(f.val) == 0 || f.val[0] != reservedByte)
+	return loopSendsSet(rules, f.val)
 }
 
 // inlineGet answers GET key from the L1, as dispatch and cmdGet would; false on a miss, with
@@ -236,7 +230,7 @@ func (s *Server) inlineMget(b *batch, c *client, r *router.Router, f *frame) boo
 
 // frame is one GET, SET or MGET command at the start of a read, as redis clients send it.
 type frame struct {
-	cmd      *command // getCommand, setCommand or mgetCommand
+	cmd      *command // a command with a loop shape
 	key, val []byte
 	keys     [][]byte // an MGET's (key is the first)
 	raw      []byte   // the whole frame
@@ -245,9 +239,10 @@ type frame struct {
 // maxInlineMgetKeys bounds the MGETs the loop answers; larger ones take the full path.
 const maxInlineMgetKeys = 64
 
-// scanFrame matches one complete "GET key", "SET key value" or "MGET key..." frame at the start
-// of p; false for anything else (left to the full parser).
-func scanFrame(p []byte, f *frame) bool {
+// scanFrame matches one complete frame at the start of p of a command the loop runs, in its
+// table row's loop shape ("GET key", "SET key value", "MGET key..."); false for anything else
+// (left to the full parser).
+func scanFrame(p []byte, f *frame) (ok bool) {
 	if len(p) < 4+9+4 || p[0] != '*' {
 		return false
 	}
@@ -258,34 +253,37 @@ func scanFrame(p []byte, f *frame) bool {
 	if i == 1 || p[i] != '\r' || p[i+1] != '\n' {
 		return false
 	}
-	name, i := bulkAt(p, i+2, 4)
-	switch {
-	case len(name) == 3 && args == 2 && name[0]|0x20 == 'g' && name[1]|0x20 == 'e' && name[2]|0x20 == 't':
-		f.cmd = getCommand
-	case len(name) == 3 && args == 3 && name[0]|0x20 == 's' && name[1]|0x20 == 'e' && name[2]|0x20 == 't':
-		f.cmd = setCommand
-	case len(name) == 4 && args >= 2 && args-1 <= maxInlineMgetKeys && name[0]|0x20 == 'm' && name[1]|0x20 == 'g' &&
-		name[2]|0x20 == 'e' && name[3]|0x20 == 't':
-		f.cmd = mgetCommand
-	default:
+	name, i := resp.BulkAt(p, i+2, maxLoopName)
+	if f.cmd = loopCommand(name); f.cmd == nil {
 		return false
 	}
-	if f.key, i = bulkAt(p, i, maxInlineKey); f.key == nil {
+	switch f.cmd.loop {
+	case loopKey:
+		ok = args == 2
+	case loopKeyValue:
+		ok = args == 3
+	case loopKeys:
+		ok = args >= 2 && args-1 <= maxInlineMgetKeys
+	}
+	if !ok {
+		return false
+	}
+	if f.key, i = resp.BulkAt(p, i, maxInlineKey); f.key == nil {
 		return false
 	}
 	f.val, f.keys = nil, f.keys[:0]
-	if f.cmd == mgetCommand {
+	switch f.cmd.loop {
+	case loopKeys:
 		f.keys = append(f.keys, f.key)
 		for range args - 2 {
 			var key []byte
-			if key, i = bulkAt(p, i, maxInlineKey); key == nil {
+			if key, i = resp.BulkAt(p, i, maxInlineKey); key == nil {
 				return false
 			}
 			f.keys = append(f.keys, key)
 		}
-	}
-	if f.cmd == setCommand {
-		if f.val, i = bulkAt(p, i, len(p)); f.val == nil {
+	case loopKeyValue:
+		if f.val, i = resp.BulkAt(p, i, len(p)); f.val == nil {
 			return false
 		}
 	}
@@ -293,28 +291,23 @@ func scanFrame(p []byte, f *frame) bool {
 	return true
 }
 
-// bulkAt reads the bulk string "$n\r\n...\r\n" at p[i:] of at most limit bytes: its bytes (not
-// nil, even when empty) and the index after it; nil if it is not one, or not whole.
-func bulkAt(p []byte, i, limit int) ([]byte, int) {
-	if i >= len(p) || p[i] != '$' {
-		return nil, 0
+// maxLoopName bounds the names the scanner looks up: longer ones are no loop command's.
+const maxLoopName = 8
+
+// loopCommand is the command named name when the event loop runs it (its table row has a loop
+// shape); nil otherwise. Names are matched without case and without allocating.
+func loopCommand(name []byte) *command {
+	if name == nil || len(name) > maxLoopName {
+		return nil
 	}
-	i++
-	start, n := i, 0
-	for ; i < len(p) && p[i] >= '0' && p[i] <= '9'; i++ {
-		n = n*10 + int(p[i]-'0')
-		if n > limit {
-			return nil, 0
-		}
+	var lower [maxLoopName]byte
+	for i, ch := range name {
+		lower[i] = ch | 0x20 // letters only in loop commands' names; others never match
 	}
-	if i == start || i+2 > len(p) || p[i] != '\r' || p[i+1] != '\n' {
-		return nil, 0
+	if cmd := commandTable[string(lower[:len(name)])]; cmd != nil && cmd.loop != loopNone {
+		return cmd
 	}
-	i += 2
-	if i+n+2 > len(p) || p[i+n] != '\r' || p[i+n+1] != '\n' {
-		return nil, 0
-	}
-	return p[i : i+n : i+n], i + n + 2
+	return nil
 }
 
 // scanFrames finds the GET and SET frames data starts with, up to maxLoopPipeline of them, and

@@ -7,13 +7,14 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // Multi-key and keyspace commands: split by owner shard, answered in the client's order.
 
 // groupKeys splits keys by owner shard, keeping for each shard the positions of its keys.
-func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (shards []int, positions map[int][]int) {
+func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (shards []int, positions [][]int) {
 	shards, positions = b.byShard(keys)
 	for _, i := range shards {
 		if !b.laneFree(i, plainLane) {
@@ -24,29 +25,20 @@ func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (s
 	return shards, positions
 }
 
-// byShard groups keys by owner: the owners in order of first appearance, and each one's keys'
-// positions.
-func (b *batch) byShard(keys [][]byte) (shards []int, positions map[int][]int) {
-	positions = map[int][]int{}
-	for pos, k := range keys {
-		i := b.r.Index(k)
-		if _, seen := positions[i]; !seen {
-			shards = append(shards, i)
-		}
-		positions[i] = append(positions[i], pos)
-	}
-	return shards, positions
+// byShard groups keys by owner shard (groupByShard).
+func (b *batch) byShard(keys [][]byte) (shards []int, positions [][]int) {
+	return groupByShard(len(keys), nil, func(k int) (int, bool) { return b.r.Index(keys[k]), true })
 }
 
-// perShard queues one command per owner shard, built from that shard's keys, for a read of
+// partPerShard queues one command per owner shard, built from that shard's keys, for a read of
 // every key in args. where[j] holds the positions in args of part j's keys.
-func (b *batch) perShard(ctx context.Context, w *resp.Writer, args [][]byte, build func(valkey.Builder, []string) valkey.Completed) (keys []string, where [][]int, parts []part) {
+func (b *batch) partPerShard(ctx context.Context, w *resp.Writer, args [][]byte, build func(valkey.Builder, []string) valkey.Completed) (keys []string, where [][]int, parts []part) {
 	keys = strs(args)
 	shards, positions := b.groupKeys(ctx, w, args)
 	parts, where = make([]part, len(shards)), make([][]int, len(shards))
 	for j, i := range shards {
-		g := pick(keys, positions[i])
-		where[j] = positions[i]
+		g := pick(keys, positions[j])
+		where[j] = positions[j]
 		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return build(bd, g) })
 	}
 	return keys, where, parts
@@ -68,7 +60,7 @@ func cmdDel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	parts := make([]part, len(shards))
 	groups := make([][]string, len(shards))
 	for j, i := range shards {
-		groups[j] = pick(keys, positions[i])
+		groups[j] = pick(keys, positions[j])
 		g := groups[j]
 		cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(g...).Build() }}
 		if leases := b.leaseKeys(g); len(leases) > 0 {
@@ -97,7 +89,7 @@ func cmdDel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 }
 
 func cmdExists(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	_, _, parts := b.perShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Exists().Key(g...).Build() })
+	_, _, parts := b.partPerShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Exists().Key(g...).Build() })
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		var n int64
 		for _, pr := range r {
@@ -157,12 +149,12 @@ func (b *batch) mgetParts(ctx context.Context, w *resp.Writer, s *Server, rest [
 	}
 	parts, where = make([]part, len(shards)), make([][]int, len(shards))
 	for j, i := range shards {
-		where[j] = positions[i]
+		where[j] = positions[j]
 		if copies[j] != nil {
 			parts[j] = b.cached(i, copies[j]...)
 			continue
 		}
-		g := pick(keys, positions[i])
+		g := pick(keys, positions[j])
 		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Mget().Key(g...).Build() })
 	}
 	return parts, where, copies
@@ -212,38 +204,34 @@ func laneOf(cached bool) lane {
 	return plainLane
 }
 
-// mgetCopies decides, for each shard of an MGET's L1 misses, whether they are read as tracked
-// reads and copied, as GET copies: when every one of them is a tracking-L1 key without an
-// origin that the admission takes (a shard's reads go in one lane: one key that may not be
-// copied makes them a plain MGET), and the ring is not being warmed up (a moved key's previous
-// owner is read on the full GET path only). The tracked reads of shard j are copies[j], nil
-// for a plain MGET. A tracking-L1 key not copied counts as not admitted.
-func (b *batch) mgetCopies(s *Server, keys [][]byte, shards []int, positions map[int][]int, l1 bool) [][]cachedRead {
+// mgetCopies has each shard of an MGET's L1 misses read as shareKept decides: as tracked reads
+// whose values are copied, as GET copies (copies[j]), or with one MGET (nil). Nothing is copied
+// for a client that must see the shards' replies (l1 false), nor while the ring is warmed up
+// (a moved key's previous owner is read on the full GET path only).
+func (b *batch) mgetCopies(s *Server, keys [][]byte, shards []int, positions [][]int, l1 bool) [][]cachedRead {
 	copies := make([][]cachedRead, len(shards))
 	if !l1 || b.r.Warming() {
 		return copies
 	}
-	for j, i := range shards {
-		reads := make([]cachedRead, 0, len(positions[i]))
-		tracked := 0
-		for _, pos := range positions[i] {
-			rules := b.rulesFor(keys[pos])
-			if !rules.L1 || !rules.L1Tracking || rules.Origin != nil {
-				continue
-			}
-			tracked++
-			// Once one key is refused the shard's reads are plain: the admission is not asked
-			// of the keys after it.
-			if len(reads) == tracked-1 && b.r.ShardFor(keys[pos]).Admit(keys[pos]) {
-				key, ttl := str(keys[pos]), rules.L1TTL
-				reads = append(reads, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: ttl})
-			}
+	rules := make([]policy.Rules, 0, len(keys))
+	for j := range shards {
+		share := positions[j]
+		rules = rules[:0]
+		for _, pos := range share {
+			rules = append(rules, b.rulesFor(keys[pos]))
 		}
-		if len(reads) == len(positions[i]) {
-			copies[j] = reads
-		} else {
-			s.Stats.L1NotAdmitted.Add(int64(tracked))
+		kept, refused := shareKept(len(share), func(k int) *policy.Rules { return &rules[k] },
+			func(k int) bool { return b.r.ShardFor(keys[share[k]]).Admit(keys[share[k]]) })
+		if !kept {
+			s.Stats.L1NotAdmitted.Add(int64(refused))
+			continue
 		}
+		reads := make([]cachedRead, len(share))
+		for k, pos := range share {
+			key := str(keys[pos])
+			reads[k] = cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules[k].L1TTL}
+		}
+		copies[j] = reads
 	}
 	return copies
 }
@@ -339,7 +327,7 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	parts, partKeys := make([]part, len(shards)), make([][]string, len(shards))
 	for j, i := range shards {
 		var cmds []buildFn
-		for _, pos := range positions[i] {
+		for _, pos := range positions[j] {
 			p := pairs[pos]
 			partKeys[j] = append(partKeys[j], p.k)
 			cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {

@@ -48,9 +48,8 @@ func forwardWrite(values func(args [][]byte) [][]byte, creates bool) handler {
 			}
 		}
 		cmds := []buildFn{arbitrary(name, key, strs(args[2:]))}
-		if creates && rules.TTL > 0 {
-			px := strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10)
-			cmds = append(cmds, arbitrary("PEXPIRE", key, []string{px, "NX"}))
+		if px := writeExpiry(&rules); creates && px != nil {
+			cmds = append(cmds, arbitrary("PEXPIRE", key, []string{string(px), "NX"}))
 		}
 		s.announce(key)
 		i := b.shardOf(ctx, w, args[1], plainLane)
@@ -98,8 +97,8 @@ func setWith(ctx context.Context, s *Server, b *batch, w *resp.Writer, args [][]
 		return
 	}
 	set := []string{stored(rules, str(args[2])), option}
-	if rules.TTL > 0 {
-		set = append(set, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
+	if px := writeExpiry(&rules); px != nil {
+		set = append(set, "PX", string(px))
 	}
 	s.announce(key)
 	i := b.shardOf(ctx, w, args[1], plainLane)

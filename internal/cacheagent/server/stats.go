@@ -58,6 +58,12 @@ func newStats() *Stats {
 	})}
 }
 
+// count counts one request of cmd, answered or failed: every executor counts here, once per
+// request, when its reply is written.
+func (s *Stats) count(cmd *command, failed bool) {
+	s.requests[cmd.id][boolIndex(failed)].Add(1)
+}
+
 // Requests returns the ok and error counts of a command.
 func (s *Stats) Requests(name string) (ok, failed int64) {
 	c := commandTable[name]

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -34,26 +33,21 @@ func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane)
 func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	rules := b.rulesFor(args[1])
 	pc := s.Stats.forPolicy(rules.Name)
-	if rules.L1 && !b.tx && !b.direct && b.answerFromL1(s, args[1], &rules, pc, time.Now()) {
+	plan := planGet(&rules, b.tx || b.direct) // a tracking client: the shard's reply is the only coherent one
+	if plan.keeps() && b.answerFromL1(s, args[1], &rules, pc, time.Now()) {
 		return
 	}
 	key := str(args[1])
-	bypass := b.tx || b.direct // a transaction, or a tracking client: the shard's reply is the only coherent one
-	tracked := rules.L1 && rules.L1Tracking
-	switch {
-	case bypass || (rules.L1 && !s.admits(b.r, args[1], tracked)): // or a miss the L1 does not admit
-		if !bypass {
-			s.missL1(pc)
+	if plan.keeps() {
+		if !s.admits(b.r, args[1], plan == getTracked) {
+			plan = getPlain
 		}
-		i := b.shardOf(ctx, w, args[1], plainLane)
-		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
-		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
-			s.countL2(r[0].res[0], pc)
-			writeResult(w, r[0].res[0], false)
-		})
-		b.warmOnMiss(args[1])
-		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
-	case tracked:
+		if plan != getTracked {
+			s.missL1(pc) // a tracked read's is counted with its reply, which may be the kept copy
+		}
+	}
+	switch plan {
+	case getTracked:
 		i := b.shardOf(ctx, w, args[1], cacheLane)
 		p := b.cached(i, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules.L1TTL})
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
@@ -66,11 +60,8 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			}
 			writeResult(w, res, false)
 		})
-		b.warmOnMiss(args[1])
-		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
-	case rules.L1:
+	case getFill:
 		l1 := s.L1()
-		s.missL1(pc)
 		ticket := l1.Ticket(key) // before the read leaves: a write acknowledged after refuses the fill
 		fillRules := rules       // a copy for the fill below: capturing rules would put it on the heap for every GET
 		i := b.shardOf(ctx, w, args[1], plainLane)
@@ -91,8 +82,6 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			}
 			w.BulkString(v)
 		})
-		b.warmOnMiss(args[1])
-		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 	default:
 		i := b.shardOf(ctx, w, args[1], plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Get().Key(key).Build() })
@@ -100,9 +89,9 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			s.countL2(r[0].res[0], pc)
 			writeResult(w, r[0].res[0], false)
 		})
-		b.warmOnMiss(args[1])
-		b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 	}
+	b.warmOnMiss(args[1])
+	b.readThroughOnMiss(key, &rules, 0, 0, -1, 0)
 }
 
 // answerFromL1 answers a GET from the L1 when it holds a usable copy (fromL1).
@@ -240,7 +229,7 @@ func (s *Server) announce(keys ...string) {
 		return
 	}
 	for _, k := range keys {
-		if rules := policy.For(r.Doc, []byte(k)); rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite {
+		if rules := policy.For(r.Doc, []byte(k)); announcesWrites(&rules) {
 			bus.DeleteAsync(k)
 		}
 	}
@@ -293,8 +282,8 @@ func cmdSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	}
 	rest := strs(args[2:])
 	rest[0] = stored(rules, rest[0])
-	if !hasExpiry && rules.TTL > 0 {
-		rest = append(rest, "PX", strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
+	if px := writeExpiry(&rules); !hasExpiry && px != nil {
+		rest = append(rest, "PX", string(px))
 	}
 	s.announce(key)
 	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("SET").Keys(key).Args(rest...).Build() }}
@@ -357,10 +346,9 @@ func cmdIncr(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	rules := b.rulesFor(args[1])
 	s.announce(key)
 	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Args(rest...).Build() }}
-	if rules.TTL > 0 {
-		px := strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10)
+	if px := writeExpiry(&rules); px != nil {
 		cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {
-			return bd.Arbitrary("PEXPIRE").Keys(key).Args(px, "NX").Build()
+			return bd.Arbitrary("PEXPIRE").Keys(key).Args(string(px), "NX").Build()
 		})
 	}
 	b.writeJob(ctx, w, args[1], false, cmds...)

@@ -364,12 +364,12 @@ func (s *Server) clientTrackinginfo(b *batch, c *client) {
 
 // trackRead registers the keys of a read by a tracking client, before the read is sent, and
 // reports whether the read must bypass the agent's L1 (it does for every tracking client).
-func (s *Server) trackRead(c *client, name string, args [][]byte) bool {
+func (s *Server) trackRead(c *client, cmd *command, args [][]byte) bool {
 	if c.track == nil {
 		return false
 	}
 	if c.track.registers() {
-		s.tracking.Remember(c.id, commandKeys(name, args)...)
+		s.tracking.Remember(c.id, cmd.keys.of(args)...)
 	}
 	return true
 }
@@ -443,9 +443,6 @@ func (s *Server) shardChanged(keys []string) {
 }
 
 // ---- SUBSCRIBE __redis__:invalidate, for the REDIRECT target of RESP2 clients ----
-
-// pubsubAllowed are the commands a RESP2 connection may send once subscribed.
-var pubsubAllowed = map[string]bool{"subscribe": true, "unsubscribe": true, "ping": true, "quit": true}
 
 func cmdSubscribe(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 	for _, ch := range args[1:] {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 // txState is a client's open transaction.
 type txState struct {
 	queued   [][][]byte // copies of the queued commands
+	scripted bool       // one of them runs a script
 	aborted  bool       // a queuing error: EXEC answers EXECABORT
 	shard    int        // owner of every key so far; -1 before the first key
 	firstKey string
@@ -112,9 +112,6 @@ func crossShard(key, first string) string {
 		truncate([]byte(key)), truncate([]byte(first)))
 }
 
-// txAllowed are the agent-answered commands that may be queued; data commands all may.
-var txAllowed = map[string]bool{"ping": true, "echo": true}
-
 func cmdMulti(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, _ [][]byte) {
 	if c.tx != nil {
 		c.tx.aborted = true // as Valkey 8: refused, and the transaction is discarded
@@ -151,11 +148,11 @@ func (s *Server) queueTx(b *batch, c *client, cmd *command, args [][]byte) {
 		c.tx.aborted = true
 		b.local(func(w *resp.Writer) { w.Error(msg) })
 	}
-	if cmd.class == classLocal && !txAllowed[name] {
+	if cmd.class == classLocal && cmd.flags&queuedInTx == 0 {
 		refuse(fmt.Sprintf("ERR '%s' cannot be queued in a transaction through the cachefleet agent", strings.ToUpper(name)))
 		return
 	}
-	keys := commandKeys(name, args)
+	keys := cmd.keys.of(args)
 	for _, k := range keys {
 		i := b.r.Index([]byte(k))
 		switch {
@@ -180,6 +177,7 @@ func (s *Server) queueTx(b *batch, c *client, cmd *command, args [][]byte) {
 		queued[i] = append([]byte(nil), a...)
 	}
 	c.tx.queued = append(c.tx.queued, queued)
+	c.tx.scripted = c.tx.scripted || cmd.flags&runsScript != 0
 	c.multi.Add(1)
 	b.local(func(w *resp.Writer) { w.Simple("QUEUED") })
 }
@@ -220,7 +218,7 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 	idx := max(tx.shard, 0)
 	sw := &tb.work[idx]
 	sh := r.Shards[idx]
-	scripted := tx.scripted()
+	scripted := tx.scripted
 	build := func(bd valkey.Builder) []valkey.Completed {
 		cmds := make([]valkey.Completed, 0, len(sw.plain)+2)
 		cmds = append(cmds, bd.Multi().Build())
@@ -280,37 +278,4 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 		results = tb.results(p, results[:0])
 		p.finish(w, results)
 	}
-}
-
-// scripted reports whether the transaction runs a script.
-func (tx *txState) scripted() bool {
-	for _, args := range tx.queued {
-		if name := strings.ToLower(string(args[0])); name == "eval" || name == "evalsha" {
-			return true
-		}
-	}
-	return false
-}
-
-// commandKeys are the keys a data command touches (for the one-shard rule).
-func commandKeys(name string, args [][]byte) []string {
-	switch name {
-	case "ping", "echo":
-		return nil
-	case "mget", "del", "unlink", "exists":
-		return strs(args[1:])
-	case "eval", "evalsha":
-		n, err := strconv.Atoi(string(args[2]))
-		if err != nil || n < 0 || n > len(args)-3 {
-			return nil // refused by the command itself
-		}
-		return strs(args[3 : 3+n])
-	case "mset", "msetnx":
-		var keys []string
-		for i := 1; i < len(args); i += 2 {
-			keys = append(keys, string(args[i]))
-		}
-		return keys
-	}
-	return []string{string(args[1])}
 }

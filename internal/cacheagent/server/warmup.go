@@ -5,7 +5,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/valkey-io/valkey-go"
@@ -69,24 +68,9 @@ func (b *batch) warmUp(ctx context.Context) {
 		}
 		missed = append(missed, p.warm)
 	}
-	perShard(missed, func(rd *warmRead) *router.Shard { return rd.from }, func(from *router.Shard, reads []*warmRead) {
+	runPerShard(missed, func(rd *warmRead) (*router.Shard, bool) { return rd.from, rd.from != nil }, func(from *router.Shard, reads []*warmRead) {
 		b.s.moveBack(ctx, b.r, from, reads)
 	})
-}
-
-// perShard groups items by shard (nil: left out) and runs each group, the groups in parallel.
-func perShard[T any](items []T, shardOf func(T) *router.Shard, run func(*router.Shard, []T)) {
-	groups := map[*router.Shard][]T{}
-	for _, it := range items {
-		if sh := shardOf(it); sh != nil {
-			groups[sh] = append(groups[sh], it)
-		}
-	}
-	var wg sync.WaitGroup
-	for sh, g := range groups {
-		wg.Go(func() { run(sh, g) })
-	}
-	wg.Wait()
 }
 
 // moveBack reads keys on their previous owner and has it move each found one to its owner.
@@ -141,7 +125,7 @@ func (s *Server) moveBack(ctx context.Context, r *router.Router, from *router.Sh
 // concurrent reader may have just moved them there (without this, the second of two readers
 // of a moved key would miss).
 func (s *Server) rereadMoved(ctx context.Context, r *router.Router, reads []*warmRead) {
-	perShard(reads, func(rd *warmRead) *router.Shard { return r.ShardFor([]byte(rd.key)) }, func(to *router.Shard, rds []*warmRead) {
+	runPerShard(reads, func(rd *warmRead) (*router.Shard, bool) { sh := r.ShardFor([]byte(rd.key)); return sh, sh != nil }, func(to *router.Shard, rds []*warmRead) {
 		res, err := to.DoMulti(ctx, func(bd valkey.Builder) []valkey.Completed {
 			out := make([]valkey.Completed, 0, 2*len(rds))
 			for _, rd := range rds {
@@ -164,7 +148,7 @@ func (s *Server) rereadMoved(ctx context.Context, r *router.Router, reads []*war
 // waits for it (see the package comment above); a previous owner that is down gets the delete
 // queued, as any delete.
 func (s *Server) dropPrevious(ctx context.Context, r *router.Router, keys []string) {
-	perShard(keys, func(k string) *router.Shard { return r.PreviousOwner([]byte(k)) }, func(sh *router.Shard, ks []string) {
+	runPerShard(keys, func(k string) (*router.Shard, bool) { sh := r.PreviousOwner([]byte(k)); return sh, sh != nil }, func(sh *router.Shard, ks []string) {
 		if _, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(ks...).Build() }); err != nil {
 			sh.QueueDelete(ks...)
 		}

@@ -145,7 +145,7 @@ func (c *Conn) OnReadable() error {
 func (c *Conn) deliver() {
 	off, replied := 0, false
 	for c.err == nil {
-		n, err := ReplyLen(c.in[off:])
+		n, err := resp.FrameLen(c.in[off:])
 		if err == nil && n > 0 && c.Pending() == 0 && c.in[off] != '>' {
 			err = errors.New("upstream: a reply to no request")
 		}
@@ -259,7 +259,7 @@ func Handshake(nc net.Conn, cmds ...[]string) error {
 	buf := make([]byte, 4096)
 	for range cmds {
 		for {
-			n, err := ReplyLen(in)
+			n, err := resp.FrameLen(in)
 			if err != nil {
 				return err
 			}
@@ -303,7 +303,7 @@ func Command(ctx context.Context, addr, password string, timeout time.Duration, 
 	var in []byte
 	buf := make([]byte, 4096)
 	for {
-		n, err := ReplyLen(in)
+		n, err := resp.FrameLen(in)
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
 // replies records what its requests got.
@@ -147,9 +148,9 @@ func TestATrackedReadsInvalidationComesInItsPlace(t *testing.T) {
 	if len(pushes) != 1 || r.before[3] != 1 {
 		t.Fatalf("pushes %q, %d of them before the PONG", pushes, r.before[3])
 	}
-	keys, all, ok := Invalidated([]byte(pushes[0]), nil)
+	keys, all, ok := resp.Invalidated([]byte(pushes[0]), nil)
 	if !ok || all || len(keys) != 1 || string(keys[0]) != "tracked" {
-		t.Fatalf("Invalidated(%q) = %q, %v, %v", pushes[0], keys, all, ok)
+		t.Fatalf("resp.Invalidated(%q) = %q, %v, %v", pushes[0], keys, all, ok)
 	}
 
 	c.Send(r, tu.Encode("CLIENT", "CACHING", "YES"))
@@ -161,7 +162,7 @@ func TestATrackedReadsInvalidationComesInItsPlace(t *testing.T) {
 	if len(pushes) != 2 {
 		t.Fatalf("pushes after FLUSHALL: %q", pushes)
 	}
-	if _, all, ok := Invalidated([]byte(pushes[1]), nil); !ok || !all {
+	if _, all, ok := resp.Invalidated([]byte(pushes[1]), nil); !ok || !all {
 		t.Fatalf("FLUSHALL's push %q read as all=%v ok=%v", pushes[1], all, ok)
 	}
 }
@@ -184,13 +185,13 @@ func TestInvalidatedReadsOnlyInvalidations(t *testing.T) {
 		{">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n", nil, false, false},
 		{">2\r\n$10\r\ninvalidate\r\n*1\r\n:1\r\n", nil, false, false},
 	} {
-		keys, all, ok := Invalidated([]byte(tc.in), nil)
+		keys, all, ok := resp.Invalidated([]byte(tc.in), nil)
 		var got []string
 		for _, k := range keys {
 			got = append(got, string(k))
 		}
 		if fmt.Sprint(got) != fmt.Sprint(tc.keys) || all != tc.all || ok != tc.ok {
-			t.Errorf("Invalidated(%q) = %q, %v, %v", tc.in, got, all, ok)
+			t.Errorf("resp.Invalidated(%q) = %q, %v, %v", tc.in, got, all, ok)
 		}
 	}
 }

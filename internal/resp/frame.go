@@ -1,4 +1,4 @@
-package upstream
+package resp
 
 import (
 	"errors"
@@ -7,16 +7,16 @@ import (
 )
 
 // errMalformed is a reply that is not RESP: the connection cannot be trusted past it.
-var errMalformed = errors.New("upstream: malformed reply from the shard")
+var errMalformed = errors.New("malformed reply from the shard")
 
 // maxNesting bounds aggregate replies within aggregate replies; a shard's replies to the
 // commands sent here nest one level at most.
 const maxNesting = 32
 
-// ReplyLen is the size of the complete RESP2 or RESP3 reply p starts with: 0 when p holds only
+// FrameLen is the size of the complete RESP2 or RESP3 reply p starts with: 0 when p holds only
 // part of one, an error when p is not RESP. A RESP3 attribute counts with the reply it
 // precedes.
-func ReplyLen(p []byte) (int, error) {
+func FrameLen(p []byte) (int, error) {
 	return replyLen(p, 0)
 }
 
@@ -133,6 +133,30 @@ func length(p []byte) (int, error) {
 	return n, nil
 }
 
+// BulkAt reads the bulk string "$n\r\n...\r\n" at p[i:] of at most limit bytes: its bytes (not
+// nil, even when empty) and the index after it; nil if it is not one, or not whole.
+func BulkAt(p []byte, i, limit int) ([]byte, int) {
+	if i >= len(p) || p[i] != '$' {
+		return nil, 0
+	}
+	i++
+	start, n := i, 0
+	for ; i < len(p) && p[i] >= '0' && p[i] <= '9'; i++ {
+		n = n*10 + int(p[i]-'0')
+		if n > limit {
+			return nil, 0
+		}
+	}
+	if i == start || i+2 > len(p) || p[i] != '\r' || p[i+1] != '\n' {
+		return nil, 0
+	}
+	i += 2
+	if i+n+2 > len(p) || p[i+n] != '\r' || p[i+n+1] != '\n' {
+		return nil, 0
+	}
+	return p[i : i+n : i+n], i + n + 2
+}
+
 // Invalidated reads a RESP3 push: for an invalidation, the keys it names (appended to keys)
 // or all, for a flush (a null list); ok is false for any other push.
 func Invalidated(push []byte, keys [][]byte) (_ [][]byte, all, ok bool) {
@@ -154,7 +178,7 @@ func Invalidated(push []byte, keys [][]byte) (_ [][]byte, all, ok bool) {
 	}
 	off := line + 2
 	for range n {
-		m, err := ReplyLen(p[off:])
+		m, err := FrameLen(p[off:])
 		if err != nil || m == 0 || p[off] != '$' {
 			return keys, false, false
 		}

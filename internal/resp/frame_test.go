@@ -1,4 +1,4 @@
-package upstream
+package resp
 
 import (
 	"strings"
@@ -45,9 +45,9 @@ func TestReplyLenFindsWholeRepliesOnly(t *testing.T) {
 		{strings.Repeat("*1\r\n", 40), 0, true}, // nested too deep
 		{"+" + strings.Repeat("a", maxLine+1), 0, true},
 	} {
-		got, err := ReplyLen([]byte(tc.in))
+		got, err := FrameLen([]byte(tc.in))
 		if got != tc.want || (err != nil) != tc.bad {
-			t.Errorf("ReplyLen(%.40q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.bad)
+			t.Errorf("FrameLen(%.40q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.bad)
 		}
 	}
 }

@@ -1,0 +1,92 @@
+package server
+
+import (
+	"strconv"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+)
+
+// The serve plan: how a read or write is served, decided here from the key's rules, once for
+// both executors (the goroutine path's handlers and the event loop's forwarder). Executors ask
+// these functions; neither derives a plan from the rules itself.
+
+// getPlan is how a GET the L1 did not answer reads its shard.
+type getPlan uint8
+
+const (
+	getPlain   getPlan = iota // the shard's reply is the answer; no copy is kept
+	getTracked                // a tracked read: its copy is kept until the shard invalidates it
+	getFill                   // GET and PTTL: the value fills the ttl-mode L1 for its lifetime
+)
+
+// planGet decides a GET's shard read before the L1's admission is asked (admitted). bypass:
+// the client must see the shard's own reply (inside a transaction, or a client tracking keys
+// itself), so nothing is kept.
+func planGet(rules *policy.Rules, bypass bool) getPlan {
+	switch {
+	case bypass || !rules.L1:
+		return getPlain
+	case rules.L1Tracking:
+		return getTracked
+	default:
+		return getFill
+	}
+}
+
+// keeps reports whether the plan keeps a copy, which the L1's admission must take first.
+func (p getPlan) keeps() bool { return p != getPlain }
+
+// loopRunsGet reports whether the event loop executes a GET so planned: it forwards plain and
+// tracked reads; a fill (whose copy lives by the value's TTL) and a read-through are the
+// goroutine path's.
+func loopRunsGet(rules *policy.Rules, p getPlan) bool {
+	return rules.Origin == nil && p != getFill
+}
+
+// loopSendsSet reports whether the event loop may send SET key value as the client sent it
+// (with the policy's expiry, writeExpiry): not a value over the key's limit (refused), one the
+// agent encodes or that starts with its reserved byte, nor a key whose lease the write ends.
+func loopSendsSet(rules *policy.Rules, val []byte) bool {
+	return rules.LeaseTTL <= 0 && !rules.Encoded() &&
+		(rules.MaxValueBytes <= 0 || int64(len(val)) <= rules.MaxValueBytes) &&
+		(len(val) == 0 || val[0] != reservedByte)
+}
+
+// writeExpiry is the PX argument a write without an expiry of its own is given: the policy's
+// TTL with its jitter, in milliseconds; nil without a policy TTL.
+func writeExpiry(rules *policy.Rules) []byte {
+	if rules.TTL <= 0 {
+		return nil
+	}
+	return strconv.AppendInt(nil, rules.WriteTTL(nil).Milliseconds(), 10)
+}
+
+// announcesWrites reports whether a write of a key so ruled is announced on the invalidation
+// bus: other agents' ttl-mode copies of it are dropped (tracking copies are invalidated by the
+// shards).
+func announcesWrites(rules *policy.Rules) bool {
+	return rules.L1 && !rules.L1Tracking && rules.InvalidateOnWrite
+}
+
+// shareKept decides whether one shard's share of an MGET's misses is read as tracked reads
+// whose copies are kept, as GETs of those keys would be: only when every key of the share is
+// a tracking-L1 key without an origin that the admission takes (a shard's reads go in one
+// lane), the admission asked in order until it refuses one. Otherwise the share is read with
+// one MGET, and its tracking-L1 keys count as not admitted (notAdmitted). rulesAt and admit
+// take the index of a key in the share.
+func shareKept(n int, rulesAt func(k int) *policy.Rules, admit func(k int) bool) (kept bool, notAdmitted int) {
+	tracking, admitted := 0, 0
+	for k := range n {
+		rl := rulesAt(k)
+		if planGet(rl, false) != getTracked || rl.Origin != nil {
+			continue
+		}
+		if tracking++; admitted == tracking-1 && admit(k) {
+			admitted++
+		}
+	}
+	if admitted < n {
+		return false, tracking
+	}
+	return true, 0
+}
