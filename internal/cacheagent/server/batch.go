@@ -9,6 +9,8 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -167,7 +169,7 @@ func (p *pending) writeLocal(w *resp.Writer) bool {
 	case p.local != nil:
 		p.local(w)
 	case p.hit == keptHit:
-		if v, present := readable(p.kept.Val); present && !p.kept.Nil {
+		if v, present := reply.Readable(p.kept.Val); present && !p.kept.Nil {
 			w.BulkString(v)
 		} else {
 			w.Null()
@@ -266,7 +268,7 @@ func (s *Server) onShardDown(p *pending, results []partResult, w *resp.Writer) b
 			w.Error(partialWrite(results, p.keys))
 			return true
 		}
-		writeErr(w, results[down].err)
+		reply.WriteErr(w, results[down].err)
 		return true
 	}
 }
@@ -452,4 +454,16 @@ func boolIndex(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// rulesFor returns the policy rules for key in the batch's ring.
+func (b *batch) rulesFor(key []byte) policy.Rules { return policy.For(b.r.Doc, key) }
+
+// shardOf returns the owner's index, flushing the segment first if the lane is taken.
+func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane) int {
+	i := b.r.Index(key)
+	if !b.laneFree(i, l) {
+		b.exec(ctx, w)
+	}
+	return i
 }

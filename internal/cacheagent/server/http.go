@@ -15,6 +15,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
@@ -155,7 +156,7 @@ func (s *Server) httpGetKey(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	v, present := readable(v)
+	v, present := reply.Readable(v)
 	if !present {
 		http.Error(w, "not found (recorded as absent at the origin)", http.StatusNotFound)
 		return

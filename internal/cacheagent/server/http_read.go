@@ -12,6 +12,7 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 )
 
 // httpRead is GET /v1/read/{policy}/{key}: the read-through of the policy's key for clients
@@ -64,7 +65,7 @@ func (s *Server) writeHTTPAnswer(w http.ResponseWriter, a *answer, raw string, f
 	status := []string{"cachefleet"}
 	value, present := a.value, a.present
 	if a.fromShard {
-		value, present = readable(raw)
+		value, present = reply.Readable(raw)
 		present = present && found
 		status = append(status, "hit")
 		if !a.freshUntil.IsZero() {

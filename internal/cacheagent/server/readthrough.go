@@ -24,14 +24,16 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/valkey-io/valkey-go"
+
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/resp"
-	"github.com/valkey-io/valkey-go"
 )
 
 // failureMemory is how long an origin failure is answered to the fleet's other readers of the
@@ -271,7 +273,7 @@ func (s *Server) fetchLeased(r *router.Router, key string, rules policy.Rules) *
 			if waited {
 				s.Stats.Origin.CoalescedFleet.Add(1)
 			}
-			v, present := readable(c.Value)
+			v, present := reply.Readable(c.Value)
 			until, _, _ := codec.Unstamp(c.Value)
 			return &answer{value: v, present: present, outcome: outcomeMiss, collapsed: true, freshUntil: until}
 		case c.State == lease.Failed:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tags"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -46,7 +47,7 @@ func cmdScan(ctx context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer
 				return bd.Arbitrary("SCAN").Args(strconv.FormatUint(shardCursor, 10)).Args(opts...).Build()
 			})
 			if err == nil && res.Error() != nil {
-				relay(w, res) // a bad option: the shard's own words
+				reply.Relay(w, res) // a bad option: the shard's own words
 				return
 			}
 			var c uint64 // a down shard: read as empty, go on with the next
@@ -157,7 +158,7 @@ func cmdFlush(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Write
 		s.tracking.InvalidateAll()
 		_ = s.broadcast(ctx, bus.OpFlush) // failures are counted by the bus; copies expire with their L1 TTL
 		if failed != nil {
-			writeErr(w, failed) // names the shard that was not emptied
+			reply.WriteErr(w, failed) // names the shard that was not emptied
 			return
 		}
 		w.OK()

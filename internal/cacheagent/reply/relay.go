@@ -1,4 +1,4 @@
-package server
+package reply
 
 import (
 	"encoding/binary"
@@ -11,7 +11,7 @@ import (
 )
 
 // A shard's reply as the shard sent it: valkey-go's typed accessors lose what a faithful
-// relay needs (map order, simple versus bulk strings, doubles, an error's own text), but its
+// Relay needs (map order, simple versus bulk strings, doubles, an error's own text), but its
 // CacheMarshal encoding keeps all of it: 7 bytes of TTL, then per node a type byte, an 8-byte
 // length (or integer value) and, for strings, the bytes; aggregates are followed by their
 // elements (a map's keys and values alternate). Tested against real servers by the parity test.
@@ -137,10 +137,10 @@ func trimVerbatim(s string) string {
 	return s
 }
 
-// relay writes a forwarded command's reply exactly as the shard gave it.
-func relay(w *resp.Writer, r valkey.ValkeyResult) {
+// Relay writes a forwarded command's reply exactly as the shard gave it.
+func Relay(w *resp.Writer, r valkey.ValkeyResult) {
 	if err := r.NonValkeyError(); err != nil {
-		writeErr(w, err)
+		WriteErr(w, err)
 		return
 	}
 	msg, _ := r.ToMessage()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/purge"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
@@ -54,7 +55,7 @@ func cmdInvalidate(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.
 			n, err = s.InvalidateTags(ctx, items)
 		}
 		if err != nil {
-			writeErr(w, err)
+			reply.WriteErr(w, err)
 			return
 		}
 		w.Int(n)

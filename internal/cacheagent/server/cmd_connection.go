@@ -355,5 +355,3 @@ func cmdInfo(_ context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, 
 	info := sb.String()
 	b.local(func(w *resp.Writer) { w.Verbatim(info) })
 }
-
-// ---- data commands ----

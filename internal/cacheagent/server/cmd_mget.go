@@ -2,105 +2,19 @@ package server
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
-// Multi-key and keyspace commands: split by owner shard, answered in the client's order.
-
-// groupKeys splits keys by owner shard, keeping for each shard the positions of its keys.
-func (b *batch) groupKeys(ctx context.Context, w *resp.Writer, keys [][]byte) (shards []int, positions [][]int) {
-	shards, positions = b.byShard(keys)
-	for _, i := range shards {
-		if !b.laneFree(i, plainLane) {
-			b.exec(ctx, w)
-			break
-		}
-	}
-	return shards, positions
-}
-
-// byShard groups keys by owner shard (groupByShard).
-func (b *batch) byShard(keys [][]byte) (shards []int, positions [][]int) {
-	return groupByShard(len(keys), nil, func(k int) (int, bool) { return b.r.Index(keys[k]), true })
-}
-
-// partPerShard queues one command per owner shard, built from that shard's keys, for a read of
-// every key in args. where[j] holds the positions in args of part j's keys.
-func (b *batch) partPerShard(ctx context.Context, w *resp.Writer, args [][]byte, build func(valkey.Builder, []string) valkey.Completed) (keys []string, where [][]int, parts []part) {
-	keys = strs(args)
-	shards, positions := b.groupKeys(ctx, w, args)
-	parts, where = make([]part, len(shards)), make([][]int, len(shards))
-	for j, i := range shards {
-		g := pick(keys, positions[j])
-		where[j] = positions[j]
-		parts[j] = b.plain(i, func(bd valkey.Builder) valkey.Completed { return build(bd, g) })
-	}
-	return keys, where, parts
-}
-
-func pick(keys []string, positions []int) []string {
-	out := make([]string, len(positions))
-	for j, p := range positions {
-		out[j] = keys[p]
-	}
-	return out
-}
-
-func cmdDel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	name := strings.ToUpper(str(args[0]))
-	keys := strs(args[1:])
-	s.announce(keys...)
-	shards, positions := b.groupKeys(ctx, w, args[1:])
-	parts := make([]part, len(shards))
-	groups := make([][]string, len(shards))
-	for j, i := range shards {
-		groups[j] = pick(keys, positions[j])
-		g := groups[j]
-		cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(g...).Build() }}
-		if leases := b.leaseKeys(g); len(leases) > 0 {
-			// A delete cancels pending fill leases, so a late, stale fill is refused.
-			cmds = append(cmds, func(bd valkey.Builder) valkey.Completed { return bd.Unlink().Key(leases...).Build() })
-		}
-		parts[j] = b.plain(i, cmds...)
-	}
-	b.wrote(keys...)
-	b.jobDeletes(parts, groups, nil, func(w *resp.Writer, r []partResult) {
-		var n int64
-		for j, pr := range r {
-			if pr.queued { // replayed before the shard serves anything else: counted as deleted
-				n += int64(len(groups[j]))
-				continue
-			}
-			v, err := pr.res[0].AsInt64()
-			if err != nil {
-				writeResult(w, pr.res[0], false)
-				return
-			}
-			n += v
-		}
-		w.Int(n)
-	})
-}
-
-func cmdExists(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	_, _, parts := b.partPerShard(ctx, w, args[1:], func(bd valkey.Builder, g []string) valkey.Completed { return bd.Exists().Key(g...).Build() })
-	b.job(parts, func(w *resp.Writer, r []partResult) {
-		var n int64
-		for _, pr := range r {
-			if pr.err == nil {
-				v, _ := pr.res[0].AsInt64()
-				n += v
-			}
-		}
-		w.Int(n)
-	})
-}
+// MGET, MSET and MSETNX on the goroutine path: split by owner shard (groupByShard), each
+// shard's share read or written in one part, the replies combined in the client's order.
 
 // cmdMget answers the keys the L1 holds from it, as GET would, and reads the rest from their
 // shards: with one MGET per shard, or, where the shard's keys are all tracking-L1 keys the
@@ -117,7 +31,7 @@ func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	b.job(parts, func(w *resp.Writer, r []partResult) {
 		values, failed := mgetValues(r, copies, where, restPos, len(args)-1)
 		if failed != nil {
-			writeResult(w, *failed, false)
+			reply.Write(w, *failed, false)
 			return
 		}
 		s.writeMget(w, values, hits, b.replies[job].origin)
@@ -262,7 +176,7 @@ func (s *Server) writeMget(w *resp.Writer, values []*valkey.ValkeyMessage, hits 
 			continue
 		}
 		s.Stats.L2Hits.Add(1)
-		writeMessage(w, v, false)
+		reply.WriteMessage(w, v, false)
 	}
 }
 
@@ -346,7 +260,7 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 		for _, pr := range r {
 			for _, res := range pr.res {
 				if res.Error() != nil {
-					writeResult(w, res, false)
+					reply.Write(w, res, false)
 					return
 				}
 			}
@@ -355,23 +269,47 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	})
 }
 
-// cmdExpire covers EXPIRE, PEXPIRE and PERSIST: writes that change a key's lifetime.
-func cmdExpire(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
-	s.announce(key)
-	b.writeJob(ctx, w, args[1], false, func(bd valkey.Builder) valkey.Completed {
-		return bd.Arbitrary(name).Keys(key).Args(rest...).Build()
+// cmdMsetnx sets all or none, so its keys must share a shard.
+func cmdMsetnx(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	if len(args)%2 != 1 {
+		b.local(func(w *resp.Writer) { w.Error("ERR wrong number of arguments for 'msetnx' command") })
+		return
+	}
+	var keys, values, ttls []string
+	shard := -1
+	for i := 1; i < len(args); i += 2 {
+		rules := b.rulesFor(args[i])
+		if s.oversize(b, rules, str(args[i]), len(args[i+1])) {
+			return
+		}
+		if j := b.r.Index(args[i]); shard < 0 {
+			shard = j
+		} else if j != shard {
+			msg := crossShard(str(args[i]), keys[0])
+			b.local(func(w *resp.Writer) { w.Error(msg) })
+			return
+		}
+		keys = append(keys, str(args[i]))
+		values = append(values, stored(rules, str(args[i+1])))
+		ttls = append(ttls, strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
+	}
+	s.announce(keys...)
+	i := b.shardOf(ctx, w, args[1], plainLane)
+	p := b.plain(i, func(bd valkey.Builder) valkey.Completed {
+		return bd.Eval().Script(msetnxScript).Numkeys(int64(len(keys))).Key(keys...).Arg(append(values, ttls...)...).Build()
 	})
+	b.wrote(keys...)
+	b.job([]part{p}, func(w *resp.Writer, r []partResult) { reply.Relay(w, r[0].res[0]) })
 }
 
-// cmdTTL covers TTL, PTTL and TYPE: reads that answer as for a missing key when the shard is down.
-func cmdTTL(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
-	name, key := strings.ToUpper(str(args[0])), str(args[1])
-	i := b.shardOf(ctx, w, args[1], plainLane)
-	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Build() })
-	miss := func(w *resp.Writer) { w.Int(-2) } // a down shard reads as a missing key
-	if name == "TYPE" {
-		miss = func(w *resp.Writer) { w.Simple("none") }
-	}
-	b.jobMiss([]part{p}, miss, func(w *resp.Writer, r []partResult) { writeResult(w, r[0].res[0], name == "TYPE") })
-}
+// msetnxScript: MSETNX, then each key's policy TTL (ARGV: values, then TTLs in ms).
+const msetnxScript = `
+local n = #KEYS
+local args = {}
+for i = 1, n do args[2*i-1] = KEYS[i]; args[2*i] = ARGV[i] end
+if redis.call('MSETNX', unpack(args)) == 0 then return 0 end
+for i = 1, n do
+  local ttl = tonumber(ARGV[n+i])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 1`

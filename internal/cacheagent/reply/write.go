@@ -1,4 +1,8 @@
-package server
+// Package reply writes a shard's answer to a client as Valkey would have written it: typed
+// replies through valkey-go's messages (decoding values the agent encoded), and replies the
+// agent only relays byte-faithfully (Relay: map order, simple versus bulk strings, doubles,
+// an error's own text).
+package reply
 
 import (
 	"errors"
@@ -8,14 +12,13 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
-// writeResult writes a shard's reply as the client expects it. status names replies that are
+// Write writes a shard's reply as the client expects it. status names replies that are
 // simple strings (+OK) rather than bulk strings.
-func writeResult(w *resp.Writer, r valkey.ValkeyResult, status bool) {
+func Write(w *resp.Writer, r valkey.ValkeyResult, status bool) {
 	msg, err := r.ToMessage()
 	if err != nil {
 		if valkey.IsValkeyNil(err) {
@@ -24,23 +27,23 @@ func writeResult(w *resp.Writer, r valkey.ValkeyResult, status bool) {
 		}
 		if ve, ok := valkey.IsValkeyErr(err); ok {
 			if msg.Error() != nil {
-				w.Error(shardErrorText(&msg))
+				w.Error(ShardErrorText(&msg))
 			} else {
 				// The shard refused setting up the connection (a BUSY shard refuses CLIENT
 				// TRACKING): its error is the reply, with its code.
-				w.Error(errorWithCode(ve.Error()))
+				w.Error(ErrorWithCode(ve.Error()))
 			}
 			return
 		}
-		writeErr(w, err)
+		WriteErr(w, err)
 		return
 	}
-	writeMessage(w, &msg, status)
+	WriteMessage(w, &msg, status)
 }
 
-// shardErrorText is an error reply's text as the shard sent it: valkey-go's error values drop
+// ShardErrorText is an error reply's text as the shard sent it: valkey-go's error values drop
 // a leading "ERR ", the message itself keeps it (see rawReply).
-func shardErrorText(m *valkey.ValkeyMessage) string {
+func ShardErrorText(m *valkey.ValkeyMessage) string {
 	if n, err := rawReply(m); err == nil && (n.typ == '-' || n.typ == '!') {
 		return n.str
 	}
@@ -50,8 +53,8 @@ func shardErrorText(m *valkey.ValkeyMessage) string {
 	return "ERR unreadable error reply from the shard"
 }
 
-// errorWithCode is an error text with its code: valkey-go's texts drop a leading "ERR ".
-func errorWithCode(text string) string {
+// ErrorWithCode is an error text with its code: valkey-go's texts drop a leading "ERR ".
+func ErrorWithCode(text string) string {
 	code, _, _ := strings.Cut(text, " ")
 	if code == "" || strings.ToUpper(code) != code {
 		return "ERR " + text
@@ -59,7 +62,8 @@ func errorWithCode(text string) string {
 	return text
 }
 
-func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
+// WriteMessage writes a shard's typed reply; status names simple strings, as in Write.
+func WriteMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 	switch {
 	case m.IsNil():
 		w.Null()
@@ -70,7 +74,7 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 		s, _ := m.ToString()
 		if status {
 			w.Simple(s)
-		} else if v, present := readable(s); present {
+		} else if v, present := Readable(s); present {
 			w.BulkString(v)
 		} else {
 			w.Null()
@@ -79,7 +83,7 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 		arr, _ := m.ToArray()
 		w.Array(len(arr))
 		for i := range arr {
-			writeMessage(w, &arr[i], false)
+			WriteMessage(w, &arr[i], false)
 		}
 	case m.IsFloat64():
 		f, _ := m.AsFloat64()
@@ -93,7 +97,7 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 		}
 	default:
 		if m.Error() != nil {
-			w.Error(shardErrorText(m))
+			w.Error(ShardErrorText(m))
 			return
 		}
 		s, _ := m.ToString()
@@ -101,26 +105,23 @@ func writeMessage(w *resp.Writer, m *valkey.ValkeyMessage, status bool) {
 	}
 }
 
-// stored is what goes to L2 for a value written under rules (compressed if the policy says so).
-func stored(rules policy.Rules, value string) string {
-	return codec.Encode(rules.Compression, rules.CompressionMinSize, value)
-}
-
-// readable is what a client gets for a value read from L2; present is false for a key
+// Readable is what a client gets for a value read from L2; present is false for a key
 // recorded as absent at the origin (negative cache), which reads as nil. An origin-filled
 // value's freshness stamp is the agent's, never the client's.
-func readable(value string) (v string, present bool) {
+func Readable(value string) (v string, present bool) {
 	_, value, _ = codec.Unstamp(value)
 	if value == codec.Absent {
 		return "", false
 	}
-	return codec.Decode(value, maxDecodedBytes), true
+	return codec.Decode(value, MaxDecodedBytes), true
 }
 
-// maxDecodedBytes is the API's largest maxValueSize: no agent wrote a larger value.
-const maxDecodedBytes = 512 << 20
+// MaxDecodedBytes is the API's largest maxValueSize: no agent wrote a larger value.
+const MaxDecodedBytes = 512 << 20
 
-func writeErr(w *resp.Writer, err error) {
+// WriteErr writes err as an error reply: a down shard's CFDOWN, a shard's error with its
+// code, or an agent error as ERR.
+func WriteErr(w *resp.Writer, err error) {
 	var down *router.DownError
 	if errors.As(err, &down) {
 		w.Error(down.Error())

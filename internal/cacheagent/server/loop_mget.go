@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -385,7 +386,7 @@ func (m *mgetFwd) finish(s *Server, r *router.Router, cid int64) []byte {
 
 // decoded is the reply to a GET whose reply (bulk) holds a value the agent encoded.
 func decoded(bulk []byte, proto int) []byte {
-	v, present := readable(string(resp.BulkValue(bulk)))
+	v, present := reply.Readable(string(resp.BulkValue(bulk)))
 	switch {
 	case present:
 		return resp.AppendBulkString(nil, v)

@@ -12,6 +12,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -41,13 +42,13 @@ func cmdLGet(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Writer
 	b.local(func(w *resp.Writer) {
 		got, err := s.leases.Get(ctx, s.stopping, sh, key, rules.LeaseTTL, timeout)
 		if err != nil {
-			writeErr(w, err)
+			reply.WriteErr(w, err)
 			return
 		}
 		var value string
 		if got.Value != nil {
 			var present bool
-			if value, present = readable(*got.Value); !present {
+			if value, present = reply.Readable(*got.Value); !present {
 				s.Stats.L2Hits.Add(1) // a negative hit spares the origin like any other
 				w.Error(errAbsent.Error())
 				return
@@ -123,7 +124,7 @@ func (s *Server) fill(ctx context.Context, sh *router.Shard, key, token, value s
 		stored, err := s.leases.Fill(ctx, sh, key, token, value, ttl)
 		s.settle(s.Router(), key)
 		if err != nil {
-			writeErr(w, err)
+			reply.WriteErr(w, err)
 			return
 		}
 		if !stored {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -82,7 +83,7 @@ func cmdWatch(ctx context.Context, s *Server, b *batch, c *client, w *resp.Write
 		if c.watch == nil {
 			dc, release, err := sh.Dedicate()
 			if err != nil {
-				writeErr(w, err)
+				reply.WriteErr(w, err)
 				return
 			}
 			c.watch = &watchState{shard: shard, firstKey: first, dc: dc, release: release}
@@ -90,7 +91,7 @@ func cmdWatch(ctx context.Context, s *Server, b *batch, c *client, w *resp.Write
 		res := c.watch.dc.Do(ctx, c.watch.dc.B().Watch().Key(keys...).Build())
 		if err := res.Error(); err != nil {
 			c.unwatch()
-			writeResult(w, res, true)
+			reply.Write(w, res, true)
 			return
 		}
 		w.OK()
@@ -244,13 +245,13 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 	}
 	defer s.settleBy(r, c.id, tb.written...)
 	if err != nil {
-		writeErr(w, err) // the shard is down: nothing ran
+		reply.WriteErr(w, err) // the shard is down: nothing ran
 		return
 	}
 	exec := res[len(res)-1]
 	if scripted {
 		if err := res[0].Error(); err != nil {
-			writeResult(w, res[0], false) // the script user refused: nothing ran
+			reply.Write(w, res[0], false) // the script user refused: nothing ran
 			return
 		}
 		exec = res[len(res)-2]
@@ -262,7 +263,7 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 	}
 	arr, aerr := msg.ToArray()
 	if aerr != nil || len(arr) != len(sw.plain) {
-		writeResult(w, exec, false) // refused by the shard (EXECABORT): its own words
+		reply.Write(w, exec, false) // refused by the shard (EXECABORT): its own words
 		return
 	}
 	sw.results = make([]valkey.ValkeyResult, len(arr))

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Valkey's own test suite (tests/ of the source release in shared/third_party), unit by unit, in
+# external-server mode against one valkey-server (the control) and against an agent over two
+# shards, side by side. Prints per unit the tests passed on each and how many of the tests that
+# pass on Valkey pass through the agent; the logs and the lists of tests stay in $OUT.
+#
+#   hack/valkey-suite.sh [unit ...]      (default: the units a cache endpoint plausibly serves)
+#   OUT=/tmp/suite UNIT_TIMEOUT=600 hack/valkey-suite.sh type/list
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=versions.env
+source hack/versions.env
+command -v tclsh >/dev/null || { echo "valkey-suite: tclsh is missing (apt-get install tcl)" >&2; exit 1; }
+server="$(hack/valkey-bins.sh)"
+[[ "$server" == */valkey-server ]] || { echo "valkey-suite: needs Valkey built from its source release" >&2; exit 1; }
+bin="$(dirname "$server")"
+tree="$bin/suite/valkey-$VALKEY_VERSION"
+if [[ ! -d "$tree/tests" ]]; then # the suite runs from the source tree, with the binaries in src/
+  mkdir -p "$bin/suite"
+  tar -xzf "../shared/third_party/valkey-$VALKEY_VERSION.tar.gz" -C "$bin/suite" "valkey-$VALKEY_VERSION/tests" "valkey-$VALKEY_VERSION/runtest" "valkey-$VALKEY_VERSION/src"
+  cp "$bin/valkey-server" "$bin/valkey-cli" "$bin/valkey-benchmark" "$tree/src/"
+fi
+OUT="${OUT:-$(mktemp -d)}" UNIT_TIMEOUT="${UNIT_TIMEOUT:-900}"
+mkdir -p "$OUT"
+units=("$@")
+if [[ ${#units[@]} -eq 0 ]]; then
+  units=(type/string type/incr expire keyspace protocol quit info type/hash type/list type/set
+    type/zset multi scan tracking pubsub scripting bitops dump other introspection)
+fi
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+CONTROL=17201 S0=17202 S1=17203 AGENT=17210
+for port in $CONTROL $S0 $S1 $AGENT 17211; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "valkey-suite: port $port is already in use" >&2; exit 1
+  fi
+done
+# The suite's external mode expects a server it may reconfigure and flush: the control gets the
+# same settings the shards get.
+for port in $CONTROL $S0 $S1; do
+  "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning --dir "$work" \
+    --enable-debug-command yes >/dev/null &
+  pids+=($!)
+done
+go build -o "$work/agent" ./cmd/agent
+"$work/agent" --shards "shard-0=127.0.0.1:$S0,shard-1=127.0.0.1:$S1" --allow-flush \
+  --listen 127.0.0.1:$AGENT --http-listen 127.0.0.1:17211 2>"$OUT/agent.log" &
+pids+=($!)
+for port in $CONTROL $S0 $S1 $AGENT; do
+  for _ in $(seq 100); do "$bin/valkey-cli" -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+# run TARGET PORT UNIT: the unit's log, and the names of the tests it passed, one per line.
+run() {
+  local log="$OUT/$1-${3//\//_}"
+  (cd "$tree" && timeout "$UNIT_TIMEOUT" ./runtest --host 127.0.0.1 --port "$2" --single "unit/$3" \
+    --clients 1 --timeout 60 --tags -needs:repl --tags -needs:debug >"$log.log" 2>&1) || true
+  sed -n 's/^\[ok\]: \(.*\) ([0-9]* ms)$/\1/p' "$log.log" | sort -u >"$log.ok"
+}
+printf "%-16s %8s %8s %22s\n" unit valkey agent "agent of valkey's"
+tv=0 ta=0 tb=0
+for u in "${units[@]}"; do
+  run valkey $CONTROL "$u"
+  run agent $AGENT "$u"
+  v="$OUT/valkey-${u//\//_}.ok" a="$OUT/agent-${u//\//_}.ok"
+  nv=$(wc -l <"$v") na=$(wc -l <"$a") nb=$(comm -12 "$v" "$a" | wc -l)
+  tv=$((tv + nv)) ta=$((ta + na)) tb=$((tb + nb))
+  printf "%-16s %8d %8d %14d of %d\n" "$u" "$nv" "$na" "$nb" "$nv"
+done
+printf "%-16s %8d %8d %14d of %d\n" total "$tv" "$ta" "$tb" "$tv"
+echo "valkey-suite: logs in $OUT"
