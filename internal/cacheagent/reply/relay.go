@@ -78,6 +78,8 @@ func writeRaw(w *resp.Writer, n *rawNode) {
 		w.Int(n.n)
 	case '_':
 		w.Null()
+	case nullArray:
+		w.NullArray()
 	case '#':
 		switch {
 		case v3 && n.n == 1:
@@ -138,7 +140,26 @@ func trimVerbatim(s string) string {
 }
 
 // Relay writes a forwarded command's reply exactly as the shard gave it.
-func Relay(w *resp.Writer, r valkey.ValkeyResult) {
+func Relay(w *resp.Writer, r valkey.ValkeyResult) { RelayShaped(w, r, AsIs) }
+
+// Shape says how a command's RESP3 reply (the agent's shard connections speak RESP3) becomes
+// the reply Valkey gives a RESP2 client where the types alone do not say it: Valkey shapes
+// some replies by protocol, not by type.
+type Shape uint8
+
+// The shapes.
+const (
+	AsIs          Shape = iota // the types say it all
+	FlatPairs                  // arrays of [member, score] pairs are flat in RESP2 (ZRANGE WITHSCORES, HRANDFIELD WITHVALUES; not ZMPOP)
+	NullArrays                 // a null element of the reply is a null array in RESP2 (GEOPOS of a missing member)
+	NullLastArray              // a null last element is a null array in RESP2 (XPENDING's summary without consumers)
+)
+
+// nullArray marks a null that RESP2 writes as a null array.
+const nullArray = 'N'
+
+// RelayShaped is Relay for a command whose RESP2 reply has the given shape.
+func RelayShaped(w *resp.Writer, r valkey.ValkeyResult, shape Shape) {
 	if err := r.NonValkeyError(); err != nil {
 		WriteErr(w, err)
 		return
@@ -149,5 +170,50 @@ func Relay(w *resp.Writer, r valkey.ValkeyResult) {
 		w.Error("ERR the agent could not read the shard's reply: " + err.Error())
 		return
 	}
+	if w.Proto < 3 {
+		reshape(&n, shape)
+	}
 	writeRaw(w, &n)
+}
+
+// reshape turns n into the RESP2 reply Valkey gives for a command of the given shape.
+func reshape(n *rawNode, shape Shape) {
+	switch shape {
+	case FlatPairs:
+		flattenPairs(n)
+	case NullArrays:
+		for i := range n.children {
+			if n.children[i].typ == '_' {
+				n.children[i].typ = nullArray
+			}
+		}
+	case NullLastArray:
+		if last := len(n.children) - 1; last >= 0 && n.children[last].typ == '_' {
+			n.children[last].typ = nullArray
+		}
+	}
+}
+
+// flattenPairs replaces, in n and below, the children of every array that holds only pairs by
+// the pairs' elements.
+func flattenPairs(n *rawNode) {
+	if len(n.children) == 0 {
+		return
+	}
+	pairs := true
+	for i := range n.children {
+		c := &n.children[i]
+		pairs = pairs && c.typ == '*' && len(c.children) == 2
+	}
+	if !pairs {
+		for i := range n.children {
+			flattenPairs(&n.children[i])
+		}
+		return
+	}
+	flat := make([]rawNode, 0, 2*len(n.children))
+	for _, c := range n.children {
+		flat = append(flat, c.children...)
+	}
+	n.children, n.n = flat, int64(len(flat))
 }

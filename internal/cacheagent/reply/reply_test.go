@@ -80,3 +80,45 @@ func TestRelayedRepliesKeepTheirTypesAndOrder(t *testing.T) {
 		t.Error("an aggregate longer than its bytes parsed")
 	}
 }
+
+func TestRESP2ShapesAsValkeyWritesThem(t *testing.T) {
+	pair := func(m, score string) []byte {
+		return append(append(node('*', 2, ""), node('$', int64(len(m)), m)...), node(',', int64(len(score)), score)...)
+	}
+	arr := func(children ...[]byte) []byte {
+		b := node('*', int64(len(children)), "")
+		for _, c := range children {
+			b = append(b, c...)
+		}
+		return b
+	}
+	null := node('_', 0, "")
+	for _, tc := range []struct {
+		name  string
+		raw   []byte
+		shape Shape
+		want  string
+	}{
+		{"pairs flat", arr(pair("a", "1"), pair("b", "2")), FlatPairs, "*4\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"},
+		{"pairs kept as is", arr(pair("a", "1")), AsIs, "*1\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n"},
+		{"nested pairs flat", arr(node('$', 1, "k"), arr(pair("a", "1"))), FlatPairs, "*2\r\n$1\r\nk\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n"},
+		{"null elements as null arrays", arr(null, null), NullArrays, "*2\r\n*-1\r\n*-1\r\n"},
+		{"a null last element as a null array", arr(node(':', 0, ""), null, null), NullLastArray, "*3\r\n:0\r\n$-1\r\n*-1\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, _, err := parseRaw(tc.raw, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			bw := bufio.NewWriter(&buf)
+			w := resp.NewWriter(bw)
+			reshape(&n, tc.shape)
+			writeRaw(w, &n)
+			_ = w.Flush()
+			if buf.String() != tc.want {
+				t.Errorf("%q, want %q", buf.String(), tc.want)
+			}
+		})
+	}
+}

@@ -106,7 +106,8 @@ type batch struct {
 	// written are the keys this segment writes; exec fences their L1 copies once the shards
 	// have answered and before any reply is written (read-your-writes).
 	written []string
-	// class is the class of the command being dispatched; its jobs take it.
+	// cmd and class are the command being dispatched and its class, which its jobs take.
+	cmd   *command
 	class class
 	// tx: the batch runs one transaction's commands (all reads go to the shard, in order).
 	tx bool
@@ -461,7 +462,11 @@ func (b *batch) rulesFor(key []byte) policy.Rules { return policy.For(b.r.Doc, k
 
 // shardOf returns the owner's index, flushing the segment first if the lane is taken.
 func (b *batch) shardOf(ctx context.Context, w *resp.Writer, key []byte, l lane) int {
-	i := b.r.Index(key)
+	return b.laneTaken(ctx, w, b.r.Index(key), l)
+}
+
+// laneTaken returns shard i, flushing the segment first if its lane l is taken.
+func (b *batch) laneTaken(ctx context.Context, w *resp.Writer, i int, l lane) int {
 	if !b.laneFree(i, l) {
 		b.exec(ctx, w)
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,5 +163,27 @@ func cmdFlush(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Write
 			return
 		}
 		w.OK()
+	})
+}
+
+// cmdRandomkey asks the shards, in a random order, for a random key until one has a key that
+// is the application's (the agent's own lease and tag keys are never answered); nil when none.
+func cmdRandomkey(ctx context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, _ [][]byte) {
+	shards := b.r.Shards
+	b.local(func(w *resp.Writer) {
+		for _, i := range rand.Perm(len(shards)) { //nolint:gosec // spreads the asking, not a secret
+			for range 8 { // a shard holding mostly internal keys: a few more tries
+				res, err := shards[i].Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Randomkey().Build() })
+				k, kerr := res.ToString()
+				if err != nil || kerr != nil {
+					break // down, or empty
+				}
+				if !internalKey(k) {
+					w.BulkString(k)
+					return
+				}
+			}
+		}
+		w.Null()
 	})
 }

@@ -26,14 +26,13 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 	case n > len(args)-3:
 		b.local(func(w *resp.Writer) { w.Error("ERR Number of keys can't be greater than number of args") })
 		return
-	case n == 0:
-		msg := fmt.Sprintf("ERR %s with no keys cannot be routed by the cachefleet agent: a script runs on the shard that owns its keys; pass them as KEYS (numkeys > 0), all on one shard", name)
-		b.local(func(w *resp.Writer) { w.Error(msg) })
-		return
 	}
 	keys := strs(args[3 : 3+n])
-	shard := b.r.Index(args[3])
-	for _, k := range keys[1:] {
+	shard := keylessShard // a script without keys runs on the ring's first shard
+	if n > 0 {
+		shard = b.r.Index(args[3])
+	}
+	for _, k := range keys {
 		if b.r.Index([]byte(k)) != shard {
 			msg := crossShard(k, keys[0])
 			b.local(func(w *resp.Writer) { w.Error(msg) })
@@ -46,7 +45,7 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 		return bd.Arbitrary(name).Args(script, strconv.Itoa(n)).Keys(keys...).Args(rest...).Build()
 	}
 	if b.tx {
-		i := b.shardOf(ctx, w, args[3], plainLane)
+		i := b.laneTaken(ctx, w, shard, plainLane)
 		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return build(bd) })
 		b.wrote(keys...) // a script may write any of its keys
 		b.job([]part{p}, func(w *resp.Writer, r []partResult) { reply.Relay(w, r[0].res[0]) })
@@ -73,10 +72,10 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 // scriptKill sends SCRIPT KILL to every shard on a connection of its own, past the breaker (a
 // shard busy with a script looks down to it) and the pool (a busy shard refuses new pooled
 // connections): OK when one killed a script, the first UNKILLABLE otherwise, else NOTBUSY.
-func scriptKill(ctx context.Context, shards []*router.Shard, w *resp.Writer) {
+func scriptKill(ctx context.Context, shards []*router.Shard, w *resp.Writer, family string) {
 	var unkillable string
 	for _, sh := range shards {
-		reply, err := sh.Command(ctx, "SCRIPT", "KILL")
+		reply, err := sh.Command(ctx, family, "KILL")
 		switch text := strings.TrimSpace(string(reply)); {
 		case err != nil:
 		case text == "+OK":
@@ -97,29 +96,93 @@ func scriptKill(ctx context.Context, shards []*router.Shard, w *resp.Writer) {
 func cmdScript(ctx context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {
 	if strings.EqualFold(str(args[1]), "kill") && len(args) == 2 {
 		shards := b.r.Shards
-		b.local(func(w *resp.Writer) { scriptKill(ctx, shards, w) })
+		b.local(func(w *resp.Writer) { scriptKill(ctx, shards, w, "SCRIPT") })
 		return
 	}
-	if !strings.EqualFold(str(args[1]), "load") || len(args) != 3 {
+	switch sub := strings.ToLower(str(args[1])); {
+	case sub == "load" && len(args) == 3, sub == "flush" && len(args) <= 3:
+		onEveryShard(ctx, b, args) // each shard answers the same: the last one's reply is relayed
+	case sub == "exists" && len(args) >= 3:
+		scriptsExist(ctx, b, args)
+	default:
 		msg := fmt.Sprintf("ERR unknown subcommand '%s'. Try SCRIPT HELP.", truncate(args[1]))
-		if strings.EqualFold(str(args[1]), "load") {
-			msg = "ERR wrong number of arguments for 'script|load' command"
+		if sub == "load" || sub == "exists" || sub == "flush" {
+			msg = fmt.Sprintf("ERR wrong number of arguments for 'script|%s' command", sub)
 		}
 		b.local(func(w *resp.Writer) { w.Error(msg) })
-		return
 	}
-	script := str(args[2])
-	shards := b.r.Shards
+}
+
+// keylessShard runs what names no key: scripts and functions without keys, FUNCTION LIST.
+const keylessShard = 0
+
+// onEveryShard runs the client's command on every shard, one after the other, and relays the
+// last reply; the first shard that fails answers instead (its error names it), and the shards
+// after it are not asked.
+func onEveryShard(ctx context.Context, b *batch, args [][]byte) {
+	shards, cmd := b.r.Shards, relayed(args)
 	b.local(func(w *resp.Writer) {
-		var sha valkey.ValkeyResult
+		var last valkey.ValkeyResult
 		for _, sh := range shards {
-			res, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.ScriptLoad().Script(script).Build() })
+			res, err := sh.Do(ctx, cmd)
 			if err != nil {
-				reply.WriteErr(w, err) // loaded elsewhere, not there: say which shard
+				reply.WriteErr(w, err)
 				return
 			}
-			sha = res
+			if res.Error() != nil {
+				reply.Relay(w, res)
+				return
+			}
+			last = res
 		}
-		reply.Relay(w, sha)
+		reply.Relay(w, last)
 	})
+}
+
+// scriptsExist answers SCRIPT EXISTS: 1 for a script every shard holds (EVALSHA may run on any
+// of them), 0 otherwise.
+func scriptsExist(ctx context.Context, b *batch, args [][]byte) {
+	shards, cmd, n := b.r.Shards, relayed(args), len(args)-2
+	b.local(func(w *resp.Writer) {
+		all := make([]bool, n)
+		for i := range all {
+			all[i] = true
+		}
+		for _, sh := range shards {
+			res, err := sh.Do(ctx, cmd)
+			if err != nil {
+				reply.WriteErr(w, err)
+				return
+			}
+			arr, err := res.ToArray()
+			if err != nil || len(arr) != n {
+				reply.Relay(w, res)
+				return
+			}
+			for i := range arr {
+				v, _ := arr[i].AsInt64()
+				all[i] = all[i] && v == 1
+			}
+		}
+		w.Array(n)
+		for _, ok := range all {
+			w.Int(int64(boolIndex(ok)))
+		}
+	})
+}
+
+// cmdFunction: functions are loaded, deleted, flushed and restored on every shard (a function
+// runs on its keys' shard); KILL reaches the busy shard; LIST, STATS, DUMP and HELP are
+// answered by the ring's first shard, which holds what every shard holds.
+func cmdFunction(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
+	switch strings.ToLower(str(args[1])) {
+	case "load", "delete", "flush", "restore":
+		onEveryShard(ctx, b, args)
+	case "kill":
+		shards := b.r.Shards
+		b.local(func(w *resp.Writer) { scriptKill(ctx, shards, w, "FUNCTION") })
+	default:
+		p := b.plain(b.laneTaken(ctx, w, keylessShard, plainLane), relayed(args))
+		b.job([]part{p}, func(w *resp.Writer, r []partResult) { reply.Relay(w, r[0].res[0]) })
+	}
 }

@@ -294,8 +294,8 @@ func substr(v string, start, end int64) string {
 }
 
 var (
-	appendWrite   = forwardWrite(argsFrom(2), true)
-	setrangeWrite = forwardWrite(nil, true)
+	appendWrite   = forwardWrite(argsFrom(2), createsFirst)
+	setrangeWrite = forwardWrite(nil, createsFirst)
 	strlenRead    = forwardRead(intReply(0))
 	getrangeRead  = forwardRead(emptyBulk)
 )

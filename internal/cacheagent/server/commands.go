@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
@@ -24,6 +25,7 @@ type command struct {
 	flags   commandFlags
 	keys    keySpec
 	loop    loopShape
+	shape   reply.Shape // how its relayed reply reads in RESP2
 	handler handler
 }
 
@@ -38,39 +40,56 @@ const (
 	runsScript                               // runs a script: a transaction holding one runs on a dedicated connection
 )
 
-// keySpec says where a command's keys are, as Valkey's key specs do.
-type keySpec uint8
+// keySpec says where a command's keys are, as Valkey's key specs do: args[first],
+// args[first+step], ... up to args[last] (counted from the end when negative), then, when
+// numkeysAt is set, the count of keys args[numkeysAt] gives, right after it.
+type keySpec struct {
+	first, last, step int
+	numkeysAt         int
+	store             bool // and the key after a STORE option (SORT)
+}
 
-const (
-	noKeys        keySpec = iota
-	oneKey                // args[1]
-	allKeys               // args[1:]
-	keyValuePairs         // args[1], args[3], ...
-	scriptKeys            // numkeys at args[2], the keys after it
+var (
+	oneKey         = keySpec{first: 1, last: 1, step: 1}
+	twoKeys        = keySpec{first: 1, last: 2, step: 1}               // RENAME src dst, SMOVE, LMOVE, COPY, LCS
+	allKeys        = keySpec{first: 1, last: -1, step: 1}              // DEL, MGET, SUNION, PFCOUNT
+	keyValuePairs  = keySpec{first: 1, last: -1, step: 2}              // MSET
+	keysAfterOne   = keySpec{first: 2, last: -1, step: 1}              // BITOP op dst src...
+	subcommandKey  = keySpec{first: 2, last: 2, step: 1}               // OBJECT ENCODING key, XINFO STREAM key
+	scriptKeys     = keySpec{numkeysAt: 2}                             // EVAL script numkeys key...
+	numkeysFirst   = keySpec{numkeysAt: 1}                             // ZUNION numkeys key..., LMPOP, SINTERCARD
+	destAndNumkeys = keySpec{first: 1, last: 1, step: 1, numkeysAt: 2} // ZUNIONSTORE dst numkeys key...
+	sortKeys       = keySpec{first: 1, last: 1, step: 1, store: true}  // SORT key ... [STORE dst]
 )
 
-// of returns the keys of args; none for a script whose numkeys is not a count of the keys
-// given (the command refuses it itself).
+// of returns the keys of args: none where args are too short to hold them, or where numkeys is
+// not a count of the keys given (the command refuses that itself).
 func (k keySpec) of(args [][]byte) []string {
-	switch k {
-	case oneKey:
-		return []string{string(args[1])}
-	case allKeys:
-		return strs(args[1:])
-	case keyValuePairs:
-		keys := make([]string, 0, len(args)/2)
-		for i := 1; i < len(args); i += 2 {
+	var keys []string
+	if k.first > 0 && k.first < len(args) {
+		last := k.last
+		if last < 0 {
+			last += len(args)
+		}
+		for i := k.first; i <= last && i < len(args); i += k.step {
 			keys = append(keys, string(args[i]))
 		}
-		return keys
-	case scriptKeys:
-		n, err := strconv.Atoi(string(args[2]))
-		if err != nil || n < 0 || n > len(args)-3 {
+	}
+	if k.numkeysAt > 0 && k.numkeysAt < len(args) {
+		n, err := strconv.Atoi(string(args[k.numkeysAt]))
+		if err != nil || n < 0 || n > len(args)-k.numkeysAt-1 {
 			return nil
 		}
-		return strs(args[3 : 3+n])
+		keys = append(keys, strs(args[k.numkeysAt+1:k.numkeysAt+1+n])...)
 	}
-	return nil
+	if k.store {
+		for i := k.first + 1; i+1 < len(args); i++ {
+			if strings.EqualFold(string(args[i]), "store") {
+				keys = append(keys, string(args[i+1]))
+			}
+		}
+	}
+	return keys
 }
 
 // loopShape is the form in which the event loop takes a command from a client's read
@@ -127,18 +146,18 @@ var commands = []command{
 	{name: "getset", arity: 3, class: classWrite, keys: oneKey, handler: cmdGetset},
 	{name: "append", arity: 3, class: classWrite, keys: oneKey, handler: cmdAppend},
 	{name: "strlen", arity: 2, class: classRead, keys: oneKey, handler: cmdStrlen},
-	{name: "incrbyfloat", arity: 3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, true)},
+	{name: "incrbyfloat", arity: 3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
 	{name: "msetnx", arity: -3, class: classWrite, keys: keyValuePairs, handler: cmdMsetnx},
-	{name: "expireat", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, false)},
-	{name: "pexpireat", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, false)},
+	{name: "expireat", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "pexpireat", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
 	{name: "expiretime", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(-2))},
 	{name: "pexpiretime", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(-2))},
 	{name: "getrange", arity: 4, class: classRead, keys: oneKey, handler: cmdGetrange},
 	{name: "setrange", arity: 4, class: classWrite, keys: oneKey, handler: cmdSetrange},
-	{name: "hset", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(everyOther(3), true)},
-	{name: "hsetnx", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(3), true)},
-	{name: "hincrby", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, true)},
-	{name: "hdel", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, false)},
+	{name: "hset", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(everyOther(3), createsFirst)},
+	{name: "hsetnx", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(3), createsFirst)},
+	{name: "hincrby", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
+	{name: "hdel", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
 	{name: "hget", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
 	{name: "hmget", arity: -3, class: classRead, keys: oneKey, handler: cmdHmget},
 	{name: "hgetall", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(emptyMap)},
@@ -157,6 +176,128 @@ var commands = []command{
 	{name: "subscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: cmdSubscribe},
 	{name: "unsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: cmdUnsubscribe},
 	{name: "incr", arity: 2, class: classWrite, keys: oneKey, handler: cmdIncr},
+	// Lists, sets, sorted sets, bitmaps, HyperLogLogs, geo, streams and keys of any type: relayed
+	// to their keys' shard (forwardRead, forwardWrite), multi-key ones when the keys share it.
+	{name: "lpush", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsFirst)},
+	{name: "rpush", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsFirst)},
+	{name: "lpushx", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsNothing)},
+	{name: "rpushx", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsNothing)},
+	{name: "lpop", arity: -2, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "rpop", arity: -2, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "llen", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "lrange", arity: 4, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "lindex", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "lset", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(3), createsNothing)},
+	{name: "linsert", arity: 5, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(4), createsNothing)},
+	{name: "lrem", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "ltrim", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "lpos", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "lmove", arity: 5, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsSecond)},
+	{name: "rpoplpush", arity: 3, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsSecond)},
+	{name: "lmpop", arity: -4, class: classWrite, keys: numkeysFirst, handler: forwardWrite(nil, createsNothing)},
+	{name: "sadd", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsFirst)},
+	{name: "srem", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "spop", arity: -2, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "smembers", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "sismember", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "smismember", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "scard", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "srandmember", arity: -2, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "sscan", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(emptyScan)},
+	{name: "sinter", arity: -2, class: classRead, keys: allKeys, handler: forwardRead(emptyArray)},
+	{name: "sunion", arity: -2, class: classRead, keys: allKeys, handler: forwardRead(emptyArray)},
+	{name: "sdiff", arity: -2, class: classRead, keys: allKeys, handler: forwardRead(emptyArray)},
+	{name: "sinterstore", arity: -3, class: classWrite, keys: allKeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "sunionstore", arity: -3, class: classWrite, keys: allKeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "sdiffstore", arity: -3, class: classWrite, keys: allKeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "smove", arity: 4, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsSecond)},
+	{name: "sintercard", arity: -3, class: classRead, keys: numkeysFirst, handler: forwardRead(intReply(0))},
+	{name: "zadd", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
+	{name: "zincrby", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
+	{name: "zrem", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "zcard", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "zscore", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "zmscore", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "zrank", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "zrevrank", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "zrange", arity: -4, class: classRead, keys: oneKey, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
+	{name: "zrangebyscore", arity: -4, class: classRead, keys: oneKey, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
+	{name: "zrevrange", arity: -4, class: classRead, keys: oneKey, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
+	{name: "zrevrangebyscore", arity: -4, class: classRead, keys: oneKey, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
+	{name: "zrangebylex", arity: -4, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "zrevrangebylex", arity: -4, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "zcount", arity: 4, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "zlexcount", arity: 4, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "zpopmin", arity: -2, class: classWrite, keys: oneKey, shape: reply.FlatPairs, handler: forwardWrite(nil, createsNothing)},
+	{name: "zpopmax", arity: -2, class: classWrite, keys: oneKey, shape: reply.FlatPairs, handler: forwardWrite(nil, createsNothing)},
+	{name: "zrandmember", arity: -2, class: classRead, keys: oneKey, shape: reply.FlatPairs, handler: forwardRead(nullReply)},
+	{name: "zremrangebyscore", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "zremrangebyrank", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "zremrangebylex", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "zscan", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(emptyScan)},
+	{name: "zrangestore", arity: -5, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "zunionstore", arity: -4, class: classWrite, keys: destAndNumkeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "zinterstore", arity: -4, class: classWrite, keys: destAndNumkeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "zdiffstore", arity: -4, class: classWrite, keys: destAndNumkeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "zunion", arity: -3, class: classRead, keys: numkeysFirst, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
+	{name: "zinter", arity: -3, class: classRead, keys: numkeysFirst, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
+	{name: "zdiff", arity: -3, class: classRead, keys: numkeysFirst, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
+	{name: "zintercard", arity: -3, class: classRead, keys: numkeysFirst, handler: forwardRead(intReply(0))},
+	{name: "zmpop", arity: -4, class: classWrite, keys: numkeysFirst, handler: forwardWrite(nil, createsNothing)},
+	{name: "hmset", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(everyOther(3), createsFirst)},
+	{name: "hincrbyfloat", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
+	{name: "hstrlen", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "hrandfield", arity: -2, class: classRead, keys: oneKey, shape: reply.FlatPairs, handler: forwardRead(nullReply)},
+	{name: "hscan", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(emptyScan)},
+	{name: "substr", arity: 4, class: classRead, keys: oneKey, handler: cmdGetrange},
+	{name: "lcs", arity: -3, class: classRead, keys: twoKeys, handler: onStoredBytes(forwardRead(nullReply))},
+	{name: "setbit", arity: 4, class: classWrite, keys: oneKey, handler: onStoredBytes(forwardWrite(nil, createsFirst))},
+	{name: "getbit", arity: 3, class: classRead, keys: oneKey, handler: onStoredBytes(forwardRead(intReply(0)))},
+	{name: "bitcount", arity: -2, class: classRead, keys: oneKey, handler: onStoredBytes(forwardRead(intReply(0)))},
+	{name: "bitpos", arity: -3, class: classRead, keys: oneKey, handler: onStoredBytes(forwardRead(intReply(-1)))},
+	{name: "bitfield", arity: -2, class: classWrite, keys: oneKey, handler: onStoredBytes(forwardWrite(nil, createsFirst))},
+	{name: "bitfield_ro", arity: -2, class: classRead, keys: oneKey, handler: onStoredBytes(forwardRead(emptyArray))},
+	{name: "bitop", arity: -4, class: classWrite, keys: keysAfterOne, handler: onStoredBytes(forwardWrite(nil, createsFirst))},
+	{name: "pfadd", arity: -2, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
+	{name: "pfcount", arity: -2, class: classRead, keys: allKeys, handler: forwardRead(intReply(0))},
+	{name: "pfmerge", arity: -2, class: classWrite, keys: allKeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "geoadd", arity: -5, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
+	{name: "geodist", arity: -4, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "geohash", arity: -2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "geopos", arity: -2, class: classRead, keys: oneKey, shape: reply.NullArrays, handler: forwardRead(emptyArray)},
+	{name: "geosearch", arity: -7, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "geosearchstore", arity: -8, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsFirst)},
+	{name: "georadius_ro", arity: -6, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "georadiusbymember_ro", arity: -5, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "xadd", arity: -5, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
+	{name: "xlen", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
+	{name: "xrange", arity: -4, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "xrevrange", arity: -4, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "xdel", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "xtrim", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "xack", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "xpending", arity: -3, class: classRead, keys: oneKey, shape: reply.NullLastArray, handler: forwardRead(nil)},
+	{name: "xclaim", arity: -6, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "xautoclaim", arity: -6, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "xsetid", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "xinfo", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
+	{name: "xgroup", arity: -2, class: classWrite, keys: subcommandKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "rename", arity: 3, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsNothing)},
+	{name: "renamenx", arity: 3, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsNothing)},
+	{name: "copy", arity: -3, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsNothing)},
+	{name: "touch", arity: -2, class: classRead, keys: allKeys, handler: forwardRead(intReply(0))},
+	{name: "dump", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
+	{name: "restore", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
+	{name: "sort", arity: -2, class: classWrite, keys: sortKeys, handler: forwardWrite(nil, createsNothing)},
+	{name: "sort_ro", arity: -2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
+	{name: "object", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
+	{name: "memory", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
+	{name: "randomkey", arity: 1, class: classRead, handler: cmdRandomkey},
+	{name: "fcall", arity: -3, class: classWrite, flags: runsScript, keys: scriptKeys, handler: cmdEval},
+	{name: "evalsha_ro", arity: -3, class: classRead, flags: runsScript, keys: scriptKeys, handler: cmdEval},
+	{name: "eval_ro", arity: -3, class: classRead, flags: runsScript, keys: scriptKeys, handler: cmdEval},
+	{name: "fcall_ro", arity: -3, class: classRead, flags: runsScript, keys: scriptKeys, handler: cmdEval},
+	{name: "function", arity: -2, class: classLocal, handler: cmdFunction},
 	{name: "decr", arity: 2, class: classWrite, keys: oneKey, handler: cmdIncr},
 	{name: "incrby", arity: 3, class: classWrite, keys: oneKey, handler: cmdIncr},
 	{name: "decrby", arity: 3, class: classWrite, keys: oneKey, handler: cmdIncr},
@@ -166,7 +307,7 @@ var commands = []command{
 var commandTable = map[string]*command{}
 
 // numCommands sizes the request counters.
-const numCommands = 96
+const numCommands = 256
 
 func init() {
 	if len(commands) > numCommands {
@@ -227,13 +368,15 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	}
 	t0 := time.Now()
 	c.began(cmd, t0)
-	direct := cmd.class == classRead && !b.tx && s.trackRead(c, cmd, args)
+	// A tracking client is told of changes to what it reads: a read's keys, and a script's
+	// declared keys (Valkey tracks the keys a script reads).
+	direct := (cmd.class == classRead || cmd.flags&runsScript != 0) && !b.tx && s.trackRead(c, cmd, args)
 	if c.tx != nil && cmd.flags&txControl == 0 {
 		s.queueTx(b, c, cmd, args)
 		return
 	}
 	start, flushes := len(b.replies), b.flushes
-	b.class, b.direct = cmd.class, direct
+	b.cmd, b.class, b.direct = cmd, cmd.class, direct
 	cmd.handler(ctx, s, b, c, w, args)
 	b.direct = false
 	if !b.tx {

@@ -268,7 +268,7 @@ func TestOversizedValuesAreRefused(t *testing.T) {
 func TestBadInputKeepsTheAgentAlive(t *testing.T) {
 	a := startAgent(t, twoShards(t), defaults())
 	c := a.dial(t)
-	if got := c.do("LPUSH", "l", "x"); !strings.HasPrefix(got, "ERR:ERR unknown command 'LPUSH'") {
+	if got := c.do("NOSUCHCOMMAND", "l", "x"); !strings.HasPrefix(got, "ERR:ERR unknown command 'NOSUCHCOMMAND'") {
 		t.Errorf("unknown command = %q", got)
 	}
 	if got := c.do("GET"); got != "ERR:ERR wrong number of arguments for 'get' command" {

@@ -543,7 +543,7 @@ func (s *Server) runFullPath(r *router.Router, cid int64, cmd *command, args [][
 	ctx := context.Background()
 	b := &batch{s: s, cid: cid}
 	b.reset(r)
-	b.class = cmd.class
+	b.cmd, b.class = cmd, cmd.class
 	cmd.handler(ctx, s, b, nil, w, args)
 	if !start.IsZero() {
 		b.tagFrom(0, cmd, start) // counted by exec

@@ -119,6 +119,69 @@ var parityCases = []parityCase{
 		c("UNSUBSCRIBE"), c("SUBSCRIBE"),
 	}},
 	{name: "subscribed resp2", cmds: [][]string{c("SUBSCRIBE", "__redis__:invalidate"), c("GET", "k")}},
+	{name: "lists", cmds: [][]string{
+		c("RPUSH", "l", "a", "b", "c"), c("LPUSH", "l", "z"), c("LPUSHX", "none", "x"), c("RPUSHX", "l", "d"), c("LLEN", "l"),
+		c("LRANGE", "l", "0", "-1"), c("LINDEX", "l", "1"), c("LINDEX", "l", "99"), c("LSET", "l", "0", "y"), c("LSET", "l", "99", "y"),
+		c("LINSERT", "l", "BEFORE", "b", "x"), c("LREM", "l", "0", "x"), c("LPOS", "l", "c"), c("LTRIM", "l", "0", "2"),
+		c("LPOP", "l"), c("RPOP", "l", "5"), c("LPOP", "none"), c("LRANGE", "l", "x", "y"), c("LPUSH", "l"), c("LLEN", "l", "x"),
+		c("RPUSH", "{t}src", "1", "2"), c("LMOVE", "{t}src", "{t}dst", "LEFT", "RIGHT"), c("RPOPLPUSH", "{t}src", "{t}dst"),
+		c("LRANGE", "{t}dst", "0", "-1"), c("LMPOP", "2", "{t}src", "{t}dst", "LEFT"), c("LMPOP", "0", "LEFT"), c("LMPOP", "5", "{t}a", "LEFT"),
+		c("SET", "str", "v"), c("LPUSH", "str", "x"), c("LRANGE", "str", "0", "1"),
+	}},
+	{name: "sets", cmds: [][]string{
+		c("SADD", "s", "a", "b", "c"), c("SADD", "s", "a"), c("SREM", "s", "c", "none"), c("SMEMBERS", "s"), c("SISMEMBER", "s", "a"),
+		c("SMISMEMBER", "s", "a", "x"), c("SCARD", "s"), c("SCARD", "none"), c("SSCAN", "s", "0"), c("SMEMBERS", "none"),
+		c("SADD", "{t}a", "1", "2", "3"), c("SADD", "{t}b", "2", "3", "4"), c("SINTER", "{t}a", "{t}b"), c("SUNION", "{t}a", "{t}b"),
+		c("SDIFF", "{t}a", "{t}b"), c("SINTERSTORE", "{t}c", "{t}a", "{t}b"), c("SMEMBERS", "{t}c"), c("SUNIONSTORE", "{t}c", "{t}a"),
+		c("SDIFFSTORE", "{t}c", "{t}a", "{t}b"), c("SMOVE", "{t}a", "{t}b", "1"), c("SINTERCARD", "2", "{t}a", "{t}b"),
+		c("SINTERCARD", "0", "{t}a"), c("SINTERCARD", "x", "{t}a"), c("SADD", "s"),
+	}},
+	{name: "sorted sets", cmds: [][]string{
+		c("ZADD", "z", "1", "a", "2", "b", "3", "c"), c("ZADD", "z", "XX", "NX", "1", "a"), c("ZADD", "z", "x", "a"), c("ZINCRBY", "z", "5", "a"),
+		c("ZSCORE", "z", "a"), c("ZMSCORE", "z", "a", "none"), c("ZRANK", "z", "b"), c("ZREVRANK", "z", "b", "WITHSCORE"), c("ZCARD", "z"),
+		c("ZRANGE", "z", "0", "-1", "WITHSCORES"), c("ZRANGE", "z", "(1", "+inf", "BYSCORE"), c("ZRANGEBYSCORE", "z", "-inf", "+inf"),
+		c("ZREVRANGE", "z", "0", "1"), c("ZREVRANGEBYSCORE", "z", "+inf", "2"), c("ZRANGEBYLEX", "z", "-", "+"), c("ZREVRANGEBYLEX", "z", "+", "-"),
+		c("ZCOUNT", "z", "2", "3"), c("ZLEXCOUNT", "z", "-", "+"), c("ZREM", "z", "c"), c("ZPOPMIN", "z"), c("ZPOPMAX", "z", "2"),
+		c("ZADD", "z", "1", "a", "2", "b", "3", "c"), c("ZREMRANGEBYSCORE", "z", "3", "3"), c("ZREMRANGEBYRANK", "z", "0", "0"),
+		c("ZREMRANGEBYLEX", "z", "-", "+"), c("ZSCAN", "z", "0"),
+		c("ZADD", "{t}z1", "1", "a", "2", "b"), c("ZADD", "{t}z2", "3", "b", "4", "c"), c("ZUNION", "2", "{t}z1", "{t}z2", "WITHSCORES"),
+		c("ZINTER", "2", "{t}z1", "{t}z2"), c("ZDIFF", "2", "{t}z1", "{t}z2"), c("ZINTERCARD", "2", "{t}z1", "{t}z2"),
+		c("ZUNIONSTORE", "{t}z3", "2", "{t}z1", "{t}z2"), c("ZINTERSTORE", "{t}z3", "2", "{t}z1", "{t}z2", "WEIGHTS", "2", "3"),
+		c("ZDIFFSTORE", "{t}z3", "1", "{t}z1"), c("ZRANGESTORE", "{t}z3", "{t}z1", "0", "-1"), c("ZMPOP", "1", "{t}z1", "MIN"),
+		c("ZUNION", "0", "{t}z1"), c("ZUNIONSTORE", "{t}z3", "0", "{t}z1"),
+	}},
+	{name: "hashes and strings", cmds: [][]string{
+		c("HMSET", "h", "f", "1", "g", "2"), c("HINCRBYFLOAT", "h", "f", "1.5"), c("HSTRLEN", "h", "g"), c("HSCAN", "h", "0"),
+		c("HMSET", "h", "f"), c("SET", "s1", "hello"), c("SUBSTR", "s1", "1", "3"), c("SET", "{t}x", "ohmytext"), c("SET", "{t}y", "mynewtext"),
+		c("LCS", "{t}x", "{t}y"), c("LCS", "{t}x", "{t}y", "LEN"),
+	}},
+	{name: "bitmaps and hyperloglogs", cmds: [][]string{
+		c("SETBIT", "b", "7", "1"), c("SETBIT", "b", "7", "2"), c("GETBIT", "b", "7"), c("BITCOUNT", "b"), c("BITPOS", "b", "1"),
+		c("BITFIELD", "b", "INCRBY", "u8", "0", "10"), c("BITFIELD_RO", "b", "GET", "u8", "0"), c("SET", "{t}b1", "ab"), c("SET", "{t}b2", "cd"),
+		c("BITOP", "AND", "{t}b3", "{t}b1", "{t}b2"), c("GET", "{t}b3"), c("BITOP", "NOT", "{t}b3", "{t}b1", "{t}b2"),
+		c("PFADD", "{t}h1", "a", "b", "c"), c("PFADD", "{t}h2", "c", "d"), c("PFCOUNT", "{t}h1", "{t}h2"), c("PFMERGE", "{t}h3", "{t}h1", "{t}h2"),
+		c("PFCOUNT", "{t}h3"),
+	}},
+	{name: "geo and streams", cmds: [][]string{
+		c("GEOADD", "g", "13.361389", "38.115556", "Palermo", "15.087269", "37.502669", "Catania"), c("GEODIST", "g", "Palermo", "Catania", "km"),
+		c("GEOHASH", "g", "Palermo"), c("GEOPOS", "g", "Catania", "none"), c("GEOSEARCH", "g", "FROMLONLAT", "15", "37", "BYRADIUS", "200", "km", "ASC"),
+		c("GEORADIUS_RO", "g", "15", "37", "200", "km"), c("GEOADD", "g", "bad", "38", "x"),
+		c("XADD", "x", "1-1", "f", "v"), c("XADD", "x", "1-1", "f", "v"), c("XADD", "x", "2-1", "f", "w"), c("XLEN", "x"), c("XRANGE", "x", "-", "+"),
+		c("XREVRANGE", "x", "+", "-", "COUNT", "1"), c("XDEL", "x", "1-1"), c("XTRIM", "x", "MAXLEN", "0"), c("XLEN", "x"),
+		c("XGROUP", "CREATE", "x", "grp", "0"), c("XGROUP", "CREATE", "x", "grp", "0"), c("XPENDING", "x", "grp"),
+	}},
+	{name: "keys of any type", cmds: [][]string{
+		c("SET", "{t}k1", "v"), c("RENAME", "{t}k1", "{t}k2"), c("RENAME", "{t}k1", "{t}k2"), c("RENAMENX", "{t}k2", "{t}k3"),
+		c("COPY", "{t}k3", "{t}k4"), c("COPY", "{t}k3", "{t}k4"), c("TOUCH", "{t}k3", "{t}k4", "{t}none"), c("OBJECT", "ENCODING", "{t}k3"),
+		c("RPUSH", "{t}sl", "3", "1", "2"), c("SORT", "{t}sl"), c("SORT_RO", "{t}sl", "DESC"), c("SORT", "{t}sl", "STORE", "{t}sorted"),
+		c("LRANGE", "{t}sorted", "0", "-1"), c("DUMP", "{t}none"),
+	}},
+	{name: "scripts and functions", cmds: [][]string{
+		c("EVAL", "return 1", "0"), c("EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "k"), c("EVALSHA_RO", "ffffffffffffffffffffffffffffffffffffffff", "0"),
+		c("FUNCTION", "LOAD", "REPLACE", "#!lua name=cflib\nserver.register_function('cff', function(keys, args) return keys[1] end)"),
+		c("FCALL", "cff", "1", "fk"), c("FCALL_RO", "cff", "1", "fk"), c("FCALL", "cff", "0"), c("FCALL", "nosuch", "0"),
+		c("FUNCTION", "DELETE", "cflib"), c("FUNCTION", "DELETE", "cflib"), c("SCRIPT", "EXISTS", "ffffffffffffffffffffffffffffffffffffffff"),
+	}},
 }
 
 func TestRepliesMatchAValkeyServerByteForByte(t *testing.T) {
@@ -179,10 +242,28 @@ func isKeyArg(args []string, i int) bool {
 	case "EVAL", "EVALSHA":
 		n, err := strconv.Atoi(args[2])
 		return err == nil && i >= 3 && i < 3+n
-	case "MGET", "DEL", "UNLINK", "EXISTS":
+	case "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO":
+		n, err := strconv.Atoi(args[2])
+		return err == nil && i >= 3 && i < 3+n
+	case "MGET", "DEL", "UNLINK", "EXISTS", "SINTER", "SUNION", "SDIFF", "SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE", "PFCOUNT",
+		"PFMERGE", "TOUCH":
 		return true
+	case "RENAME", "RENAMENX", "COPY", "SMOVE", "LMOVE", "RPOPLPUSH", "LCS", "ZRANGESTORE", "GEOSEARCHSTORE":
+		return i <= 2
+	case "BITOP":
+		return i >= 2
+	case "ZUNION", "ZINTER", "ZDIFF", "ZINTERCARD", "SINTERCARD", "LMPOP", "ZMPOP":
+		n, err := strconv.Atoi(args[1])
+		return err == nil && i >= 2 && i < 2+n
+	case "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE":
+		n, err := strconv.Atoi(args[2])
+		return i == 1 || (err == nil && i >= 3 && i < 3+n)
+	case "SORT":
+		return i == 1 || strings.EqualFold(args[i-1], "STORE")
+	case "OBJECT", "XGROUP":
+		return i == 2
 	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG", "MULTI", "EXEC", "DISCARD", "NOSUCH",
-		"UNWATCH", "SCRIPT", "SUBSCRIBE", "UNSUBSCRIBE":
+		"UNWATCH", "SCRIPT", "SUBSCRIBE", "UNSUBSCRIBE", "FUNCTION":
 		return false
 	}
 	return i == 1

@@ -380,3 +380,27 @@ func TestClientCachesConvergeUnderConcurrentWrites(t *testing.T) {
 	}
 	t.Logf("%d writes, %d cached reads; %d stale values after the writes stopped", writes.Load(), reads.Load(), stale)
 }
+
+// TestScriptAndCollectionReadsAreTracked: keys a script declares and keys of any type a read
+// command names are tracked, as Valkey tracks them (Valkey's tracking suite waits forever for
+// the push of a key read inside EVAL).
+func TestScriptAndCollectionReadsAreTracked(t *testing.T) {
+	shards := twoShards(t)
+	a, b := startAgent(t, shards, defaults()), startAgent(t, shards, defaults())
+	x, viaB := a.dial(t), b.dial(t)
+	x.do("HELLO", "3")
+	if got := x.do("CLIENT", "TRACKING", "ON"); got != "OK" {
+		t.Fatalf("CLIENT TRACKING ON = %q", got)
+	}
+	x.do("EVAL", "return redis.call('GET', KEYS[1])", "1", "csc:script")
+	viaB.do("SET", "csc:script", "v")
+	x.expectPush("push[invalidate [csc:script]]")
+
+	x.do("LRANGE", "csc:list", "0", "-1")
+	viaB.do("RPUSH", "csc:list", "job")
+	x.expectPush("push[invalidate [csc:list]]")
+
+	x.do("ZRANGE", "csc:board", "0", "-1")
+	viaB.do("ZADD", "csc:board", "1", "alice")
+	x.expectPush("push[invalidate [csc:board]]")
+}

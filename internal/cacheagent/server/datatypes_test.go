@@ -1,0 +1,147 @@
+package server_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
+	"github.com/cachefleet/cachefleet/internal/contract"
+)
+
+// Every data type goes to its key's shard with the policy handling strings get: the policy TTL
+// on a key a write creates, the size limit, L1 copies dropped on a write by any command.
+
+func TestDataTypesGetThePolicyTTLAndSizeLimit(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults()) // default TTL 1h, values up to 1 KiB
+	c := a.dial(t)
+	for _, cmd := range [][]string{
+		{"LPUSH", "q", "job"}, {"SADD", "online", "u1"}, {"ZADD", "board", "10", "alice"}, {"PFADD", "visits", "v"},
+		{"GEOADD", "shops", "13.36", "38.11", "s1"}, {"XADD", "events", "*", "f", "v"}, {"SETBIT", "bits", "3", "1"},
+		{"HMSET", "hm", "f", "v"},
+	} {
+		if got := c.do(cmd...); strings.HasPrefix(got, "ERR") {
+			t.Fatalf("%v = %q", cmd, got)
+		}
+		ttl, err := strconv.Atoi(c.do("TTL", cmd[1]))
+		if err != nil || ttl < 3500 || ttl > 3600 {
+			t.Errorf("%s %s: TTL %d, want the policy's hour", cmd[0], cmd[1], ttl)
+		}
+	}
+	if got := c.do("LPUSH", "q", strings.Repeat("x", 2000)); !strings.Contains(got, "exceeds the limit of 1024 bytes") {
+		t.Errorf("LPUSH of a value over the limit = %q", got)
+	}
+	if got := c.do("LLEN", "q"); got != "1" {
+		t.Errorf("LLEN after the refused push = %q, want 1: nothing stored", got)
+	}
+	if got := c.do("SADD", "online", "ok", strings.Repeat("y", 2000)); !strings.Contains(got, "exceeds the limit") {
+		t.Errorf("SADD of a member over the limit = %q", got)
+	}
+}
+
+func TestMultiKeyCommandsNeedOneShard(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	c := a.dial(t)
+	k0, k1 := keyOn(t, a, "s", 0), keyOn(t, a, "s", 1)
+	c.do("SADD", k0, "a")
+	c.do("SADD", k1, "b")
+	for _, cmd := range [][]string{
+		{"SUNION", k0, k1}, {"RENAME", k0, k1}, {"SMOVE", k0, k1, "a"}, {"ZUNIONSTORE", k0, "1", k1}, {"BITOP", "OR", k0, k1},
+		{"SORT", k0, "STORE", k1}, {"EVAL", "return 1", "2", k0, k1},
+	} {
+		if got := c.do(cmd...); !strings.HasPrefix(got, "ERR:CROSSSLOT") {
+			t.Errorf("%v across shards = %q, want the cross-shard error", cmd, got)
+		}
+	}
+	if got := c.do("SUNION", "{u}a", "{u}b"); strings.HasPrefix(got, "ERR") {
+		t.Errorf("SUNION within one hash tag = %q", got)
+	}
+}
+
+func TestWritesByAnyCommandDropL1Copies(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	c := a.dial(t)
+	for _, tc := range []struct {
+		name  string
+		key   string
+		write []string
+		want  string
+	}{
+		{"SETBIT", "bitk", []string{"SETBIT", "bitk", "6", "1"}, "c"}, // 'a' is 0x61; its bit 6 set, 0x63
+		{"RENAME onto it", "{r}dst", []string{"RENAME", "{r}src", "{r}dst"}, "from-src"},
+		{"COPY onto it", "{c}dst", []string{"COPY", "{c}src", "{c}dst", "REPLACE"}, "from-src"},
+		{"SORT STORE onto it", "{o}dst", []string{"SORT", "{o}list", "ALPHA", "STORE", "{o}dst"}, "WRONGTYPE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.do("SET", tc.key, "a")
+			if strings.HasSuffix(tc.key, "dst") {
+				c.do("SET", strings.Replace(tc.key, "dst", "src", 1), "from-src")
+				c.do("RPUSH", strings.Replace(tc.key, "dst", "list", 1), "x")
+			}
+			c.do("GET", tc.key) // the L1 keeps "a"
+			if got := c.do("GET", tc.key); got != "a" {
+				t.Fatalf("GET = %q", got)
+			}
+			c.do(tc.write...)
+			got := c.do("GET", tc.key)
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("GET after %v = %q: the L1's copy outlived the write", tc.write, got)
+			}
+		})
+	}
+}
+
+func TestBitCommandsAreRefusedWhereValuesAreEncoded(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	withPolicy(t, a, contract.Policy{Name: "zipped", Prefix: "z:", MaxValueBytes: 64 << 10, Compression: codec.Zstd, CompressionMinSize: 16})
+	c := a.dial(t)
+	c.do("SET", "z:v", strings.Repeat("compress me ", 50))
+	for _, cmd := range [][]string{{"SETBIT", "z:v", "1", "1"}, {"GETBIT", "z:v", "1"}, {"BITCOUNT", "z:v"}, {"BITOP", "NOT", "z:d", "z:v"}} {
+		if got := c.do(cmd...); !strings.Contains(got, "not available on keys whose policy compresses values") {
+			t.Errorf("%v = %q, want the refusal", cmd, got)
+		}
+	}
+	if got := c.do("GETBIT", "plain", "1"); got != "0" {
+		t.Errorf("GETBIT elsewhere = %q", got)
+	}
+}
+
+func TestScriptsWithoutKeysAndFunctionsRunOnEveryShard(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	c := a.dial(t)
+	if got := c.do("EVAL", "return 7", "0"); got != "7" {
+		t.Errorf("EVAL with no keys = %q", got)
+	}
+	lib := "#!lua name=tlib\nserver.register_function('echo1', function(keys, args) return keys[1] end)"
+	if got := c.do("FUNCTION", "LOAD", lib); got != "tlib" {
+		t.Fatalf("FUNCTION LOAD = %q", got)
+	}
+	for i, sh := range shards { // loaded everywhere: FCALL runs on whichever shard owns its keys
+		if got, err := sh.Do("FUNCTION", "LIST"); err != nil || !strings.Contains(got, "tlib") {
+			t.Errorf("shard %d: FUNCTION LIST = %q, %v", i, got, err)
+		}
+	}
+	for i := range 2 {
+		k := keyOn(t, a, "f", i)
+		if got := c.do("FCALL", "echo1", "1", k); got != k {
+			t.Errorf("FCALL on shard %d = %q", i, got)
+		}
+	}
+	if got := c.do("FUNCTION", "DELETE", "tlib"); got != "OK" {
+		t.Errorf("FUNCTION DELETE = %q", got)
+	}
+	for i, sh := range shards {
+		if got, _ := sh.Do("FUNCTION", "LIST"); strings.Contains(got, "tlib") {
+			t.Errorf("shard %d still lists the deleted library", i)
+		}
+	}
+	if got := c.do("RANDOMKEY"); got != "(nil)" {
+		t.Errorf("RANDOMKEY of an empty fleet = %q", got)
+	}
+	c.do("SET", "only", "v")
+	if got := c.do("RANDOMKEY"); got != "only" {
+		t.Errorf("RANDOMKEY = %q, want the one key", got)
+	}
+}
