@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Valkey's own test suite (tests/ of the source release in shared/third_party), unit by unit, in
 # external-server mode against one valkey-server (the control) and against an agent over two
-# shards, side by side. Prints per unit the tests passed on each and how many of the tests that
+# shards, side by side. Both runs use one database (--singledb: the agent serves db 0 only)
+# and leave out the tests tagged needs:repl (they read the server's replication stream with
+# SYNC, which no proxy offers its clients); the harness answers CONFIG and DEBUG for the agent's
+# run (valkey-suite/harness.tcl). Prints per unit the tests passed on each and how many of the tests that
 # pass on Valkey pass through the agent; the logs and the lists of tests stay in $OUT.
 #
 #   hack/valkey-suite.sh [unit ...]      (default: the units a cache endpoint plausibly serves)
@@ -19,6 +22,13 @@ if [[ ! -d "$tree/tests" ]]; then # the suite runs from the source tree, with th
   mkdir -p "$bin/suite"
   tar -xzf "../shared/third_party/valkey-$VALKEY_VERSION.tar.gz" -C "$bin/suite" "valkey-$VALKEY_VERSION/tests" "valkey-$VALKEY_VERSION/runtest" "valkey-$VALKEY_VERSION/src"
   cp "$bin/valkey-server" "$bin/valkey-cli" "$bin/valkey-benchmark" "$tree/src/"
+fi
+# The harness's own answers to CONFIG SET and DEBUG (harness.tcl), hooked into the test client's
+# dispatch; in effect only where CF_SUITE_SHARDS is set (the agent's runs).
+client="$tree/tests/support/valkey.tcl"
+cp hack/valkey-suite/harness.tcl "$tree/tests/support/cf_harness.tcl"
+if ! grep -q cf_harness "$client"; then
+  sed -i 's|^proc ::valkey::__dispatch__ {id method args} {$|source [file join [file dirname [info script]] cf_harness.tcl]\n&\n    if {[::valkey::cf_admin $id $method $args]} {return [::valkey::cf_to_shards $method $args]}|' "$client"
 fi
 OUT="${OUT:-$(mktemp -d)}" UNIT_TIMEOUT="${UNIT_TIMEOUT:-900}"
 mkdir -p "$OUT"
@@ -46,7 +56,8 @@ for port in $CONTROL $S0 $S1; do
   pids+=($!)
 done
 go build -o "$work/agent" ./cmd/agent
-"$work/agent" --shards "shard-0=127.0.0.1:$S0,shard-1=127.0.0.1:$S1" --allow-flush \
+# As an application would run it, without the policy TTL and size limit Valkey does not have.
+"$work/agent" --shards "shard-0=127.0.0.1:$S0,shard-1=127.0.0.1:$S1" --allow-flush --default-ttl 0 --max-value-bytes $((512 << 20)) \
   --listen 127.0.0.1:$AGENT --http-listen 127.0.0.1:17211 2>"$OUT/agent.log" &
 pids+=($!)
 for port in $CONTROL $S0 $S1 $AGENT; do
@@ -55,10 +66,11 @@ done
 
 # run TARGET PORT UNIT: the unit's log, and the names of the tests it passed, one per line.
 run() {
-  local log="$OUT/$1-${3//\//_}"
-  (cd "$tree" && timeout "$UNIT_TIMEOUT" ./runtest --host 127.0.0.1 --port "$2" --single "unit/$3" \
-    --clients 1 --timeout 60 >"$log.log" 2>&1) || true
-  sed -n 's/^\[ok\]: \(.*\) ([0-9]* ms)$/\1/p' "$log.log" | sort -u >"$log.ok"
+  local log="$OUT/$1-${3//\//_}" shards=""
+  [ "$1" = agent ] && shards="$S0,$S1"
+  (cd "$tree" && CF_SUITE_SHARDS="$shards" timeout "$UNIT_TIMEOUT" ./runtest --host 127.0.0.1 --port "$2" --single "unit/$3" \
+    --clients 1 --singledb --tags -needs:repl --timeout 60 >"$log.log" 2>&1) || true
+  sed 's/\x1b\[[0-9;]*m//g' "$log.log" | sed -n 's/^\[ok\]: \(.*\) ([0-9]* ms)$/\1/p' | sort -u >"$log.ok"
 }
 printf "%-16s %8s %8s %22s\n" unit valkey agent "agent of valkey's"
 tv=0 ta=0 tb=0

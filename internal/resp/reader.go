@@ -130,10 +130,7 @@ func (r *Reader) readArray() ([][]byte, error) {
 		return nil, err
 	}
 	if n <= 0 {
-		if n < -1 {
-			return nil, protoErr("invalid multibulk length")
-		}
-		return nil, nil
+		return nil, nil // "*0", "*-1", "*-10": nothing to run, as in Valkey 8
 	}
 	if !r.authed && n > unauthenticatedArgs {
 		return nil, protoErr("unauthenticated multibulk length")

@@ -292,6 +292,7 @@ var commands = []command{
 	{name: "sort_ro", arity: -2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
 	{name: "object", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
 	{name: "memory", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
+	{name: "time", arity: 1, class: classRead, handler: forwardRead(nil)}, // the ring's first shard's clock
 	{name: "randomkey", arity: 1, class: classRead, handler: cmdRandomkey},
 	{name: "fcall", arity: -3, class: classWrite, flags: runsScript, keys: scriptKeys, handler: cmdEval},
 	{name: "evalsha_ro", arity: -3, class: classRead, flags: runsScript, keys: scriptKeys, handler: cmdEval},

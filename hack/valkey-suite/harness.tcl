@@ -1,0 +1,34 @@
+# cachefleet harness, sourced by Valkey's test client (tests/support/valkey.tcl) when the suite
+# runs against an agent: CONFIG SET, GET and RESETSTAT and DEBUG, which an agent does not take
+# from its clients (they reconfigure shards every pod shares), are sent by the harness itself to
+# every shard of the agent (CF_SUITE_SHARDS, comma-separated ports). The first shard that
+# accepts answers; when none does, the first one's error is raised. Nothing else is answered.
+
+proc ::valkey::cf_admin {id method argv} {
+    if {![info exists ::env(CF_SUITE_SHARDS)] || $::env(CF_SUITE_SHARDS) eq {} || [info exists ::cf_in_harness]} {return 0}
+    # Only a plain client's: a deferring one reads its reply later, from the agent.
+    if {$::valkey::deferred($id) || !$::valkey::blocking($id) || $::valkey::readraw($id)} {return 0}
+    set m [string tolower $method]
+    if {$m eq "debug"} {return 1}
+    return [expr {$m eq "config" && [lsearch -nocase {set get resetstat} [lindex $argv 0]] >= 0}]
+}
+
+proc ::valkey::cf_to_shards {method argv} {
+    set ::cf_in_harness 1
+    set ok 0
+    set first_err {}
+    set result {}
+    foreach port [split $::env(CF_SUITE_SHARDS) ,] {
+        set c [valkey 127.0.0.1 $port]
+        if {[catch {$c $method {*}$argv} r]} {
+            if {$first_err eq {}} {set first_err $r}
+        } elseif {!$ok} {
+            set ok 1
+            set result $r
+        }
+        $c close
+    }
+    unset ::cf_in_harness
+    if {!$ok} {return -code error $first_err}
+    return $result
+}
