@@ -49,6 +49,21 @@ incr = r.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
 check("script", incr(keys=["py:ctr"], args=[5]), 5)
 check("scan_iter", sorted(r.scan_iter("py:p:*", count=10)), sorted(f"py:p:{i}" for i in range(30)))
 
+# What applications keep next to their cached strings: a leaderboard, a rate limiter, a set of
+# online users and a work queue.
+r.zadd("py:board", {"alice": 10, "bob": 20})
+r.zincrby("py:board", 15, "alice")
+check("leaderboard", r.zrevrange("py:board", 0, -1, withscores=True), [("alice", 25.0), ("bob", 20.0)])
+check("rank", r.zrevrank("py:board", "bob"), 1)
+with r.pipeline(transaction=False) as p:
+    p.incr("py:rate:client1").expire("py:rate:client1", 60, nx=True)
+    check("rate limiter", p.execute(), [1, True])
+check("rate limiter ttl", 0 < r.ttl("py:rate:client1") <= 60, True)
+r.sadd("py:online", "u1", "u2", "u1")
+check("set", (r.scard("py:online"), r.sismember("py:online", "u2")), (2, True))
+r.lpush("py:queue", "job1", "job2")
+check("queue", (r.rpop("py:queue"), r.llen("py:queue")), ("job1", 1))
+
 # Client-side caching in RESP2 (redis-py 4 has no cache of its own): invalidations go to a
 # connection subscribed to __redis__:invalidate (CLIENT TRACKING ON REDIRECT), as RESP2
 # clients such as Jedis and Lettuce do it.

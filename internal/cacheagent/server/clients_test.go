@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/testenv"
 )
@@ -130,4 +131,58 @@ func TestPythonAndNodeClients(t *testing.T) {
 	cmd := exec.Command("node", "clients.mjs")
 	cmd.Dir = node
 	run("ioredis and node-redis", cmd)
+}
+
+// TestApplicationDataTypesWithGoClients: what applications keep next to cached strings (a
+// leaderboard, a rate limiter, a set of online users, a work queue), through go-redis in RESP2
+// and RESP3 and through valkey-go.
+func TestApplicationDataTypesWithGoClients(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	ctx := context.Background()
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("go-redis RESP%d", proto), func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: a.addr, Protocol: proto})
+			defer rdb.Close()
+			p := fmt.Sprintf("app%d:", proto)
+			rdb.ZAdd(ctx, p+"board", redis.Z{Score: 10, Member: "alice"}, redis.Z{Score: 20, Member: "bob"})
+			rdb.ZIncrBy(ctx, p+"board", 15, "alice")
+			top, err := rdb.ZRevRangeWithScores(ctx, p+"board", 0, -1).Result()
+			if err != nil || fmt.Sprint(top) != "[{25 alice} {20 bob}]" {
+				t.Errorf("leaderboard %v, %v", top, err)
+			}
+			limit := redis.NewScript("local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], 60) end return n")
+			for want := int64(1); want <= 3; want++ {
+				if n, err := limit.Run(ctx, rdb, []string{p + "rate"}).Int64(); err != nil || n != want {
+					t.Errorf("rate limiter call %d: %d, %v", want, n, err)
+				}
+			}
+			rdb.SAdd(ctx, p+"online", "u1", "u2", "u1")
+			if n, err := rdb.SCard(ctx, p+"online").Result(); err != nil || n != 2 {
+				t.Errorf("online set %d, %v", n, err)
+			}
+			rdb.LPush(ctx, p+"queue", "job1", "job2")
+			if v, err := rdb.RPop(ctx, p+"queue").Result(); err != nil || v != "job1" {
+				t.Errorf("queue RPOP %q, %v", v, err)
+			}
+		})
+	}
+	t.Run("valkey-go", func(t *testing.T) {
+		c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{a.addr}, DisableCache: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Do(ctx, c.B().Zadd().Key("vg:board").ScoreMember().ScoreMember(10, "alice").ScoreMember(20, "bob").Build())
+		top, err := c.Do(ctx, c.B().Zrange().Key("vg:board").Min("0").Max("-1").Rev().Withscores().Build()).AsZScores()
+		if err != nil || fmt.Sprint(top) != "[{bob 20} {alice 10}]" {
+			t.Errorf("leaderboard %v, %v", top, err)
+		}
+		if n, err := c.Do(ctx, c.B().Sadd().Key("vg:online").Member("u1", "u2").Build()).AsInt64(); err != nil || n != 2 {
+			t.Errorf("SADD %d, %v", n, err)
+		}
+		c.Do(ctx, c.B().Lpush().Key("vg:queue").Element("job1", "job2").Build())
+		if v, err := c.Do(ctx, c.B().Rpop().Key("vg:queue").Build()).ToString(); err != nil || v != "job1" {
+			t.Errorf("queue RPOP %q, %v", v, err)
+		}
+	})
 }

@@ -145,3 +145,30 @@ func TestScriptsWithoutKeysAndFunctionsRunOnEveryShard(t *testing.T) {
 		t.Errorf("RANDOMKEY = %q, want the one key", got)
 	}
 }
+
+// TestRateLimiterExpireNXWorksUnderAPolicyTTL: INCR then EXPIRE NX is how applications bound a
+// counter's window. The counter INCR created got the policy TTL (an hour here), so a plain NX
+// found a TTL and did nothing: the window lasted the policy's hour, not the application's 60 s.
+func TestRateLimiterExpireNXWorksUnderAPolicyTTL(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults()) // policy TTL 1h
+	c := a.dial(t)
+	for _, cmd := range []string{"EXPIRE", "PEXPIRE"} {
+		k := "rate:" + cmd
+		ttl := map[string]string{"EXPIRE": "60", "PEXPIRE": "60000"}[cmd]
+		if got := c.do("INCR", k); got != "1" {
+			t.Fatalf("INCR = %q", got)
+		}
+		if got := c.do(cmd, k, ttl, "NX"); got != "1" {
+			t.Errorf("%s NX on a counter with only the policy's TTL = %q, want 1 (set)", cmd, got)
+		}
+		if got := c.do(cmd, k, ttl, "NX"); got != "0" {
+			t.Errorf("%s NX again = %q, want 0: the application's own TTL is kept", cmd, got)
+		}
+		if got, _ := strconv.Atoi(c.do("TTL", k)); got > 60 || got < 58 {
+			t.Errorf("TTL %d, want the application's 60 s", got)
+		}
+	}
+	if got := c.do("EXPIRE", "rate:x", "60", "NX", "GT"); !strings.Contains(got, "not compatible") {
+		t.Errorf("NX with GT = %q, want Valkey's error", got)
+	}
+}

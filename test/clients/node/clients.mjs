@@ -28,6 +28,16 @@ async function ioredis() {
   const keys = [];
   for await (const batch of r.scanStream({ match: "io:p:*", count: 10 })) keys.push(...batch);
   assert.equal(new Set(keys).size, 30);
+  // A leaderboard, a rate limiter, a set of online users and a work queue.
+  await r.zadd("io:board", 10, "alice", 20, "bob");
+  await r.zincrby("io:board", 15, "alice");
+  assert.deepEqual(await r.zrevrange("io:board", 0, -1, "WITHSCORES"), ["alice", "25", "bob", "20"]);
+  const limit = await r.pipeline().incr("io:rate:c1").expire("io:rate:c1", 60, "NX").exec();
+  assert.deepEqual(limit, [[null, 1], [null, 1]]);
+  await r.sadd("io:online", "u1", "u2", "u1");
+  assert.equal(await r.scard("io:online"), 2);
+  await r.lpush("io:queue", "job1", "job2");
+  assert.equal(await r.rpop("io:queue"), "job1");
   await r.quit();
   console.log("ioredis: ok");
 }
@@ -48,6 +58,20 @@ async function nodeRedis() {
   assert.deepEqual(res.at(-1), ["0", "29", null]);
   await r.hSet("nr:h", { a: "1", b: "2" });
   assert.deepEqual({ ...(await r.hGetAll("nr:h")) }, { a: "1", b: "2" });
+  await r.zAdd("nr:board", [{ score: 10, value: "alice" }, { score: 20, value: "bob" }]);
+  await r.zIncrBy("nr:board", 15, "alice");
+  assert.deepEqual(await r.zRangeWithScores("nr:board", 0, -1, { REV: true }), [
+    { value: "alice", score: 25 },
+    { value: "bob", score: 20 },
+  ]);
+  const limited = await r.eval("local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], 60) end return n", {
+    keys: ["nr:rate:c1"],
+  });
+  assert.equal(limited, 1);
+  await r.sAdd("nr:online", ["u1", "u2", "u1"]);
+  assert.equal(await r.sCard("nr:online"), 2);
+  await r.lPush("nr:queue", ["job1", "job2"]);
+  assert.equal(await r.rPop("nr:queue"), "job1");
   assert.equal(await r.eval("return redis.call('INCRBY', KEYS[1], ARGV[1])", { keys: ["nr:ctr"], arguments: ["6"] }), 6);
   const keys = [];
   for await (const batch of r.scanIterator({ MATCH: "nr:p:*", COUNT: 10 })) keys.push(...batch);
