@@ -40,29 +40,33 @@ fi
 
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+stop_servers() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
+trap 'stop_servers; rm -rf "$work"' EXIT
 CONTROL=17201 S0=17202 S1=17203 AGENT=17210
 for port in $CONTROL $S0 $S1 $AGENT 17211; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "valkey-suite: port $port is already in use" >&2; exit 1
   fi
 done
-# The suite's external mode expects a server it may reconfigure and flush: the control gets the
-# same settings the shards get.
-for port in $CONTROL $S0 $S1; do
-  "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning --dir "$work" \
-    --enable-debug-command yes >/dev/null &
-  pids+=($!)
-done
 go build -o "$work/agent" ./cmd/agent
-# As an application would run it, without the policy TTL and size limit Valkey does not have.
-"$work/agent" --shards "shard-0=127.0.0.1:$S0,shard-1=127.0.0.1:$S1" --allow-flush --default-ttl 0 --max-value-bytes $((512 << 20)) \
-  --listen 127.0.0.1:$AGENT --http-listen 127.0.0.1:17211 2>"$OUT/agent.log" &
-pids+=($!)
-for port in $CONTROL $S0 $S1 $AGENT; do
-  for _ in $(seq 100); do "$bin/valkey-cli" -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
-done
+# start_servers: a fresh control, two fresh shards and an agent over them, for each unit (a
+# unit may leave a server paused, reconfigured or full). The suite's external mode expects a
+# server it may reconfigure and flush: the control gets the settings the shards get.
+start_servers() {
+  rm -rf "$work/data" && mkdir -p "$work/data"
+  for port in $CONTROL $S0 $S1; do
+    "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning \
+      --dir "$work/data" --dbfilename "dump-$port.rdb" --enable-debug-command yes >/dev/null &
+    pids+=($!)
+  done
+  # As an application would run it, without the policy TTL and size limit Valkey does not have.
+  "$work/agent" --shards "shard-0=127.0.0.1:$S0,shard-1=127.0.0.1:$S1" --allow-flush --default-ttl 0 \
+    --max-value-bytes $((512 << 20)) --listen 127.0.0.1:$AGENT --http-listen 127.0.0.1:17211 2>>"$OUT/agent.log" &
+  pids+=($!)
+  for port in $CONTROL $S0 $S1 $AGENT; do
+    for _ in $(seq 100); do "$bin/valkey-cli" -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+}
 
 # run TARGET PORT UNIT: the unit's log, and the names of the tests it passed, one per line.
 run() {
@@ -75,8 +79,10 @@ run() {
 printf "%-16s %8s %8s %22s\n" unit valkey agent "agent of valkey's"
 tv=0 ta=0 tb=0
 for u in "${units[@]}"; do
+  start_servers
   run valkey $CONTROL "$u"
   run agent $AGENT "$u"
+  stop_servers
   v="$OUT/valkey-${u//\//_}.ok" a="$OUT/agent-${u//\//_}.ok"
   nv=$(wc -l <"$v") na=$(wc -l <"$a") nb=$(comm -12 "$v" "$a" | wc -l)
   tv=$((tv + nv)) ta=$((ta + na)) tb=$((tb + nb))

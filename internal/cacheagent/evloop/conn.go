@@ -105,6 +105,23 @@ func (c *Conn) isClosed() bool {
 	}
 }
 
+// HungUp reports whether the peer closed its end of the stream (or the connection is closed),
+// without reading it: what the peer sent before stays for the reader. For a reader that is busy
+// elsewhere (a blocking command) and must learn that nobody waits for it any more.
+func (c *Conn) HungUp() bool {
+	if c.peerClosed.Load() {
+		return true
+	}
+	c.fdmu.RLock()
+	defer c.fdmu.RUnlock()
+	if c.isClosed() {
+		return true
+	}
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLRDHUP}} //nolint:gosec // a descriptor fits
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+}
+
 // Hold says that a reply to a message the handler took will be written later, by the loop:
 // until the matching Release, what the handler does not answer stays away from the reader.
 // Call both on the loop.

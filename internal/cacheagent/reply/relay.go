@@ -147,12 +147,14 @@ func Relay(w *resp.Writer, r valkey.ValkeyResult) { RelayShaped(w, r, AsIs) }
 // some replies by protocol, not by type.
 type Shape uint8
 
-// The shapes.
+// The shapes, combined as bits.
 const (
-	AsIs          Shape = iota // the types say it all
-	FlatPairs                  // arrays of [member, score] pairs are flat in RESP2 (ZRANGE WITHSCORES, HRANDFIELD WITHVALUES; not ZMPOP)
-	NullArrays                 // a null element of the reply is a null array in RESP2 (GEOPOS of a missing member)
-	NullLastArray              // a null last element is a null array in RESP2 (XPENDING's summary without consumers)
+	AsIs          Shape = 0         // the types say it all
+	FlatPairs     Shape = 1 << iota // arrays of [member, score] pairs are flat in RESP2 (ZRANGE WITHSCORES, HRANDFIELD WITHVALUES; not ZMPOP)
+	NullArrays                      // a null element of the reply is a null array in RESP2 (GEOPOS of a missing member)
+	NullLastArray                   // a null last element is a null array in RESP2 (XPENDING's summary without consumers)
+	NullIsArray                     // a null reply is a null array in RESP2 (BLPOP that timed out, LPOP key count of a missing key)
+	MapAsPairs                      // a map reply is an array of [key, value] pairs in RESP2 (XREAD)
 )
 
 // nullArray marks a null that RESP2 writes as a null array.
@@ -178,19 +180,28 @@ func RelayShaped(w *resp.Writer, r valkey.ValkeyResult, shape Shape) {
 
 // reshape turns n into the RESP2 reply Valkey gives for a command of the given shape.
 func reshape(n *rawNode, shape Shape) {
-	switch shape {
-	case FlatPairs:
+	if shape&FlatPairs != 0 {
 		flattenPairs(n)
-	case NullArrays:
+	}
+	if shape&NullArrays != 0 {
 		for i := range n.children {
 			if n.children[i].typ == '_' {
 				n.children[i].typ = nullArray
 			}
 		}
-	case NullLastArray:
-		if last := len(n.children) - 1; last >= 0 && n.children[last].typ == '_' {
-			n.children[last].typ = nullArray
+	}
+	if last := len(n.children) - 1; shape&NullLastArray != 0 && last >= 0 && n.children[last].typ == '_' {
+		n.children[last].typ = nullArray
+	}
+	if shape&NullIsArray != 0 && n.typ == '_' {
+		n.typ = nullArray
+	}
+	if shape&MapAsPairs != 0 && n.typ == '%' {
+		pairs := make([]rawNode, 0, len(n.children)/2)
+		for i := 0; i+1 < len(n.children); i += 2 {
+			pairs = append(pairs, rawNode{typ: '*', n: 2, children: n.children[i : i+2]})
 		}
+		n.typ, n.n, n.children = '*', int64(len(pairs)), pairs
 	}
 }
 

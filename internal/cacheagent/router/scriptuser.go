@@ -108,3 +108,39 @@ func FirstNetworkError(res []valkey.ValkeyResult) error {
 	}
 	return nil
 }
+
+// RunBlocking runs a blocking command (BLPOP, BZPOPMIN, BLMOVE, XREAD BLOCK ...) on a pooled
+// connection of its own, as RunScript runs a script: it waits for data, holding that connection
+// only, up to wait and the request timeout (wait 0: until ctx ends, which is how a client that
+// hangs up releases it). A wait that ends on ctx is not a failure of the shard.
+func (s *Shard) RunBlocking(ctx context.Context, wait time.Duration, build func(valkey.Builder) valkey.Completed) (valkey.ValkeyResult, error) {
+	leave, err := s.takePlace()
+	if err != nil {
+		return valkey.ValkeyResult{}, err
+	}
+	defer leave()
+	c, err := s.getClient()
+	if err != nil {
+		return valkey.ValkeyResult{}, &DownError{Shard: s.cfg.Name, Err: err}
+	}
+	var res valkey.ValkeyResult
+	err = c.Dedicated(func(dc valkey.DedicatedClient) error {
+		cmd := build(dc.B())
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if wait > 0 {
+			rctx, cancel = context.WithTimeout(ctx, wait+s.cfg.Timeout+time.Duration(len(cmd.Commands()))*perArgument)
+		}
+		defer cancel()
+		// A wait that ends here (the client hung up, or past its own timeout) closes the
+		// connection the shard still waits on: it never goes back to the pool.
+		stop := context.AfterFunc(rctx, dc.Close)
+		defer stop()
+		res = dc.Do(rctx, cmd)
+		return res.NonValkeyError()
+	})
+	if err != nil && ctx.Err() == nil {
+		s.Stats.Errors.Add(1)
+		return res, &DownError{Shard: s.cfg.Name, Err: err}
+	}
+	return res, err
+}

@@ -28,7 +28,7 @@ func forwardRead(miss func(w *resp.Writer)) handler {
 		if !ok {
 			return
 		}
-		p, shape := b.plain(i, relayed(args)), b.cmd.shape
+		p, shape := b.plain(i, relayed(args)), b.cmd.replyShape(args)
 		b.jobMiss([]part{p}, miss, func(w *resp.Writer, r []partResult) { reply.RelayShaped(w, r[0].res[0], shape) })
 	}
 }
@@ -72,7 +72,7 @@ func forwardWrite(values func(args [][]byte) [][]byte, creates created) handler 
 			}
 			s.announce(keys...)
 		}
-		p, shape := b.plain(i, cmds...), b.cmd.shape
+		p, shape := b.plain(i, cmds...), b.cmd.replyShape(args)
 		b.wrote(keys...)
 		b.job([]part{p}, func(w *resp.Writer, r []partResult) { reply.RelayShaped(w, r[0].res[0], shape) })
 	}

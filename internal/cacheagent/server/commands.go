@@ -18,15 +18,59 @@ type handler func(ctx context.Context, s *Server, b *batch, c *client, w *resp.W
 // it is checked (arity, flags), what it does to the data (class), where its keys are, whether
 // the event loop runs it, who serves it (handler) and where it is counted (id).
 type command struct {
-	name    string
-	id      int // its counters' index (Stats.requests)
-	arity   int // Valkey convention: exact if > 0, at least -arity if < 0
-	class   class
-	flags   commandFlags
-	keys    keySpec
-	loop    loopShape
-	shape   reply.Shape // how its relayed reply reads in RESP2
-	handler handler
+	name  string
+	id    int // its counters' index (Stats.requests)
+	arity int // Valkey convention: exact if > 0, at least -arity if < 0
+	class class
+	flags commandFlags
+	keys  keySpec
+	loop  loopShape
+	shape reply.Shape // how its relayed reply reads in RESP2
+	// shapeMinArgs: the shape holds only with this many arguments (LPOP key count).
+	shapeMinArgs int
+	wait         waitSpec // where a blocking command says how long it may wait
+	handler      handler
+}
+
+// waitSpec says where a blocking command's wait is: the argument at index at (from the end when
+// negative), in seconds; or, for an option (XREAD's BLOCK), the argument after it, in
+// milliseconds. A command with neither never blocks.
+type waitSpec struct {
+	at     int
+	option string
+}
+
+// of is the wait args ask for (0: no end) and whether the command blocks at all.
+func (ws waitSpec) of(args [][]byte) (time.Duration, bool) {
+	switch {
+	case ws.option != "":
+		for i := 1; i+1 < len(args); i++ {
+			if strings.EqualFold(string(args[i]), ws.option) {
+				ms, _ := strconv.ParseInt(string(args[i+1]), 10, 64)
+				return time.Duration(max(ms, 0)) * time.Millisecond, true
+			}
+		}
+		return 0, false
+	case ws.at != 0:
+		i := ws.at
+		if i < 0 {
+			i += len(args)
+		}
+		if i <= 0 || i >= len(args) {
+			return 0, false
+		}
+		secs, _ := strconv.ParseFloat(string(args[i]), 64) // the shard refuses a bad one at once
+		return time.Duration(max(secs, 0) * float64(time.Second)), true
+	}
+	return 0, false
+}
+
+// replyShape is the RESP2 shape of cmd's relayed reply to args.
+func (cmd *command) replyShape(args [][]byte) reply.Shape {
+	if len(args) < cmd.shapeMinArgs {
+		return reply.AsIs
+	}
+	return cmd.shape
 }
 
 // commandFlags say where a command may run besides the plain case.
@@ -47,6 +91,7 @@ type keySpec struct {
 	first, last, step int
 	numkeysAt         int
 	store             bool // and the key after a STORE option (SORT)
+	streams           bool // the first half of the arguments after STREAMS (XREAD, XREADGROUP)
 }
 
 var (
@@ -60,6 +105,9 @@ var (
 	numkeysFirst   = keySpec{numkeysAt: 1}                             // ZUNION numkeys key..., LMPOP, SINTERCARD
 	destAndNumkeys = keySpec{first: 1, last: 1, step: 1, numkeysAt: 2} // ZUNIONSTORE dst numkeys key...
 	sortKeys       = keySpec{first: 1, last: 1, step: 1, store: true}  // SORT key ... [STORE dst]
+	allButLast     = keySpec{first: 1, last: -2, step: 1}              // BLPOP key... timeout
+	waitAndNumkeys = keySpec{numkeysAt: 2}                             // BLMPOP timeout numkeys key...
+	streamKeys     = keySpec{streams: true}                            // XREAD ... STREAMS key... id...
 )
 
 // of returns the keys of args: none where args are too short to hold them, or where numkeys is
@@ -81,6 +129,17 @@ func (k keySpec) of(args [][]byte) []string {
 			return nil
 		}
 		keys = append(keys, strs(args[k.numkeysAt+1:k.numkeysAt+1+n])...)
+	}
+	if k.streams {
+		for i := 1; i < len(args); i++ {
+			if strings.EqualFold(string(args[i]), "streams") {
+				rest := args[i+1:]
+				if len(rest)%2 != 0 {
+					return nil // the shard words the error
+				}
+				return append(keys, strs(rest[:len(rest)/2])...)
+			}
+		}
 	}
 	if k.store {
 		for i := k.first + 1; i+1 < len(args); i++ {
@@ -182,8 +241,8 @@ var commands = []command{
 	{name: "rpush", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsFirst)},
 	{name: "lpushx", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsNothing)},
 	{name: "rpushx", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsNothing)},
-	{name: "lpop", arity: -2, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
-	{name: "rpop", arity: -2, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "lpop", arity: -2, class: classWrite, keys: oneKey, shape: reply.NullIsArray, shapeMinArgs: 3, handler: forwardWrite(nil, createsNothing)},
+	{name: "rpop", arity: -2, class: classWrite, keys: oneKey, shape: reply.NullIsArray, shapeMinArgs: 3, handler: forwardWrite(nil, createsNothing)},
 	{name: "llen", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
 	{name: "lrange", arity: 4, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
 	{name: "lindex", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
@@ -194,7 +253,7 @@ var commands = []command{
 	{name: "lpos", arity: -3, class: classRead, keys: oneKey, handler: forwardRead(nullReply)},
 	{name: "lmove", arity: 5, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsSecond)},
 	{name: "rpoplpush", arity: 3, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsSecond)},
-	{name: "lmpop", arity: -4, class: classWrite, keys: numkeysFirst, handler: forwardWrite(nil, createsNothing)},
+	{name: "lmpop", arity: -4, class: classWrite, keys: numkeysFirst, shape: reply.NullIsArray, handler: forwardWrite(nil, createsNothing)},
 	{name: "sadd", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(argsFrom(2), createsFirst)},
 	{name: "srem", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
 	{name: "spop", arity: -2, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
@@ -243,7 +302,7 @@ var commands = []command{
 	{name: "zinter", arity: -3, class: classRead, keys: numkeysFirst, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
 	{name: "zdiff", arity: -3, class: classRead, keys: numkeysFirst, shape: reply.FlatPairs, handler: forwardRead(emptyArray)},
 	{name: "zintercard", arity: -3, class: classRead, keys: numkeysFirst, handler: forwardRead(intReply(0))},
-	{name: "zmpop", arity: -4, class: classWrite, keys: numkeysFirst, handler: forwardWrite(nil, createsNothing)},
+	{name: "zmpop", arity: -4, class: classWrite, keys: numkeysFirst, shape: reply.NullIsArray, handler: forwardWrite(nil, createsNothing)},
 	{name: "hmset", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(everyOther(3), createsFirst)},
 	{name: "hincrbyfloat", arity: 4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
 	{name: "hstrlen", arity: 3, class: classRead, keys: oneKey, handler: forwardRead(intReply(0))},
@@ -292,6 +351,17 @@ var commands = []command{
 	{name: "sort_ro", arity: -2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
 	{name: "object", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
 	{name: "memory", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
+	// Blocking commands: on a connection of their own while they wait (cmdBlocking).
+	{name: "blpop", arity: -3, class: classWrite, keys: allButLast, wait: waitSpec{at: -1}, shape: reply.NullIsArray, handler: cmdBlocking},
+	{name: "brpop", arity: -3, class: classWrite, keys: allButLast, wait: waitSpec{at: -1}, shape: reply.NullIsArray, handler: cmdBlocking},
+	{name: "blmove", arity: 6, class: classWrite, keys: twoKeys, wait: waitSpec{at: -1}, handler: cmdBlocking},
+	{name: "brpoplpush", arity: 4, class: classWrite, keys: twoKeys, wait: waitSpec{at: -1}, handler: cmdBlocking},
+	{name: "blmpop", arity: -5, class: classWrite, keys: waitAndNumkeys, wait: waitSpec{at: 1}, shape: reply.NullIsArray, handler: cmdBlocking},
+	{name: "bzpopmin", arity: -3, class: classWrite, keys: allButLast, wait: waitSpec{at: -1}, shape: reply.NullIsArray, handler: cmdBlocking},
+	{name: "bzpopmax", arity: -3, class: classWrite, keys: allButLast, wait: waitSpec{at: -1}, shape: reply.NullIsArray, handler: cmdBlocking},
+	{name: "bzmpop", arity: -5, class: classWrite, keys: waitAndNumkeys, wait: waitSpec{at: 1}, shape: reply.NullIsArray, handler: cmdBlocking},
+	{name: "xread", arity: -4, class: classRead, keys: streamKeys, wait: waitSpec{option: "block"}, shape: reply.NullIsArray | reply.MapAsPairs, handler: cmdBlocking},
+	{name: "xreadgroup", arity: -7, class: classWrite, keys: streamKeys, wait: waitSpec{option: "block"}, shape: reply.NullIsArray | reply.MapAsPairs, handler: cmdBlocking},
 	{name: "time", arity: 1, class: classRead, handler: forwardRead(nil)}, // the ring's first shard's clock
 	{name: "randomkey", arity: 1, class: classRead, handler: cmdRandomkey},
 	{name: "fcall", arity: -3, class: classWrite, flags: runsScript, keys: scriptKeys, handler: cmdEval},

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/contract"
@@ -170,5 +171,61 @@ func TestRateLimiterExpireNXWorksUnderAPolicyTTL(t *testing.T) {
 	}
 	if got := c.do("EXPIRE", "rate:x", "60", "NX", "GT"); !strings.Contains(got, "not compatible") {
 		t.Errorf("NX with GT = %q, want Valkey's error", got)
+	}
+}
+
+// TestBlockingCommandsWaitOnAConnectionOfTheirOwn: a client blocked in BLPOP holds a
+// connection of its own, so its neighbours' reads on the same shard go on; a push through
+// another agent wakes it; a client that hangs up while blocked gives the connection back.
+func TestBlockingCommandsWaitOnAConnectionOfTheirOwn(t *testing.T) {
+	shards := twoShards(t)
+	a, b := startAgent(t, shards, defaults()), startAgent(t, shards, defaults())
+	q := keyOn(t, a, "queue", 0)
+	sh := shards[0]
+	connected := func() int {
+		info, err := sh.Do("INFO", "clients")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "connected_clients:"); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+		return -1
+	}
+	waiter, neighbour, pusher := a.dial(t), a.dial(t), b.dial(t)
+	neighbour.do("SET", keyOn(t, a, "n", 0), "v") // the agents' shared connections are open
+	before := connected()
+	got := make(chan string, 1)
+	go func() { got <- waiter.do("BLPOP", q, "0") }()
+	time.Sleep(200 * time.Millisecond)
+	for range 20 { // the shared connection is not held by the waiter
+		if v := neighbour.do("GET", keyOn(t, a, "n", 0)); v != "v" {
+			t.Fatalf("a neighbour's GET while another client waits = %q", v)
+		}
+	}
+	pusher.do("RPUSH", q, "job")
+	select {
+	case v := <-got:
+		if v != "["+q+" job]" {
+			t.Errorf("BLPOP = %q", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("BLPOP was not woken by a push through another agent")
+	}
+
+	gone := a.dial(t)
+	gone.nc.Write([]byte("*3\r\n$5\r\nBLPOP\r\n$" + strconv.Itoa(len(q)) + "\r\n" + q + "\r\n$1\r\n0\r\n"))
+	time.Sleep(300 * time.Millisecond)
+	held := connected()
+	gone.nc.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for connected() >= held && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := connected(); n >= held {
+		t.Errorf("shard connections %d while a client waited, %d after it hung up (%d before it came): not given back", held, n, before)
 	}
 }

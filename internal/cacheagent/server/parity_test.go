@@ -176,6 +176,15 @@ var parityCases = []parityCase{
 		c("RPUSH", "{t}sl", "3", "1", "2"), c("SORT", "{t}sl"), c("SORT_RO", "{t}sl", "DESC"), c("SORT", "{t}sl", "STORE", "{t}sorted"),
 		c("LRANGE", "{t}sorted", "0", "-1"), c("DUMP", "{t}none"),
 	}},
+	{name: "blocking", cmds: [][]string{
+		c("RPUSH", "bl", "a", "b"), c("BLPOP", "bl", "1"), c("BRPOP", "bl", "1"), c("BLPOP", "bl", "0.01"), c("BLPOP", "bl", "x"),
+		c("LPOP", "bl", "2"), c("LPOP", "bl"), c("RPUSH", "{t}s", "1"), c("BLMOVE", "{t}s", "{t}d", "LEFT", "RIGHT", "0.01"),
+		c("BRPOPLPUSH", "{t}d", "{t}s", "0.01"), c("BLMPOP", "0.01", "1", "{t}s", "LEFT"), c("BLMPOP", "0.01", "1", "{t}none", "LEFT"),
+		c("LMPOP", "1", "{t}none", "LEFT"), c("ZADD", "bz", "1", "m"), c("BZPOPMIN", "bz", "0.01"), c("BZPOPMAX", "bz", "0.01"),
+		c("BZMPOP", "0.01", "1", "bz", "MIN"), c("XADD", "xs", "1-1", "f", "v"), c("XREAD", "STREAMS", "xs", "0"),
+		c("XREAD", "COUNT", "1", "BLOCK", "10", "STREAMS", "xs", "$"), c("XREAD", "STREAMS", "xs"), c("XGROUP", "CREATE", "xs", "g", "0"),
+		c("XREADGROUP", "GROUP", "g", "c1", "COUNT", "1", "STREAMS", "xs", ">"), c("XREADGROUP", "GROUP", "g", "c1", "BLOCK", "10", "STREAMS", "xs", ">"),
+	}},
 	{name: "scripts and functions", cmds: [][]string{
 		c("EVAL", "return 1", "0"), c("EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "k"), c("EVALSHA_RO", "ffffffffffffffffffffffffffffffffffffffff", "0"),
 		c("FUNCTION", "LOAD", "REPLACE", "#!lua name=cflib\nserver.register_function('cff', function(keys, args) return keys[1] end)"),
@@ -255,6 +264,21 @@ func isKeyArg(args []string, i int) bool {
 	case "ZUNION", "ZINTER", "ZDIFF", "ZINTERCARD", "SINTERCARD", "LMPOP", "ZMPOP":
 		n, err := strconv.Atoi(args[1])
 		return err == nil && i >= 2 && i < 2+n
+	case "BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX":
+		return i < len(args)-1
+	case "BLMPOP", "BZMPOP":
+		n, err := strconv.Atoi(args[2])
+		return err == nil && i >= 3 && i < 3+n
+	case "BLMOVE", "BRPOPLPUSH":
+		return i <= 2
+	case "XREAD", "XREADGROUP":
+		for j := 1; j < len(args); j++ {
+			if strings.EqualFold(args[j], "STREAMS") {
+				n := (len(args) - j - 1) / 2
+				return i > j && i <= j+n && (len(args)-j-1)%2 == 0
+			}
+		}
+		return false
 	case "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE":
 		n, err := strconv.Atoi(args[2])
 		return i == 1 || (err == nil && i >= 3 && i < 3+n)
