@@ -41,7 +41,9 @@ func cmdBlocking(ctx context.Context, s *Server, b *batch, c *client, w *resp.Wr
 	b.local(func(w *resp.Writer) {
 		wctx, stop := untilHangUp(ctx, c)
 		defer stop()
+		s.Stats.BlockedClients.Add(1)
 		res, err := sh.RunBlocking(wctx, wait, cmd)
+		s.Stats.BlockedClients.Add(-1)
 		s.settleBy(r, c.id, keys...) // what it popped or moved is gone from every L1
 		if err != nil {
 			reply.WriteErr(w, err)

@@ -318,7 +318,7 @@ var infoSections = []struct {
 			runtime.GOOS, runtime.GOARCH, os.Getpid(), int(up.Seconds()), int(up.Hours()/24))
 	}},
 	{"clients", func(s *Server, sb *strings.Builder) {
-		fmt.Fprintf(sb, "# Clients\r\nconnected_clients:%d\r\n", s.Stats.Clients.Load())
+		fmt.Fprintf(sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\n", s.Stats.Clients.Load(), s.Stats.BlockedClients.Load())
 	}},
 	{"stats", func(s *Server, sb *strings.Builder) {
 		st := s.Stats

@@ -182,25 +182,21 @@ func TestBlockingCommandsWaitOnAConnectionOfTheirOwn(t *testing.T) {
 	a, b := startAgent(t, shards, defaults()), startAgent(t, shards, defaults())
 	q := keyOn(t, a, "queue", 0)
 	sh := shards[0]
-	connected := func() int {
-		info, err := sh.Do("INFO", "clients")
+	waitingOnShard := func() int { // the shard's connections blocked in BLPOP
+		list, err := sh.Do("CLIENT", "LIST")
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, line := range strings.Split(info, "\r\n") {
-			if v, ok := strings.CutPrefix(line, "connected_clients:"); ok {
-				n, _ := strconv.Atoi(v)
-				return n
-			}
-		}
-		return -1
+		return strings.Count(list, "cmd=blpop")
 	}
 	waiter, neighbour, pusher := a.dial(t), a.dial(t), b.dial(t)
-	neighbour.do("SET", keyOn(t, a, "n", 0), "v") // the agents' shared connections are open
-	before := connected()
+	neighbour.do("SET", keyOn(t, a, "n", 0), "v")
 	got := make(chan string, 1)
 	go func() { got <- waiter.do("BLPOP", q, "0") }()
 	time.Sleep(200 * time.Millisecond)
+	if info := neighbour.do("INFO", "clients"); !strings.Contains(info, "blocked_clients:1") {
+		t.Errorf("INFO clients while one waits: %q", info)
+	}
 	for range 20 { // the shared connection is not held by the waiter
 		if v := neighbour.do("GET", keyOn(t, a, "n", 0)); v != "v" {
 			t.Fatalf("a neighbour's GET while another client waits = %q", v)
@@ -218,14 +214,18 @@ func TestBlockingCommandsWaitOnAConnectionOfTheirOwn(t *testing.T) {
 
 	gone := a.dial(t)
 	gone.nc.Write([]byte("*3\r\n$5\r\nBLPOP\r\n$" + strconv.Itoa(len(q)) + "\r\n" + q + "\r\n$1\r\n0\r\n"))
-	time.Sleep(300 * time.Millisecond)
-	held := connected()
-	gone.nc.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for connected() >= held && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	for waitingOnShard() != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
-	if n := connected(); n >= held {
-		t.Errorf("shard connections %d while a client waited, %d after it hung up (%d before it came): not given back", held, n, before)
+	if n := waitingOnShard(); n != 1 {
+		t.Fatalf("%d shard connections in BLPOP while one client waits", n)
+	}
+	gone.nc.Close()
+	for waitingOnShard() > 0 && time.Now().Before(deadline.Add(5*time.Second)) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n, blocked := waitingOnShard(), a.srv.Stats.BlockedClients.Load(); n > 0 || blocked > 0 {
+		t.Errorf("after the waiter hung up: %d shard connections still in BLPOP, %d clients counted as blocked", n, blocked)
 	}
 }

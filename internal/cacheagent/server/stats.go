@@ -21,6 +21,7 @@ type Stats struct {
 	OversizeRejected atomic.Int64
 	ProtocolErrors   atomic.Int64
 	Clients          atomic.Int64
+	BlockedClients   atomic.Int64 // clients waiting in a blocking command (BLPOP, XREAD BLOCK ...)
 	RejectedClients  atomic.Int64 // connections refused over MaxClients
 	AcceptErrors     atomic.Int64 // failed accepts (out of descriptors, say), retried
 	// OutputLimitClosed counts clients disconnected over the output limits (outputlimit.go).
