@@ -138,7 +138,7 @@ var parityCases = []parityCase{
 	}},
 	{name: "sorted sets", cmds: [][]string{
 		c("ZADD", "z", "1", "a", "2", "b", "3", "c"), c("ZADD", "z", "XX", "NX", "1", "a"), c("ZADD", "z", "x", "a"), c("ZINCRBY", "z", "5", "a"),
-		c("ZSCORE", "z", "a"), c("ZMSCORE", "z", "a", "none"), c("ZRANK", "z", "b"), c("ZREVRANK", "z", "b", "WITHSCORE"), c("ZCARD", "z"),
+		c("ZSCORE", "z", "a"), c("ZMSCORE", "z", "a", "none"), c("ZRANK", "z", "b"), c("ZREVRANK", "z", "b", "WITHSCORE"), c("ZRANK", "z", "none", "WITHSCORE"), c("ZRANK", "z", "none"), c("ZCARD", "z"),
 		c("ZRANGE", "z", "0", "-1", "WITHSCORES"), c("ZRANGE", "z", "(1", "+inf", "BYSCORE"), c("ZRANGEBYSCORE", "z", "-inf", "+inf"),
 		c("ZREVRANGE", "z", "0", "1"), c("ZREVRANGEBYSCORE", "z", "+inf", "2"), c("ZRANGEBYLEX", "z", "-", "+"), c("ZREVRANGEBYLEX", "z", "+", "-"),
 		c("ZCOUNT", "z", "2", "3"), c("ZLEXCOUNT", "z", "-", "+"), c("ZREM", "z", "c"), c("ZPOPMIN", "z"), c("ZPOPMAX", "z", "2"),
