@@ -40,7 +40,7 @@ fi
 
 work="$(mktemp -d)"
 pids=()
-stop_servers() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
+stop_servers() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap 'stop_servers; rm -rf "$work"' EXIT
 CONTROL=17201 S0=17202 S1=17203 AGENT=17210
 for port in $CONTROL $S0 $S1 $AGENT 17211; do
