@@ -9,6 +9,7 @@
 #
 #   hack/valkey-suite.sh [unit ...]      (default: the units a cache endpoint plausibly serves)
 #   OUT=/tmp/suite UNIT_TIMEOUT=600 hack/valkey-suite.sh type/list
+#   AGENT_BIN=/path/to/agent hack/valkey-suite.sh    (an agent built elsewhere, e.g. an older one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=versions.env
@@ -48,7 +49,7 @@ for port in $CONTROL $S0 $S1 $AGENT 17211; do
     echo "valkey-suite: port $port is already in use" >&2; exit 1
   fi
 done
-go build -o "$work/agent" ./cmd/agent
+if [[ -n "${AGENT_BIN:-}" ]]; then cp "$AGENT_BIN" "$work/agent"; else go build -o "$work/agent" ./cmd/agent; fi
 # start_servers: a fresh control, two fresh shards and an agent over them, for each unit (a
 # unit may leave a server paused, reconfigured or full). The suite's external mode expects a
 # server it may reconfigure and flush: the control gets the settings the shards get.
