@@ -125,7 +125,7 @@ func (r *Reader) ReadCommand() ([][]byte, error) {
 
 // readArray reads a command sent as an array; nil, nil for an empty one.
 func (r *Reader) readArray() ([][]byte, error) {
-	n, err := r.readInt()
+	n, err := r.readInt("multibulk")
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (r *Reader) readBulk(i int, tooLarge **TooLargeError) error {
 	if b != '$' {
 		return protoErr("expected '$', got '%c'", b)
 	}
-	size, err := r.readInt()
+	size, err := r.readInt("bulk")
 	if err != nil {
 		return err
 	}
@@ -246,29 +246,29 @@ func (r *Reader) views() [][]byte {
 }
 
 // readInt reads a decimal integer line ending in CRLF.
-func (r *Reader) readInt() (int64, error) {
+func (r *Reader) readInt(kind string) (int64, error) {
 	line, err := r.readLine(32)
 	if err != nil {
 		return 0, err
 	}
 	if len(line) == 0 {
-		return 0, protoErr("empty length")
+		return 0, protoErr("invalid %s length", kind)
 	}
 	neg := line[0] == '-'
 	if neg {
 		line = line[1:]
 		if len(line) == 0 {
-			return 0, protoErr("invalid length")
+			return 0, protoErr("invalid %s length", kind)
 		}
 	}
 	var n int64
 	for _, c := range line {
 		if c < '0' || c > '9' {
-			return 0, protoErr("invalid length")
+			return 0, protoErr("invalid %s length", kind)
 		}
 		n = n*10 + int64(c-'0')
 		if n > 1<<40 {
-			return 0, protoErr("invalid length")
+			return 0, protoErr("invalid %s length", kind)
 		}
 	}
 	if neg {

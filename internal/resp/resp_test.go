@@ -233,3 +233,19 @@ func TestManyArgumentsAreBoundedByTheCommandLimit(t *testing.T) {
 		t.Errorf("%d argument views kept past the limit", len(args))
 	}
 }
+
+// TestLengthErrorsAreWordedAsValkeyWordsThem: Valkey's suite matches "*invalid bulk length*" for
+// a bulk length that is not a number; the reader said "invalid length" for both kinds.
+func TestLengthErrorsAreWordedAsValkeyWordsThem(t *testing.T) {
+	limits := Limits{MaxArgs: 4, MaxBulkBytes: 16, MaxCommandBytes: 64, MaxDiscardBytes: 16, MaxInline: 32}
+	for in, want := range map[string]string{
+		"*1\r\n$blabla\r\n": "Protocol error: invalid bulk length",
+		"*1\r\n$\r\n":       "Protocol error: invalid bulk length",
+		"*x\r\n":            "Protocol error: invalid multibulk length",
+		"*\r\n":             "Protocol error: invalid multibulk length",
+	} {
+		if _, err := reader(in, limits).ReadCommand(); err == nil || err.Error() != want {
+			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+	}
+}
