@@ -68,8 +68,9 @@ func (s *Shard) AsScriptUser(bd valkey.Builder, cmds ...valkey.Completed) []valk
 	return append(out, bd.Auth().Username("default").Password(pw).Build())
 }
 
-// RunScript runs a client's script (EVAL, EVALSHA) as ScriptUser on a pooled connection of its
-// own, not combined with other clients' requests: one that loops holds that connection only.
+// RunScript runs a client's script (EVAL, EVALSHA, FCALL) as ScriptUser on a pooled connection
+// of its own, not combined with other clients' requests: one that loops holds that connection
+// only, and runs until it ends, is killed or ctx ends.
 // The script is sent only once the shard has taken the script user: it never runs as default.
 func (s *Shard) RunScript(ctx context.Context, build func(valkey.Builder) valkey.Completed) (valkey.ValkeyResult, error) {
 	leave, err := s.takePlace()
@@ -81,8 +82,11 @@ func (s *Shard) RunScript(ctx context.Context, build func(valkey.Builder) valkey
 	err = s.call(ctx, func(ctx context.Context, c valkey.Client) error {
 		return c.Dedicated(func(dc valkey.DedicatedClient) error {
 			script := build(dc.B())
-			ctx, cancel := s.timeout(ctx, len(script.Commands()))
-			defer cancel()
+			// A script runs as long as it runs, as on Valkey: no request timeout (a slow
+			// script is not a down shard), until it ends, is killed (SCRIPT KILL), or its
+			// client hangs up (ctx), which closes the connection rather than pooling it.
+			stop := context.AfterFunc(ctx, dc.Close)
+			defer stop()
 			wrapped := s.AsScriptUser(dc.B(), script)
 			if res = dc.Do(ctx, wrapped[0]); res.Error() != nil {
 				return res.NonValkeyError() // refused: the client reads why

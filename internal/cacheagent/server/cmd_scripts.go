@@ -58,7 +58,9 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 	b.exec(ctx, w)
 	r, sh := b.r, b.r.Shards[shard]
 	b.local(func(w *resp.Writer) {
-		res, err := sh.RunScript(ctx, build)
+		sctx, stop := untilHangUp(ctx, c)
+		defer stop()
+		res, err := sh.RunScript(sctx, build)
 		s.settleBy(r, c.id, keys...)
 		if err != nil {
 			reply.WriteErr(w, err)

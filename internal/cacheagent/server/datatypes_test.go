@@ -229,3 +229,19 @@ func TestBlockingCommandsWaitOnAConnectionOfTheirOwn(t *testing.T) {
 		t.Errorf("after the waiter hung up: %d shard connections still in BLPOP, %d clients counted as blocked", n, blocked)
 	}
 }
+
+// TestAScriptLongerThanTheShardTimeoutRunsToItsEnd: a script is not a request that a slow
+// shard failed; it ran into the shard timeout (300 ms here) and answered CFDOWN, counting a
+// failure against the shard's breaker (Valkey's scripting suite ended there).
+func TestAScriptLongerThanTheShardTimeoutRunsToItsEnd(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	c := a.dial(t)
+	c.nc.SetDeadline(time.Now().Add(10 * time.Second))
+	slow := `local x = 0 for i = 1, 60000000 do x = x + i end return 'done'` // about 0.8 s on this VM
+	if got := c.do("EVAL", slow, "1", "slow:k"); got != "done" {
+		t.Errorf("a script of about 0.8 s = %q, want its result", got)
+	}
+	if got := c.do("EVAL", slow, "0"); got != "done" {
+		t.Errorf("a script of about 0.8 s without keys = %q", got)
+	}
+}
