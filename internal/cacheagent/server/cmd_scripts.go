@@ -19,12 +19,11 @@ import (
 func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
 	name := strings.ToUpper(str(args[0]))
 	n, err := strconv.Atoi(str(args[2]))
-	switch {
-	case err != nil || n < 0:
-		b.local(func(w *resp.Writer) { w.Error("ERR value is not an integer or out of range") })
-		return
-	case n > len(args)-3:
-		b.local(func(w *resp.Writer) { w.Error("ERR Number of keys can't be greater than number of args") })
+	if err != nil || n < 0 || n > len(args)-3 {
+		// Not a count of the keys given: nothing runs, and the shard words the refusal as it
+		// orders its own checks (FCALL looks the function up first).
+		p := b.plain(b.laneTaken(ctx, w, keylessShard, plainLane), relayed(args))
+		b.job([]part{p}, func(w *resp.Writer, r []partResult) { reply.Relay(w, r[0].res[0]) })
 		return
 	}
 	keys := strs(args[3 : 3+n])

@@ -186,7 +186,7 @@ var parityCases = []parityCase{
 		c("XREADGROUP", "GROUP", "g", "c1", "COUNT", "1", "STREAMS", "xs", ">"), c("XREADGROUP", "GROUP", "g", "c1", "BLOCK", "10", "STREAMS", "xs", ">"),
 	}},
 	{name: "scripts and functions", cmds: [][]string{
-		c("EVAL", "return 1", "0"), c("EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "k"), c("EVALSHA_RO", "ffffffffffffffffffffffffffffffffffffffff", "0"),
+		c("EVAL", "return 1", "0"), c("EVAL", "return 1", "-1"), c("FCALL", "f", "-3"), c("EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "k"), c("EVALSHA_RO", "ffffffffffffffffffffffffffffffffffffffff", "0"),
 		c("FUNCTION", "LOAD", "REPLACE", "#!lua name=cflib\nserver.register_function('cff', function(keys, args) return keys[1] end)"),
 		c("FCALL", "cff", "1", "fk"), c("FCALL_RO", "cff", "1", "fk"), c("FCALL", "cff", "0"), c("FCALL", "nosuch", "0"),
 		c("FUNCTION", "DELETE", "cflib"), c("FUNCTION", "DELETE", "cflib"), c("SCRIPT", "EXISTS", "ffffffffffffffffffffffffffffffffffffffff"),
