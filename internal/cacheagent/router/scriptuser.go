@@ -130,16 +130,33 @@ func (s *Shard) RunBlocking(ctx context.Context, wait time.Duration, build func(
 	var res valkey.ValkeyResult
 	err = c.Dedicated(func(dc valkey.DedicatedClient) error {
 		cmd := build(dc.B())
+		idCtx, idCancel := s.timeout(ctx, 0)
+		id, err := dc.Do(idCtx, dc.B().ClientId().Build()).AsInt64()
+		idCancel()
+		if err != nil {
+			return err
+		}
 		rctx, cancel := ctx, context.CancelFunc(func() {})
 		if wait > 0 {
 			rctx, cancel = context.WithTimeout(ctx, wait+s.cfg.Timeout+time.Duration(len(cmd.Commands()))*perArgument)
 		}
 		defer cancel()
-		// A wait that ends here (the client hung up, or past its own timeout) closes the
-		// connection the shard still waits on: it never goes back to the pool.
-		stop := context.AfterFunc(rctx, dc.Close)
+		// A wait that ends here (the client hung up, or past its own timeout) has the shard
+		// unblock the command, which it then answers at once: the connection stays in step and
+		// may be pooled again. Only a shard that does not answer that either loses the
+		// connection, a request timeout later.
+		dctx, dcancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer dcancel()
+		stop := context.AfterFunc(rctx, func() {
+			uctx, ucancel := s.timeout(context.Background(), 0)
+			defer ucancel()
+			c.Do(uctx, c.B().ClientUnblock().ClientId(id).Build())
+			time.AfterFunc(s.cfg.Timeout, dcancel)
+		})
 		defer stop()
-		res = dc.Do(rctx, cmd)
+		if res = dc.Do(dctx, cmd); dctx.Err() != nil {
+			dc.Close() // out of step with the shard: never back to the pool
+		}
 		return res.NonValkeyError()
 	})
 	if err != nil && ctx.Err() == nil {

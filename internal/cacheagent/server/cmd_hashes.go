@@ -91,7 +91,7 @@ func relayed(args [][]byte) buildFn {
 func (b *batch) oneShard(ctx context.Context, w *resp.Writer, args [][]byte) (keys []string, shard int, ok bool) {
 	keys = b.cmd.keys.of(args)
 	if len(keys) == 0 {
-		return nil, b.laneTaken(ctx, w, 0, plainLane), true
+		return nil, b.laneTaken(ctx, w, keylessShard, plainLane), true
 	}
 	shard = b.r.Index([]byte(keys[0]))
 	for _, k := range keys[1:] {

@@ -17,7 +17,6 @@ import (
 
 // cmdEval covers EVAL and EVALSHA: the script runs on the shard that owns all its keys.
 func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
-	name := strings.ToUpper(str(args[0]))
 	n, err := strconv.Atoi(str(args[2]))
 	if err != nil || n < 0 || n > len(args)-3 {
 		// Not a count of the keys given: nothing runs, and the shard words the refusal as it
@@ -26,26 +25,14 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 		b.job([]part{p}, func(w *resp.Writer, r []partResult) { reply.Relay(w, r[0].res[0]) })
 		return
 	}
-	keys := strs(args[3 : 3+n])
-	shard := keylessShard // a script without keys runs on the ring's first shard
-	if n > 0 {
-		shard = b.r.Index(args[3])
+	keys, shard, ok := b.oneShard(ctx, w, args) // without keys, the ring's first shard
+	if !ok {
+		return
 	}
-	for _, k := range keys {
-		if b.r.Index([]byte(k)) != shard {
-			msg := crossShard(k, keys[0])
-			b.local(func(w *resp.Writer) { w.Error(msg) })
-			return
-		}
-	}
-	script, rest := str(args[1]), strs(args[3+n:])
 	s.announce(keys...)
-	build := func(bd valkey.Builder) valkey.Completed {
-		return bd.Arbitrary(name).Args(script, strconv.Itoa(n)).Keys(keys...).Args(rest...).Build()
-	}
+	build := relayed(args)
 	if b.tx {
-		i := b.laneTaken(ctx, w, shard, plainLane)
-		p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return build(bd) })
+		p := b.plain(shard, build)
 		b.wrote(keys...) // a script may write any of its keys
 		b.job([]part{p}, func(w *resp.Writer, r []partResult) { reply.Relay(w, r[0].res[0]) })
 		return
