@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/httpapi"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/server"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/source"
@@ -160,15 +161,15 @@ func (a *agent) serve(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(a.srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := a.srv.HTTPHandlerWithToken(reg, token)
+	handler := httpapi.New(a.srv, reg, token)
 	if a.o.pprof {
 		mux := http.NewServeMux()
 		mux.Handle("/", handler)
-		mux.Handle("/debug/pprof/", a.srv.Guard(http.HandlerFunc(pprof.Index)))
-		mux.Handle("/debug/pprof/profile", a.srv.Guard(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/", httpapi.Guard(a.srv.Password, http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", httpapi.Guard(a.srv.Password, http.HandlerFunc(pprof.Profile)))
 		handler = mux
 	}
-	httpSrv := server.NewHTTPServer(a.o.httpListen, handler)
+	httpSrv := httpapi.NewServer(a.o.httpListen, handler)
 	ln, err := net.Listen("tcp", a.o.listen)
 	if err != nil {
 		return err

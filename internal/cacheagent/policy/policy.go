@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
@@ -132,3 +133,8 @@ func (r Rules) StaleWindow() time.Duration { return max(r.StaleWhileRevalidate, 
 // with their freshness by a read-through): commands on part of the stored bytes cannot be
 // passed through.
 func (r Rules) Encoded() bool { return r.Compression != "" || r.Origin != nil }
+
+// Stored is what goes to L2 for a value written under r: compressed if the policy says so.
+func (r Rules) Stored(value string) string {
+	return codec.Encode(r.Compression, r.CompressionMinSize, value)
+}

@@ -16,6 +16,10 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
+// ErrEmptyPrefix refuses an invalidation of every key where FLUSHALL is refused.
+var ErrEmptyPrefix = errors.New("an empty prefix names every key of the fleet: refused as FLUSHALL is. " +
+	"Set spec.tiers.l2.allowFlush: true on the CacheFleet (--allow-flush in static mode) to allow it")
+
 // Keys unlinks keys on their shards and cancels their fill leases (a late fill would restore
 // the value). A down shard gets the deletes queued, counted as removed.
 func Keys(ctx context.Context, r *router.Router, keys []string) int64 {

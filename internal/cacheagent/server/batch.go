@@ -427,7 +427,7 @@ func (b *batch) replyFrom(p *pending, results []partResult, w *resp.Writer) []pa
 	if len(p.origin) == 1 && p.origin[0].elem < 0 && p.origin[0].ans != nil { // a GET read through
 		rd := p.origin[0]
 		b.s.Stats.L2Misses.Add(1)
-		writeAnswer(w, rd.ans, rd.rules)
+		rd.ans.Write(w, rd.rules)
 		return results
 	}
 	if !b.s.onShardDown(p, results, w) {

@@ -2,10 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -75,7 +72,7 @@ func (s *Server) InvalidateKeys(ctx context.Context, keys []string) (int64, erro
 // local copies and tells the other agents.
 func (s *Server) InvalidatePrefixes(ctx context.Context, prefixes []string) (int64, error) {
 	if slices.Contains(prefixes, "") && !s.Router().Doc.Tiers.AllowFlush {
-		return 0, errEmptyPrefix // every key has it: the same rule as FLUSHALL
+		return 0, purge.ErrEmptyPrefix // every key has it: the same rule as FLUSHALL
 	}
 	removed, err := purge.Prefixes(ctx, s.Router().Shards, prefixes)
 	for _, p := range prefixes {
@@ -83,10 +80,6 @@ func (s *Server) InvalidatePrefixes(ctx context.Context, prefixes []string) (int
 	}
 	return removed, errors.Join(err, s.broadcast(ctx, bus.OpPrefix, prefixes...))
 }
-
-// errEmptyPrefix refuses an invalidation of every key where FLUSHALL is refused.
-var errEmptyPrefix = errors.New("an empty prefix names every key of the fleet: refused as FLUSHALL is. " +
-	"Set spec.tiers.l2.allowFlush: true on the CacheFleet (--allow-flush in static mode) to allow it")
 
 func (s *Server) broadcast(ctx context.Context, op string, args ...string) error {
 	b := s.bus.Load()
@@ -96,49 +89,4 @@ func (s *Server) broadcast(ctx context.Context, op string, args ...string) error
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return b.Publish(ctx, op, args...)
-}
-
-// httpInvalidate: POST /v1/invalidate {"keys": [...], "prefixes": [...], "tags": [...]} with
-// "Authorization: Bearer <token>" (the fleet's bus key); refused without it.
-func (s *Server) httpInvalidate(token func() string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		want := token()
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if want == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-			http.Error(w, "a valid bearer token is required", http.StatusUnauthorized)
-			return
-		}
-		var req struct {
-			Keys     []string `json:"keys"`
-			Prefixes []string `json:"prefixes"`
-			Tags     []string `json:"tags"`
-		}
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
-			http.Error(w, "body must be JSON {\"keys\": [...], \"prefixes\": [...]}: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		if s.routerOrUnavailable(w) == nil {
-			return
-		}
-		var n int64
-		for _, op := range []struct {
-			items []string
-			run   func(context.Context, []string) (int64, error)
-		}{{req.Keys, s.InvalidateKeys}, {req.Prefixes, s.InvalidatePrefixes}, {req.Tags, s.InvalidateTags}} {
-			if len(op.items) == 0 {
-				continue
-			}
-			k, err := op.run(r.Context(), op.items)
-			if errors.Is(err, errEmptyPrefix) {
-				http.Error(w, err.Error(), http.StatusForbidden)
-				return
-			}
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
-			}
-			n += k
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"removed": n})
-	}
 }

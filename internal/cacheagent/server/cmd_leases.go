@@ -76,7 +76,7 @@ func cmdLSet(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Writer
 	if s.oversize(b, rules, key, len(value)) {
 		return
 	}
-	value = stored(rules, value)
+	value = rules.Stored(value)
 	ttl := rules.WriteTTL(nil)
 	if len(args) == 6 {
 		n, err := strconv.ParseInt(str(args[5]), 10, 64)

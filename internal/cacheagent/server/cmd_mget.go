@@ -167,7 +167,7 @@ func (s *Server) writeMget(w *resp.Writer, values []*valkey.ValkeyMessage, hits 
 		}
 		if rd := through[pos]; rd != nil && rd.ans != nil {
 			s.Stats.L2Misses.Add(1)
-			writeAnswer(w, rd.ans, rd.rules)
+			rd.ans.Write(w, rd.rules)
 			continue
 		}
 		if v == nil || v.IsNil() {
@@ -234,7 +234,7 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	pairs := make([]pair, len(keys))
 	for j := range keys {
 		rules := b.rulesFor(keys[j])
-		pairs[j] = pair{str(keys[j]), stored(rules, str(args[2+2*j])), rules.WriteTTL(nil)}
+		pairs[j] = pair{str(keys[j]), rules.Stored(str(args[2+2*j])), rules.WriteTTL(nil)}
 		s.announce(pairs[j].k)
 	}
 	shards, positions := b.groupKeys(ctx, w, keys)
@@ -290,7 +290,7 @@ func cmdMsetnx(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 			return
 		}
 		keys = append(keys, str(args[i]))
-		values = append(values, stored(rules, str(args[i+1])))
+		values = append(values, rules.Stored(str(args[i+1])))
 		ttls = append(ttls, strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
 	}
 	s.announce(keys...)

@@ -113,7 +113,7 @@ func cmdSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 		}
 	}
 	rest := strs(args[2:])
-	rest[0] = stored(rules, rest[0])
+	rest[0] = rules.Stored(rest[0])
 	if px := writeExpiry(&rules); !hasExpiry && px != nil {
 		rest = append(rest, "PX", string(px))
 	}
@@ -133,7 +133,7 @@ func cmdSetex(ctx context.Context, s *Server, b *batch, c *client, w *resp.Write
 	if s.oversize(b, rules, key, len(args[3])) {
 		return
 	}
-	ttl, val := str(args[2]), stored(rules, str(args[3]))
+	ttl, val := str(args[2]), rules.Stored(str(args[3]))
 	s.announce(key)
 	b.writeJob(ctx, w, args[1], true, func(bd valkey.Builder) valkey.Completed {
 		return bd.Arbitrary(name).Keys(key).Args(ttl, val).Build()
@@ -195,7 +195,7 @@ func setWith(ctx context.Context, s *Server, b *batch, w *resp.Writer, args [][]
 	if s.oversize(b, rules, key, len(args[2])) {
 		return
 	}
-	set := []string{stored(rules, str(args[2])), option}
+	set := []string{rules.Stored(str(args[2])), option}
 	if px := writeExpiry(&rules); px != nil {
 		set = append(set, "PX", string(px))
 	}

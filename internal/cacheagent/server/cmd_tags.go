@@ -23,7 +23,7 @@ func cmdTagSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 	if s.oversize(b, rules, key, len(value)) {
 		return
 	}
-	value = stored(rules, value)
+	value = rules.Stored(value)
 	ttl := rules.WriteTTL(nil)
 	rest := args[3:]
 	if len(rest) >= 2 && (strings.EqualFold(str(rest[0]), "EX") || strings.EqualFold(str(rest[0]), "PX")) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/server"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/httpapi"
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 )
 
@@ -122,7 +122,7 @@ func TestHTTPWritesAreBoundedAndSlowSendersCutOff(t *testing.T) {
 	if res, err := http.Get(reg + "/healthz"); err != nil || res.StatusCode != 200 {
 		t.Errorf("/healthz while writes are held: %v %v", res, err)
 	}
-	s := server.NewHTTPServer(":0", nil)
+	s := httpapi.NewServer(":0", nil)
 	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.ReadTimeout > 30*time.Second || s.IdleTimeout <= 0 ||
 		s.IdleTimeout > time.Minute || s.WriteTimeout <= 0 || s.MaxHeaderBytes <= 0 || s.MaxHeaderBytes > 64<<10 {
 		t.Errorf("the agent's HTTP server lacks bounds: %+v", s)

@@ -15,7 +15,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/readthrough"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
 	"github.com/cachefleet/cachefleet/internal/contract"
@@ -62,8 +62,8 @@ type Server struct {
 	bus    atomic.Pointer[bus.Bus]
 	Stats  *Stats
 
-	leases lease.Leases // CF.LGET callers waiting for a fill
-	rt     readThrough  // fetches from the policies' origins
+	leases lease.Leases         // CF.LGET callers waiting for a fill
+	rt     *readthrough.Fetcher // fetches from the policies' origins
 
 	tracking *tracking.Table // client-side caching: who read what
 	watchMu  sync.Mutex
@@ -79,8 +79,6 @@ type Server struct {
 	clientIDs atomic.Int64
 	stopping  chan struct{} // closed when Shutdown starts: ends CF.LGET waits
 	pass      atomic.Pointer[string]
-	// httpWrites holds a place per HTTP PUT reading its body (bodyLimited).
-	httpWrites chan struct{}
 
 	loopOnce sync.Once
 	loops    []*evloop.Loop // none without event loops
@@ -93,7 +91,8 @@ type Server struct {
 // New returns a server that serves nothing until SetRing gives it a ring.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, byID: map[int64]*client{},
-		stopping: make(chan struct{}), httpWrites: make(chan struct{}, maxHTTPWrites), tracking: tracking.NewTable(0), rt: readThrough{client: origin.NewClient(), refreshes: make(chan struct{}, maxRefreshes)}}
+		stopping: make(chan struct{}), tracking: tracking.NewTable(0)}
+	s.rt = readthrough.New(&s.leases, &s.Stats.Origin, func(r *router.Router, key string) { s.settle(r, key) }, s.bus.Load, s.stopping)
 	s.SetPassword(cfg.Password)
 	return s
 }
@@ -146,7 +145,7 @@ func (s *Server) SetRing(doc *contract.Document) error {
 
 // SetOriginHeaders installs the headers origin requests send, by Secret name.
 func (s *Server) SetOriginHeaders(bySecret map[string]map[string]string) {
-	s.rt.client.SetHeaders(bySecret)
+	s.rt.SetHeaders(bySecret)
 }
 
 // SetBus connects the server to the fleet's invalidation bus.
@@ -316,3 +315,19 @@ func (s *Server) password() string {
 	}
 	return ""
 }
+
+// Password is the one clients must give (AUTH), "" when none is required.
+func (s *Server) Password() string { return s.password() }
+
+// ReadThrough answers reads of keys whose policy has an origin.
+func (s *Server) ReadThrough() *readthrough.Fetcher { return s.rt }
+
+// RefusedOversize counts a value refused for its size by another endpoint (the HTTP API).
+func (s *Server) RefusedOversize() { s.Stats.OversizeRejected.Add(1) }
+
+// Announce and Settle bracket a write made by another endpoint (the HTTP API) as the agent's
+// own writes are bracketed (writes.go).
+func (s *Server) Announce(keys ...string) { s.announce(keys...) }
+
+// Settle: see Announce.
+func (s *Server) Settle(r *router.Router, keys ...string) { s.settle(r, keys...) }

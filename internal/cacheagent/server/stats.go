@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/readthrough"
 )
 
 // Stats are the agent's counters: plain atomics on the hot path, turned into Prometheus
@@ -30,7 +31,7 @@ type Stats struct {
 	TrackingClients   atomic.Int64 // connections with CLIENT TRACKING on
 	TrackingPushes    atomic.Int64 // invalidation messages queued for tracking clients
 	Warmup            WarmupStats
-	Origin            OriginStats
+	Origin            readthrough.Stats
 	latency           prometheus.Histogram
 	policies          sync.Map // policy name -> *policyCounters (GET reads)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
@@ -77,9 +76,4 @@ func (b *batch) leaseKeys(keys []string) []string {
 		}
 	}
 	return out
-}
-
-// stored is what goes to L2 for a value written under rules (compressed if the policy says so).
-func stored(rules policy.Rules, value string) string {
-	return codec.Encode(rules.Compression, rules.CompressionMinSize, value)
 }

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"errors"
@@ -12,10 +12,11 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/origin"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/readthrough"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 )
 
-// httpRead is GET /v1/read/{policy}/{key}: the read-through of the policy's key for clients
+// read is GET /v1/read/{policy}/{key}: the read-through of the policy's key for clients
 // without a Redis client. The key is the policy's prefix followed by {key}. Every answer says
 // how it was made in a Cache-Status header (RFC 9211), as "cachefleet; ..." :
 //
@@ -23,7 +24,7 @@ import (
 //	hit; ttl=-N; detail=stale-while-revalidate    stale, refreshed in the background
 //	hit; ttl=-N; fwd=stale; fwd-status=503; detail=stale-if-error
 //	fwd=miss; fwd-status=200; stored [; collapsed]
-func (s *Server) httpRead(w http.ResponseWriter, r *http.Request) {
+func (s *api) read(w http.ResponseWriter, r *http.Request) {
 	rt := s.routerOrUnavailable(w)
 	if rt == nil {
 		return
@@ -50,57 +51,54 @@ func (s *Server) httpRead(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, rerr.Error(), http.StatusBadGateway) // another type, say
 		return
 	}
-	if rules.Origin == nil {
-		if down {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		s.writeHTTPAnswer(w, &answer{fromShard: true, outcome: outcomeHit}, raw, found)
+	if rules.Origin == nil && down {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	s.writeHTTPAnswer(w, s.resolve(r.Context(), rt, key, rules, raw, found, down), raw, found)
+	writeAnswer(w, s.a.ReadThrough().Resolve(r.Context(), rt, key, rules, raw, found, down), raw, found)
 }
 
-func (s *Server) writeHTTPAnswer(w http.ResponseWriter, a *answer, raw string, found bool) {
+// writeAnswer writes a read-through answer with its Cache-Status.
+func writeAnswer(w http.ResponseWriter, a *readthrough.Answer, raw string, found bool) {
 	status := []string{"cachefleet"}
-	value, present := a.value, a.present
-	if a.fromShard {
+	value, present := a.Value, a.Present
+	if a.FromShard {
 		value, present = reply.Readable(raw)
 		present = present && found
 		status = append(status, "hit")
-		if !a.freshUntil.IsZero() {
-			status = append(status, fmt.Sprintf("ttl=%d", ttlSeconds(time.Until(a.freshUntil))))
+		if !a.FreshUntil.IsZero() {
+			status = append(status, fmt.Sprintf("ttl=%d", ttlSeconds(time.Until(a.FreshUntil))))
 		}
-		switch a.outcome {
-		case outcomeRevalidate:
+		switch a.Outcome {
+		case readthrough.OutcomeRevalidate:
 			status = append(status, "detail=stale-while-revalidate")
-		case outcomeStaleError:
+		case readthrough.OutcomeStaleError:
 			status = append(status, "fwd=stale")
-			if a.fwdStatus > 0 {
-				status = append(status, fmt.Sprintf("fwd-status=%d", a.fwdStatus))
+			if a.FwdStatus > 0 {
+				status = append(status, fmt.Sprintf("fwd-status=%d", a.FwdStatus))
 			}
 			status = append(status, "detail=stale-if-error")
 		}
 	} else {
 		status = append(status, "fwd=miss")
-		if a.fwdStatus > 0 {
-			status = append(status, fmt.Sprintf("fwd-status=%d", a.fwdStatus))
+		if a.FwdStatus > 0 {
+			status = append(status, fmt.Sprintf("fwd-status=%d", a.FwdStatus))
 		}
-		if a.stored {
+		if a.Stored {
 			status = append(status, "stored")
 		}
-		if a.collapsed {
+		if a.Collapsed {
 			status = append(status, "collapsed")
 		}
 	}
 	w.Header().Set("Cache-Status", strings.Join(status, "; "))
 	switch {
-	case a.err != nil:
+	case a.Err != nil:
 		code := http.StatusBadGateway
-		if oe := (*origin.Error)(nil); errors.As(a.err, &oe) && oe.Kind == origin.KindTimeout {
+		if oe := (*origin.Error)(nil); errors.As(a.Err, &oe) && oe.Kind == origin.KindTimeout {
 			code = http.StatusGatewayTimeout
 		}
-		http.Error(w, a.err.Error(), code)
+		http.Error(w, a.Err.Error(), code)
 	case !present:
 		http.Error(w, "not found", http.StatusNotFound)
 	default:

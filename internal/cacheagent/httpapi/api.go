@@ -1,4 +1,6 @@
-package server
+// Package httpapi is the agent's HTTP endpoint: probes, metrics, and an API for clients
+// without a Redis client (keys, read-through reads, invalidation) and for debugging (the ring).
+package httpapi
 
 import (
 	"context"
@@ -15,45 +17,66 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/readthrough"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 )
 
-// HTTPHandler serves health, metrics and the debugging API. gatherer is the registry holding
-// the server's collector (passed in: no global registry).
-func (s *Server) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
-	return s.HTTPHandlerWithToken(gatherer, func() string { return "" })
+// Agent is what the API needs of the agent it serves.
+type Agent interface {
+	Router() *router.Router // nil before the first ring
+	Ready(ctx context.Context) bool
+	Password() string
+	// Announce and Settle bracket a write as every write of the agent does (the bus, the L1 fence).
+	Announce(keys ...string)
+	Settle(r *router.Router, keys ...string)
+	ReadThrough() *readthrough.Fetcher
+	RefusedOversize()
+	InvalidateKeys(ctx context.Context, keys []string) (int64, error)
+	InvalidatePrefixes(ctx context.Context, prefixes []string) (int64, error)
+	InvalidateTags(ctx context.Context, tags []string) (int64, error)
 }
 
-// HTTPHandlerWithToken is HTTPHandler with POST /v1/invalidate enabled for bearer token().
-func (s *Server) HTTPHandlerWithToken(gatherer prometheus.Gatherer, token func() string) http.Handler {
+// api serves one agent.
+type api struct {
+	a Agent
+	// writes holds a place per PUT reading its body (bodyLimited).
+	writes chan struct{}
+}
+
+// New serves health, metrics and the API of agent a. gatherer is the registry holding the
+// agent's collector (passed in: no global registry); POST /v1/invalidate takes the bearer
+// token() returns (the fleet's bus key), and is refused while it is "".
+func New(a Agent, gatherer prometheus.Gatherer, token func() string) http.Handler {
+	s := &api{a: a, writes: make(chan struct{}, maxWrites)}
+	guard := func(h http.Handler) http.Handler { return Guard(a.Password, h) }
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if !s.Ready(ctx) {
+		if !s.a.Ready(ctx) {
 			http.Error(w, "no ring loaded or no shard reachable", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.Handle("GET /metrics", s.Guard(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
-	mux.Handle("GET /v1/ring", s.Guard(http.HandlerFunc(s.httpRing)))
-	mux.Handle("GET /v1/keys/{key}", s.Guard(http.HandlerFunc(s.httpGetKey)))
-	mux.Handle("PUT /v1/keys/{key}", s.Guard(s.bodyLimited(http.HandlerFunc(s.httpPutKey))))
-	mux.Handle("DELETE /v1/keys/{key}", s.Guard(http.HandlerFunc(s.httpDeleteKey)))
-	mux.HandleFunc("POST /v1/invalidate", s.httpInvalidate(token)) // the bus key is its credential
-	mux.Handle("GET /v1/read/{policy}/{key...}", s.Guard(http.HandlerFunc(s.httpRead)))
+	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	mux.Handle("GET /v1/ring", guard(http.HandlerFunc(s.ring)))
+	mux.Handle("GET /v1/keys/{key}", guard(http.HandlerFunc(s.getKey)))
+	mux.Handle("PUT /v1/keys/{key}", guard(s.bodyLimited(http.HandlerFunc(s.putKey))))
+	mux.Handle("DELETE /v1/keys/{key}", guard(http.HandlerFunc(s.deleteKey)))
+	mux.HandleFunc("POST /v1/invalidate", s.invalidate(token)) // the bus key is its credential
+	mux.Handle("GET /v1/read/{policy}/{key...}", guard(http.HandlerFunc(s.read)))
 	return mux
 }
 
-// Guard lets a request through when the agent has no password, or when it carries the
-// password as HTTP Basic (any user name, as AUTH with one argument) or as a Bearer token. The
-// probes stay open: they tell no data.
-func (s *Server) Guard(next http.Handler) http.Handler {
+// Guard lets a request through when password() is "" (the agent has none), or when it carries
+// the password as HTTP Basic (any user name, as AUTH with one argument) or as a Bearer token.
+// The probes stay open: they tell no data.
+func Guard(password func() string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		want := s.password()
+		want := password()
 		if want == "" || subtle.ConstantTimeCompare([]byte(httpCredential(r)), []byte(want)) == 1 {
 			next.ServeHTTP(w, r)
 			return
@@ -74,16 +97,16 @@ func httpCredential(r *http.Request) string {
 	return ""
 }
 
-// maxHTTPWrites bounds the PUT bodies read at once: each may hold a value's worth of memory.
-const maxHTTPWrites = 16
+// maxWrites bounds the PUT bodies read at once: each may hold a value's worth of memory.
+const maxWrites = 16
 
-// bodyLimited refuses a write at once (503) while maxHTTPWrites others are reading their
+// bodyLimited refuses a write at once (503) while maxWrites others are reading their
 // bodies, so slow or idle senders cannot pile up memory.
-func (s *Server) bodyLimited(next http.Handler) http.Handler {
+func (s *api) bodyLimited(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
-		case s.httpWrites <- struct{}{}:
-			defer func() { <-s.httpWrites }()
+		case s.writes <- struct{}{}:
+			defer func() { <-s.writes }()
 			next.ServeHTTP(w, r)
 		default:
 			w.Header().Set("Retry-After", "1")
@@ -92,16 +115,16 @@ func (s *Server) bodyLimited(next http.Handler) http.Handler {
 	})
 }
 
-// NewHTTPServer is the agent's HTTP server with the timeouts and size limits a shared endpoint
+// NewServer is the agent's HTTP server with the timeouts and size limits a shared endpoint
 // needs: a client that sends slowly or holds a connection idle is cut off.
-func NewHTTPServer(addr string, h http.Handler) *http.Server {
+func NewServer(addr string, h http.Handler) *http.Server {
 	return &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
 }
 
 // routerOrUnavailable answers 503 before the first ring has arrived.
-func (s *Server) routerOrUnavailable(w http.ResponseWriter) *router.Router {
-	rt := s.Router()
+func (s *api) routerOrUnavailable(w http.ResponseWriter) *router.Router {
+	rt := s.a.Router()
 	if rt == nil {
 		http.Error(w, "no ring loaded", http.StatusServiceUnavailable)
 	}
@@ -114,8 +137,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v) // the status line is out; a client gone away is not our error
 }
 
-// httpRing answers the ring document, or with ?key=K the key's owner and rules.
-func (s *Server) httpRing(w http.ResponseWriter, r *http.Request) {
+// ring answers the ring document, or with ?key=K the key's owner and rules.
+func (s *api) ring(w http.ResponseWriter, r *http.Request) {
 	rt := s.routerOrUnavailable(w)
 	if rt == nil {
 		return
@@ -133,7 +156,7 @@ func (s *Server) httpRing(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) httpGetKey(w http.ResponseWriter, r *http.Request) {
+func (s *api) getKey(w http.ResponseWriter, r *http.Request) {
 	rt := s.routerOrUnavailable(w)
 	if rt == nil {
 		return
@@ -165,8 +188,8 @@ func (s *Server) httpGetKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"key": key, "value": v, "shard": sh.Name(), "pttlMillis": pttl})
 }
 
-// httpPutKey stores the request body; ?ttl=SECONDS, else the policy TTL.
-func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
+// putKey stores the request body; ?ttl=SECONDS, else the policy TTL.
+func (s *api) putKey(w http.ResponseWriter, r *http.Request) {
 	rt := s.routerOrUnavailable(w)
 	if rt == nil {
 		return
@@ -179,7 +202,7 @@ func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if int64(len(body)) > rules.MaxValueBytes {
-		s.Stats.OversizeRejected.Add(1)
+		s.a.RefusedOversize()
 		http.Error(w, "value exceeds the limit of "+strconv.FormatInt(rules.MaxValueBytes, 10)+" bytes", http.StatusRequestEntityTooLarge)
 		return
 	}
@@ -192,12 +215,12 @@ func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = time.Duration(secs) * time.Second
 	}
-	s.announce(key)
+	s.a.Announce(key)
 	sh := rt.ShardFor([]byte(key))
 	_, err = sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed {
-		return b.Set().Key(key).Value(stored(rules, valkey.BinaryString(body))).Px(ttl).Build()
+		return b.Set().Key(key).Value(rules.Stored(valkey.BinaryString(body))).Px(ttl).Build()
 	})
-	s.settle(rt, key)
+	s.a.Settle(rt, key)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
@@ -205,16 +228,16 @@ func (s *Server) httpPutKey(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) httpDeleteKey(w http.ResponseWriter, r *http.Request) {
+func (s *api) deleteKey(w http.ResponseWriter, r *http.Request) {
 	rt := s.routerOrUnavailable(w)
 	if rt == nil {
 		return
 	}
 	key := r.PathValue("key")
-	s.announce(key)
+	s.a.Announce(key)
 	sh := rt.ShardFor([]byte(key))
 	_, err := sh.Do(r.Context(), func(b valkey.Builder) valkey.Completed { return b.Unlink().Key(key).Build() })
-	s.settle(rt, key)
+	s.a.Settle(rt, key)
 	if err != nil {
 		sh.QueueDelete(key)
 		writeJSON(w, http.StatusAccepted, map[string]any{"key": key, "queued": true, "shard": sh.Name()})
