@@ -15,6 +15,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/pubsub"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
@@ -240,9 +241,9 @@ func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer
 // agent connection has.
 func (c *client) describe(now time.Time) string {
 	last := time.Unix(0, c.lastAt.Load())
-	return fmt.Sprintf("id=%d addr=%s laddr=%s name=%s age=%d idle=%d db=0 multi=%d cmd=%s user=default lib-name=%s lib-ver=%s resp=%d\n",
+	return fmt.Sprintf("id=%d addr=%s laddr=%s name=%s age=%d idle=%d db=0 sub=%d psub=%d ssub=%d multi=%d cmd=%s user=default lib-name=%s lib-ver=%s resp=%d\n",
 		c.id, c.addr, c.laddr, loadString(&c.name), int(now.Sub(c.created).Seconds()), int(now.Sub(last).Seconds()),
-		c.multi.Load(), loadString(&c.lastCmd), loadString(&c.libName), loadString(&c.libVer), c.proto.Load())
+		c.subs.counts[pubsub.Channel].Load(), c.subs.counts[pubsub.Pattern].Load(), c.subs.counts[pubsub.ShardChannel].Load(), c.multi.Load(), loadString(&c.lastCmd), loadString(&c.libName), loadString(&c.libVer), c.proto.Load())
 }
 
 // clientList describes every connection of this agent, oldest first.

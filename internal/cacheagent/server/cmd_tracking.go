@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/pubsub"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
 	"github.com/cachefleet/cachefleet/internal/resp"
@@ -54,7 +55,11 @@ type pushQueue struct {
 	keys   []string
 	all    bool  // drop everything: earlier keys are moot
 	broken int64 // the redirect target that went away
-	wake   chan struct{}
+	// msgs are pub/sub messages (cmd_pubsub.go), msgBytes what they hold.
+	msgs     []pubsub.Message
+	msgBytes int64
+	cutOff   bool // over the output limit: disconnected, nothing more is queued
+	wake     chan struct{}
 }
 
 // maxQueuedPushKeys: past this many keys waiting for a slow client, it gets one "drop
@@ -132,13 +137,14 @@ func (s *Server) pusher(c *client) {
 func (s *Server) writePushes(c *client) bool {
 	q := &c.pushes
 	q.mu.Lock()
-	keys, all, broken := q.keys, q.all, q.broken
-	q.keys, q.all, q.broken = nil, false, 0
+	keys, all, broken, msgs := q.keys, q.all, q.broken, q.msgs
+	q.keys, q.all, q.broken, q.msgs, q.msgBytes = nil, false, 0, nil, 0
 	q.mu.Unlock()
-	if keys == nil && !all && broken == 0 {
+	if keys == nil && !all && broken == 0 && msgs == nil {
 		return false
 	}
 	w := c.w
+	writeMessages(w, msgs)
 	resp3 := w.Proto >= 3
 	if broken != 0 && resp3 {
 		w.Push(2)
@@ -440,55 +446,4 @@ func (s *Server) shardChanged(keys []string) {
 		return
 	}
 	s.tracking.Invalidate(0, keys...)
-}
-
-// ---- SUBSCRIBE __redis__:invalidate, for the REDIRECT target of RESP2 clients ----
-
-func cmdSubscribe(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
-	for _, ch := range args[1:] {
-		if string(ch) != invalidateChannel {
-			msg := fmt.Sprintf("ERR the cachefleet agent serves only the %s channel (CLIENT TRACKING with REDIRECT); "+
-				"subscribe to '%s' on a shard", invalidateChannel, truncate(ch))
-			b.local(func(w *resp.Writer) { w.Error(msg) })
-			return
-		}
-	}
-	n := len(args) - 1
-	c.subscribed.Store(true)
-	b.local(func(w *resp.Writer) {
-		for range n {
-			w.Push(3)
-			w.BulkString("subscribe")
-			w.BulkString(invalidateChannel)
-			w.Int(1)
-		}
-	})
-}
-
-func cmdUnsubscribe(_ context.Context, _ *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
-	if !c.subscribed.Load() {
-		b.local(func(w *resp.Writer) { w.Error("NOSUB 'unsubscribe' command executed not in subscribed mode") })
-		return
-	}
-	channels := strs(args[1:])
-	if len(channels) == 0 {
-		channels = []string{invalidateChannel} // every channel: the one it has
-	}
-	counts := make([]int64, len(channels))
-	left := int64(1)
-	for i, ch := range channels {
-		if ch == invalidateChannel {
-			left = 0
-		}
-		counts[i] = left
-	}
-	c.subscribed.Store(left == 1)
-	b.local(func(w *resp.Writer) {
-		for i, ch := range channels {
-			w.Push(3)
-			w.BulkString("unsubscribe")
-			w.BulkString(ch)
-			w.Int(counts[i])
-		}
-	})
 }

@@ -154,7 +154,7 @@ func (s *Server) queueTx(b *batch, c *client, cmd *command, args [][]byte) {
 		return
 	}
 	keys := cmd.keys.of(args)
-	for _, k := range keys {
+	for _, k := range cmd.keys.placedBy(args) {
 		i := b.r.Index([]byte(k))
 		switch {
 		case c.tx.shard < 0:

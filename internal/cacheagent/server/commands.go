@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/pubsub"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -91,7 +92,10 @@ type keySpec struct {
 	first, last, step int
 	numkeysAt         int
 	store             bool // and the key after a STORE option (SORT)
-	streams           bool // the first half of the arguments after STREAMS (XREAD, XREADGROUP)
+	// channel: args[1] is a pub/sub channel. It is no key, but it places the command on its
+	// shard (placedBy), inside a transaction too.
+	channel bool
+	streams bool // the first half of the arguments after STREAMS (XREAD, XREADGROUP)
 }
 
 var (
@@ -108,7 +112,16 @@ var (
 	allButLast     = keySpec{first: 1, last: -2, step: 1}              // BLPOP key... timeout
 	waitAndNumkeys = keySpec{numkeysAt: 2}                             // BLMPOP timeout numkeys key...
 	streamKeys     = keySpec{streams: true}                            // XREAD ... STREAMS key... id...
+	channelFirst   = keySpec{channel: true}                            // PUBLISH channel message
 )
+
+// placedBy are the names that place a command on a shard: its keys, or its channel's.
+func (k keySpec) placedBy(args [][]byte) []string {
+	if k.channel && len(args) > 1 {
+		return []string{pubsub.HomeKey(string(args[1]))}
+	}
+	return k.of(args)
+}
 
 // of returns the keys of args: none where args are too short to hold them, or where numkeys is
 // not a count of the keys given (the command refuses that itself).
@@ -232,8 +245,15 @@ var commands = []command{
 	{name: "dbsize", arity: 1, class: classLocal, handler: cmdDbsize},
 	{name: "flushall", arity: -1, class: classLocal, handler: cmdFlush},
 	{name: "flushdb", arity: -1, class: classLocal, handler: cmdFlush},
-	{name: "subscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: cmdSubscribe},
-	{name: "unsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: cmdUnsubscribe},
+	{name: "subscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: subscribe(pubsub.Channel)},
+	{name: "unsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: unsubscribe(pubsub.Channel)},
+	{name: "psubscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: subscribe(pubsub.Pattern)},
+	{name: "punsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: unsubscribe(pubsub.Pattern)},
+	{name: "ssubscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: subscribe(pubsub.ShardChannel)},
+	{name: "sunsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: unsubscribe(pubsub.ShardChannel)},
+	{name: "publish", arity: 3, class: classWrite, keys: channelFirst, handler: publish(pubsub.Channel)},
+	{name: "spublish", arity: 3, class: classWrite, keys: channelFirst, handler: publish(pubsub.ShardChannel)},
+	{name: "pubsub", arity: -2, class: classRead, handler: cmdPubsub},
 	{name: "incr", arity: 2, class: classWrite, keys: oneKey, handler: cmdIncr},
 	// Lists, sets, sorted sets, bitmaps, HyperLogLogs, geo, streams and keys of any type: relayed
 	// to their keys' shard (forwardRead, forwardWrite), multi-key ones when the keys share it.

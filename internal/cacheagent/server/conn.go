@@ -50,6 +50,7 @@ type client struct {
 	track      *trackState
 	redirect   atomic.Int64
 	subscribed atomic.Bool
+	subs       subscriptions // pub/sub (cmd_pubsub.go)
 	pushes     pushQueue
 	pushOnce   sync.Once
 	done       chan struct{} // closed when the connection ends
@@ -184,6 +185,7 @@ func (s *Server) unregister(nc net.Conn, c *client) {
 	s.releaseOutput(c)
 	c.unwatch()
 	s.trackingOff(c)
+	s.unsubscribeAll(c)
 	close(c.done)
 	s.mu.Lock()
 	delete(s.conns, nc)

@@ -119,6 +119,17 @@ var parityCases = []parityCase{
 		c("UNSUBSCRIBE"), c("SUBSCRIBE"),
 	}},
 	{name: "subscribed resp2", cmds: [][]string{c("SUBSCRIBE", "__redis__:invalidate"), c("GET", "k")}},
+	{name: "pubsub", cmds: [][]string{
+		c("PUNSUBSCRIBE"), c("PSUBSCRIBE", "news.*"), c("SUBSCRIBE", "a", "b", "a"), c("SSUBSCRIBE", "s1", "s2"), c("PING"),
+		c("UNSUBSCRIBE", "a", "zz"), c("PUNSUBSCRIBE", "other"), c("PUNSUBSCRIBE"), c("PUNSUBSCRIBE"), c("SUNSUBSCRIBE", "s1"),
+		c("SUNSUBSCRIBE"), c("UNSUBSCRIBE"), c("SUNSUBSCRIBE"), c("SSUBSCRIBE"), c("PSUBSCRIBE"),
+	}},
+	{name: "publish", cmds: [][]string{
+		c("PUBLISH", "nobody", "m"), c("SPUBLISH", "nobody", "m"), c("PUBLISH", "nobody"), c("PUBSUB", "NUMSUB", "nobody", "x"),
+		c("PUBSUB", "NUMSUB"), c("PUBSUB", "NUMPAT"), c("PUBSUB", "CHANNELS", "zzz*"), c("PUBSUB", "SHARDNUMSUB", "q"),
+		c("PUBSUB", "SHARDCHANNELS", "zzz*"), c("PUBSUB", "NOSUCH"), c("PUBSUB", "HELP"), c("PUBSUB", "NUMPAT", "x"),
+		c("PUBSUB", "CHANNELS", "a", "b"), c("PUBSUB"),
+	}},
 	{name: "lists", cmds: [][]string{
 		c("RPUSH", "l", "a", "b", "c"), c("LPUSH", "l", "z"), c("LPUSHX", "none", "x"), c("RPUSHX", "l", "d"), c("LLEN", "l"),
 		c("LRANGE", "l", "0", "-1"), c("LINDEX", "l", "1"), c("LINDEX", "l", "99"), c("LSET", "l", "0", "y"), c("LSET", "l", "99", "y"),
@@ -287,7 +298,8 @@ func isKeyArg(args []string, i int) bool {
 	case "OBJECT", "XGROUP":
 		return i == 2
 	case "PING", "ECHO", "SELECT", "CLIENT", "AUTH", "HELLO", "NOSUCHCMD", "CONFIG", "MULTI", "EXEC", "DISCARD", "NOSUCH",
-		"UNWATCH", "SCRIPT", "SUBSCRIBE", "UNSUBSCRIBE", "FUNCTION":
+		"UNWATCH", "SCRIPT", "SUBSCRIBE", "UNSUBSCRIBE", "FUNCTION", "PSUBSCRIBE", "PUNSUBSCRIBE", "SSUBSCRIBE",
+		"SUNSUBSCRIBE", "PUBLISH", "SPUBLISH", "PUBSUB":
 		return false
 	}
 	return i == 1

@@ -15,6 +15,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/l1"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/pubsub"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/readthrough"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
@@ -66,6 +67,7 @@ type Server struct {
 	rt     *readthrough.Fetcher // fetches from the policies' origins
 
 	tracking *tracking.Table // client-side caching: who read what
+	pubsub   *pubsub.Hub     // clients' subscriptions, held on the shards
 	watchMu  sync.Mutex
 	watchers map[string]*tracking.Watcher // per shard, once a client tracks
 
@@ -93,6 +95,7 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, byID: map[int64]*client{},
 		stopping: make(chan struct{}), tracking: tracking.NewTable(0)}
 	s.rt = readthrough.New(&s.leases, &s.Stats.Origin, func(r *router.Router, key string) { s.settle(r, key) }, s.bus.Load, s.stopping)
+	s.pubsub = pubsub.NewHub(s.password, max(cfg.ShardTimeout, time.Second))
 	s.SetPassword(cfg.Password)
 	return s
 }
@@ -132,6 +135,7 @@ func (s *Server) SetRing(doc *contract.Document) error {
 	s.router.Store(next)
 	s.Stats.RingEpoch.Store(doc.Epoch)
 	s.followRing(next)
+	s.pubsub.SetRing(next)
 	if retired := router.Retired(prev, next); len(retired) > 0 {
 		// Requests already routed with the old ring finish first.
 		time.AfterFunc(2*s.cfg.ShardTimeout+time.Second, func() {
@@ -266,6 +270,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	s.stopWatchers()
+	s.pubsub.Close()
 	if err == nil {
 		for _, l := range s.loops {
 			l.Close()
@@ -329,5 +334,5 @@ func (s *Server) RefusedOversize() { s.Stats.OversizeRejected.Add(1) }
 // own writes are bracketed (writes.go).
 func (s *Server) Announce(keys ...string) { s.announce(keys...) }
 
-// Settle: see Announce.
+// Settle is the end of that bracket (see Announce).
 func (s *Server) Settle(r *router.Router, keys ...string) { s.settle(r, keys...) }

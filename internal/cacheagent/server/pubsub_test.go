@@ -1,0 +1,138 @@
+package server_test
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+)
+
+// A subscriber on one agent hears a publisher on another: channels on their home shard,
+// patterns on every shard, sharded channels; PUBLISH and PUBSUB NUMSUB count this agent's
+// clients one each.
+func TestPubSubAcrossAgents(t *testing.T) {
+	shards := twoShards(t)
+	a1, a2 := startAgent(t, shards, defaults()), startAgent(t, shards, defaults())
+	sub := a1.dial(t) // RESP2
+	if got := sub.do("SUBSCRIBE", "news", "sports"); got != "[subscribe news 1]" {
+		t.Fatalf("SUBSCRIBE = %q", got)
+	}
+	if got := sub.replies(1)[0]; got != "[subscribe sports 2]" {
+		t.Fatalf("second confirmation = %q", got)
+	}
+	if got := sub.do("PSUBSCRIBE", "orders.*"); got != "[psubscribe orders.* 3]" {
+		t.Fatalf("PSUBSCRIBE = %q", got)
+	}
+	if got := sub.do("GET", "k"); !strings.Contains(got, "only (P|S)SUBSCRIBE") {
+		t.Errorf("GET while subscribed in RESP2 = %q", got)
+	}
+	sub3 := a2.dial(t)
+	sub3.do("HELLO", "3")
+	if got := sub3.do("SSUBSCRIBE", "cart"); got != "push[ssubscribe cart 1]" {
+		t.Fatalf("SSUBSCRIBE = %q", got)
+	}
+	pub := a2.dial(t)
+	for _, tc := range []struct {
+		cmd  []string
+		want string
+		from *conn
+		msg  string
+	}{
+		{[]string{"PUBLISH", "news", "hello"}, "1", sub, "[message news hello]"},
+		{[]string{"PUBLISH", "orders.7", "paid"}, "1", sub, "[pmessage orders.* orders.7 paid]"},
+		{[]string{"SPUBLISH", "cart", "c1"}, "1", sub3, "push[smessage cart c1]"},
+		{[]string{"PUBLISH", "cart", "classic"}, "0", nil, ""}, // classic and shard channels are apart
+	} {
+		if got := pub.do(tc.cmd...); got != tc.want {
+			t.Errorf("%v = %q, want %q", tc.cmd, got, tc.want)
+		}
+		if tc.from != nil {
+			if got := tc.from.replies(1)[0]; got != tc.msg {
+				t.Errorf("after %v the subscriber read %q, want %q", tc.cmd, got, tc.msg)
+			}
+		}
+	}
+	// A second client of a1 on news: a1's clients count one each, whoever asks.
+	sub2 := a1.dial(t)
+	sub2.do("SUBSCRIBE", "news")
+	for _, a := range []*agent{a1, a2} {
+		c := a.dial(t)
+		if got := c.do("PUBSUB", "NUMSUB", "news", "nobody"); got != "[news 2 nobody 0]" && a == a1 {
+			t.Errorf("NUMSUB through a1 = %q, want [news 2 nobody 0]", got)
+		} else if a == a2 && got != "[news 1 nobody 0]" {
+			t.Errorf("NUMSUB through a2 = %q, want a1 counted once: [news 1 nobody 0]", got)
+		}
+		if got := c.do("PUBSUB", "NUMPAT"); got != "1" {
+			t.Errorf("NUMPAT = %q", got)
+		}
+		if got := c.do("PUBSUB", "CHANNELS", "[ns]*"); got != "[news sports]" && got != "[sports news]" {
+			t.Errorf("CHANNELS = %q", got)
+		}
+	}
+	if got := a1.dial(t).do("PUBLISH", "news", "twice"); got != "2" {
+		t.Errorf("PUBLISH through a1 to two of its clients = %q", got)
+	}
+	sub.replies(1)
+	sub2.replies(1)
+	// A client that hangs up leaves the shard once no other client of its agent holds the name.
+	sub.nc.Close()
+	sub2.nc.Close()
+	eventually(t, "a1's subscriptions to leave the shards", func() error {
+		if got := pub.do("PUBSUB", "NUMSUB", "news", "sports"); got != "[news 0 sports 0]" {
+			return fmt.Errorf("NUMSUB = %s", got)
+		}
+		if got := pub.do("PUBSUB", "NUMPAT"); got != "0" {
+			return fmt.Errorf("NUMPAT = %s", got)
+		}
+		return nil
+	})
+}
+
+// A subscriber that does not read is cut off at the output limit, as Valkey's pub/sub class
+// is, and its neighbours keep hearing everything.
+func TestASubscriberThatDoesNotReadIsCutOff(t *testing.T) {
+	o := defaults()
+	o.config.Output.HardBytes = 256 << 10
+	a := startAgent(t, twoShards(t), o)
+	stalled, reader := a.dial(t), a.dial(t)
+	_ = stalled.nc.(*net.TCPConn).SetReadBuffer(4 << 10) // the kernel holds little for it
+	stalled.do("SUBSCRIBE", "firehose")
+	reader.do("SUBSCRIBE", "firehose")
+	got := make(chan int, 1)
+	go func() {
+		n := 0
+		reader.nc.SetReadDeadline(time.Now().Add(60 * time.Second))
+		for n < 20000 {
+			if _, err := tu.ReadReply(reader.rd); err != nil {
+				break
+			}
+			n++
+		}
+		got <- n
+	}()
+	pub := a.dial(t)
+	payload := strings.Repeat("x", 900)
+	for range 200 {
+		var batch []byte
+		for range 100 {
+			batch = append(batch, tu.Encode("PUBLISH", "firehose", payload)...)
+		}
+		pub.nc.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := pub.nc.Write(batch); err != nil {
+			t.Fatal(err)
+		}
+		pub.replies(100)
+	}
+	if n := <-got; n != 20000 {
+		t.Errorf("the reading subscriber got %d of 20000 messages", n)
+	}
+	if n := a.srv.Stats.OutputLimitClosed.Load(); n != 1 {
+		t.Errorf("%d clients cut off for their output, want the stalled one", n)
+	}
+	if got := pub.do("PING"); got != "PONG" {
+		t.Errorf("the agent after the firehose: %q", got)
+	}
+}
