@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -90,6 +92,7 @@ type pending struct {
 	keys [][]string
 
 	cmd   *command  // counted when written; nil for unknown commands
+	muted bool      // CLIENT REPLY OFF or SKIP: written to nowhere
 	start time.Time // when the command was read
 	// warm: a GET whose key moved in the last change of ring members (warmup.go).
 	warm *warmRead
@@ -98,6 +101,7 @@ type pending struct {
 }
 
 type batch struct {
+	mute    *resp.Writer // silent's
 	s       *Server
 	r       *router.Router
 	work    []shardWork
@@ -382,17 +386,30 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 	now := time.Now() // one clock read for the replies written together
 	for i := range b.replies {
 		p := &b.replies[i]
-		errorsBefore := w.Errors
-		if !p.writeLocal(w) {
-			results = b.replyFrom(p, results, w)
+		pw := w
+		if p.muted {
+			pw = b.silent(w.Proto)
+		}
+		errorsBefore := pw.Errors
+		if !p.writeLocal(pw) {
+			results = b.replyFrom(p, results, pw)
 		}
 		if p.cmd != nil {
-			b.s.Stats.count(p.cmd, w.Errors > errorsBefore)
+			b.s.Stats.count(p.cmd, pw.Errors > errorsBefore)
 			b.s.Stats.latency.Observe(now.Sub(p.start).Seconds())
 		}
 	}
 	b.reset(b.r)
 	b.flushes++
+}
+
+// silent is a writer to nowhere, for the replies CLIENT REPLY silences.
+func (b *batch) silent(proto int) *resp.Writer {
+	if b.mute == nil {
+		b.mute = resp.NewWriter(bufio.NewWriterSize(io.Discard, 512))
+	}
+	b.mute.Proto = proto
+	return b.mute
 }
 
 // buildAll builds a lane's commands for one pipeline.

@@ -186,3 +186,77 @@ func TestApplicationDataTypesWithGoClients(t *testing.T) {
 		}
 	})
 }
+
+// TestPubSubWithGoClients: go-redis (RESP2 and RESP3) and valkey-go subscribe through one
+// node's agent and hear what is published through another's.
+func TestPubSubWithGoClients(t *testing.T) {
+	shards := twoShards(t)
+	a1, a2 := startAgent(t, shards, defaults()), startAgent(t, shards, defaults())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pub := redis.NewClient(&redis.Options{Addr: a2.addr})
+	defer pub.Close()
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("go-redis RESP%d", proto), func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: a1.addr, Protocol: proto})
+			defer rdb.Close()
+			p := fmt.Sprintf("gr%d:", proto)
+			for _, tc := range []struct {
+				sub              *redis.PubSub
+				publish, channel string
+				pattern          string
+			}{
+				{rdb.Subscribe(ctx, p+"news"), "PUBLISH", p + "news", ""},
+				{rdb.PSubscribe(ctx, p+"orders.*"), "PUBLISH", p + "orders.1", p + "orders.*"},
+				{rdb.SSubscribe(ctx, p+"cart"), "SPUBLISH", p + "cart", ""},
+			} {
+				if _, err := tc.sub.Receive(ctx); err != nil { // the confirmation
+					t.Fatal(err)
+				}
+				if n, err := pub.Do(ctx, tc.publish, tc.channel, "hello").Int64(); err != nil || n != 1 {
+					t.Errorf("%s %s: %d, %v", tc.publish, tc.channel, n, err)
+				}
+				m, err := tc.sub.ReceiveMessage(ctx)
+				if err != nil || m.Channel != tc.channel || m.Pattern != tc.pattern || m.Payload != "hello" {
+					t.Errorf("%s %s: received %+v, %v", tc.publish, tc.channel, m, err)
+				}
+				tc.sub.Close()
+			}
+		})
+	}
+	t.Run("valkey-go", func(t *testing.T) {
+		c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{a1.addr}, DisableCache: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got := make(chan valkey.PubSubMessage, 1)
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		subscribed := make(chan struct{})
+		go func() {
+			_ = c.Receive(rctx, c.B().Subscribe().Channel("vg:news").Build(), func(m valkey.PubSubMessage) { got <- m })
+		}()
+		go func() { // Receive returns only at the end: wait for the shard to see the subscription
+			for {
+				if n, _ := pub.PubSubNumSub(ctx, "vg:news").Result(); n["vg:news"] == 1 {
+					close(subscribed)
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+		<-subscribed
+		if n, err := pub.Publish(ctx, "vg:news", "hi").Result(); err != nil || n != 1 {
+			t.Errorf("PUBLISH: %d, %v", n, err)
+		}
+		select {
+		case m := <-got:
+			if m.Channel != "vg:news" || m.Message != "hi" {
+				t.Errorf("received %+v", m)
+			}
+		case <-ctx.Done():
+			t.Fatal("no message")
+		}
+	})
+}

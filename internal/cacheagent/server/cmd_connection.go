@@ -174,7 +174,7 @@ func cmdHello(_ context.Context, s *Server, b *batch, c *client, w *resp.Writer,
 // clientArity is the argument count of each CLIENT subcommand the agent serves (Valkey's
 // convention: at least -n when negative).
 var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4, "list": 2, "info": 2,
-	"tracking": -3, "caching": 3, "getredir": 2, "trackinginfo": 2}
+	"tracking": -3, "caching": 3, "getredir": 2, "trackinginfo": 2, "reply": 3}
 
 func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 	sub := strings.ToLower(str(args[1]))
@@ -187,6 +187,8 @@ func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer
 		return
 	}
 	switch sub {
+	case "reply":
+		clientReply(b, c, args)
 	case "setname":
 		if !validClientName(args[2]) {
 			b.local(func(w *resp.Writer) {
@@ -355,4 +357,20 @@ func cmdInfo(_ context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, 
 	}
 	info := sb.String()
 	b.local(func(w *resp.Writer) { w.Verbatim(info) })
+}
+
+// clientReply is CLIENT REPLY ON|OFF|SKIP: OFF silences every reply until ON, SKIP the next
+// command's; neither answers itself, as in Valkey. Pushes (messages, invalidations) still go.
+func clientReply(b *batch, c *client, args [][]byte) {
+	switch strings.ToLower(str(args[2])) {
+	case "on":
+		c.replyOff, c.skipNext = false, false
+		b.local(func(w *resp.Writer) { w.OK() })
+	case "off":
+		c.replyOff = true
+	case "skip":
+		c.skipNext = !c.replyOff
+	default:
+		b.local(func(w *resp.Writer) { w.Error("ERR syntax error") })
+	}
 }

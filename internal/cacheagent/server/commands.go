@@ -468,7 +468,10 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	}
 	start, flushes := len(b.replies), b.flushes
 	b.cmd, b.class, b.direct = cmd, cmd.class, direct
+	skip := c.skipNext
+	c.skipNext = false
 	cmd.handler(ctx, s, b, c, w, args)
+	mute := skip || c.replyOff // as the handler left it: CLIENT REPLY ON answers itself
 	b.direct = false
 	if !b.tx {
 		c.afterCommand(cmd.name)
@@ -477,6 +480,9 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		start = 0 // the handler flushed earlier commands: everything queued now is its own
 	}
 	b.tagFrom(start, cmd, t0)
+	for i := start; mute && i < len(b.replies); i++ {
+		b.replies[i].muted = true
+	}
 }
 
 // began records cmd, started at t0, as the connection's last command (CLIENT LIST).

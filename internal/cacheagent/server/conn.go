@@ -29,6 +29,8 @@ type client struct {
 	held        int64 // reply bytes counted in Server.outputHeld until written
 	lower       []byte
 	tx          *txState    // open transaction (MULTI), nil outside one
+	// CLIENT REPLY: replyOff silences replies, skipNext the next command's (muted).
+	replyOff, skipNext bool
 	watch       *watchState // WATCHed keys and their dedicated connection
 
 	// What CLIENT LIST shows of this connection to other connections' goroutines.

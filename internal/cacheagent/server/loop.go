@@ -105,7 +105,7 @@ func (s *Server) answerInline(ls *loopState, ec *evloop.Conn, data []byte) int {
 		return 0
 	}
 	defer c.wmu.Unlock()
-	if !c.authed || c.tx != nil || c.track != nil || c.quit || c.subscribed.Load() || ec.Backlogged() {
+	if !c.authed || c.tx != nil || c.track != nil || c.quit || c.replyOff || c.skipNext || c.subscribed.Load() || ec.Backlogged() {
 		return 0
 	}
 	frames := &ls.frames

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"strings"
@@ -134,5 +135,57 @@ func TestASubscriberThatDoesNotReadIsCutOff(t *testing.T) {
 	}
 	if got := pub.do("PING"); got != "PONG" {
 		t.Errorf("the agent after the firehose: %q", got)
+	}
+}
+
+// CLIENT REPLY OFF and SKIP silence replies as on Valkey (same replies, side by side), and a
+// subscriber with replies off still receives its messages.
+func TestClientReplyOffAndSkipAsValkey(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	pipeline := [][]string{
+		{"CLIENT", "REPLY", "SKIP"}, {"SET", "cr", "1"}, {"GET", "cr"}, {"CLIENT", "REPLY", "OFF"}, {"SET", "cr", "2"},
+		{"CLIENT", "REPLY", "SKIP"}, {"GET", "cr"}, {"CLIENT", "REPLY", "ON"}, {"GET", "cr"}, {"CLIENT", "REPLY", "MAYBE"},
+	}
+	var sent []byte
+	for _, cmd := range pipeline {
+		sent = append(sent, tu.Encode(cmd...)...)
+	}
+	read := func(addr string) []string {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		rd := bufio.NewReader(nc)
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := nc.Write(sent); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for range 4 {
+			r, err := tu.ReadReply(rd)
+			if err != nil {
+				t.Errorf("%s: after %q: %v", addr, out, err)
+				break
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	want := read(tu.StartRedis(t, "").Addr())
+	if got := read(a.addr); fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(want) != "[1 OK 2 ERR:ERR syntax error]" {
+		t.Errorf("through the agent %q, valkey %q", got, want)
+	}
+
+	sub := a.dial(t)
+	sub.do("HELLO", "3")
+	sub.do("SUBSCRIBE", "quiet")
+	sub.nc.Write(tu.Encode("CLIENT", "REPLY", "OFF"))
+	if got := a.dial(t).do("PUBLISH", "quiet", "still"); got != "1" {
+		t.Errorf("PUBLISH = %q", got)
+	}
+	if got := sub.replies(1)[0]; got != "push[message quiet still]" {
+		t.Errorf("a subscriber with replies off read %q", got)
 	}
 }
