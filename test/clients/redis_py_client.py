@@ -5,6 +5,7 @@ the first failed check.
 """
 import os
 import sys
+import time
 
 import redis
 
@@ -80,4 +81,24 @@ r.set("py:csc", "v2")
 if not inv.can_read(timeout=5):
     sys.exit("redis-py: no invalidation within 5 s of another client's write")
 check("invalidation", inv.read_response(), ["message", "__redis__:invalidate", ["py:csc"]])
+
+# Pub/sub between two nodes' agents: subscribed through this one, published through the other.
+ohost, oport = os.environ["OTHER_AGENT_ADDR"].rsplit(":", 1)
+other = redis.Redis(host=ohost, port=int(oport), decode_responses=True)
+ps = r.pubsub(ignore_subscribe_messages=True)
+ps.subscribe("py:news")
+ps.psubscribe("py:orders.*")
+for _ in range(2):  # the confirmations
+    ps.get_message(timeout=5)
+check("publish", other.publish("py:news", "hello"), 1)
+check("publish to a pattern", other.publish("py:orders.7", "paid"), 1)
+got = []
+deadline = time.time() + 5
+while len(got) < 2 and time.time() < deadline:
+    m = ps.get_message(timeout=1)
+    if m:
+        got.append((m["type"], m["pattern"], m["channel"], m["data"]))
+check("messages", got, [("message", None, "py:news", "hello"), ("pmessage", "py:orders.*", "py:orders.7", "paid")])
+check("numsub", other.pubsub_numsub("py:news"), [("py:news", 1)])
+ps.close()
 print("redis-py: ok")

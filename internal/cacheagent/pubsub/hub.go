@@ -1,15 +1,15 @@
-// Package pubsub carries the fleet's pub/sub through an agent. Every channel lives on one
-// shard, the one its name hashes to on the ring (a keyspace notification's channel, on its
-// key's shard); a pattern, or a key-event channel, lives on every shard. An agent holds one
-// subscribing connection per shard (two: classic and sharded channels) for all of its clients,
-// subscribes a name there when the first of its clients does and unsubscribes it after the
-// last, and hands each message to the clients subscribed. A PUBLISH goes to the channel's
-// shard, so a subscriber on any node hears a publisher on any other.
+// Package pubsub carries the fleet's pub/sub through an agent. Channels and patterns are
+// subscribed on every shard, so a message published anywhere (a PUBLISH through any agent, a
+// script or transaction on any shard, a shard's own keyspace events) reaches every subscriber;
+// a PUBLISH through an agent goes to one shard, the one the channel's name hashes to on the
+// ring, so it is delivered once. Sharded channels (SSUBSCRIBE) live on their shard only. An
+// agent holds one subscribing connection per shard (two: classic and sharded channels) for all
+// of its clients, subscribes a name there when the first of its clients does and unsubscribes
+// it after the last, and hands each message to the clients subscribed.
 package pubsub
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,34 +66,17 @@ func NewHub(password func() string, timeout time.Duration) *Hub {
 	return h
 }
 
-// routeName is the name a channel hashes by: a keyspace notification's key, else the channel.
-func routeName(channel string) string {
-	if rest, ok := strings.CutPrefix(channel, "__keyspace@"); ok {
-		if _, key, ok := strings.Cut(rest, "__:"); ok {
-			return key
-		}
-	}
-	return channel
-}
+// everywhere reports whether a subscription of kind lives on every shard: channels and
+// patterns do, as messages may be published on any shard; a sharded channel on its own.
+func everywhere(kind Kind) bool { return kind != ShardChannel }
 
-// everywhere reports whether a subscription of kind to name lives on every shard: a pattern may
-// match a channel of any shard, and every shard publishes its own key events.
-func everywhere(kind Kind, name string) bool {
-	return kind == Pattern || (kind == Channel && strings.HasPrefix(name, "__keyevent@"))
-}
-
-// Home is where a PUBLISH (SPUBLISH for ShardChannel) of channel goes: the shard whose
-// subscribers hear it.
-func Home(r *router.Router, channel string) *router.Shard {
-	return r.ShardFor([]byte(routeName(channel)))
-}
-
-// HomeKey is the name whose shard is the channel's Home: what a transaction is placed by.
-func HomeKey(channel string) string { return routeName(channel) }
+// Home is where a PUBLISH or SPUBLISH of channel goes through an agent: the shard its name
+// hashes to, which holds the sharded channel's subscribers (and, as every shard, the others).
+func Home(r *router.Router, channel string) *router.Shard { return r.ShardFor([]byte(channel)) }
 
 // homes are the shards a subscription of kind to name is made on.
 func homes(r *router.Router, kind Kind, name string) []*router.Shard {
-	if everywhere(kind, name) {
+	if everywhere(kind) {
 		return r.Shards
 	}
 	return []*router.Shard{Home(r, name)}

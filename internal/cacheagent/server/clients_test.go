@@ -99,13 +99,15 @@ func TestGoRedisThroughTheAgent(t *testing.T) {
 
 // TestPythonAndNodeClients runs redis-py (Debian's python3-redis), ioredis and node-redis
 // (test/clients/node, installed from the npm registry with npm ci) against an agent over real
-// shards: transactions, pipelines, WATCH, hashes, scripts, SCAN and client-side caching
-// (node-redis' clientSideCache in RESP3; redis-py with CLIENT TRACKING REDIRECT in RESP2)
-// as applications use them.
+// shards: transactions, pipelines, WATCH, hashes, scripts, SCAN, client-side caching
+// (node-redis' clientSideCache in RESP3; redis-py with CLIENT TRACKING REDIRECT in RESP2) and
+// pub/sub between two agents, as applications use them.
 func TestPythonAndNodeClients(t *testing.T) {
-	a := startAgent(t, twoShards(t), defaults())
+	shards := twoShards(t)
+	a, other := startAgent(t, shards, defaults()), startAgent(t, shards, defaults())
 	dir := filepath.Join(testenv.RepoRoot(), "test", "clients")
-	env := append(os.Environ(), "AGENT_ADDR="+a.addr)
+	// OTHER_AGENT_ADDR is another node's agent: pub/sub is checked across the two.
+	env := append(os.Environ(), "AGENT_ADDR="+a.addr, "OTHER_AGENT_ADDR="+other.addr)
 	run := func(name string, cmd *exec.Cmd) {
 		t.Helper()
 		cmd.Env = env

@@ -16,7 +16,7 @@ import (
 
 // Pub/sub through the agent: SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UNSUBSCRIBEs keep a
 // client's subscriptions here and in the agent's hub (package pubsub), which holds them on
-// the shards; PUBLISH and SPUBLISH go to the channel's shard. Messages are queued for the
+// the shards; PUBLISH and SPUBLISH go to the channel's shard (pubsub.Home). Messages are queued for the
 // client and written after the replies of the batch being answered, like invalidations.
 // __redis__:invalidate is the agent's own channel (the REDIRECT target of a RESP2 tracking
 // client) and never reaches a shard.
@@ -203,7 +203,7 @@ func (s *Server) unsubscribeAll(c *client) {
 func publish(kind pubsub.Kind) handler {
 	return func(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 		channel := str(args[1])
-		i := b.shardOf(ctx, w, []byte(pubsub.HomeKey(channel)), plainLane)
+		i := b.shardOf(ctx, w, args[1], plainLane) // pubsub.Home
 		sh := b.r.Shards[i]
 		p := b.plain(i, relayed(args))
 		b.job([]part{p}, func(w *resp.Writer, r []partResult) {

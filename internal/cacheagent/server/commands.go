@@ -83,6 +83,7 @@ const (
 	queuedInTx                               // a local command a transaction may queue
 	whileSubscribed                          // allowed on a RESP2 connection once subscribed
 	runsScript                               // runs a script: a transaction holding one runs on a dedicated connection
+	pushReply                                // its reply is a push (an array in RESP2), which CLIENT REPLY does not silence
 )
 
 // keySpec says where a command's keys are, as Valkey's key specs do: args[first],
@@ -92,8 +93,8 @@ type keySpec struct {
 	first, last, step int
 	numkeysAt         int
 	store             bool // and the key after a STORE option (SORT)
-	// channel: args[1] is a pub/sub channel. It is no key, but it places the command on its
-	// shard (placedBy), inside a transaction too.
+	// channel: args[1] is a sharded pub/sub channel. It is no key, but it places the command
+	// on its shard (placedBy), inside a transaction too.
 	channel bool
 	streams bool // the first half of the arguments after STREAMS (XREAD, XREADGROUP)
 }
@@ -112,13 +113,13 @@ var (
 	allButLast     = keySpec{first: 1, last: -2, step: 1}              // BLPOP key... timeout
 	waitAndNumkeys = keySpec{numkeysAt: 2}                             // BLMPOP timeout numkeys key...
 	streamKeys     = keySpec{streams: true}                            // XREAD ... STREAMS key... id...
-	channelFirst   = keySpec{channel: true}                            // PUBLISH channel message
+	channelFirst   = keySpec{channel: true}                            // SPUBLISH channel message
 )
 
 // placedBy are the names that place a command on a shard: its keys, or its channel's.
 func (k keySpec) placedBy(args [][]byte) []string {
 	if k.channel && len(args) > 1 {
-		return []string{pubsub.HomeKey(string(args[1]))}
+		return []string{string(args[1])}
 	}
 	return k.of(args)
 }
@@ -245,13 +246,13 @@ var commands = []command{
 	{name: "dbsize", arity: 1, class: classLocal, handler: cmdDbsize},
 	{name: "flushall", arity: -1, class: classLocal, handler: cmdFlush},
 	{name: "flushdb", arity: -1, class: classLocal, handler: cmdFlush},
-	{name: "subscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: subscribe(pubsub.Channel)},
-	{name: "unsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: unsubscribe(pubsub.Channel)},
-	{name: "psubscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: subscribe(pubsub.Pattern)},
-	{name: "punsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: unsubscribe(pubsub.Pattern)},
-	{name: "ssubscribe", arity: -2, class: classLocal, flags: whileSubscribed, handler: subscribe(pubsub.ShardChannel)},
-	{name: "sunsubscribe", arity: -1, class: classLocal, flags: whileSubscribed, handler: unsubscribe(pubsub.ShardChannel)},
-	{name: "publish", arity: 3, class: classWrite, keys: channelFirst, handler: publish(pubsub.Channel)},
+	{name: "subscribe", arity: -2, class: classLocal, flags: whileSubscribed | pushReply | queuedInTx, handler: subscribe(pubsub.Channel)},
+	{name: "unsubscribe", arity: -1, class: classLocal, flags: whileSubscribed | pushReply | queuedInTx, handler: unsubscribe(pubsub.Channel)},
+	{name: "psubscribe", arity: -2, class: classLocal, flags: whileSubscribed | pushReply | queuedInTx, handler: subscribe(pubsub.Pattern)},
+	{name: "punsubscribe", arity: -1, class: classLocal, flags: whileSubscribed | pushReply | queuedInTx, handler: unsubscribe(pubsub.Pattern)},
+	{name: "ssubscribe", arity: -2, class: classLocal, flags: whileSubscribed | pushReply | queuedInTx, handler: subscribe(pubsub.ShardChannel)},
+	{name: "sunsubscribe", arity: -1, class: classLocal, flags: whileSubscribed | pushReply | queuedInTx, handler: unsubscribe(pubsub.ShardChannel)},
+	{name: "publish", arity: 3, class: classWrite, handler: publish(pubsub.Channel)}, // heard from any shard
 	{name: "spublish", arity: 3, class: classWrite, keys: channelFirst, handler: publish(pubsub.ShardChannel)},
 	{name: "pubsub", arity: -2, class: classRead, handler: cmdPubsub},
 	{name: "incr", arity: 2, class: classWrite, keys: oneKey, handler: cmdIncr},
@@ -471,7 +472,9 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	skip := c.skipNext
 	c.skipNext = false
 	cmd.handler(ctx, s, b, c, w, args)
-	mute := skip || c.replyOff // as the handler left it: CLIENT REPLY ON answers itself
+	// As the handler left it: CLIENT REPLY ON answers itself. Valkey writes (un)subscribe
+	// confirmations as pushes, which CLIENT REPLY never silences (in RESP2 too).
+	mute := (skip || c.replyOff) && cmd.flags&pushReply == 0
 	b.direct = false
 	if !b.tx {
 		c.afterCommand(cmd.name)

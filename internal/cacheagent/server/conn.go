@@ -28,10 +28,10 @@ type client struct {
 	batchLimit  int   // commands the next batch may take (adaptBatch)
 	held        int64 // reply bytes counted in Server.outputHeld until written
 	lower       []byte
-	tx          *txState    // open transaction (MULTI), nil outside one
+	tx          *txState // open transaction (MULTI), nil outside one
 	// CLIENT REPLY: replyOff silences replies, skipNext the next command's (muted).
 	replyOff, skipNext bool
-	watch       *watchState // WATCHed keys and their dedicated connection
+	watch              *watchState // WATCHed keys and their dedicated connection
 
 	// What CLIENT LIST shows of this connection to other connections' goroutines.
 	addr, laddr     string

@@ -56,6 +56,17 @@ func TestPubSubAcrossAgents(t *testing.T) {
 			}
 		}
 	}
+	// A script runs on the ring's first shard with numkeys 0; what it publishes is heard on a
+	// channel whose name hashes elsewhere: channels are held on every shard.
+	far := keyOn(t, a1, "far", 1)
+	sub.do("SUBSCRIBE", far)
+	if got := pub.do("EVAL", "return redis.call('PUBLISH', ARGV[1], 'from a script')", "0", far); got != "1" {
+		t.Errorf("a script's PUBLISH = %q", got)
+	}
+	if got := sub.replies(1)[0]; got != "[message "+far+" from a script]" {
+		t.Errorf("after a script's PUBLISH the subscriber read %q", got)
+	}
+	sub.do("UNSUBSCRIBE", far)
 	// A second client of a1 on news: a1's clients count one each, whoever asks.
 	sub2 := a1.dial(t)
 	sub2.do("SUBSCRIBE", "news")
@@ -181,11 +192,42 @@ func TestClientReplyOffAndSkipAsValkey(t *testing.T) {
 	sub := a.dial(t)
 	sub.do("HELLO", "3")
 	sub.do("SUBSCRIBE", "quiet")
-	sub.nc.Write(tu.Encode("CLIENT", "REPLY", "OFF"))
+	sub.nc.Write(append(tu.Encode("CLIENT", "REPLY", "OFF"), tu.Encode("SUBSCRIBE", "quiet2")...))
+	if got := sub.replies(1)[0]; got != "push[subscribe quiet2 2]" { // a push, which CLIENT REPLY leaves alone
+		t.Errorf("SUBSCRIBE with replies off in RESP3 read %q", got)
+	}
 	if got := a.dial(t).do("PUBLISH", "quiet", "still"); got != "1" {
 		t.Errorf("PUBLISH = %q", got)
 	}
 	if got := sub.replies(1)[0]; got != "push[message quiet still]" {
 		t.Errorf("a subscriber with replies off read %q", got)
+	}
+	resp2 := a.dial(t)
+	resp2.nc.Write(append(tu.Encode("CLIENT", "REPLY", "OFF"), tu.Encode("PSUBSCRIBE", "*")...))
+	if got := resp2.replies(1)[0]; got != "[psubscribe * 1]" { // as in RESP2 on Valkey
+		t.Errorf("PSUBSCRIBE with replies off in RESP2 read %q", got)
+	}
+}
+
+// (UN)SUBSCRIBE may be queued in a transaction, as on Valkey: EXEC's array holds their replies.
+func TestUnsubscribeInsideMulti(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	want := "[abc push[unsubscribe bar 2] push[unsubscribe baz 1] def]"
+	for _, addr := range []string{tu.StartRedis(t, "").Addr(), a.addr} {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		c := &conn{t: t, nc: nc, rd: bufio.NewReader(nc)}
+		c.do("HELLO", "3") // a subscribed RESP2 connection may not open MULTI
+		c.do("SUBSCRIBE", "foo", "bar", "baz")
+		c.replies(2)
+		for _, cmd := range [][]string{{"MULTI"}, {"PING", "abc"}, {"UNSUBSCRIBE", "bar"}, {"UNSUBSCRIBE", "baz"}, {"PING", "def"}} {
+			c.do(cmd...)
+		}
+		if got := c.do("EXEC"); got != want {
+			t.Errorf("%s: EXEC = %q, want %q", addr, got, want)
+		}
 	}
 }

@@ -111,6 +111,39 @@ async function nodeRedisClientSideCache() {
   console.log("node-redis client-side cache: ok");
 }
 
+// Pub/sub between two nodes' agents: subscribed through one, published through the other.
+async function pubsubAcrossAgents() {
+  const [ohost, oport] = process.env.OTHER_AGENT_ADDR.split(":");
+  const sub = new Redis({ host, port: Number(port) });
+  const pub = new Redis({ host: ohost, port: Number(oport) });
+  const got = new Promise((ok) => sub.on("message", (ch, msg) => ok([ch, msg])));
+  await sub.subscribe("io:news");
+  assert.equal(await pub.publish("io:news", "hello"), 1);
+  assert.deepEqual(await got, ["io:news", "hello"]);
+  sub.disconnect();
+  pub.disconnect();
+
+  const nsub = createClient({ socket: { host, port: Number(port) } });
+  const npub = createClient({ socket: { host: ohost, port: Number(oport) } });
+  for (const c of [nsub, npub]) {
+    c.on("error", () => {});
+    await c.connect();
+  }
+  let onPattern, onShard;
+  const pgot = new Promise((ok) => (onPattern = ok));
+  const sgot = new Promise((ok) => (onShard = ok));
+  await nsub.pSubscribe("nr:orders.*", (msg, ch) => onPattern([ch, msg])); // resolves on the confirmation
+  await nsub.sSubscribe("nr:cart", (msg, ch) => onShard([ch, msg]));
+  assert.equal(await npub.publish("nr:orders.1", "paid"), 1);
+  assert.equal(await npub.sPublish("nr:cart", "c1"), 1);
+  assert.deepEqual(await pgot, ["nr:orders.1", "paid"]);
+  assert.deepEqual(await sgot, ["nr:cart", "c1"]);
+  await nsub.quit();
+  await npub.quit();
+  console.log("ioredis and node-redis pub/sub across agents: ok");
+}
+
 await ioredis();
 await nodeRedis();
 await nodeRedisClientSideCache();
+await pubsubAcrossAgents();
