@@ -102,6 +102,7 @@ type pending struct {
 
 type batch struct {
 	mute    *resp.Writer // silent's
+	txShard int          // a transaction's shard (placed)
 	s       *Server
 	r       *router.Router
 	work    []shardWork
@@ -197,6 +198,7 @@ func (b *batch) laneFree(i int, l lane) bool {
 
 // plain queues commands for shard i; the caller must have checked laneFree.
 func (b *batch) plain(i int, cmds ...buildFn) part {
+	i = b.placed(i)
 	w := &b.work[i]
 	w.used, w.lane = true, plainLane
 	p := part{shard: i, first: len(w.plain), n: len(cmds)}
@@ -205,11 +207,21 @@ func (b *batch) plain(i int, cmds ...buildFn) part {
 }
 
 func (b *batch) cached(i int, reads ...cachedRead) part {
+	i = b.placed(i)
 	w := &b.work[i]
 	w.used, w.lane = true, cacheLane
 	p := part{shard: i, first: len(w.cached), n: len(reads)}
 	w.cached = append(w.cached, reads...)
 	return p
+}
+
+// placed is the shard a part goes to: i, except in a transaction, which runs every command on
+// its shard (queueTx checked the keys); a command naming no key runs there too.
+func (b *batch) placed(i int) int {
+	if b.tx {
+		return b.txShard
+	}
+	return i
 }
 
 // job queues a reply computed from shard parts; what a down shard means comes from the

@@ -211,12 +211,12 @@ func (s *Server) runTx(ctx context.Context, r *router.Router, c *client, tx *txS
 		w.Array(0)
 		return
 	}
-	tb := &batch{s: s, tx: true, cid: c.id}
+	idx := max(tx.shard, 0)
+	tb := &batch{s: s, tx: true, txShard: idx, cid: c.id}
 	tb.reset(r)
 	for _, args := range tx.queued {
 		s.dispatch(ctx, tb, c, w, args)
 	}
-	idx := max(tx.shard, 0)
 	sw := &tb.work[idx]
 	sh := r.Shards[idx]
 	scripted := tx.scripted

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +69,7 @@ func loadString(p *atomic.Pointer[string]) string {
 
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
+	defer s.survive()
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
@@ -135,6 +138,16 @@ func (s *Server) serveConn(nc net.Conn) {
 
 // readCommand reads the next command; one over the read limits comes back as tooLarge, read
 // whole and dropped: it is refused and the connection goes on.
+// survive ends a connection whose goroutine panicked instead of the agent every pod of the
+// node uses: the panic is logged with its stack and counted (tests fail on any), and the
+// connection closes as the deferred cleanup runs.
+func (s *Server) survive() {
+	if v := recover(); v != nil {
+		s.Stats.Panics.Add(1)
+		slog.Error("a client connection's goroutine panicked; the connection is closed", "panic", v, "stack", string(debug.Stack()))
+	}
+}
+
 func readCommand(rd *resp.Reader) (args [][]byte, tooLarge *resp.TooLargeError, err error) {
 	args, err = rd.ReadCommand()
 	if err == nil {

@@ -66,6 +66,9 @@ func startAgent(t testing.TB, shards []*tu.Redis, o options) *agent {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+		if n := srv.Stats.Panics.Load(); n > 0 {
+			t.Errorf("%d client connections panicked (see the log)", n)
+		}
 	})
 	return &agent{srv: srv, addr: ln.Addr().String()}
 }

@@ -25,6 +25,7 @@ type Stats struct {
 	BlockedClients   atomic.Int64 // clients waiting in a blocking command (BLPOP, XREAD BLOCK ...)
 	RejectedClients  atomic.Int64 // connections refused over MaxClients
 	AcceptErrors     atomic.Int64 // failed accepts (out of descriptors, say), retried
+	Panics           atomic.Int64 // connections ended by a bug instead of the agent (conn.go: survive)
 	// OutputLimitClosed counts clients disconnected over the output limits (outputlimit.go).
 	OutputLimitClosed atomic.Int64
 	RingEpoch         atomic.Int64
@@ -94,6 +95,10 @@ var (
 	descRejected     = newDesc("cachefleet_agent_rejected_clients_total", "Connections refused because --max-clients were open.", nil, nil)
 	descOutputClosed = newDesc("cachefleet_agent_output_limit_disconnects_total", "Clients disconnected for holding more replies than the output limits allow (they did not read).", nil, nil)
 	descAcceptErrors = newDesc("cachefleet_agent_accept_errors_total", "Accepts that failed (out of file descriptors, say) and were retried.", nil, nil)
+	descPubsubMsgs   = newDesc("cachefleet_agent_pubsub_messages_total", "Pub/sub messages handed to this agent's subscribed clients.", nil, nil)
+	descPubsubResub  = newDesc("cachefleet_agent_pubsub_resubscribes_total", "Pub/sub shard connections re-made with their subscriptions (messages published meanwhile were not heard).", nil, nil)
+	descPubsubSubs   = newDesc("cachefleet_agent_pubsub_subscriptions", "Names this agent's clients are subscribed to, by kind (channel, pattern, shard_channel).", []string{"kind"}, nil)
+	descPanics       = newDesc("cachefleet_agent_panics_total", "Client connections ended by a bug in the agent (a panic, logged with its stack) instead of the whole agent.", nil, nil)
 	descEpoch        = newDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
 	descBreaker      = newDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
 	descShardErr     = newDesc("cachefleet_agent_shard_errors_total", "Failed requests to a shard.", []string{"shard"}, nil)
@@ -173,6 +178,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descClients, float64(st.Clients.Load()))
 	counter(descRejected, st.RejectedClients.Load())
 	counter(descAcceptErrors, st.AcceptErrors.Load())
+	counter(descPanics, st.Panics.Load())
+	counter(descPubsubMsgs, c.s.pubsub.Stats.Delivered.Load())
+	counter(descPubsubResub, c.s.pubsub.Stats.Resubscribes.Load())
+	channels, patterns, shardChannels := c.s.pubsub.Subscriptions()
+	gauge(descPubsubSubs, float64(channels), "channel")
+	gauge(descPubsubSubs, float64(patterns), "pattern")
+	gauge(descPubsubSubs, float64(shardChannels), "shard_channel")
 	counter(descOutputClosed, st.OutputLimitClosed.Load())
 	gauge(descEpoch, float64(st.RingEpoch.Load()))
 	gauge(descTracking, float64(st.TrackingClients.Load()))

@@ -120,3 +120,29 @@ func TestNestedMultiAndWatchInsideMulti(t *testing.T) {
 		}
 	}
 }
+
+// A transaction runs on its keys' shard; a command in it that names no key (TIME, PUBLISH, a
+// script with numkeys 0) runs there too. Such a command once picked a shard of its own, which
+// the transaction never ran on, and the agent crashed reading its reply.
+func TestKeylessCommandsInATransactionRunOnItsShard(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	for shard := range 2 {
+		k := keyOn(t, a, "txk", shard)
+		c := a.dial(t)
+		c.do("HELLO", "3")
+		c.do("SUBSCRIBE", "self")
+		for _, cmd := range [][]string{{"MULTI"}, {"SET", k, "v"}, {"PUBLISH", "self", "m"}, {"EVAL", "return 7", "0"}, {"PING", "x"}} {
+			c.do(cmd...)
+		}
+		if got := c.do("EXEC"); got != "[OK 1 7 x]" {
+			t.Errorf("keys on shard %d: EXEC = %q", shard, got)
+		}
+		if got := c.replies(1)[0]; got != "push[message self m]" {
+			t.Errorf("keys on shard %d: the message read %q", shard, got)
+		}
+		if got := a.dial(t).do("GET", k); got != "v" {
+			t.Errorf("keys on shard %d: GET after EXEC = %q", shard, got)
+		}
+		c.do("UNSUBSCRIBE")
+	}
+}
