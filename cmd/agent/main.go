@@ -51,6 +51,7 @@ func run() error {
 	fitGCToMemoryLimit(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	o.server.Log = log
 	a := &agent{o: o, log: log, srv: server.New(o.server)}
 	if err := a.startRing(ctx); err != nil {
 		return err

@@ -394,6 +394,13 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 			b.c.deadlineSet = true
 		}
 	}
+	b.writeReplies(w)
+	b.reset(b.r)
+	b.flushes++
+}
+
+// writeReplies writes the batch's replies in order (a silenced one to nowhere), counting each.
+func (b *batch) writeReplies(w *resp.Writer) {
 	var results []partResult
 	now := time.Now() // one clock read for the replies written together
 	for i := range b.replies {
@@ -411,8 +418,6 @@ func (b *batch) exec(ctx context.Context, w *resp.Writer) {
 			b.s.Stats.latency.Observe(now.Sub(p.start).Seconds())
 		}
 	}
-	b.reset(b.r)
-	b.flushes++
 }
 
 // silent is a writer to nowhere, for the replies CLIENT REPLY silences.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -144,7 +143,7 @@ func (s *Server) serveConn(nc net.Conn) {
 func (s *Server) survive() {
 	if v := recover(); v != nil {
 		s.Stats.Panics.Add(1)
-		slog.Error("a client connection's goroutine panicked; the connection is closed", "panic", v, "stack", string(debug.Stack()))
+		s.log.Error("a client connection's goroutine panicked; the connection is closed", "panic", v, "stack", string(debug.Stack()))
 	}
 }
 

@@ -5,7 +5,9 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +46,8 @@ type Config struct {
 	// MaxClients bounds the open client connections, as Valkey's maxclients: one more is
 	// answered "-ERR max number of clients reached" and closed.
 	MaxClients int
+	// Log takes what a client cannot be told (a connection ended by a bug); nil: stderr.
+	Log *slog.Logger
 	// EventLoops read TCP connections from epoll loops that answer L1 hits themselves
 	// (inline.go); 0 leaves every connection to its goroutine.
 	EventLoops int
@@ -58,6 +62,7 @@ func DefaultConfig() Config {
 // Server is safe for concurrent use.
 type Server struct {
 	cfg    Config
+	log    *slog.Logger
 	router atomic.Pointer[router.Router]
 	l1     atomic.Pointer[l1.Cache]
 	bus    atomic.Pointer[bus.Bus]
@@ -95,6 +100,9 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, Stats: newStats(), conns: map[net.Conn]*client{}, byID: map[int64]*client{},
 		stopping: make(chan struct{}), tracking: tracking.NewTable(0)}
 	s.rt = readthrough.New(&s.leases, &s.Stats.Origin, func(r *router.Router, key string) { s.settle(r, key) }, s.bus.Load, s.stopping)
+	if s.log = cfg.Log; s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	s.pubsub = pubsub.NewHub(s.password, max(cfg.ShardTimeout, time.Second))
 	s.SetPassword(cfg.Password)
 	return s
