@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/pubsub"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
 
@@ -245,19 +247,28 @@ func cmdPubsub(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writ
 		})
 	case sub == "numsub":
 		channels := strs(args[2:])
+		subcommand := strings.ToUpper(str(args[1]))
 		b.local(func(w *resp.Writer) {
+			counts := make(map[string]int64, len(channels))
+			var mu sync.Mutex
+			runPerShard(channels, func(ch string) (*router.Shard, bool) { return pubsub.Home(b.r, ch), true },
+				func(sh *router.Shard, group []string) {
+					res, _ := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
+						return bd.Arbitrary("PUBSUB", subcommand).Args(group...).Build()
+					})
+					arr, _ := res.ToArray() // [ch n ch n ...]; a shard that failed counts 0
+					mu.Lock()
+					defer mu.Unlock()
+					for j := 0; j+1 < len(arr); j += 2 {
+						ch, _ := arr[j].ToString()
+						n, _ := arr[j+1].AsInt64()
+						counts[ch] = s.pubsub.Subscribers(kind, sh, ch, n)
+					}
+				})
 			w.Array(2 * len(channels))
 			for _, ch := range channels {
-				sh := pubsub.Home(b.r, ch)
-				res, _ := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed {
-					return bd.Arbitrary("PUBSUB", strings.ToUpper(str(args[1]))).Args(ch).Build()
-				})
-				var n int64
-				if arr, err := res.ToArray(); err == nil && len(arr) == 2 {
-					n, _ = arr[1].AsInt64()
-				}
 				w.BulkString(ch)
-				w.Int(s.pubsub.Subscribers(kind, sh, ch, n))
+				w.Int(counts[ch])
 			}
 		})
 	case sub == "numpat" && kind == pubsub.Channel && len(args) == 2:
