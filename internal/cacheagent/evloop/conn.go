@@ -474,3 +474,6 @@ func (d *deadline) passed() bool {
 	at := d.at.Load()
 	return at != 0 && time.Now().UnixNano() >= at
 }
+
+// Fd is the connection's file descriptor, for CLIENT LIST.
+func (c *Conn) Fd() int { return c.fd }

@@ -42,7 +42,9 @@ func cmdBlocking(ctx context.Context, s *Server, b *batch, c *client, w *resp.Wr
 		wctx, stop := untilHangUp(ctx, c)
 		defer stop()
 		s.Stats.BlockedClients.Add(1)
+		c.blocked.Store(true)
 		res, err := sh.RunBlocking(wctx, wait, cmd)
+		c.blocked.Store(false)
 		s.Stats.BlockedClients.Add(-1)
 		s.settleBy(r, c.id, keys...) // what it popped or moved is gone from every L1
 		if err != nil {

@@ -173,7 +173,7 @@ func cmdHello(_ context.Context, s *Server, b *batch, c *client, w *resp.Writer,
 
 // clientArity is the argument count of each CLIENT subcommand the agent serves (Valkey's
 // convention: at least -n when negative).
-var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4, "list": 2, "info": 2,
+var clientArity = map[string]int{"setname": 3, "getname": 2, "id": 2, "setinfo": 4, "list": -2, "info": 2,
 	"tracking": -3, "caching": 3, "getredir": 2, "trackinginfo": 2, "reply": 3}
 
 func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
@@ -225,7 +225,7 @@ func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer
 		}
 		b.local(func(w *resp.Writer) { w.OK() })
 	case "list":
-		b.local(func(w *resp.Writer) { w.Verbatim(s.clientList()) })
+		clientListWith(s, b, args)
 	case "info":
 		b.local(func(w *resp.Writer) { w.Verbatim(c.describe(time.Now())) })
 	case "tracking":
@@ -239,21 +239,44 @@ func cmdClient(_ context.Context, s *Server, b *batch, c *client, _ *resp.Writer
 	}
 }
 
-// describe is the connection's CLIENT LIST line, in Valkey's field order for the fields an
-// agent connection has.
+// describe is the connection's CLIENT LIST line, with Valkey's fields in Valkey's order.
+// Fields of a server's own buffers (qbuf, rbs, omem ...) are the agent's nearest: 0 where it
+// keeps none per client.
 func (c *client) describe(now time.Time) string {
 	last := time.Unix(0, c.lastAt.Load())
-	return fmt.Sprintf("id=%d addr=%s laddr=%s name=%s age=%d idle=%d db=0 sub=%d psub=%d ssub=%d multi=%d cmd=%s user=default lib-name=%s lib-ver=%s resp=%d\n",
-		c.id, c.addr, c.laddr, loadString(&c.name), int(now.Sub(c.created).Seconds()), int(now.Sub(last).Seconds()),
-		c.subs.counts[pubsub.Channel].Load(), c.subs.counts[pubsub.Pattern].Load(), c.subs.counts[pubsub.ShardChannel].Load(), c.multi.Load(), loadString(&c.lastCmd), loadString(&c.libName), loadString(&c.libVer), c.proto.Load())
+	redir := int64(-1)
+	flags := ""
+	if c.subscribed.Load() {
+		flags += "P"
+	}
+	if c.multi.Load() >= 0 {
+		flags += "x"
+	}
+	if c.blocked.Load() {
+		flags += "b"
+	}
+	if t := c.trackFlags.Load(); t != nil {
+		flags += *t
+		redir = c.redirect.Load()
+	}
+	if flags == "" {
+		flags = "N"
+	}
+	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=%d psub=%d ssub=%d multi=%d "+
+		"watch=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s "+
+		"user=default redir=%d resp=%d lib-name=%s lib-ver=%s tot-net-in=0 tot-net-out=0 tot-cmds=%d\n",
+		c.id, c.addr, c.laddr, c.fd, loadString(&c.name), int(now.Sub(c.created).Seconds()), int(now.Sub(last).Seconds()), flags,
+		c.subs.counts[pubsub.Channel].Load(), c.subs.counts[pubsub.Pattern].Load(), c.subs.counts[pubsub.ShardChannel].Load(),
+		c.multi.Load(), c.watched.Load(), loadString(&c.lastCmd), redir, c.proto.Load(), loadString(&c.libName),
+		loadString(&c.libVer), c.commands.Load())
 }
 
-// clientList describes every connection of this agent, oldest first.
-func (s *Server) clientList() string {
+// clientList describes this agent's connections that keep, oldest first.
+func (s *Server) clientList(keep func(*client) bool) string {
 	s.mu.Lock()
 	clients := make([]*client, 0, len(s.conns))
 	for _, c := range s.conns {
-		if c != nil {
+		if c != nil && keep(c) {
 			clients = append(clients, c)
 		}
 	}
@@ -265,6 +288,51 @@ func (s *Server) clientList() string {
 		sb.WriteString(c.describe(now))
 	}
 	return sb.String()
+}
+
+// clientListWith is CLIENT LIST [TYPE normal|pubsub|replica|primary] [ID id ...], as Valkey
+// words it: an agent has no replica or primary connections to list.
+func clientListWith(s *Server, b *batch, args [][]byte) {
+	fail := func(msg string) { b.local(func(w *resp.Writer) { w.Error(msg) }) }
+	keep := func(*client) bool { return true }
+	switch {
+	case len(args) == 2:
+	case len(args) == 4 && strings.EqualFold(str(args[2]), "type"):
+		switch t := strings.ToLower(str(args[3])); t {
+		case "normal", "pubsub":
+			keep = func(c *client) bool { return c.subscribed.Load() == (t == "pubsub") }
+		case "slave", "replica", "master", "primary":
+			keep = func(*client) bool { return false }
+		default:
+			fail(fmt.Sprintf("ERR Unknown client type '%s'", str(args[3])))
+			return
+		}
+	case len(args) > 3 && strings.EqualFold(str(args[2]), "id"):
+		var ids []int64
+		for _, a := range args[3:] {
+			id, err := strconv.ParseInt(str(a), 10, 64)
+			if err != nil {
+				fail("ERR Invalid client ID")
+				return
+			}
+			ids = append(ids, id)
+		}
+		b.local(func(w *resp.Writer) { // in the order asked, as Valkey
+			var sb strings.Builder
+			now := time.Now()
+			for _, id := range ids {
+				if c := s.clientByID(id); c != nil {
+					sb.WriteString(c.describe(now))
+				}
+			}
+			w.Verbatim(sb.String())
+		})
+		return
+	default:
+		fail("ERR syntax error")
+		return
+	}
+	b.local(func(w *resp.Writer) { w.Verbatim(s.clientList(keep)) })
 }
 
 // validClientName: printable ASCII without spaces, as Valkey requires.

@@ -288,6 +288,11 @@ func (s *Server) trackingOn(c *client, o *trackState, redirect int64) {
 	c.redirect.Store(redirect)
 	o.prefixes = s.tracking.Prefixes(c.id)
 	c.track = o
+	flags := "t"
+	if o.bcast {
+		flags = "tB"
+	}
+	c.trackFlags.Store(&flags)
 	s.Stats.TrackingClients.Store(int64(s.tracking.Clients()))
 }
 
@@ -297,6 +302,7 @@ func (s *Server) trackingOff(c *client) {
 	}
 	s.tracking.Disable(c.id)
 	c.track = nil
+	c.trackFlags.Store(nil)
 	c.redirect.Store(0)
 	s.Stats.TrackingClients.Store(int64(s.tracking.Clients()))
 }

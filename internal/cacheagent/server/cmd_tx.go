@@ -53,6 +53,7 @@ func (c *client) unwatch() {
 	cancel()
 	c.watch.release()
 	c.watch = nil
+	c.watched.Store(0)
 }
 
 func cmdWatch(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer, args [][]byte) {
@@ -94,6 +95,7 @@ func cmdWatch(ctx context.Context, s *Server, b *batch, c *client, w *resp.Write
 			reply.Write(w, res, true)
 			return
 		}
+		c.watched.Add(int32(len(keys))) //nolint:gosec // bounded by the arguments
 		w.OK()
 	})
 	b.exec(ctx, w)

@@ -84,6 +84,7 @@ const (
 	whileSubscribed                          // allowed on a RESP2 connection once subscribed
 	runsScript                               // runs a script: a transaction holding one runs on a dedicated connection
 	pushReply                                // its reply is a push (an array in RESP2), which CLIENT REPLY does not silence
+	hasSubcommands                           // its first argument names a subcommand: CLIENT LIST shows "client|list"
 )
 
 // keySpec says where a command's keys are, as Valkey's key specs do: args[first],
@@ -184,10 +185,10 @@ var commands = []command{
 	{name: "auth", arity: -2, class: classLocal, flags: beforeAuth, handler: cmdAuth},
 	{name: "select", arity: 2, class: classLocal, handler: cmdSelect},
 	{name: "quit", arity: 1, class: classLocal, flags: beforeAuth | txControl | whileSubscribed, handler: cmdQuit},
-	{name: "client", arity: -2, class: classLocal, handler: cmdClient},
+	{name: "client", arity: -2, class: classLocal, flags: hasSubcommands, handler: cmdClient},
 	{name: "command", arity: -1, class: classLocal, handler: cmdCommand},
 	{name: "info", arity: -1, class: classLocal, handler: cmdInfo},
-	{name: "config", arity: -2, class: classLocal, handler: cmdConfig},
+	{name: "config", arity: -2, class: classLocal, flags: hasSubcommands, handler: cmdConfig},
 	{name: "get", arity: 2, class: classRead, keys: oneKey, loop: loopKey, handler: cmdGet},
 	{name: "set", arity: -3, class: classWrite, keys: oneKey, loop: loopKeyValue, handler: cmdSet},
 	{name: "setex", arity: 4, class: classWrite, keys: oneKey, handler: cmdSetex},
@@ -240,7 +241,7 @@ var commands = []command{
 	{name: "hvals", arity: 2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
 	{name: "eval", arity: -3, class: classWrite, flags: runsScript, keys: scriptKeys, handler: cmdEval},
 	{name: "evalsha", arity: -3, class: classWrite, flags: runsScript, keys: scriptKeys, handler: cmdEval},
-	{name: "script", arity: -2, class: classLocal, handler: cmdScript},
+	{name: "script", arity: -2, class: classLocal, flags: hasSubcommands, handler: cmdScript},
 	{name: "scan", arity: -2, class: classLocal, handler: cmdScan},
 	{name: "keys", arity: 2, class: classLocal, handler: cmdKeys},
 	{name: "dbsize", arity: 1, class: classLocal, handler: cmdDbsize},
@@ -254,7 +255,7 @@ var commands = []command{
 	{name: "sunsubscribe", arity: -1, class: classLocal, flags: whileSubscribed | pushReply | queuedInTx, handler: unsubscribe(pubsub.ShardChannel)},
 	{name: "publish", arity: 3, class: classWrite, handler: publish(pubsub.Channel)}, // heard from any shard
 	{name: "spublish", arity: 3, class: classWrite, keys: channelFirst, handler: publish(pubsub.ShardChannel)},
-	{name: "pubsub", arity: -2, class: classRead, handler: cmdPubsub},
+	{name: "pubsub", arity: -2, class: classRead, flags: hasSubcommands, handler: cmdPubsub},
 	{name: "incr", arity: 2, class: classWrite, keys: oneKey, handler: cmdIncr},
 	// Lists, sets, sorted sets, bitmaps, HyperLogLogs, geo, streams and keys of any type: relayed
 	// to their keys' shard (forwardRead, forwardWrite), multi-key ones when the keys share it.
@@ -360,8 +361,8 @@ var commands = []command{
 	{name: "xclaim", arity: -6, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
 	{name: "xautoclaim", arity: -6, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
 	{name: "xsetid", arity: -3, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsNothing)},
-	{name: "xinfo", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
-	{name: "xgroup", arity: -2, class: classWrite, keys: subcommandKey, handler: forwardWrite(nil, createsNothing)},
+	{name: "xinfo", arity: -2, class: classRead, flags: hasSubcommands, keys: subcommandKey, handler: forwardRead(nil)},
+	{name: "xgroup", arity: -2, class: classWrite, flags: hasSubcommands, keys: subcommandKey, handler: forwardWrite(nil, createsNothing)},
 	{name: "rename", arity: 3, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsNothing)},
 	{name: "renamenx", arity: 3, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsNothing)},
 	{name: "copy", arity: -3, class: classWrite, keys: twoKeys, handler: forwardWrite(nil, createsNothing)},
@@ -370,8 +371,8 @@ var commands = []command{
 	{name: "restore", arity: -4, class: classWrite, keys: oneKey, handler: forwardWrite(nil, createsFirst)},
 	{name: "sort", arity: -2, class: classWrite, keys: sortKeys, handler: forwardWrite(nil, createsNothing)},
 	{name: "sort_ro", arity: -2, class: classRead, keys: oneKey, handler: forwardRead(emptyArray)},
-	{name: "object", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
-	{name: "memory", arity: -2, class: classRead, keys: subcommandKey, handler: forwardRead(nil)},
+	{name: "object", arity: -2, class: classRead, flags: hasSubcommands, keys: subcommandKey, handler: forwardRead(nil)},
+	{name: "memory", arity: -2, class: classRead, flags: hasSubcommands, keys: subcommandKey, handler: forwardRead(nil)},
 	// Blocking commands: on a connection of their own while they wait (cmdBlocking).
 	{name: "blpop", arity: -3, class: classWrite, keys: allButLast, wait: waitSpec{at: -1}, shape: reply.NullIsArray, handler: cmdBlocking},
 	{name: "brpop", arity: -3, class: classWrite, keys: allButLast, wait: waitSpec{at: -1}, shape: reply.NullIsArray, handler: cmdBlocking},
@@ -389,7 +390,7 @@ var commands = []command{
 	{name: "evalsha_ro", arity: -3, class: classRead, flags: runsScript, keys: scriptKeys, handler: cmdEval},
 	{name: "eval_ro", arity: -3, class: classRead, flags: runsScript, keys: scriptKeys, handler: cmdEval},
 	{name: "fcall_ro", arity: -3, class: classRead, flags: runsScript, keys: scriptKeys, handler: cmdEval},
-	{name: "function", arity: -2, class: classLocal, handler: cmdFunction},
+	{name: "function", arity: -2, class: classLocal, flags: hasSubcommands, handler: cmdFunction},
 	{name: "decr", arity: 2, class: classWrite, keys: oneKey, handler: cmdIncr},
 	{name: "incrby", arity: 3, class: classWrite, keys: oneKey, handler: cmdIncr},
 	{name: "decrby", arity: 3, class: classWrite, keys: oneKey, handler: cmdIncr},
@@ -459,7 +460,9 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 		return
 	}
 	t0 := time.Now()
-	c.began(cmd, t0)
+	if !b.tx { // EXEC's own commands: CLIENT LIST shows exec, as Valkey
+		c.began(cmd, args, t0)
+	}
 	// A tracking client is told of changes to what it reads: a read's keys, and a script's
 	// declared keys (Valkey tracks the keys a script reads).
 	direct := (cmd.class == classRead || cmd.flags&runsScript != 0) && !b.tx && s.trackRead(c, cmd, args)
@@ -488,10 +491,16 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	}
 }
 
-// began records cmd, started at t0, as the connection's last command (CLIENT LIST).
-func (c *client) began(cmd *command, t0 time.Time) {
+// began records cmd, started at t0 with args, as the connection's last command (CLIENT LIST).
+func (c *client) began(cmd *command, args [][]byte, t0 time.Time) {
 	c.lastAt.Store(t0.UnixNano())
-	c.lastCmd.Store(&cmd.name)
+	c.commands.Add(1)
+	name := &cmd.name
+	if cmd.flags&hasSubcommands != 0 && len(args) > 1 {
+		full := cmd.name + "|" + strings.ToLower(string(args[1]))
+		name = &full
+	}
+	c.lastCmd.Store(name)
 }
 
 // tagFrom tags the replies queued from index from on as cmd's, so exec counts their result and

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
@@ -36,9 +37,14 @@ type client struct {
 
 	// What CLIENT LIST shows of this connection to other connections' goroutines.
 	addr, laddr     string
+	fd              int
 	created         time.Time
-	lastAt          atomic.Int64 // unix nanoseconds of the last command
-	lastCmd         atomic.Pointer[string]
+	lastAt          atomic.Int64           // unix nanoseconds of the last command
+	lastCmd         atomic.Pointer[string] // its full name: "client|list" (began)
+	commands        atomic.Int64           // tot-cmds
+	watched         atomic.Int32           // keys WATCHed
+	blocked         atomic.Bool            // waiting in a blocking command
+	trackFlags      atomic.Pointer[string] // CLIENT LIST's tracking flags: "t", "tB", nil when off
 	proto           atomic.Int32
 	multi           atomic.Int32 // commands queued in an open MULTI, -1 outside one
 	name            atomic.Pointer[string]
@@ -147,6 +153,20 @@ func (s *Server) survive() {
 	}
 }
 
+// fdOf is a connection's file descriptor, -1 when it has none.
+func fdOf(nc net.Conn) int {
+	if ec, ok := nc.(*evloop.Conn); ok {
+		return ec.Fd()
+	}
+	fd := -1
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			_ = raw.Control(func(f uintptr) { fd = int(f) }) //nolint:gosec // a file descriptor fits
+		}
+	}
+	return fd
+}
+
 func readCommand(rd *resp.Reader) (args [][]byte, tooLarge *resp.TooLargeError, err error) {
 	args, err = rd.ReadCommand()
 	if err == nil {
@@ -182,7 +202,7 @@ func (s *Server) endBatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 // register creates the connection's client and makes it visible to CLIENT LIST and REDIRECT.
 func (s *Server) register(nc net.Conn) *client {
 	c := &client{id: s.clientIDs.Add(1), authed: s.password() == "", created: time.Now(),
-		addr: nc.RemoteAddr().String(), laddr: nc.LocalAddr().String(), nc: nc, done: make(chan struct{}),
+		addr: nc.RemoteAddr().String(), laddr: nc.LocalAddr().String(), fd: fdOf(nc), nc: nc, done: make(chan struct{}),
 		w: resp.NewWriter(bufio.NewWriterSize(nc, 16<<10))}
 	c.proto.Store(2)
 	c.multi.Store(-1)

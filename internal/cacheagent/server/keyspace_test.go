@@ -166,14 +166,41 @@ func TestInfoAndClientAsToolsExpect(t *testing.T) {
 	c.do("SET", "k", "v")
 	seen := other.do("CLIENT", "LIST") // read by another connection while c is in MULTI
 	c.do("DISCARD")
-	if !strings.Contains(seen, "multi=1 cmd=set") {
+	if !strings.Contains(seen, "flags=x db=0 sub=0 psub=0 ssub=0 multi=1 ") || !strings.Contains(seen, "cmd=set ") {
 		t.Errorf("CLIENT LIST while a transaction is open:\n%s", seen)
 	}
-	if info := other.do("CLIENT", "INFO"); !strings.Contains(info, "name=worker-7") || !strings.Contains(info, "multi=-1 cmd=client") || !strings.Contains(info, "resp=2") {
+	if info := other.do("CLIENT", "INFO"); !strings.Contains(info, "name=worker-7") || !strings.Contains(info, "multi=-1 ") || !strings.Contains(info, " cmd=client|info ") || !strings.Contains(info, "resp=2") {
 		t.Errorf("CLIENT INFO = %q", info)
 	}
 	list := c.do("CLIENT", "LIST")
 	if n := strings.Count(list, "\n"); n != 2 || !strings.Contains(list, "name=worker-7") || !strings.Contains(list, "lib-name=go-redis") {
 		t.Errorf("CLIENT LIST (%d lines):\n%s", n, list)
+	}
+	// After EXEC, the client's last command is exec, not the last one EXEC ran (as Valkey).
+	c.do("MULTI")
+	c.do("GET", "k")
+	c.do("EXEC")
+	if got := a.dial(t).do("CLIENT", "LIST", "ID", "1"); !strings.Contains(got, " cmd=exec ") {
+		t.Errorf("CLIENT LIST after EXEC:\n%s", got)
+	}
+	// Valkey's options: by type (an agent's connections are normal or pubsub), by ID in the order asked.
+	other.do("SUBSCRIBE", "ch")
+	for _, tc := range []struct {
+		args  []string
+		lines int
+		has   string
+	}{
+		{[]string{"TYPE", "pubsub"}, 1, "flags=P "}, {[]string{"TYPE", "normal"}, 2, "cmd=client|list "}, // c and the one that read EXEC's line
+		{[]string{"TYPE", "replica"}, 0, ""}, {[]string{"ID", "999", "1"}, 1, "id=1 "},
+	} {
+		got := c.do(append([]string{"CLIENT", "LIST"}, tc.args...)...)
+		if strings.Count(got, "\n") != tc.lines || !strings.Contains(got, tc.has) {
+			t.Errorf("CLIENT LIST %v:\n%s", tc.args, got)
+		}
+	}
+	for args, want := range map[string]string{"TYPE x": "ERR:ERR Unknown client type 'x'", "ID x": "ERR:ERR Invalid client ID", "BOGUS": "ERR:ERR syntax error"} {
+		if got := c.do(append([]string{"CLIENT", "LIST"}, strings.Fields(args)...)...); got != want {
+			t.Errorf("CLIENT LIST %s = %q, want %q", args, got, want)
+		}
 	}
 }

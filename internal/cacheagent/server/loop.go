@@ -193,7 +193,7 @@ func (s *Server) inlineGet(b *batch, c *client, key []byte, rules *policy.Rules)
 		return false
 	}
 	s.Stats.LoopHits.Add(1)
-	c.began(getCommand, t0)
+	c.began(getCommand, nil, t0)
 	b.tagFrom(len(b.replies)-1, getCommand, t0)
 	return true
 }
@@ -224,7 +224,7 @@ func (s *Server) inlineMget(b *batch, c *client, r *router.Router, f *frame) boo
 		s.hitL1(pc)
 	}
 	s.Stats.LoopHits.Add(int64(len(f.keys)))
-	c.began(mgetCommand, t0)
+	c.began(mgetCommand, nil, t0)
 	return true
 }
 

@@ -286,7 +286,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	ls.touch(up)
 	ic.queue = append(ic.queue, q)
 	ic.ec.Hold()
-	ic.c.began(f.cmd, q.start)
+	ic.c.began(f.cmd, nil, q.start)
 	ls.s.Stats.LoopForwards.Add(1)
 	return true
 }

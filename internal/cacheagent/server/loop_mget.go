@@ -104,7 +104,7 @@ func (ls *loopState) forwardMget(ic *inlineConn, r *router.Router, f *frame) boo
 	}
 	ic.queue = append(ic.queue, q)
 	ic.ec.Hold()
-	ic.c.began(mgetCommand, q.start)
+	ic.c.began(mgetCommand, nil, q.start)
 	s.Stats.LoopForwards.Add(1)
 	if m.waiting == 0 {
 		m.done()
