@@ -451,5 +451,5 @@ func (s *Server) shardChanged(keys []string) {
 		s.tracking.InvalidateAll()
 		return
 	}
-	s.tracking.Invalidate(0, keys...)
+	s.tracking.Changed(keys...)
 }

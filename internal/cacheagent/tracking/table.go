@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Sink receives a client's invalidations: the changed keys, or nil when everything the
@@ -37,7 +38,19 @@ type entry struct {
 	sink     Sink
 	noLoop   bool
 	prefixes []string // BCAST only
+	// echoes: keys the agent told the client of at once (or, for a NOLOOP client's own write,
+	// did not), whose next report by the shard's watcher is the same write's: it is not told
+	// again. Safe: the shard reports every write of one event-loop cycle together, after the
+	// cycle, and the client can read the key again only after that.
+	echoes map[string]time.Time
 }
+
+// echoWindow bounds how long a write of the agent's waits for the watcher's report of it.
+const echoWindow = time.Second
+
+// maxEchoes bounds echoes per client; past it they are cleared, and the client may be told of
+// a change twice (never less).
+const maxEchoes = 1 << 16
 
 // DefaultMaxKeys is Valkey's tracking-table-max-keys default.
 const DefaultMaxKeys = 1_000_000
@@ -146,7 +159,7 @@ func (t *Table) Remember(id int64, keys ...string) {
 	for len(t.keys) > t.maxKeys {
 		for k, ids := range t.keys { // map order: an arbitrary key goes, as Valkey's random eviction
 			delete(t.keys, k)
-			evicted = t.collect(evicted, k, ids, 0)
+			evicted = t.collect(evicted, k, ids)
 			break
 		}
 	}
@@ -154,29 +167,74 @@ func (t *Table) Remember(id int64, keys ...string) {
 	deliver(evicted)
 }
 
-// Invalidate tells the clients that may hold keys that they changed. by is the client whose
-// write changed them (0 when unknown): a NOLOOP client does not hear of its own writes.
-func (t *Table) Invalidate(by int64, keys ...string) {
+// Invalidate tells the clients that may hold keys that this agent changed them. by is the
+// client whose write changed them (0 when none): a NOLOOP client does not hear of its own
+// writes. The shard's watcher reports the same writes again (Changed); each client hears once.
+func (t *Table) Invalidate(by int64, keys ...string) { t.invalidate(by, true, keys) }
+
+// Changed tells the clients that may hold keys that the shard reported them changed, by anyone.
+func (t *Table) Changed(keys ...string) { t.invalidate(0, false, keys) }
+
+func (t *Table) invalidate(by int64, own bool, keys []string) {
 	if t.tracking.Load() == 0 {
 		return // a client enabling now has read nothing yet
 	}
+	now := time.Now()
 	t.mu.Lock()
 	var out map[Sink][]string
 	for _, k := range keys {
 		if ids, ok := t.keys[k]; ok {
 			delete(t.keys, k)
-			out = t.collect(out, k, ids, by)
+			var kept []int64
+			for _, id := range ids {
+				if e := t.clients[id]; e == nil || len(e.prefixes) > 0 {
+					continue // gone, or read before a switch to BCAST: forgotten, as Valkey
+				}
+				var told bool
+				if out, told = t.tell(out, id, k, by, own, now); !told && !own {
+					kept = append(kept, id) // an echo: what it holds was read after the write
+				}
+			}
+			if len(kept) > 0 {
+				t.keys[k] = kept
+			}
 		}
 		for p, ids := range t.bcast {
 			if strings.HasPrefix(k, p) {
 				for id := range ids {
-					out = t.add(out, id, k, by)
+					out, _ = t.tell(out, id, k, by, own, now)
 				}
 			}
 		}
 	}
 	t.mu.Unlock()
 	deliver(out)
+}
+
+// tell adds key for client id unless it already knows: its own write (NOLOOP), or the report
+// of a write the agent told it of at once (see entry.echoes). told: it was added.
+func (t *Table) tell(out map[Sink][]string, id int64, key string, by int64, own bool, now time.Time) (_ map[Sink][]string, told bool) {
+	e := t.clients[id]
+	if e == nil {
+		return out, false
+	}
+	if own {
+		if e.echoes == nil || len(e.echoes) >= maxEchoes {
+			e.echoes = map[string]time.Time{}
+		}
+		e.echoes[key] = now
+		if e.noLoop && id == by {
+			return out, false
+		}
+		return t.add(out, id, key), true
+	}
+	if at, ok := e.echoes[key]; ok {
+		delete(e.echoes, key)
+		if now.Sub(at) < echoWindow {
+			return out, false
+		}
+	}
+	return t.add(out, id, key), true
 }
 
 // InvalidateAll tells every tracking client to drop everything (FLUSHALL, or the agent may
@@ -186,6 +244,7 @@ func (t *Table) InvalidateAll() {
 	clear(t.keys)
 	sinks := make([]Sink, 0, len(t.clients))
 	for _, e := range t.clients {
+		clear(e.echoes)
 		sinks = append(sinks, e.sink)
 	}
 	t.mu.Unlock()
@@ -194,16 +253,20 @@ func (t *Table) InvalidateAll() {
 	}
 }
 
-func (t *Table) collect(out map[Sink][]string, key string, ids []int64, by int64) map[Sink][]string {
+// collect adds key for the default-mode clients ids (a key read before a client switched to
+// BCAST is forgotten, as Valkey does).
+func (t *Table) collect(out map[Sink][]string, key string, ids []int64) map[Sink][]string {
 	for _, id := range ids {
-		out = t.add(out, id, key, by)
+		if e := t.clients[id]; e != nil && len(e.prefixes) == 0 {
+			out = t.add(out, id, key)
+		}
 	}
 	return out
 }
 
-func (t *Table) add(out map[Sink][]string, id int64, key string, by int64) map[Sink][]string {
+func (t *Table) add(out map[Sink][]string, id int64, key string) map[Sink][]string {
 	e := t.clients[id]
-	if e == nil || (e.noLoop && id == by) {
+	if e == nil {
 		return out
 	}
 	if out == nil {

@@ -162,3 +162,61 @@ func TestOverlap(t *testing.T) {
 		}
 	}
 }
+
+// The agent hears of its own writes twice: at once (Invalidate) and from the shard's watcher a
+// moment later (Changed). Each client hears of a write once, in every mode; a change the agent
+// did not make, or one reported after the window, is always told.
+func TestEachWriteIsToldOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  Options
+		steps func(tb *Table)
+		want  []string
+	}{
+		{"BCAST: own write, then its report", Options{BCAST: true}, func(tb *Table) {
+			tb.Invalidate(9, "a", "b")
+			tb.Changed("a", "b")
+		}, []string{"[a b]"}},
+		{"BCAST: a second, foreign change is told", Options{BCAST: true}, func(tb *Table) {
+			tb.Invalidate(9, "a")
+			tb.Changed("a") // the echo
+			tb.Changed("a") // someone else
+		}, []string{"[a]", "[a]"}},
+		{"BCAST NOLOOP: own write neither at once nor from the watcher", Options{BCAST: true, NoLoop: true}, func(tb *Table) {
+			tb.Invalidate(1, "loop")
+			tb.Changed("loop")
+			tb.Changed("other")
+		}, []string{"[other]"}},
+		{"default: re-read before the echo, then the echo", Options{}, func(tb *Table) {
+			tb.Remember(1, "k")
+			tb.Invalidate(9, "k")
+			tb.Remember(1, "k") // read again: what it read is newer than the write echoed
+			tb.Changed("k")
+			tb.Changed("k") // a later change is news: the registration was kept
+		}, []string{"[k]", "[k]"}},
+		{"default NOLOOP: own write", Options{NoLoop: true}, func(tb *Table) {
+			tb.Remember(1, "k")
+			tb.Invalidate(1, "k")
+			tb.Remember(1, "k")
+			tb.Changed("k") // the echo
+			tb.Changed("k") // someone else's
+		}, []string{"[k]"}},
+		{"switched to BCAST: keys read before are forgotten", Options{BCAST: true, Prefixes: []string{"p:"}}, func(tb *Table) {
+			tb.Changed("k") // read in default mode before the switch (see below)
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := NewTable(0)
+			r := &recorder{}
+			if tc.name == "switched to BCAST: keys read before are forgotten" {
+				tb.Enable(1, r, Options{})
+				tb.Remember(1, "k")
+			}
+			tb.Enable(1, r, tc.opts)
+			tc.steps(tb)
+			if got := r.take(); !slices.Equal(got, tc.want) {
+				t.Errorf("told %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
