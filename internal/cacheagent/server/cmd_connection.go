@@ -391,6 +391,7 @@ var infoSections = []struct {
 	{"clients", func(s *Server, sb *strings.Builder) {
 		fmt.Fprintf(sb, "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%d\r\n", s.Stats.Clients.Load(), s.Stats.BlockedClients.Load())
 	}},
+	{"persistence", func(s *Server, sb *strings.Builder) { s.shardsInfo(sb, "Persistence") }},
 	{"stats", func(s *Server, sb *strings.Builder) {
 		st := s.Stats
 		fmt.Fprintf(sb, "# Stats\r\nl1_hits:%d\r\nl1_misses:%d\r\nl2_hits:%d\r\nl2_misses:%d\r\noversize_rejected:%d\r\n",
@@ -406,6 +407,67 @@ var infoSections = []struct {
 			fmt.Fprintf(sb, "shard%d:name=%s,addr=%s,breaker=%d,pending_deletes=%d\r\n", i, sh.Name(), sh.Addr(), sh.BreakerState(), sh.Pending())
 		}
 	}},
+	{"keyspace", func(s *Server, sb *strings.Builder) { s.shardsInfo(sb, "Keyspace") }},
+}
+
+// shardsInfo renders an INFO section about the data as the fleet's: every shard's section,
+// counts summed (db0:keys=...,expires=... too), times and in-progress flags their largest, other
+// values the first shard's. A shard that does not answer is left out.
+func (s *Server) shardsInfo(sb *strings.Builder, section string) {
+	r := s.Router()
+	if r == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShardTimeout)
+	defer cancel()
+	var order []string
+	merged := map[string]string{}
+	for _, res := range eachShard(ctx, &batch{r: r}, func(bd valkey.Builder) valkey.Completed { return bd.Info().Section(section).Build() }) {
+		text, _ := res.ToString()
+		text = strings.TrimPrefix(text, "txt:") // a RESP3 verbatim string's format
+		for _, line := range strings.Split(text, "\r\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok || strings.HasPrefix(line, "#") {
+				continue
+			}
+			prev, seen := merged[k]
+			if !seen {
+				order = append(order, k)
+				merged[k] = v
+				continue
+			}
+			merged[k] = mergeInfo(k, prev, v)
+		}
+	}
+	fmt.Fprintf(sb, "# %s\r\n", section)
+	for _, k := range order {
+		fmt.Fprintf(sb, "%s:%s\r\n", k, merged[k])
+	}
+}
+
+// mergeInfo merges two shards' values of an INFO field (see shardsInfo).
+func mergeInfo(field, a, b string) string {
+	if strings.Contains(a, "=") { // db0:keys=1,expires=0,avg_ttl=0
+		pa, pb := strings.Split(a, ","), strings.Split(b, ",")
+		if len(pa) != len(pb) {
+			return a
+		}
+		for i := range pa {
+			ka, va, _ := strings.Cut(pa[i], "=")
+			_, vb, _ := strings.Cut(pb[i], "=")
+			pa[i] = ka + "=" + mergeInfo(ka, va, vb)
+		}
+		return strings.Join(pa, ",")
+	}
+	x, errA := strconv.ParseInt(a, 10, 64)
+	y, errB := strconv.ParseInt(b, 10, 64)
+	switch {
+	case errA != nil || errB != nil:
+		return a
+	case strings.HasSuffix(field, "_time") || strings.HasSuffix(field, "_in_progress") || strings.HasSuffix(field, "_ttl") || field == "loading":
+		return strconv.FormatInt(max(x, y), 10)
+	}
+	return strconv.FormatInt(x+y, 10)
 }
 
 func cmdInfo(_ context.Context, s *Server, b *batch, _ *client, _ *resp.Writer, args [][]byte) {

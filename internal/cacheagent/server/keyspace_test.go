@@ -159,6 +159,15 @@ func TestInfoAndClientAsToolsExpect(t *testing.T) {
 	if all := c.do("INFO"); !strings.Contains(all, "# Clients") || !strings.Contains(all, "# Cachefleet") {
 		t.Errorf("INFO without a section:\n%s", all)
 	}
+	// The data's sections are the fleet's: every shard's, counts summed.
+	c.do("SET", keyOn(t, a, "ks", 0), "v")
+	c.do("SET", keyOn(t, a, "ks", 1), "v")
+	if got := c.do("INFO", "keyspace"); !strings.HasPrefix(got, "# Keyspace\r\ndb0:keys=2,expires=2,avg_ttl=") { // the policy TTL on both
+		t.Errorf("INFO keyspace = %q", got)
+	}
+	if got := c.do("INFO", "persistence"); !strings.Contains(got, "rdb_changes_since_last_save:") || !strings.HasPrefix(got, "# Persistence\r\n") {
+		t.Errorf("INFO persistence = %q", got)
+	}
 	if got := c.do("INFO", "nosuchsection"); got != "" {
 		t.Errorf("INFO of an unknown section = %q, want empty", got)
 	}
@@ -180,18 +189,25 @@ func TestInfoAndClientAsToolsExpect(t *testing.T) {
 	c.do("MULTI")
 	c.do("GET", "k")
 	c.do("EXEC")
-	if got := a.dial(t).do("CLIENT", "LIST", "ID", "1"); !strings.Contains(got, " cmd=exec ") {
+	if got := a.dial(t).do("CLIENT", "LIST", "ID", c.do("CLIENT", "ID")); !strings.Contains(got, " cmd=client|id ") {
+		t.Errorf("CLIENT LIST of c:\n%s", got)
+	}
+	c.do("MULTI")
+	c.do("GET", "k")
+	c.do("EXEC")
+	if got := a.dial(t).do("CLIENT", "LIST", "TYPE", "normal"); !strings.Contains(got, " cmd=exec ") {
 		t.Errorf("CLIENT LIST after EXEC:\n%s", got)
 	}
 	// Valkey's options: by type (an agent's connections are normal or pubsub), by ID in the order asked.
+	otherID := other.do("CLIENT", "ID")
 	other.do("SUBSCRIBE", "ch")
 	for _, tc := range []struct {
 		args  []string
 		lines int
 		has   string
 	}{
-		{[]string{"TYPE", "pubsub"}, 1, "flags=P "}, {[]string{"TYPE", "normal"}, 2, "cmd=client|list "}, // c and the one that read EXEC's line
-		{[]string{"TYPE", "replica"}, 0, ""}, {[]string{"ID", "999", "1"}, 1, "id=1 "},
+		{[]string{"TYPE", "pubsub"}, 1, "flags=P "}, {[]string{"TYPE", "normal"}, 3, "cmd=client|list "}, // c and the two that read its lines
+		{[]string{"TYPE", "replica"}, 0, ""}, {[]string{"ID", "999", otherID}, 1, "name=worker-7 "},
 	} {
 		got := c.do(append([]string{"CLIENT", "LIST"}, tc.args...)...)
 		if strings.Count(got, "\n") != tc.lines || !strings.Contains(got, tc.has) {
