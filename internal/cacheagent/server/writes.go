@@ -37,6 +37,7 @@ func (s *Server) settleBy(r *router.Router, by int64, keys ...string) {
 // that keys are being written. This agent's own copies are dropped by settle once the shard
 // has answered (before that, a reader may see the old value, as it may on the shard).
 func (s *Server) announce(keys ...string) {
+	s.tracking.Writing(keys...) // its tracking clients hear of it once (tracking.Table)
 	r, bus := s.Router(), s.bus.Load()
 	if bus == nil || r == nil {
 		return

@@ -27,6 +27,17 @@ type Table struct {
 	tracking atomic.Int32
 
 	mu sync.Mutex
+	// The agent hears of its own writes twice: at once (Invalidate), and from the shard's
+	// watcher (Changed), before or after. Each client hears of a write once:
+	//   - writing: when the agent sent a write of each key not yet settled (Writing); a
+	//     client told of the key since (its report came first) is not told again at once;
+	//   - echoes: key -> clients the agent told of its write at once (or, NOLOOP writers, did
+	//     not); the watcher's next report of the key is that write's, and is not told to them.
+	//     The report consumes the marks of every client, read since or not. Safe: the shard
+	//     reports every write of one event-loop cycle together, after the cycle, and a client
+	//     can read the key again only after that.
+	writing map[string]time.Time
+	echoes  map[string]map[int64]time.Time
 	// keys: key -> clients that read it since its last invalidation (default mode). Clients
 	// that stopped tracking are dropped lazily, when the key is next invalidated.
 	keys    map[string][]int64
@@ -38,11 +49,8 @@ type entry struct {
 	sink     Sink
 	noLoop   bool
 	prefixes []string // BCAST only
-	// echoes: keys the agent told the client of at once (or, for a NOLOOP client's own write,
-	// did not), whose next report by the shard's watcher is the same write's: it is not told
-	// again. Safe: the shard reports every write of one event-loop cycle together, after the
-	// cycle, and the client can read the key again only after that.
-	echoes map[string]time.Time
+	// told: when the client was last told of each key (see Table.echoes).
+	told map[string]time.Time
 }
 
 // echoWindow bounds how long a write of the agent's waits for the watcher's report of it.
@@ -61,7 +69,8 @@ func NewTable(maxKeys int) *Table {
 	if maxKeys <= 0 {
 		maxKeys = DefaultMaxKeys
 	}
-	return &Table{maxKeys: maxKeys, keys: map[string][]int64{}, clients: map[int64]*entry{}, bcast: map[string]map[int64]bool{}}
+	return &Table{maxKeys: maxKeys, keys: map[string][]int64{}, clients: map[int64]*entry{}, bcast: map[string]map[int64]bool{},
+		writing: map[string]time.Time{}, echoes: map[string]map[int64]time.Time{}}
 }
 
 // Options are a client's CLIENT TRACKING ON options that the table needs.
@@ -167,6 +176,24 @@ func (t *Table) Remember(id int64, keys ...string) {
 	deliver(evicted)
 }
 
+// Writing records that the agent is sending a write of keys; Invalidate settles it.
+func (t *Table) Writing(keys ...string) {
+	if t.tracking.Load() == 0 {
+		return
+	}
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.writing) >= maxEchoes {
+		clear(t.writing) // a write whose settle never came: its key may be told twice
+	}
+	for _, k := range keys {
+		if _, ok := t.writing[k]; !ok {
+			t.writing[k] = now
+		}
+	}
+}
+
 // Invalidate tells the clients that may hold keys that this agent changed them. by is the
 // client whose write changed them (0 when none): a NOLOOP client does not hear of its own
 // writes. The shard's watcher reports the same writes again (Changed); each client hears once.
@@ -183,6 +210,14 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 	t.mu.Lock()
 	var out map[Sink][]string
 	for _, k := range keys {
+		var sent time.Time             // when the write left, for own writes the agent recorded
+		var echoes map[int64]time.Time // for a report: the clients it is the echo for
+		if own {
+			sent = t.writing[k]
+			delete(t.writing, k)
+		} else if echoes = t.echoes[k]; echoes != nil {
+			delete(t.echoes, k)
+		}
 		if ids, ok := t.keys[k]; ok {
 			delete(t.keys, k)
 			var kept []int64
@@ -191,7 +226,7 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 					continue // gone, or read before a switch to BCAST: forgotten, as Valkey
 				}
 				var told bool
-				if out, told = t.tell(out, id, k, by, own, now); !told && !own {
+				if out, told = t.tell(out, id, k, by, own, sent, echoes, now); !told && !own {
 					kept = append(kept, id) // an echo: what it holds was read after the write
 				}
 			}
@@ -202,7 +237,7 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 		for p, ids := range t.bcast {
 			if strings.HasPrefix(k, p) {
 				for id := range ids {
-					out, _ = t.tell(out, id, k, by, own, now)
+					out, _ = t.tell(out, id, k, by, own, sent, echoes, now)
 				}
 			}
 		}
@@ -211,30 +246,42 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 	deliver(out)
 }
 
-// tell adds key for client id unless it already knows: its own write (NOLOOP), or the report
-// of a write the agent told it of at once (see entry.echoes). told: it was added.
-func (t *Table) tell(out map[Sink][]string, id int64, key string, by int64, own bool, now time.Time) (_ map[Sink][]string, told bool) {
+// tell adds key for client id unless it already knows (see Table.echoes): its own write
+// (NOLOOP), the watcher's report of a write the agent told it of at once, or, at once, a write
+// whose report reached it after the write was sent. told: it was added.
+func (t *Table) tell(out map[Sink][]string, id int64, key string, by int64, own bool, sent time.Time, echoes map[int64]time.Time, now time.Time) (_ map[Sink][]string, told bool) {
 	e := t.clients[id]
 	if e == nil {
 		return out, false
 	}
 	if own {
-		if e.echoes == nil || len(e.echoes) >= maxEchoes {
-			e.echoes = map[string]time.Time{}
+		if at, ok := e.told[key]; ok && !sent.IsZero() && !at.Before(sent) {
+			return out, false // its report came first
 		}
-		e.echoes[key] = now
+		t.markEcho(key, id, now)
 		if e.noLoop && id == by {
 			return out, false
 		}
-		return t.add(out, id, key), true
+	} else if at, ok := echoes[id]; ok && now.Sub(at) < echoWindow {
+		return out, false
 	}
-	if at, ok := e.echoes[key]; ok {
-		delete(e.echoes, key)
-		if now.Sub(at) < echoWindow {
-			return out, false
-		}
+	if e.told == nil || len(e.told) >= maxEchoes {
+		e.told = map[string]time.Time{}
 	}
+	e.told[key] = now
 	return t.add(out, id, key), true
+}
+
+func (t *Table) markEcho(key string, id int64, now time.Time) {
+	if len(t.echoes) >= maxEchoes {
+		clear(t.echoes) // reports never seen (a shard gone): the clients may be told twice
+	}
+	m := t.echoes[key]
+	if m == nil {
+		m = map[int64]time.Time{}
+		t.echoes[key] = m
+	}
+	m[id] = now
 }
 
 // InvalidateAll tells every tracking client to drop everything (FLUSHALL, or the agent may
@@ -243,8 +290,10 @@ func (t *Table) InvalidateAll() {
 	t.mu.Lock()
 	clear(t.keys)
 	sinks := make([]Sink, 0, len(t.clients))
+	clear(t.echoes)
+	clear(t.writing)
 	for _, e := range t.clients {
-		clear(e.echoes)
+		clear(e.told)
 		sinks = append(sinks, e.sink)
 	}
 	t.mu.Unlock()

@@ -177,6 +177,17 @@ func TestEachWriteIsToldOnce(t *testing.T) {
 			tb.Invalidate(9, "a", "b")
 			tb.Changed("a", "b")
 		}, []string{"[a b]"}},
+		{"BCAST: the report before the write's reply", Options{BCAST: true}, func(tb *Table) {
+			tb.Writing("a")
+			tb.Changed("a") // the shard's report overtook the reply
+			tb.Invalidate(9, "a")
+			tb.Changed("a") // someone else, later
+		}, []string{"[a]", "[a]"}},
+		{"BCAST: a report before the write left is another change", Options{BCAST: true}, func(tb *Table) {
+			tb.Changed("a")
+			tb.Writing("a")
+			tb.Invalidate(9, "a")
+		}, []string{"[a]", "[a]"}},
 		{"BCAST: a second, foreign change is told", Options{BCAST: true}, func(tb *Table) {
 			tb.Invalidate(9, "a")
 			tb.Changed("a") // the echo
@@ -200,6 +211,13 @@ func TestEachWriteIsToldOnce(t *testing.T) {
 			tb.Remember(1, "k")
 			tb.Changed("k") // the echo
 			tb.Changed("k") // someone else's
+		}, []string{"[k]"}},
+		{"default NOLOOP: the echo reaches nobody, a later change is told", Options{NoLoop: true}, func(tb *Table) {
+			tb.Remember(1, "k")
+			tb.Invalidate(1, "k") // its own write: not told, registration gone
+			tb.Changed("k")       // the echo: consumed though nobody holds the key
+			tb.Remember(1, "k")
+			tb.Changed("k") // someone else's write
 		}, []string{"[k]"}},
 		{"switched to BCAST: keys read before are forgotten", Options{BCAST: true, Prefixes: []string{"p:"}}, func(tb *Table) {
 			tb.Changed("k") // read in default mode before the switch (see below)
