@@ -206,38 +206,21 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 	if t.tracking.Load() == 0 {
 		return // a client enabling now has read nothing yet
 	}
-	now := time.Now()
 	t.mu.Lock()
 	var out map[Sink][]string
 	for _, k := range keys {
-		var sent time.Time             // when the write left, for own writes the agent recorded
-		var echoes map[int64]time.Time // for a report: the clients it is the echo for
+		ch := change{key: k, by: by, own: own, now: time.Now()}
 		if own {
-			sent = t.writing[k]
+			ch.sent = t.writing[k]
 			delete(t.writing, k)
-		} else if echoes = t.echoes[k]; echoes != nil {
+		} else if ch.echoes = t.echoes[k]; ch.echoes != nil {
 			delete(t.echoes, k)
 		}
-		if ids, ok := t.keys[k]; ok {
-			delete(t.keys, k)
-			var kept []int64
-			for _, id := range ids {
-				if e := t.clients[id]; e == nil || len(e.prefixes) > 0 {
-					continue // gone, or read before a switch to BCAST: forgotten, as Valkey
-				}
-				var told bool
-				if out, told = t.tell(out, id, k, by, own, sent, echoes, now); !told && !own {
-					kept = append(kept, id) // an echo: what it holds was read after the write
-				}
-			}
-			if len(kept) > 0 {
-				t.keys[k] = kept
-			}
-		}
+		out = t.tellRegistered(out, &ch)
 		for p, ids := range t.bcast {
 			if strings.HasPrefix(k, p) {
 				for id := range ids {
-					out, _ = t.tell(out, id, k, by, own, sent, echoes, now)
+					out, _ = t.tell(out, id, &ch)
 				}
 			}
 		}
@@ -246,30 +229,64 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 	deliver(out)
 }
 
+// change is one key's change as invalidate tells it.
+type change struct {
+	key    string
+	by     int64 // the writing client, for own writes
+	own    bool  // the agent's own write (Invalidate), else the watcher's report (Changed)
+	sent   time.Time
+	echoes map[int64]time.Time // for a report: the clients it is the echo for
+	now    time.Time
+}
+
+// tellRegistered tells the default-mode clients that read the key; one that is not told of an
+// echo keeps its registration (what it holds was read after the write).
+func (t *Table) tellRegistered(out map[Sink][]string, ch *change) map[Sink][]string {
+	ids, ok := t.keys[ch.key]
+	if !ok {
+		return out
+	}
+	delete(t.keys, ch.key)
+	var kept []int64
+	for _, id := range ids {
+		if e := t.clients[id]; e == nil || len(e.prefixes) > 0 {
+			continue // gone, or read before a switch to BCAST: forgotten, as Valkey
+		}
+		var told bool
+		if out, told = t.tell(out, id, ch); !told && !ch.own {
+			kept = append(kept, id)
+		}
+	}
+	if len(kept) > 0 {
+		t.keys[ch.key] = kept
+	}
+	return out
+}
+
 // tell adds key for client id unless it already knows (see Table.echoes): its own write
 // (NOLOOP), the watcher's report of a write the agent told it of at once, or, at once, a write
 // whose report reached it after the write was sent. told: it was added.
-func (t *Table) tell(out map[Sink][]string, id int64, key string, by int64, own bool, sent time.Time, echoes map[int64]time.Time, now time.Time) (_ map[Sink][]string, told bool) {
+func (t *Table) tell(out map[Sink][]string, id int64, ch *change) (_ map[Sink][]string, told bool) {
 	e := t.clients[id]
 	if e == nil {
 		return out, false
 	}
-	if own {
-		if at, ok := e.told[key]; ok && !sent.IsZero() && !at.Before(sent) {
+	if ch.own {
+		if at, ok := e.told[ch.key]; ok && !ch.sent.IsZero() && !at.Before(ch.sent) {
 			return out, false // its report came first
 		}
-		t.markEcho(key, id, now)
-		if e.noLoop && id == by {
+		t.markEcho(ch.key, id, ch.now)
+		if e.noLoop && id == ch.by {
 			return out, false
 		}
-	} else if at, ok := echoes[id]; ok && now.Sub(at) < echoWindow {
+	} else if at, ok := ch.echoes[id]; ok && ch.now.Sub(at) < echoWindow {
 		return out, false
 	}
 	if e.told == nil || len(e.told) >= maxEchoes {
 		e.told = map[string]time.Time{}
 	}
-	e.told[key] = now
-	return t.add(out, id, key), true
+	e.told[ch.key] = ch.now
+	return t.add(out, id, ch.key), true
 }
 
 func (t *Table) markEcho(key string, id int64, now time.Time) {
