@@ -51,9 +51,12 @@ func (t *trackState) registers() bool {
 
 // pushQueue holds a connection's invalidations until they can be written.
 type pushQueue struct {
-	mu     sync.Mutex
-	keys   []string
-	all    bool  // drop everything: earlier keys are moot
+	mu sync.Mutex
+	// invalidations are messages of keys (Valkey's: one per key in the default mode, one per
+	// prefix in BCAST), keys how many keys they hold.
+	invalidations [][]string
+	keys          int
+	all           bool  // drop everything: earlier keys are moot
 	broken int64 // the redirect target that went away
 	// msgs are pub/sub messages (cmd_pubsub.go), msgBytes what they hold.
 	msgs     []pubsub.Message
@@ -87,10 +90,11 @@ func (k clientSink) Invalidate(keys []string) {
 	q.mu.Lock()
 	switch {
 	case q.all:
-	case keys == nil || len(q.keys)+len(keys) > maxQueuedPushKeys:
-		q.all, q.keys = true, nil
+	case keys == nil || q.keys+len(keys) > maxQueuedPushKeys:
+		q.all, q.invalidations, q.keys = true, nil, 0
 	default:
-		q.keys = append(q.keys, keys...)
+		q.invalidations = append(q.invalidations, keys)
+		q.keys += len(keys)
 	}
 	q.mu.Unlock()
 	k.s.Stats.TrackingPushes.Add(1)
@@ -137,10 +141,10 @@ func (s *Server) pusher(c *client) {
 func (s *Server) writePushes(c *client) bool {
 	q := &c.pushes
 	q.mu.Lock()
-	keys, all, broken, msgs := q.keys, q.all, q.broken, q.msgs
-	q.keys, q.all, q.broken, q.msgs, q.msgBytes = nil, false, 0, nil, 0
+	invalidations, all, broken, msgs := q.invalidations, q.all, q.broken, q.msgs
+	q.invalidations, q.keys, q.all, q.broken, q.msgs, q.msgBytes = nil, 0, false, 0, nil, 0
 	q.mu.Unlock()
-	if keys == nil && !all && broken == 0 && msgs == nil {
+	if invalidations == nil && !all && broken == 0 && msgs == nil {
 		return false
 	}
 	w := c.w
@@ -151,27 +155,30 @@ func (s *Server) writePushes(c *client) bool {
 		w.BulkString("tracking-redir-broken")
 		w.Int(broken)
 	}
-	if keys == nil && !all {
-		return true
+	if !resp3 && !c.subscribed.Load() {
+		return msgs != nil // RESP2 without a subscription: nowhere to send invalidations (or broken, RESP3 only)
 	}
-	switch {
-	case resp3:
-		w.Push(2)
-		w.BulkString("invalidate")
-	case c.subscribed.Load():
+	invalidation := func() {
+		if resp3 {
+			w.Push(2)
+			w.BulkString("invalidate")
+			return
+		}
 		w.Push(3)
 		w.BulkString("message")
 		w.BulkString(invalidateChannel)
-	default:
-		return false // RESP2 without a subscription: nowhere to send it (broken is RESP3 only)
 	}
 	if all {
+		invalidation()
 		w.Null()
 		return true
 	}
-	w.Array(len(keys))
-	for _, k := range keys {
-		w.BulkString(k)
+	for _, keys := range invalidations {
+		invalidation()
+		w.Array(len(keys))
+		for _, k := range keys {
+			w.BulkString(k)
+		}
 	}
 	return true
 }

@@ -157,7 +157,7 @@ func (t *Table) Keys() int {
 // Remember registers that client id may now cache keys. Call it before the read that returns
 // them is sent to the shard: a change after that point must find the registration.
 func (t *Table) Remember(id int64, keys ...string) {
-	var evicted map[Sink][]string
+	var evicted outbox
 	t.mu.Lock()
 	for _, k := range keys {
 		ids := t.keys[k]
@@ -207,7 +207,7 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 		return // a client enabling now has read nothing yet
 	}
 	t.mu.Lock()
-	var out map[Sink][]string
+	var out outbox
 	for _, k := range keys {
 		ch := change{key: k, by: by, own: own, now: time.Now()}
 		if own {
@@ -220,7 +220,7 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 		for p, ids := range t.bcast {
 			if strings.HasPrefix(k, p) {
 				for id := range ids {
-					out, _ = t.tell(out, id, &ch)
+					out, _ = t.tell(out, id, &ch, &p)
 				}
 			}
 		}
@@ -241,7 +241,7 @@ type change struct {
 
 // tellRegistered tells the default-mode clients that read the key; one that is not told of an
 // echo keeps its registration (what it holds was read after the write).
-func (t *Table) tellRegistered(out map[Sink][]string, ch *change) map[Sink][]string {
+func (t *Table) tellRegistered(out outbox, ch *change) outbox {
 	ids, ok := t.keys[ch.key]
 	if !ok {
 		return out
@@ -253,7 +253,7 @@ func (t *Table) tellRegistered(out map[Sink][]string, ch *change) map[Sink][]str
 			continue // gone, or read before a switch to BCAST: forgotten, as Valkey
 		}
 		var told bool
-		if out, told = t.tell(out, id, ch); !told && !ch.own {
+		if out, told = t.tell(out, id, ch, nil); !told && !ch.own {
 			kept = append(kept, id)
 		}
 	}
@@ -266,7 +266,7 @@ func (t *Table) tellRegistered(out map[Sink][]string, ch *change) map[Sink][]str
 // tell adds key for client id unless it already knows (see Table.echoes): its own write
 // (NOLOOP), the watcher's report of a write the agent told it of at once, or, at once, a write
 // whose report reached it after the write was sent. told: it was added.
-func (t *Table) tell(out map[Sink][]string, id int64, ch *change) (_ map[Sink][]string, told bool) {
+func (t *Table) tell(out outbox, id int64, ch *change, prefix *string) (_ outbox, told bool) {
 	e := t.clients[id]
 	if e == nil {
 		return out, false
@@ -286,7 +286,7 @@ func (t *Table) tell(out map[Sink][]string, id int64, ch *change) (_ map[Sink][]
 		e.told = map[string]time.Time{}
 	}
 	e.told[ch.key] = ch.now
-	return t.add(out, id, ch.key), true
+	return t.add(out, id, ch.key, prefix), true
 }
 
 func (t *Table) markEcho(key string, id int64, now time.Time) {
@@ -321,34 +321,68 @@ func (t *Table) InvalidateAll() {
 
 // collect adds key for the default-mode clients ids (a key read before a client switched to
 // BCAST is forgotten, as Valkey does).
-func (t *Table) collect(out map[Sink][]string, key string, ids []int64) map[Sink][]string {
+func (t *Table) collect(out outbox, key string, ids []int64) outbox {
 	for _, id := range ids {
 		if e := t.clients[id]; e != nil && len(e.prefixes) == 0 {
-			out = t.add(out, id, key)
+			out = t.add(out, id, key, nil)
 		}
 	}
 	return out
 }
 
-func (t *Table) add(out map[Sink][]string, id int64, key string) map[Sink][]string {
+// outbox is one call's invalidations by client, as Valkey words them: a message per key in the
+// default mode, a message per prefix in BCAST.
+type outbox map[Sink]*messages
+
+type messages struct {
+	list     [][]string
+	byPrefix map[string]int // BCAST prefix -> its message
+}
+
+// add adds key for client id: its own message, or its BCAST prefix's.
+func (t *Table) add(out outbox, id int64, key string, prefix *string) outbox {
 	e := t.clients[id]
 	if e == nil {
 		return out
 	}
 	if out == nil {
-		out = map[Sink][]string{}
+		out = outbox{}
 	}
-	keys := out[e.sink]
-	if len(keys) == 0 || keys[len(keys)-1] != key { // one key reaches a client once per call
-		out[e.sink] = append(keys, key)
+	m := out[e.sink]
+	if m == nil {
+		m = &messages{}
+		out[e.sink] = m
+	}
+	if prefix == nil {
+		for _, msg := range m.list { // a key reaches a client once per call
+			if len(msg) == 1 && msg[0] == key {
+				return out
+			}
+		}
+		m.list = append(m.list, []string{key})
+		return out
+	}
+	i, ok := m.byPrefix[*prefix]
+	if !ok {
+		if m.byPrefix == nil {
+			m.byPrefix = map[string]int{}
+		}
+		i = len(m.list)
+		m.byPrefix[*prefix] = i
+		m.list = append(m.list, nil)
+	}
+	if msg := m.list[i]; len(msg) == 0 || msg[len(msg)-1] != key {
+		m.list[i] = append(msg, key)
 	}
 	return out
 }
 
 // deliver runs outside the table's lock: a sink may take its connection's locks.
-func deliver(out map[Sink][]string) {
-	for s, keys := range out {
-		s.Invalidate(keys)
+func deliver(out outbox) {
+	for s, m := range out {
+		for _, keys := range m.list {
+			s.Invalidate(keys)
+		}
 	}
 }
 

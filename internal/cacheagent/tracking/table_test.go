@@ -83,7 +83,7 @@ func TestBroadcastPrefixes(t *testing.T) {
 	tb.Enable(1, users, Options{BCAST: true, Prefixes: []string{"user:", "sess:"}})
 	tb.Enable(2, all, Options{BCAST: true})
 	tb.Invalidate(0, "user:1", "order:9", "sess:x")
-	if got := users.take(); !slices.Equal(got, []string{"[sess:x user:1]"}) {
+	if got := users.take(); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"[sess:x]", "[user:1]"}) { // a message per prefix, as Valkey
 		t.Errorf("prefix client got %v", got)
 	}
 	if got := all.take(); !slices.Equal(got, []string{"[order:9 sess:x user:1]"}) {
