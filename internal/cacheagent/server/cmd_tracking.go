@@ -57,7 +57,7 @@ type pushQueue struct {
 	invalidations [][]string
 	keys          int
 	all           bool  // drop everything: earlier keys are moot
-	broken int64 // the redirect target that went away
+	broken        int64 // the redirect target that went away
 	// msgs are pub/sub messages (cmd_pubsub.go), msgBytes what they hold.
 	msgs     []pubsub.Message
 	msgBytes int64
