@@ -37,7 +37,7 @@ func cmdBlocking(ctx context.Context, s *Server, b *batch, c *client, w *resp.Wr
 	}
 	b.exec(ctx, w) // what the client sent before it is answered first
 	r, sh, cmd, shape := b.r, b.r.Shards[i], relayed(args), b.cmd.replyShape(args)
-	s.announce(keys...)
+	s.announce(b.cid, keys...)
 	b.local(func(w *resp.Writer) {
 		wctx, stop := untilHangUp(ctx, c)
 		defer stop()

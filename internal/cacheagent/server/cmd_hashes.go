@@ -70,7 +70,7 @@ func forwardWrite(values func(args [][]byte) [][]byte, creates created) handler 
 					cmds = append(cmds, arbitrary("PEXPIRE", made, []string{string(px), "NX"}))
 				}
 			}
-			s.announce(keys...)
+			s.announce(b.cid, keys...)
 		}
 		p, shape := b.plain(i, cmds...), b.cmd.replyShape(args)
 		b.wrote(keys...)

@@ -55,7 +55,7 @@ func pick(keys []string, positions []int) []string {
 func cmdDel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name := strings.ToUpper(str(args[0]))
 	keys := strs(args[1:])
-	s.announce(keys...)
+	s.announce(b.cid, keys...)
 	shards, positions := b.groupKeys(ctx, w, args[1:])
 	parts := make([]part, len(shards))
 	groups := make([][]string, len(shards))
@@ -111,7 +111,7 @@ func cmdExpire(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 		// NX still bounds a counter's window.
 		rest = []string{rest[0], "LT"}
 	}
-	s.announce(key)
+	s.announce(b.cid, key)
 	b.writeJob(ctx, w, args[1], false, func(bd valkey.Builder) valkey.Completed {
 		return bd.Arbitrary(name).Keys(key).Args(rest...).Build()
 	})

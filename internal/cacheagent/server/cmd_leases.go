@@ -131,7 +131,7 @@ func (s *Server) fill(ctx context.Context, sh *router.Shard, key, token, value s
 			w.Error("CFLEASE the lease for this key expired or was cancelled by a delete; the value was not stored")
 			return
 		}
-		s.announce(key)
+		s.announceOnBus(key) // the fill is settled: only the other agents are told
 		if bu := s.bus.Load(); bu != nil {
 			go func() { _ = bu.Publish(context.Background(), bus.OpFilled, key) }() // failures are counted by the bus
 		}

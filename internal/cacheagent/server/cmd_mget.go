@@ -235,7 +235,7 @@ func cmdMset(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	for j := range keys {
 		rules := b.rulesFor(keys[j])
 		pairs[j] = pair{str(keys[j]), rules.Stored(str(args[2+2*j])), rules.WriteTTL(nil)}
-		s.announce(pairs[j].k)
+		s.announce(b.cid, pairs[j].k)
 	}
 	shards, positions := b.groupKeys(ctx, w, keys)
 	parts, partKeys := make([]part, len(shards)), make([][]string, len(shards))
@@ -293,7 +293,7 @@ func cmdMsetnx(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 		values = append(values, rules.Stored(str(args[i+1])))
 		ttls = append(ttls, strconv.FormatInt(rules.WriteTTL(nil).Milliseconds(), 10))
 	}
-	s.announce(keys...)
+	s.announce(b.cid, keys...)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed {
 		return bd.Eval().Script(msetnxScript).Numkeys(int64(len(keys))).Key(keys...).Arg(append(values, ttls...)...).Build()

@@ -29,7 +29,7 @@ func cmdEval(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writer
 	if !ok {
 		return
 	}
-	s.announce(keys...)
+	s.announce(b.cid, keys...)
 	build := relayed(args)
 	if b.tx {
 		p := b.plain(shard, build)

@@ -117,7 +117,7 @@ func cmdSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	if px := writeExpiry(&rules); !hasExpiry && px != nil {
 		rest = append(rest, "PX", string(px))
 	}
-	s.announce(key)
+	s.announce(b.cid, key)
 	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("SET").Keys(key).Args(rest...).Build() }}
 	if rules.LeaseTTL > 0 {
 		// Fresh data written directly: a pending fill is older, refuse it.
@@ -134,7 +134,7 @@ func cmdSetex(ctx context.Context, s *Server, b *batch, c *client, w *resp.Write
 		return
 	}
 	ttl, val := str(args[2]), rules.Stored(str(args[3]))
-	s.announce(key)
+	s.announce(b.cid, key)
 	b.writeJob(ctx, w, args[1], true, func(bd valkey.Builder) valkey.Completed {
 		return bd.Arbitrary(name).Keys(key).Args(ttl, val).Build()
 	})
@@ -142,7 +142,7 @@ func cmdSetex(ctx context.Context, s *Server, b *batch, c *client, w *resp.Write
 
 func cmdGetex(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key, rest := str(args[1]), strs(args[2:])
-	s.announce(key)
+	s.announce(b.cid, key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary("GETEX").Keys(key).Args(rest...).Build() })
 	b.wrote(key)
@@ -151,7 +151,7 @@ func cmdGetex(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Write
 
 func cmdGetdel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	key := str(args[1])
-	s.announce(key)
+	s.announce(b.cid, key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, func(bd valkey.Builder) valkey.Completed { return bd.Getdel().Key(key).Build() })
 	b.wrote(key)
@@ -165,7 +165,7 @@ func cmdGetdel(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 func cmdIncr(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
 	rules := b.rulesFor(args[1])
-	s.announce(key)
+	s.announce(b.cid, key)
 	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Args(rest...).Build() }}
 	if px := writeExpiry(&rules); px != nil {
 		cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {
@@ -199,7 +199,7 @@ func setWith(ctx context.Context, s *Server, b *batch, w *resp.Writer, args [][]
 	if px := writeExpiry(&rules); px != nil {
 		set = append(set, "PX", string(px))
 	}
-	s.announce(key)
+	s.announce(b.cid, key)
 	i := b.shardOf(ctx, w, args[1], plainLane)
 	p := b.plain(i, arbitrary("SET", key, set))
 	b.wrote(key)

@@ -43,7 +43,7 @@ func cmdTagSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writ
 		return
 	}
 	tagList := strs(rest[1:])
-	s.announce(key)
+	s.announce(b.cid, key)
 	b.writeJob(ctx, w, args[1], true, func(bd valkey.Builder) valkey.Completed {
 		return tags.Set(bd, key, value, ttl, tagList)
 	})

@@ -279,8 +279,9 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	default:
 		up.SetOut(appendSet(up.Out(), f, rules))
 		up.Expect(q)
+		ls.s.tracking.Writing(ic.c.id, string(f.key)) // free while nobody tracks
 		if announcesWrites(rules) {
-			ls.s.announce(string(f.key))
+			ls.s.announce(ic.c.id, string(f.key))
 		}
 	}
 	ls.touch(up)

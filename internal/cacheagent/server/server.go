@@ -340,7 +340,7 @@ func (s *Server) RefusedOversize() { s.Stats.OversizeRejected.Add(1) }
 
 // Announce and Settle bracket a write made by another endpoint (the HTTP API) as the agent's
 // own writes are bracketed (writes.go).
-func (s *Server) Announce(keys ...string) { s.announce(keys...) }
+func (s *Server) Announce(keys ...string) { s.announce(0, keys...) }
 
 // Settle is the end of that bracket (see Announce).
 func (s *Server) Settle(r *router.Router, keys ...string) { s.settle(r, keys...) }

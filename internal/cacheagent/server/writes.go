@@ -33,11 +33,17 @@ func (s *Server) settleBy(r *router.Router, by int64, keys ...string) {
 	}
 }
 
-// announce tells the other agents, for policies that invalidate ttl-mode copies on write,
-// that keys are being written. This agent's own copies are dropped by settle once the shard
-// has answered (before that, a reader may see the old value, as it may on the shard).
-func (s *Server) announce(keys ...string) {
-	s.tracking.Writing(keys...) // its tracking clients hear of it once (tracking.Table)
+// announce tells, for policies that invalidate ttl-mode copies on write, the other agents that
+// keys are being written by client by (0: none), and the tracking table that the write is
+// leaving. This agent's own copies are dropped by settle once the shard has answered (before
+// that, a reader may see the old value, as it may on the shard).
+func (s *Server) announce(by int64, keys ...string) {
+	s.tracking.Writing(by, keys...) // its tracking clients hear of it once (tracking.Table)
+	s.announceOnBus(keys...)
+}
+
+// announceOnBus is announce's message to the other agents.
+func (s *Server) announceOnBus(keys ...string) {
 	r, bus := s.Router(), s.bus.Load()
 	if bus == nil || r == nil {
 		return

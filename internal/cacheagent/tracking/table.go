@@ -29,14 +29,15 @@ type Table struct {
 	mu sync.Mutex
 	// The agent hears of its own writes twice: at once (Invalidate), and from the shard's
 	// watcher (Changed), before or after. Each client hears of a write once:
-	//   - writing: when the agent sent a write of each key not yet settled (Writing); a
-	//     client told of the key since (its report came first) is not told again at once;
+	//   - writing: the writes of keys the agent sent and has not settled (Writing); a client
+	//     told of the key since (its report came first) is not told again at once, and a
+	//     NOLOOP writer is not told by that report;
 	//   - echoes: key -> clients the agent told of its write at once (or, NOLOOP writers, did
 	//     not); the watcher's next report of the key is that write's, and is not told to them.
 	//     The report consumes the marks of every client, read since or not. Safe: the shard
 	//     reports every write of one event-loop cycle together, after the cycle, and a client
 	//     can read the key again only after that.
-	writing map[string]time.Time
+	writing map[string]*pendingWrite
 	echoes  map[string]map[int64]time.Time
 	// keys: key -> clients that read it since its last invalidation (default mode). Clients
 	// that stopped tracking are dropped lazily, when the key is next invalidated.
@@ -70,7 +71,7 @@ func NewTable(maxKeys int) *Table {
 		maxKeys = DefaultMaxKeys
 	}
 	return &Table{maxKeys: maxKeys, keys: map[string][]int64{}, clients: map[int64]*entry{}, bcast: map[string]map[int64]bool{},
-		writing: map[string]time.Time{}, echoes: map[string]map[int64]time.Time{}}
+		writing: map[string]*pendingWrite{}, echoes: map[string]map[int64]time.Time{}}
 }
 
 // Options are a client's CLIENT TRACKING ON options that the table needs.
@@ -176,8 +177,15 @@ func (t *Table) Remember(id int64, keys ...string) {
 	deliver(evicted)
 }
 
-// Writing records that the agent is sending a write of keys; Invalidate settles it.
-func (t *Table) Writing(keys ...string) {
+// pendingWrite is a write the agent sent and has not settled.
+type pendingWrite struct {
+	sent   time.Time
+	by     int64 // the writing client, 0 for none
+	echoed bool  // the shard reported the key meanwhile
+}
+
+// Writing records that client by (0: none) is sending a write of keys; Invalidate settles it.
+func (t *Table) Writing(by int64, keys ...string) {
 	if t.tracking.Load() == 0 {
 		return
 	}
@@ -189,7 +197,7 @@ func (t *Table) Writing(keys ...string) {
 	}
 	for _, k := range keys {
 		if _, ok := t.writing[k]; !ok {
-			t.writing[k] = now
+			t.writing[k] = &pendingWrite{sent: now, by: by}
 		}
 	}
 }
@@ -210,11 +218,22 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 	var out outbox
 	for _, k := range keys {
 		ch := change{key: k, by: by, own: own, now: time.Now()}
-		if own {
-			ch.sent = t.writing[k]
+		pw := t.writing[k]
+		if pw != nil && ch.now.Sub(pw.sent) > echoWindow {
+			delete(t.writing, k) // never settled (refused, say): it speaks for no report
+			pw = nil
+		}
+		switch {
+		case own && pw != nil:
+			ch.sent, ch.echoed = pw.sent, pw.echoed
 			delete(t.writing, k)
-		} else if ch.echoes = t.echoes[k]; ch.echoes != nil {
-			delete(t.echoes, k)
+		case !own:
+			if ch.echoes = t.echoes[k]; ch.echoes != nil {
+				delete(t.echoes, k)
+			}
+			if pw != nil { // the report came before the write's reply
+				pw.echoed, ch.by = true, pw.by
+			}
 		}
 		out = t.tellRegistered(out, &ch)
 		for p, ids := range t.bcast {
@@ -232,9 +251,10 @@ func (t *Table) invalidate(by int64, own bool, keys []string) {
 // change is one key's change as invalidate tells it.
 type change struct {
 	key    string
-	by     int64 // the writing client, for own writes
+	by     int64 // the writing client: of an own write, or of the pending write a report is about
 	own    bool  // the agent's own write (Invalidate), else the watcher's report (Changed)
 	sent   time.Time
+	echoed bool                // own: the shard reported the key while the write was pending
 	echoes map[int64]time.Time // for a report: the clients it is the echo for
 	now    time.Time
 }
@@ -271,16 +291,23 @@ func (t *Table) tell(out outbox, id int64, ch *change, prefix *string) (_ outbox
 	if e == nil {
 		return out, false
 	}
-	if ch.own {
+	switch {
+	case ch.own:
 		if at, ok := e.told[ch.key]; ok && !ch.sent.IsZero() && !at.Before(ch.sent) {
 			return out, false // its report came first
 		}
-		t.markEcho(ch.key, id, ch.now)
+		if !ch.echoed {
+			t.markEcho(ch.key, id, ch.now)
+		}
 		if e.noLoop && id == ch.by {
 			return out, false
 		}
-	} else if at, ok := ch.echoes[id]; ok && ch.now.Sub(at) < echoWindow {
-		return out, false
+	case e.noLoop && id == ch.by:
+		return out, false // the report of its own write, before the write's reply
+	default:
+		if at, ok := ch.echoes[id]; ok && ch.now.Sub(at) < echoWindow {
+			return out, false
+		}
 	}
 	if e.told == nil || len(e.told) >= maxEchoes {
 		e.told = map[string]time.Time{}

@@ -178,16 +178,27 @@ func TestEachWriteIsToldOnce(t *testing.T) {
 			tb.Changed("a", "b")
 		}, []string{"[a b]"}},
 		{"BCAST: the report before the write's reply", Options{BCAST: true}, func(tb *Table) {
-			tb.Writing("a")
+			tb.Writing(9, "a")
 			tb.Changed("a") // the shard's report overtook the reply
 			tb.Invalidate(9, "a")
 			tb.Changed("a") // someone else, later
 		}, []string{"[a]", "[a]"}},
 		{"BCAST: a report before the write left is another change", Options{BCAST: true}, func(tb *Table) {
 			tb.Changed("a")
-			tb.Writing("a")
+			tb.Writing(9, "a")
 			tb.Invalidate(9, "a")
 		}, []string{"[a]", "[a]"}},
+		{"BCAST NOLOOP: the report of its own write before the reply", Options{BCAST: true, NoLoop: true}, func(tb *Table) {
+			tb.Writing(1, "k")
+			tb.Changed("k")
+			tb.Invalidate(1, "k")
+			tb.Changed("k") // someone else's, later: news
+		}, []string{"[k]"}},
+		{"a write never settled speaks for no report after the window", Options{BCAST: true, NoLoop: true}, func(tb *Table) {
+			tb.Writing(1, "k")
+			tb.writing["k"].sent = tb.writing["k"].sent.Add(-2 * echoWindow)
+			tb.Changed("k") // someone else's
+		}, []string{"[k]"}},
 		{"BCAST: a second, foreign change is told", Options{BCAST: true}, func(tb *Table) {
 			tb.Invalidate(9, "a")
 			tb.Changed("a") // the echo
