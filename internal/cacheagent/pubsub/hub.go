@@ -50,6 +50,10 @@ type Hub struct {
 	timeout  time.Duration // how long a subscription waits for a shard connection
 	Stats    Stats
 
+	// reserved is the fleet's invalidation bus channel: its messages are the agents' own, never
+	// a client's (clients cannot subscribe or publish to it, and a pattern does not hear it).
+	reserved atomic.Pointer[string]
+
 	mu    sync.RWMutex
 	ring  *router.Router
 	subs  [NumKinds]map[string]map[Subscriber]struct{}
@@ -154,6 +158,8 @@ func (h *Hub) plan(r *router.Router, kind Kind, names []string) map[*link][]stri
 // SetRing moves the subscriptions to a new ring: a channel whose shard changed is subscribed on
 // its new shard, patterns on shards that joined; links to shards that left are closed.
 func (h *Hub) SetRing(r *router.Router) {
+	ch := r.Doc.Invalidation.Channel
+	h.reserved.Store(&ch)
 	h.mu.Lock()
 	h.ring = r
 	keep := map[*link]bool{}
@@ -209,6 +215,9 @@ func (h *Hub) Close() {
 
 // deliver hands a shard's message to the clients subscribed to it.
 func (h *Hub) deliver(m Message) {
+	if h.Reserved(m.Channel) {
+		return
+	}
 	name := m.Channel
 	if m.Kind == Pattern {
 		name = m.Pattern
@@ -219,6 +228,12 @@ func (h *Hub) deliver(m Message) {
 		h.Stats.Delivered.Add(1)
 	}
 	h.mu.RUnlock()
+}
+
+// Reserved reports whether channel is the fleet's invalidation bus, which clients may not use.
+func (h *Hub) Reserved(channel string) bool {
+	r := h.reserved.Load()
+	return r != nil && *r != "" && channel == *r
 }
 
 // Receivers turns a shard's answer to PUBLISH (SPUBLISH for ShardChannel) of channel into the

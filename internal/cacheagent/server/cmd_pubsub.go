@@ -98,6 +98,12 @@ func (s *Server) sinkFor(c *client) *subscriber {
 func subscribe(kind pubsub.Kind) handler {
 	return func(ctx context.Context, s *Server, b *batch, c *client, _ *resp.Writer, args [][]byte) {
 		names := strs(args[1:])
+		if kind != pubsub.Pattern {
+			if msg := s.refuseReserved(names...); msg != "" {
+				b.local(func(w *resp.Writer) { w.Error(msg) })
+				return
+			}
+		}
 		sink := s.sinkFor(c)
 		var shared []string
 		for _, n := range names {
@@ -133,6 +139,18 @@ func subscribe(kind pubsub.Kind) handler {
 			}
 		})
 	}
+}
+
+// refuseReserved is the error for a client naming the fleet's invalidation bus channel, "" when
+// none does: its messages are the agents' (signed; a client could read the keys written or make
+// every agent check forgeries).
+func (s *Server) refuseReserved(channels ...string) string {
+	for _, ch := range channels {
+		if s.pubsub.Reserved(ch) {
+			return fmt.Sprintf("ERR '%s' is the fleet's invalidation channel, which only its agents use", truncate([]byte(ch)))
+		}
+	}
+	return ""
 }
 
 // maxSubscriptions bounds what one client makes the agent hold, per kind (Valkey bounds them
@@ -205,6 +223,10 @@ func (s *Server) unsubscribeAll(c *client) {
 func publish(kind pubsub.Kind) handler {
 	return func(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 		channel := str(args[1])
+		if msg := s.refuseReserved(channel); msg != "" {
+			b.local(func(w *resp.Writer) { w.Error(msg) })
+			return
+		}
 		i := b.shardOf(ctx, w, args[1], plainLane) // pubsub.Home
 		sh := b.r.Shards[i]
 		p := b.plain(i, relayed(args))
@@ -235,7 +257,7 @@ func cmdPubsub(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writ
 			for _, res := range eachShard(ctx, b, relayed(args)) {
 				arr, _ := res.AsStrSlice()
 				for _, n := range arr {
-					if !slices.Contains(names, n) {
+					if !slices.Contains(names, n) && !s.pubsub.Reserved(n) {
 						names = append(names, n)
 					}
 				}

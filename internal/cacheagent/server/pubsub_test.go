@@ -2,11 +2,14 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valkey-io/valkey-go"
 
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 )
@@ -229,5 +232,28 @@ func TestUnsubscribeInsideMulti(t *testing.T) {
 		if got := c.do("EXEC"); got != want {
 			t.Errorf("%s: EXEC = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// The fleet's invalidation channel is the agents' own: a client can neither subscribe nor
+// publish to it, and a pattern matching it does not hear the agents' messages.
+func TestTheBusChannelIsReserved(t *testing.T) {
+	a := startAgent(t, twoShards(t), defaults())
+	bus := a.srv.Router().Doc.Invalidation.Channel
+	c := a.dial(t)
+	for _, cmd := range [][]string{{"SUBSCRIBE", "fine", bus}, {"SSUBSCRIBE", bus}, {"PUBLISH", bus, "forged"}, {"SPUBLISH", bus, "x"}} {
+		if got := c.do(cmd...); !strings.HasPrefix(got, "ERR:ERR '"+bus+"' is the fleet's invalidation channel") {
+			t.Errorf("%v = %q", cmd, got)
+		}
+	}
+	c.do("PSUBSCRIBE", "*")
+	sh := a.srv.Router().ShardFor([]byte(bus)) // both on one shard: one connection, in order
+	for _, ch := range []string{bus, "other"} {
+		if _, err := sh.Do(context.Background(), func(b valkey.Builder) valkey.Completed { return b.Publish().Channel(ch).Message("m").Build() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.replies(1)[0]; got != "[pmessage * other m]" { // not the bus message before it
+		t.Errorf("the pattern subscriber read %q", got)
 	}
 }
