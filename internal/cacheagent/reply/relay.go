@@ -37,8 +37,12 @@ func rawReply(m *valkey.ValkeyMessage) (rawNode, error) {
 	return node, err
 }
 
+// maxDepth bounds a relayed reply's nesting: a script returning a table that holds itself
+// gets Valkey's deepest reply, about 8,000 arrays deep before "reached lua stack limit".
+const maxDepth = 16 << 10
+
 func parseRaw(b []byte, depth int) (rawNode, []byte, error) {
-	if len(b) < 9 || depth > 64 {
+	if len(b) < 9 || depth > maxDepth {
 		return rawNode{}, nil, errRawFormat
 	}
 	n := rawNode{typ: b[0], n: int64(binary.BigEndian.Uint64(b[1:9]))}

@@ -80,6 +80,7 @@ var parityCases = []parityCase{
 		c("EVAL", "return 1", "3", "{e}a"), c("EVAL", "return redis.error_reply('MY custom')", "1", "{e}a"),
 		c("SCRIPT", "LOAD", "return KEYS[1]"), c("EVALSHA", "7c2f8f1da97b4ebb2e2a2bd9ee5b6d4b4d0e1e1a", "1", "{e}a"),
 		c("EVALSHA", "b9bd4f2d4e1f7b1b2b50fa5a6ff9d9a9b6ffff1c", "1", "{e}a"), c("SCRIPT", "LOAD"),
+		c("EVAL", "local a = {}; local b = {a}; a[1] = b; return a", "0"), // ~8,000 arrays deep, then an error
 	}},
 	{name: "transactions", cmds: [][]string{
 		c("EXEC"), c("DISCARD"), c("MULTI"), c("SET", "{t}a", "1"), c("INCR", "{t}a"), c("GET", "{t}a"),
