@@ -5,7 +5,6 @@ package resp
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -298,20 +297,130 @@ func (r *Reader) readInline() ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.buf = append(r.buf[:0], line...)
 	r.ends = r.ends[:0]
-	fields := bytes.Fields(r.buf)
 	r.args = r.args[:0]
-	if len(fields) > r.limits.MaxArgs {
+	args, buf, ok := splitArgs(line, r.args, r.buf[:0])
+	r.buf = buf
+	if !ok {
+		return nil, protoErr("unbalanced quotes in request")
+	}
+	if len(args) > r.limits.MaxArgs {
 		return nil, protoErr("too many arguments")
 	}
-	for _, f := range fields {
-		if len(f) > 0 && (f[0] == '"' || f[0] == '\'') {
-			return nil, protoErr("quoted inline arguments are not supported; use the RESP array form")
-		}
-		r.args = append(r.args, f)
-	}
+	r.args = args
 	return r.args, nil
+}
+
+// splitArgs splits an inline command line as Valkey's sdssplitargs does: arguments separated
+// by blanks, "double quotes" with \n \r \t \b \a \xHH escapes, 'single quotes' with \'. The
+// arguments are written to buf (grown once to the line's size, so they stay valid); false
+// for unbalanced quotes or a closing quote not followed by a blank.
+func splitArgs(line []byte, args [][]byte, buf []byte) ([][]byte, []byte, bool) {
+	if cap(buf) < len(line) {
+		buf = make([]byte, 0, len(line))
+	}
+	at := func(i int) byte { // Valkey's line ends in a NUL it peeks at
+		if i < len(line) {
+			return line[i]
+		}
+		return 0
+	}
+	i := 0
+	for {
+		for i < len(line) && isBlank(line[i]) {
+			i++
+		}
+		if i >= len(line) {
+			return args, buf, true
+		}
+		start := len(buf)
+		inDouble, inSingle := false, false
+		for done := false; !done; {
+			c := at(i)
+			switch {
+			case inDouble:
+				switch {
+				case c == '\\' && at(i+1) == 'x' && isHex(at(i+2)) && isHex(at(i+3)):
+					buf = append(buf, unhex(at(i+2))<<4|unhex(at(i+3)))
+					i += 3
+				case c == '\\' && i+1 < len(line):
+					i++
+					buf = append(buf, unescape(line[i]))
+				case c == '"':
+					if i+1 < len(line) && !isBlank(line[i+1]) {
+						return nil, buf, false
+					}
+					done = true
+				case i >= len(line):
+					return nil, buf, false
+				default:
+					buf = append(buf, c)
+				}
+			case inSingle:
+				switch {
+				case c == '\\' && at(i+1) == '\'':
+					i++
+					buf = append(buf, '\'')
+				case c == '\'':
+					if i+1 < len(line) && !isBlank(line[i+1]) {
+						return nil, buf, false
+					}
+					done = true
+				case i >= len(line):
+					return nil, buf, false
+				default:
+					buf = append(buf, c)
+				}
+			default:
+				switch {
+				case i >= len(line) || isBlank(c) || c == 0:
+					done = true
+				case c == '"':
+					inDouble = true
+				case c == '\'':
+					inSingle = true
+				default:
+					buf = append(buf, c)
+				}
+			}
+			if i < len(line) {
+				i++
+			}
+		}
+		args = append(args, buf[start:len(buf):len(buf)])
+	}
+}
+
+func isBlank(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
+}
+
+func unescape(c byte) byte {
+	switch c {
+	case 'n':
+		return '\n'
+	case 'r':
+		return '\r'
+	case 't':
+		return '\t'
+	case 'b':
+		return '\b'
+	case 'a':
+		return '\a'
+	}
+	return c
 }
 
 func unexpected(err error) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -125,7 +126,7 @@ func TestBadFrames(t *testing.T) {
 		"bad length":          "*x\r\n",
 		"unterminated bulk":   "*1\r\n$3\r\nGETXX",
 		"inline too long":     strings.Repeat("a", 100) + "\r\n",
-		"quoted inline":       "SET \"a b\" c\r\n",
+		"unbalanced quotes":   "SET \"a b c\r\n",
 		"huge length":         "*99999999999999\r\n",
 	}
 	for name, in := range tests {
@@ -247,5 +248,37 @@ func TestLengthErrorsAreWordedAsValkeyWordsThem(t *testing.T) {
 		if _, err := reader(in, limits).ReadCommand(); err == nil || err.Error() != want {
 			t.Errorf("%q: %v, want %q", in, err, want)
 		}
+	}
+}
+
+// Inline commands split as Valkey's sdssplitargs splits them (its cases, and the quote errors).
+func TestInlineArgumentsSplitAsValkey(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want []string // nil: unbalanced quotes
+	}{
+		{`SET "a b" c`, []string{"SET", "a b", "c"}},
+		{`SET 'a b' "c\nd\x41\"e"`, []string{"SET", "a b", "c\ndA\"e"}},
+		{`SET 'it\'s' x`, []string{"SET", "it's", "x"}},
+		{`SET a"b c" d`, []string{"SET", "ab c", "d"}},
+		{"  PING  \t ", []string{"PING"}},
+		{`SET "\xZZ" x`, []string{"SET", "xZZ", "x"}},
+		{`SET "a`, nil},
+		{`SET 'a`, nil},
+		{`SET "a"b`, nil}, // a closing quote must end the argument
+		{`SET 'a'b`, nil},
+	} {
+		args, _, ok := splitArgs([]byte(tc.line), nil, nil)
+		var got []string
+		for _, a := range args {
+			got = append(got, string(a))
+		}
+		if ok != (tc.want != nil) || (ok && !slices.Equal(got, tc.want)) {
+			t.Errorf("%q: %q %v, want %q", tc.line, got, ok, tc.want)
+		}
+	}
+	rd := NewReader(bufio.NewReader(strings.NewReader("SET \"a b\r\n")), DefaultLimits)
+	if _, err := rd.ReadCommand(); err == nil || !strings.Contains(err.Error(), "unbalanced quotes in request") {
+		t.Errorf("unbalanced quotes: %v", err)
 	}
 }
