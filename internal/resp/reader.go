@@ -319,14 +319,7 @@ func splitArgs(line []byte, args [][]byte, buf []byte) ([][]byte, []byte, bool) 
 	if cap(buf) < len(line) {
 		buf = make([]byte, 0, len(line))
 	}
-	at := func(i int) byte { // Valkey's line ends in a NUL it peeks at
-		if i < len(line) {
-			return line[i]
-		}
-		return 0
-	}
-	i := 0
-	for {
+	for i := 0; ; {
 		for i < len(line) && isBlank(line[i]) {
 			i++
 		}
@@ -334,60 +327,77 @@ func splitArgs(line []byte, args [][]byte, buf []byte) ([][]byte, []byte, bool) 
 			return args, buf, true
 		}
 		start := len(buf)
-		inDouble, inSingle := false, false
-		for done := false; !done; {
-			c := at(i)
-			switch {
-			case inDouble:
-				switch {
-				case c == '\\' && at(i+1) == 'x' && isHex(at(i+2)) && isHex(at(i+3)):
-					buf = append(buf, unhex(at(i+2))<<4|unhex(at(i+3)))
-					i += 3
-				case c == '\\' && i+1 < len(line):
-					i++
-					buf = append(buf, unescape(line[i]))
-				case c == '"':
-					if i+1 < len(line) && !isBlank(line[i+1]) {
-						return nil, buf, false
-					}
-					done = true
-				case i >= len(line):
-					return nil, buf, false
-				default:
-					buf = append(buf, c)
-				}
-			case inSingle:
-				switch {
-				case c == '\\' && at(i+1) == '\'':
-					i++
-					buf = append(buf, '\'')
-				case c == '\'':
-					if i+1 < len(line) && !isBlank(line[i+1]) {
-						return nil, buf, false
-					}
-					done = true
-				case i >= len(line):
-					return nil, buf, false
-				default:
-					buf = append(buf, c)
-				}
-			default:
-				switch {
-				case i >= len(line) || isBlank(c) || c == 0:
-					done = true
-				case c == '"':
-					inDouble = true
-				case c == '\'':
-					inSingle = true
-				default:
-					buf = append(buf, c)
-				}
-			}
-			if i < len(line) {
-				i++
-			}
+		var ok bool
+		if buf, i, ok = splitArg(line, i, buf); !ok {
+			return nil, buf, false
 		}
 		args = append(args, buf[start:len(buf):len(buf)])
+	}
+}
+
+// splitArg appends the argument at line[i:] to buf and returns where the next may begin.
+func splitArg(line []byte, i int, buf []byte) ([]byte, int, bool) {
+	for i < len(line) {
+		switch c := line[i]; {
+		case isBlank(c) || c == 0:
+			return buf, i + 1, true
+		case c == '"':
+			return quoted(line, i+1, buf, doubleQuoted)
+		case c == '\'':
+			return quoted(line, i+1, buf, singleQuoted)
+		default:
+			buf = append(buf, c)
+			i++
+		}
+	}
+	return buf, i, true
+}
+
+// quoted appends a quoted part starting at line[i] (after its opening quote) with unquote,
+// which reads one character or escape and says whether it closed the quote; the closing
+// quote must end the argument.
+func quoted(line []byte, i int, buf []byte, unquote func(line []byte, i int, buf []byte) ([]byte, int, bool)) ([]byte, int, bool) {
+	for i < len(line) {
+		var closed bool
+		if buf, i, closed = unquote(line, i, buf); closed {
+			if i < len(line) && !isBlank(line[i]) {
+				return buf, i, false
+			}
+			return buf, i, true
+		}
+	}
+	return buf, i, false // unbalanced
+}
+
+// doubleQuoted reads one character of a "..." part: \n \r \t \b \a \xHH and \c escapes.
+func doubleQuoted(line []byte, i int, buf []byte) ([]byte, int, bool) {
+	at := func(j int) byte { // Valkey's line ends in a NUL it peeks at
+		if j < len(line) {
+			return line[j]
+		}
+		return 0
+	}
+	switch c := line[i]; {
+	case c == '\\' && at(i+1) == 'x' && isHex(at(i+2)) && isHex(at(i+3)):
+		return append(buf, unhex(line[i+2])<<4|unhex(line[i+3])), i + 4, false
+	case c == '\\' && i+1 < len(line):
+		return append(buf, unescape(line[i+1])), i + 2, false
+	case c == '"':
+		return buf, i + 1, true
+	default:
+		return append(buf, c), i + 1, false
+	}
+}
+
+// singleQuoted reads one character of a '...' part: only \' is an escape.
+func singleQuoted(line []byte, i int, buf []byte) ([]byte, int, bool) {
+	switch c := line[i]; {
+	case c == '\\' && i+1 < len(line) && line[i+1] == '\'':
+		return append(buf, '\''), i + 2, false
+	case c == '\'':
+		return buf, i + 1, true
+	default:
+		return append(buf, c), i + 1, false
 	}
 }
 
