@@ -233,7 +233,11 @@ func cmdSetrange(ctx context.Context, s *Server, b *batch, c *client, w *resp.Wr
 		return
 	}
 	off, err := strconv.ParseInt(str(args[2]), 10, 64)
-	if err == nil && off >= 0 && s.oversize(b, b.rulesFor(args[1]), str(args[1]), int(off)+len(args[3])) {
+	if rules := b.rulesFor(args[1]); err == nil && off >= 0 && len(args[3]) > 0 && rules.MaxValueBytes > 0 && off+int64(len(args[3])) > rules.MaxValueBytes {
+		// Valkey's words for a string grown past proto-max-bulk-len; the limit here is the policy's.
+		s.Stats.OversizeRejected.Add(1)
+		msg := fmt.Sprintf("ERR string exceeds maximum allowed size (the limit of %d bytes for key '%s')", rules.MaxValueBytes, truncate(args[1]))
+		b.local(func(w *resp.Writer) { w.Error(msg) })
 		return
 	}
 	setrangeWrite(ctx, s, b, c, w, args)

@@ -266,6 +266,14 @@ func TestOversizedValuesAreRefused(t *testing.T) {
 	if got := c.do("SET", "fits", strings.Repeat("x", 1024)); got != "OK" {
 		t.Errorf("a value at the limit was refused: %q", got)
 	}
+	// A string grown past the limit is refused in Valkey's words (for proto-max-bulk-len); an
+	// empty SETRANGE grows nothing, and is answered as Valkey answers it.
+	if got := c.do("SETRANGE", "grown", "1020", "12345"); got != "ERR:ERR string exceeds maximum allowed size (the limit of 1024 bytes for key 'grown')" {
+		t.Errorf("SETRANGE past the limit = %q", got)
+	}
+	if got := c.do("SETRANGE", "grown", "5000", ""); got != "0" {
+		t.Errorf("an empty SETRANGE far out = %q", got)
+	}
 }
 
 func TestBadInputKeepsTheAgentAlive(t *testing.T) {
