@@ -279,7 +279,9 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	default:
 		up.SetOut(appendSet(up.Out(), f, rules))
 		up.Expect(q)
-		ls.s.tracking.Writing(ic.c.id, string(f.key)) // free while nobody tracks
+		if ls.s.tracking.Active() {
+			ls.s.tracking.Writing(ic.c.id, string(f.key))
+		}
 		if announcesWrites(rules) {
 			ls.s.announce(ic.c.id, string(f.key))
 		}

@@ -141,6 +141,10 @@ func (t *Table) Disable(id int64) {
 	}
 }
 
+// Active reports whether any client tracks: a writer checks it before building what Writing
+// takes, so the hot path allocates nothing while nobody tracks.
+func (t *Table) Active() bool { return t.tracking.Load() != 0 }
+
 // Clients is the number of tracking clients.
 func (t *Table) Clients() int {
 	t.mu.Lock()
