@@ -420,8 +420,18 @@ func TestAFullL1CopiesKeysReadTwice(t *testing.T) {
 	st := a.srv.Stats
 	first := keyOn(t, a, "twice:first:", 0)
 	c.do("SET", first, val)
-	c.do("GET", first)
-	if hits := st.LoopHits.Load(); c.do("GET", first) != val || st.LoopHits.Load() != hits+1 {
+	// The copy of a read may be dropped once by the shard's late report of the write before it
+	// (a loaded machine delays it); a copy is made again on the next read, so within three reads
+	// one must be a hit.
+	hit := false
+	for range 3 {
+		c.do("GET", first)
+		if hits := st.LoopHits.Load(); c.do("GET", first) == val && st.LoopHits.Load() == hits+1 {
+			hit = true
+			break
+		}
+	}
+	if !hit {
 		t.Fatal("before any eviction, a key's second read is not a hit")
 	}
 	if n := st.L1NotAdmitted.Load(); n != 0 {

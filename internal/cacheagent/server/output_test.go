@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,7 +84,8 @@ func TestClientsThatDoNotReadAreDisconnected(t *testing.T) {
 			for i, h := range append(hostile, slow) {
 				h.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 				n, err := io.Copy(io.Discard, h.rd)
-				if err != nil {
+				// A reset is a close too: the kernel resets a socket closed with requests unread.
+				if err != nil && !errors.Is(err, syscall.ECONNRESET) {
 					t.Errorf("client %d: the agent did not close it (read %d bytes, %v)", i, n, err)
 				}
 			}
