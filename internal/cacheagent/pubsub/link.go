@@ -93,18 +93,18 @@ func (l *link) subscribe(ctx context.Context, kind Kind, names []string) error {
 				return fmt.Errorf("CFDOWN no connection to the shard at %s for pub/sub: %w", l.addr, ctx.Err())
 			}
 		}
-		var todo []string
+		var unconfirmed []string
 		l.mu.Lock()
 		for _, n := range names {
 			if confirmed, ok := l.want[subKey{kind, n}]; ok && !confirmed {
-				todo = append(todo, n)
+				unconfirmed = append(unconfirmed, n)
 			}
 		}
 		l.mu.Unlock()
 		var err error
-		if len(todo) > 0 {
-			if err = l.dc.Do(ctx, build(l.dc.B(), kind, true, todo)).Error(); err == nil {
-				l.confirm(kind, todo)
+		if len(unconfirmed) > 0 {
+			if err = l.dc.Do(ctx, build(l.dc.B(), kind, true, unconfirmed)).Error(); err == nil {
+				l.confirm(kind, unconfirmed)
 			}
 		}
 		l.ops.Unlock()
