@@ -95,15 +95,21 @@ func hangUpCheck(nc net.Conn) func() bool {
 	if ec, ok := nc.(*evloop.Conn); ok {
 		return ec.HungUp
 	}
-	sc, ok := nc.(syscall.Conn)
+	raw, ok := rawConn(nc)
 	if !ok {
 		return nil
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
 	return func() bool { return hungUp(raw) }
+}
+
+// rawConn is a TCP connection's socket, for what net.Conn does not offer.
+func rawConn(nc net.Conn) (syscall.RawConn, bool) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	raw, err := sc.SyscallConn()
+	return raw, err == nil
 }
 
 // hungUp reports whether the peer closed its side of the connection.

@@ -422,7 +422,7 @@ func (s *Server) shardsInfo(sb *strings.Builder, section string) {
 	defer cancel()
 	var order []string
 	merged := map[string]string{}
-	for _, res := range eachShard(ctx, &batch{r: r}, func(bd valkey.Builder) valkey.Completed { return bd.Info().Section(section).Build() }) {
+	for _, res := range eachShard(ctx, r.Shards, func(bd valkey.Builder) valkey.Completed { return bd.Info().Section(section).Build() }) {
 		text, _ := res.ToString()
 		text = strings.TrimPrefix(text, "txt:") // a RESP3 verbatim string's format
 		for _, line := range strings.Split(text, "\r\n") {

@@ -12,6 +12,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tags"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -84,8 +85,7 @@ func dropInternal(keys []string) []string {
 }
 
 // eachShard runs one command on every shard at once; failed shards are left out.
-func eachShard(ctx context.Context, b *batch, build func(valkey.Builder) valkey.Completed) []valkey.ValkeyResult {
-	shards := b.r.Shards
+func eachShard(ctx context.Context, shards []*router.Shard, build func(valkey.Builder) valkey.Completed) []valkey.ValkeyResult {
 	out := make([]valkey.ValkeyResult, len(shards))
 	ok := make([]bool, len(shards))
 	var wg sync.WaitGroup
@@ -109,7 +109,7 @@ func cmdKeys(ctx context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer
 	pattern := str(args[1])
 	b.local(func(w *resp.Writer) {
 		var keys []string
-		for _, res := range eachShard(ctx, b, func(bd valkey.Builder) valkey.Completed { return bd.Keys().Pattern(pattern).Build() }) {
+		for _, res := range eachShard(ctx, b.r.Shards, func(bd valkey.Builder) valkey.Completed { return bd.Keys().Pattern(pattern).Build() }) {
 			ks, _ := res.AsStrSlice()
 			keys = append(keys, dropInternal(ks)...)
 		}
@@ -123,7 +123,7 @@ func cmdKeys(ctx context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer
 func cmdDbsize(ctx context.Context, _ *Server, b *batch, _ *client, _ *resp.Writer, _ [][]byte) {
 	b.local(func(w *resp.Writer) {
 		var n int64
-		for _, res := range eachShard(ctx, b, func(bd valkey.Builder) valkey.Completed { return bd.Dbsize().Build() }) {
+		for _, res := range eachShard(ctx, b.r.Shards, func(bd valkey.Builder) valkey.Completed { return bd.Dbsize().Build() }) {
 			v, _ := res.AsInt64()
 			n += v
 		}

@@ -254,7 +254,7 @@ func cmdPubsub(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writ
 	case sub == "channels" && len(args) <= 3:
 		b.local(func(w *resp.Writer) {
 			var names []string
-			for _, res := range eachShard(ctx, b, relayed(args)) {
+			for _, res := range eachShard(ctx, b.r.Shards, relayed(args)) {
 				arr, _ := res.AsStrSlice()
 				for _, n := range arr {
 					if !slices.Contains(names, n) && !s.pubsub.Reserved(n) {
@@ -296,7 +296,7 @@ func cmdPubsub(ctx context.Context, s *Server, b *batch, c *client, w *resp.Writ
 	case sub == "numpat" && kind == pubsub.Channel && len(args) == 2:
 		b.local(func(w *resp.Writer) {
 			var most int64
-			for _, res := range eachShard(ctx, b, relayed(args)) {
+			for _, res := range eachShard(ctx, b.r.Shards, relayed(args)) {
 				n, _ := res.AsInt64()
 				most = max(most, n)
 			}

@@ -9,7 +9,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
@@ -159,10 +158,8 @@ func fdOf(nc net.Conn) int {
 		return ec.Fd()
 	}
 	fd := -1
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			_ = raw.Control(func(f uintptr) { fd = int(f) }) //nolint:gosec // a file descriptor fits
-		}
+	if raw, ok := rawConn(nc); ok {
+		_ = raw.Control(func(f uintptr) { fd = int(f) }) //nolint:gosec // a file descriptor fits
 	}
 	return fd
 }
