@@ -2,7 +2,8 @@
 # Side-by-side throughput and latency of redis-benchmark against: one shard directly, twemproxy
 # (nutcracker, ketama) over two shards, and the agent over the same two shards with L1 off and on,
 # at its default of two threads and at --procs=1 (agent1-* rows): GETs and SETs of random keys,
-# MGETs of 10 random keys, GETs and SETs of hot keys.
+# MGETs of 10 random keys, GETs and SETs of hot keys, and GETs by clients that track keys
+# (CLIENT TRACKING, the misses of an application's own cache: *-trk rows).
 # Everything runs on loopback; all processes are stopped on exit.
 #
 # On a shared VM one pass moves by 0.1-0.2 in any ratio, so every row runs ROUNDS times, the
@@ -85,13 +86,14 @@ cpu() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
 # here, not in a subshell, whose children they would be).
 waited() { local st; read -r -a st <"/proc/$BASHPID/stat"; printf -v "$1" %d $((st[15] + st[16])); }
 
-# run PORT TEST PIPELINE KEYSPACE -> "rps p50 p99 cpu-us-per-request loadgen-cpu-%" (the CPU of
+# run PORT TEST PIPELINE KEYSPACE LABEL -> "rps p50 p99 cpu-us-per-request loadgen-cpu-%" (the CPU of
 # the process on PORT only: the shard for direct rows, the proxy for the others; and
 # redis-benchmark's share of one core: near 100%, it is what limits the row, whatever serves it)
 run() {
   local before after lg0 lg1 t0 t1
   local cmd=(-t "$2")
   [ "$2" = mget ] && cmd=(MGET $(printf 'key:__rand_int__ %.0s' $(seq 10))) # 10 random keys
+  [[ $5 == *-trk ]] && cmd+=(--enable-tracking) # each connection sends CLIENT TRACKING ON first
   before=$(cpu "$1") t0=$(date +%s%N)
   waited lg0
   redis-benchmark -p "$1" -n "$N" -r "$4" -c "$CLIENTS" -d "$SIZE" -P "$3" --csv "${cmd[@]}" 2>/dev/null |
@@ -108,7 +110,7 @@ line() { printf "%-5s %-14s %-12s %-4s %12s %9s %9s %12s %8s\n" "$@"; }
 # row NAME PORT TEST PIPELINE KEYSPACE LABEL: measure, record under NAME/LABEL/PIPELINE/round, print.
 row() {
   local rps p50 p99 us lg
-  read -r rps p50 p99 us lg < <(run "$2" "$3" "$4" "$5")
+  read -r rps p50 p99 us lg < <(run "$2" "$3" "$4" "$5" "$6")
   R["$1/$6/$4/$round"]=$rps C["$1/$6/$4/$round"]=$us LG["$1/$6/$4/$round"]=$lg
   line "$round" "$1" "$6" "$4" "$rps" "$p50" "$p99" "$us" "$lg"
 }
@@ -139,6 +141,12 @@ for round in $(seq "$ROUNDS"); do
         row "${t%%:*}" "${t##*:}" "$test" "$pipe" "$HOT_KEYS" "hot-$test"
       done
     done
+  done
+  # Tracking clients: the agent registers every key they read; with the node L1 on, it serves
+  # them from its tracking copies (base-* at an earlier revision may read their keys from the shard).
+  for t in "direct:$S0" "agent-l1-on:$AG1" ${BASELINE:+"base-l1-on:$BA1"}; do
+    row "${t%%:*}" "${t##*:}" get 1 "$HOT_KEYS" hot-get-trk
+    row "${t%%:*}" "${t##*:}" get 1 "$KEYSPACE" get-trk
   done
   # Latency at half the agent's peak (its first round's): a fixed-rate GET load (hack/loadgen
   # measures from each request's scheduled start), the same rate for every target and round.
@@ -206,11 +214,12 @@ for a in agent agent1; do
     echo "  p99 added over direct at half the agent's peak ($half GET/s), $a L1 $l1: $(FMT=%.0f over P99 "$a-l1-$l1/half/1" P99 "direct/half/1" 'a - b') us  [<= 150]"
   done
 done
+echo "  tracking clients' GETs, agent L1 on / direct: hot $(over R "agent-l1-on/hot-get-trk/1" R "direct/hot-get-trk/1" 'a / b'), random $(over R "agent-l1-on/get-trk/1" R "direct/get-trk/1" 'a / b') req/s; CPU per request hot $(over C "agent-l1-on/hot-get-trk/1" C "agent-l1-on/hot-get/1" 'a / b') of an untracked hot GET's  [no goal]"
 if [ -n "${BASELINE:-}" ]; then
   echo
   echo "this code / the agent at $BASELINE, each taken within a round: req/s and CPU per request, median [range]:"
   for l1 in off on; do
-    for col in get/1 set/1 get/16 set/16 mget/1 hot-get/1 hot-set/1 hot-get/16 hot-set/16; do
+    for col in get/1 set/1 get/16 set/16 mget/1 hot-get/1 hot-set/1 hot-get/16 hot-set/16 hot-get-trk/1 get-trk/1; do
       [ -n "${R[agent-l1-$l1/$col/1]:-}" ] && [ -n "${R[base-l1-$l1/$col/1]:-}" ] || continue
       echo "  L1 $l1 $col: $(over R "agent-l1-$l1/$col" R "base-l1-$l1/$col" 'a / b') req/s, $(over C "agent-l1-$l1/$col" C "base-l1-$l1/$col" 'a / b') CPU"
     done

@@ -116,8 +116,9 @@ type batch struct {
 	class class
 	// tx: the batch runs one transaction's commands (all reads go to the shard, in order).
 	tx bool
-	// direct: the command being dispatched is a tracking client's read, which bypasses L1.
-	direct bool
+	// tracker: the command being dispatched is a read by a client that keeps what it reads
+	// (CLIENT TRACKING), which planGet serves accordingly.
+	tracker bool
 	// cid is the connection's client id: a NOLOOP client does not hear of its own writes.
 	cid int64
 	// c is the connection's client, whose output limits exec applies; nil in a transaction.

@@ -54,7 +54,7 @@ func cmdMget(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 // as the tracked reads copies[j] or, where that is nil, as one MGET.
 func (b *batch) mgetParts(ctx context.Context, w *resp.Writer, s *Server, rest [][]byte, keys []string) (parts []part, where [][]int, copies [][]cachedRead) {
 	shards, positions := b.byShard(rest)
-	copies = b.mgetCopies(s, rest, shards, positions, !b.tx && !b.direct)
+	copies = b.mgetCopies(s, rest, shards, positions, !b.tx)
 	for j, i := range shards {
 		if !b.laneFree(i, laneOf(copies[j] != nil)) {
 			b.exec(ctx, w)
@@ -183,13 +183,13 @@ func (s *Server) writeMget(w *resp.Writer, values []*valkey.ValkeyMessage, hits 
 // mgetFromL1 looks an MGET's keys up in the L1: hits holds the replies of those it holds, by
 // position (nil when none does), and rest the others, at restPos in the reply.
 func (b *batch) mgetFromL1(s *Server, keys [][]byte) (hits []pending, rest [][]byte, restPos []int) {
-	if b.tx || b.direct { // as for GET: the shard's reply is the only coherent one
+	if b.tx { // as for GET: the shard's reply is the only coherent one
 		return nil, keys, identity(len(keys))
 	}
 	now := time.Now()
 	for pos, key := range keys {
 		rules := b.rulesFor(key)
-		if rules.L1 {
+		if planGet(&rules, false, b.tracker).keeps() {
 			pc := s.Stats.forPolicy(rules.Name)
 			if p, ok := b.fromL1(s, key, &rules, pc, now); ok {
 				if hits == nil {

@@ -22,7 +22,7 @@ import (
 func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	rules := b.rulesFor(args[1])
 	pc := s.Stats.forPolicy(rules.Name)
-	plan := planGet(&rules, b.tx || b.direct) // a tracking client: the shard's reply is the only coherent one
+	plan := planGet(&rules, b.tx, b.tracker)
 	if plan.keeps() && b.answerFromL1(s, args[1], &rules, pc, time.Now()) {
 		return
 	}

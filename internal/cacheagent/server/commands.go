@@ -465,20 +465,20 @@ func (s *Server) dispatch(ctx context.Context, b *batch, c *client, w *resp.Writ
 	}
 	// A tracking client is told of changes to what it reads: a read's keys, and a script's
 	// declared keys (Valkey tracks the keys a script reads).
-	direct := (cmd.class == classRead || cmd.flags&runsScript != 0) && !b.tx && s.trackRead(c, cmd, args)
+	tracker := (cmd.class == classRead || cmd.flags&runsScript != 0) && !b.tx && s.trackRead(c, cmd, args)
 	if c.tx != nil && cmd.flags&txControl == 0 {
 		s.queueTx(b, c, cmd, args)
 		return
 	}
 	start, flushes := len(b.replies), b.flushes
-	b.cmd, b.class, b.direct = cmd, cmd.class, direct
+	b.cmd, b.class, b.tracker = cmd, cmd.class, tracker
 	skip := c.skipNext
 	c.skipNext = false
 	cmd.handler(ctx, s, b, c, w, args)
 	// As the handler left it: CLIENT REPLY ON answers itself. Valkey writes (un)subscribe
 	// confirmations as pushes, which CLIENT REPLY never silences (in RESP2 too).
 	mute := (skip || c.replyOff) && cmd.flags&pushReply == 0
-	b.direct = false
+	b.tracker = false
 	if !b.tx {
 		c.afterCommand(cmd.name)
 	}

@@ -44,9 +44,19 @@ func defaults() options {
 
 func startAgent(t testing.TB, shards []*tu.Redis, o options) *agent {
 	t.Helper()
+	var addrs []string
+	for _, r := range shards {
+		addrs = append(addrs, r.Addr())
+	}
+	return startAgentAt(t, addrs, o)
+}
+
+// startAgentAt is startAgent over shards at addrs (a proxy in front of one, say).
+func startAgentAt(t testing.TB, addrs []string, o options) *agent {
+	t.Helper()
 	var spec []string
-	for i, r := range shards {
-		spec = append(spec, fmt.Sprintf("shard-%d=%s", i, r.Addr()))
+	for i, addr := range addrs {
+		spec = append(spec, fmt.Sprintf("shard-%d=%s", i, addr))
 	}
 	o.defaults.PasswordEnabled = o.config.Password != ""
 	doc, err := source.StaticDocument(strings.Join(spec, ","), o.defaults)
@@ -97,6 +107,21 @@ func (c *conn) do(args ...string) string {
 		c.t.Fatalf("%v: %v", args, err)
 	}
 	return out
+}
+
+// send sends a command without waiting for its reply (reply reads it).
+func (c *conn) send(args ...string) {
+	c.t.Helper()
+	if _, err := c.nc.Write(tu.Encode(args...)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// reply reads the next reply.
+func (c *conn) reply() string {
+	c.t.Helper()
+	c.nc.SetDeadline(time.Now().Add(5 * time.Second))
+	return c.replies(1)[0]
 }
 
 // replies reads n replies, as tu.ReadReply renders them.

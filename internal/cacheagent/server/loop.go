@@ -179,7 +179,7 @@ func (b *batch) hitBytes(from int) int {
 // and drops keys' previous owners: the goroutine path does that.
 func forwardable(f *frame, rules *policy.Rules) bool {
 	if f.cmd == getCommand {
-		return loopRunsGet(rules, planGet(rules, false))
+		return loopRunsGet(rules, planGet(rules, false, false))
 	}
 	return loopSendsSet(rules, f.val)
 }

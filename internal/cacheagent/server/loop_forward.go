@@ -262,7 +262,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	if up == nil {
 		return false
 	}
-	plan := planGet(rules, false)
+	plan := planGet(rules, false, false)
 	l1Read := f.cmd == getCommand && plan.keeps()
 	st := ls.stores[sh]
 	if l1Read && st == nil {

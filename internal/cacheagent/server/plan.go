@@ -19,15 +19,20 @@ const (
 	getFill                   // GET and PTTL: the value fills the ttl-mode L1 for its lifetime
 )
 
-// planGet decides a GET's shard read before the L1's admission is asked (admitted). bypass:
-// the client must see the shard's own reply (inside a transaction, or a client tracking keys
-// itself), so nothing is kept.
-func planGet(rules *policy.Rules, bypass bool) getPlan {
+// planGet decides how a GET is served: from an L1 copy when the plan keeps one, else by the
+// shard read planned here, once the L1's admission is asked. tx: inside a transaction the
+// client sees the shard's own reply, and nothing is kept. tracker: the client keeps what it
+// reads (CLIENT TRACKING). It is served the tracking L1, whose copies the agent drops before
+// the client hears of a change (docs/architecture.md#client-side-caching), never a ttl-mode
+// copy, which may outlive the change the client was told of.
+func planGet(rules *policy.Rules, tx, tracker bool) getPlan {
 	switch {
-	case bypass || !rules.L1:
+	case tx || !rules.L1:
 		return getPlain
 	case rules.L1Tracking:
 		return getTracked
+	case tracker:
+		return getPlain
 	default:
 		return getFill
 	}
@@ -78,7 +83,7 @@ func shareKept(n int, rulesAt func(k int) *policy.Rules, admit func(k int) bool)
 	tracking, admitted := 0, 0
 	for k := range n {
 		rl := rulesAt(k)
-		if planGet(rl, false) != getTracked || rl.Origin != nil {
+		if planGet(rl, false, false) != getTracked || rl.Origin != nil {
 			continue
 		}
 		if tracking++; admitted == tracking-1 && admit(k) {

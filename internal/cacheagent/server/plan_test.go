@@ -12,22 +12,25 @@ import (
 func TestPlanGet(t *testing.T) {
 	origin := &contract.Origin{URL: "http://origin"}
 	for _, tc := range []struct {
-		name     string
-		rules    policy.Rules
-		bypass   bool
-		want     getPlan
-		loopRuns bool
+		name        string
+		rules       policy.Rules
+		tx, tracker bool
+		want        getPlan
+		loopRuns    bool
 	}{
-		{"no L1: the shard's reply", policy.Rules{}, false, getPlain, true},
-		{"tracking L1: a tracked read", policy.Rules{L1: true, L1Tracking: true}, false, getTracked, true},
-		{"ttl-mode L1: a fill", policy.Rules{L1: true}, false, getFill, false},
-		{"tracking client: the shard's reply", policy.Rules{L1: true, L1Tracking: true}, true, getPlain, true},
-		{"transaction, ttl-mode L1: the shard's reply", policy.Rules{L1: true}, true, getPlain, true},
-		{"origin: read through off the loop", policy.Rules{Origin: origin}, false, getPlain, false},
-		{"origin, tracking L1", policy.Rules{L1: true, L1Tracking: true, Origin: origin}, false, getTracked, false},
+		{"no L1: the shard's reply", policy.Rules{}, false, false, getPlain, true},
+		{"tracking L1: a tracked read", policy.Rules{L1: true, L1Tracking: true}, false, false, getTracked, true},
+		{"ttl-mode L1: a fill", policy.Rules{L1: true}, false, false, getFill, false},
+		{"tracking client, tracking L1: served by it", policy.Rules{L1: true, L1Tracking: true}, false, true, getTracked, true},
+		{"tracking client, ttl-mode L1: the shard's reply", policy.Rules{L1: true}, false, true, getPlain, true},
+		{"tracking client, no L1", policy.Rules{}, false, true, getPlain, true},
+		{"transaction, tracking L1: the shard's reply", policy.Rules{L1: true, L1Tracking: true}, true, false, getPlain, true},
+		{"transaction, ttl-mode L1: the shard's reply", policy.Rules{L1: true}, true, false, getPlain, true},
+		{"origin: read through off the loop", policy.Rules{Origin: origin}, false, false, getPlain, false},
+		{"origin, tracking L1", policy.Rules{L1: true, L1Tracking: true, Origin: origin}, false, false, getTracked, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := planGet(&tc.rules, tc.bypass)
+			got := planGet(&tc.rules, tc.tx, tc.tracker)
 			if got != tc.want || loopRunsGet(&tc.rules, got) != tc.loopRuns || got.keeps() != (tc.want != getPlain) {
 				t.Errorf("plan %d (loop runs %v), want %d (loop runs %v)", got, loopRunsGet(&tc.rules, got), tc.want, tc.loopRuns)
 			}

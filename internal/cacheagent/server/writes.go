@@ -23,7 +23,6 @@ func (s *Server) settle(r *router.Router, keys ...string) { s.settleBy(r, 0, key
 // settleBy is settle for a write by client by, whose tracking clients hear of it at once; the
 // shard's watchers report it too, a little later.
 func (s *Server) settleBy(r *router.Router, by int64, keys ...string) {
-	s.tracking.Invalidate(by, keys...)
 	l1 := s.L1()
 	for _, k := range keys {
 		l1.Delete(k)
@@ -31,6 +30,9 @@ func (s *Server) settleBy(r *router.Router, by int64, keys ...string) {
 			r.ShardFor([]byte(k)).Fence(k)
 		}
 	}
+	// Told only now: a tracking client that reads the key again on the push must not find
+	// the old copy (shardChanged keeps the same order).
+	s.tracking.Invalidate(by, keys...)
 }
 
 // announce tells, for policies that invalidate ttl-mode copies on write, the other agents that
