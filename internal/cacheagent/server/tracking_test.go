@@ -2,10 +2,12 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -223,11 +225,12 @@ func TestTrackingModes(t *testing.T) {
 }
 
 // TestFlushAllReachesTrackingClients: FLUSHALL through an agent (when allowed) tells every
-// tracking client to drop everything.
+// tracking client to drop everything, once.
 func TestFlushAllReachesTrackingClients(t *testing.T) {
 	o := defaults()
 	o.defaults.AllowFlush = true
-	a := startAgent(t, twoShards(t), o)
+	shards := twoShards(t)
+	a := startAgent(t, shards, o)
 	x, admin := a.dial(t), a.dial(t)
 	x.do("HELLO", "3")
 	x.do("CLIENT", "TRACKING", "ON")
@@ -236,6 +239,21 @@ func TestFlushAllReachesTrackingClients(t *testing.T) {
 		t.Fatalf("FLUSHALL = %q", got)
 	}
 	x.expectPush("push[invalidate (nil)]")
+	// Once, as Valkey: each shard's watcher reports the flush too (and, following again, once
+	// more), but x has read nothing since it was told to drop everything.
+	time.Sleep(1500 * time.Millisecond)
+	x.expectNothing()
+
+	// A flush made elsewhere (another agent, or on the shards themselves) reaches x once too.
+	x.do("GET", "fl:k")
+	for _, sh := range shards {
+		if _, err := sh.Do("FLUSHALL"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x.expectPush("push[invalidate (nil)]")
+	time.Sleep(1500 * time.Millisecond)
+	x.expectNothing()
 }
 
 // TestValkeyGoDoCacheThroughTheAgent uses valkey-go with its default options: RESP3 with
@@ -403,4 +421,122 @@ func TestScriptAndCollectionReadsAreTracked(t *testing.T) {
 	x.do("ZRANGE", "csc:board", "0", "-1")
 	viaB.do("ZADD", "csc:board", "1", "alice")
 	x.expectPush("push[invalidate [csc:board]]")
+}
+
+// A tracking client is served from the node L1, whose copies are kept current over other
+// shard connections than the one that tells the client of changes (the watcher). The two race:
+// these tests hold back every shard connection but the watcher's (a proxy) so the watcher's
+// report always comes first, the order the race can take under load.
+
+// trackingRace is an agent over one shard behind a proxy, and the shard itself.
+func trackingRace(t *testing.T) (*agent, *tu.Redis, *tu.Proxy) {
+	shard := tu.StartRedis(t, "")
+	proxy := tu.StartProxy(t, shard.Addr())
+	o := defaults()
+	o.config.ShardTimeout = 3 * time.Second // the held reads must not time out
+	return startAgentAt(t, []string{proxy.Addr()}, o), shard, proxy
+}
+
+// tracking is a RESP3 connection with CLIENT TRACKING ON and the options given.
+func (a *agent) tracking(t *testing.T, opts ...string) *conn {
+	c := a.dial(t)
+	c.do("HELLO", "3")
+	if got := c.do(append([]string{"CLIENT", "TRACKING", "ON"}, opts...)...); got != "OK" {
+		t.Fatalf("CLIENT TRACKING ON %v = %q", opts, got)
+	}
+	return c
+}
+
+// releaseSoon lets the proxy's held bytes through after the reads about to be sent are on
+// their way.
+func releaseSoon(p *tu.Proxy) { time.AfterFunc(200*time.Millisecond, p.Release) }
+
+func TestATrackingClientIsServedFromTheNodeL1(t *testing.T) {
+	shards := twoShards(t)
+	a := startAgent(t, shards, defaults())
+	k := "csc:hot"
+	if _, err := shards[a.srv.Router().Index([]byte(k))].Do("SET", k, "v"); err != nil {
+		t.Fatal(err)
+	}
+	x := a.tracking(t)
+	x.do("GET", k) // a miss of the node L1, which keeps the copy
+	hits := a.srv.Stats.L1Hits.Load()
+	for range 3 {
+		if got := x.do("GET", k); got != "v" {
+			t.Fatalf("GET = %q", got)
+		}
+	}
+	if got := a.srv.Stats.L1Hits.Load() - hits; got != 3 {
+		t.Fatalf("%d of 3 reads of a kept key by a tracking client were node L1 hits", got)
+	}
+	if got := x.do("MGET", k, k); got != "[v v]" {
+		t.Fatalf("MGET = %q", got)
+	}
+	if got := a.srv.Stats.L1Hits.Load() - hits; got != 5 {
+		t.Fatalf("an MGET's kept keys were not node L1 hits (%d hits in all, want 5)", got)
+	}
+}
+
+func TestATrackingClientIsNeverHandedACopyItWasToldChanged(t *testing.T) {
+	a, shard, proxy := trackingRace(t)
+	k := "csc:race"
+	if _, err := shard.Do("SET", k, "old"); err != nil {
+		t.Fatal(err)
+	}
+	x := a.tracking(t)
+	x.do("GET", k) // kept by the node L1; x registered
+	if got := x.do("GET", k); got != "old" {
+		t.Fatalf("GET = %q", got)
+	}
+	proxy.HoldExcept("BCAST") // the copy's own invalidation is held back; the watcher's is not
+	if _, err := shard.Do("SET", k, "new"); err != nil {
+		t.Fatal(err)
+	}
+	x.expectPush("push[invalidate [" + k + "]]")
+	releaseSoon(proxy)
+	if got := x.do("GET", k); got != "new" {
+		t.Fatalf("GET after the push = %q: the node L1's copy outlived the change the client was told of", got)
+	}
+}
+
+// A read sent before a change whose reply comes after the change's report must not leave its
+// copy for a client that registered the key after the report (and will not be told).
+func TestAReadSentBeforeAChangeLeavesNoCopy(t *testing.T) {
+	a, shard, proxy := trackingRace(t)
+	k := "csc:flight"
+	if _, err := shard.Do("SET", k, "old"); err != nil {
+		t.Fatal(err)
+	}
+	told := a.tracking(t, "BCAST", "PREFIX", "csc:") // hears of the change when the agent does
+	early, late := a.tracking(t), a.tracking(t)
+	early.do("GET", "csc:other") // the agent's shard connections are made before the hold
+	gets := func() int {
+		info, _ := shard.Do("INFO", "commandstats")
+		n, _ := strconv.Atoi(strings.SplitN(strings.SplitN(info, "cmdstat_get:calls=", 2)[1], ",", 2)[0])
+		return n
+	}
+	before := gets()
+	proxy.HoldExcept("BCAST")
+	// early's read reaches the shard before the change; its reply is held back.
+	early.send("GET", k)
+	eventually(t, "the shard serves early's GET", func() error {
+		if gets() == before {
+			return errors.New("no GET yet")
+		}
+		return nil
+	})
+	if _, err := shard.Do("SET", k, "new"); err != nil {
+		t.Fatal(err)
+	}
+	told.expectPush("push[invalidate [" + k + "]]")
+	// late registers the key after the change was reported: it will not be told of it, so it
+	// must not get early's reply (late's read waits for early's round, then finds its copy).
+	releaseSoon(proxy)
+	if got := late.do("GET", k); got != "new" {
+		t.Fatalf("GET after the change was reported = %q: the copy of a read sent before the change was kept", got)
+	}
+	if got := early.reply(); got != "old" {
+		t.Fatalf("early's GET = %q", got)
+	}
+	early.expectPush("push[invalidate [" + k + "]]") // early read before the report: it is told
 }
