@@ -149,6 +149,7 @@ func cmdFlush(ctx context.Context, s *Server, b *batch, _ *client, _ *resp.Write
 	r := b.r
 	b.local(func(w *resp.Writer) {
 		var failed error
+		s.tracking.Flushing()
 		for _, sh := range r.Shards {
 			if _, err := sh.Do(ctx, func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Args(rest...).Build() }); err != nil && failed == nil {
 				failed = err

@@ -24,9 +24,10 @@ import (
 //     agents, clients on the shard, expiry, eviction) from one BCAST watcher per shard;
 //   - pushes to a client are written after the replies of the batch being answered, never
 //     before: a reply carrying the old value can then never follow its invalidation.
-// A tracking client's reads go to the shard, not to the agent's L1: an L1 copy can lag the
-// shard by the time between two pushes on different connections, and the client would keep
-// that lag forever.
+// A tracking client is served the node L1's tracking copies (planGet). Those are kept current
+// over other shard connections than the watcher's, so the two pushes of one change race; the
+// agent fences a key's copies before it tells any client of the key's change (shardChanged,
+// settleBy), and a client is never handed a copy older than a change it was told of.
 
 // trackState is a connection's CLIENT TRACKING mode; nil when tracking is off. Only the
 // connection's goroutine reads or changes it.
@@ -381,13 +382,16 @@ func (s *Server) clientTrackinginfo(b *batch, c *client) {
 
 // ---- reads and writes of tracking clients ----
 
-// trackRead registers the keys of a read by a tracking client, before the read is sent, and
-// reports whether the read must bypass the agent's L1 (it does for every tracking client).
+// trackRead registers the keys of a read by a tracking client, before the read is sent or the
+// L1 looked in, and reports whether the client tracks (planGet serves it accordingly).
 func (s *Server) trackRead(c *client, cmd *command, args [][]byte) bool {
 	if c.track == nil {
 		return false
 	}
-	if c.track.registers() {
+	switch {
+	case c.track.bcast:
+		s.tracking.Remember(c.id) // its keys are not registered; that it may hold some is
+	case c.track.registers():
 		s.tracking.Remember(c.id, cmd.keys.of(args)...)
 	}
 	return true
@@ -452,11 +456,26 @@ func (s *Server) stopWatchers() {
 	}
 }
 
-// shardChanged forwards a watcher's report to the tracking clients.
+// shardChanged forwards a watcher's report to the tracking clients, after fencing the node
+// L1's copies of the keys: they are kept current over other connections, whose own pushes may
+// come later, and a client that reads a key again on this push must not be handed the old
+// copy, nor one a read sent before the change fills afterwards (see the tracking section of
+// docs/architecture.md).
 func (s *Server) shardChanged(keys []string) {
+	r := s.Router()
 	if keys == nil {
-		s.tracking.InvalidateAll()
+		if r != nil {
+			for _, sh := range r.Shards {
+				sh.FenceAll()
+			}
+		}
+		s.tracking.ChangedAll()
 		return
+	}
+	if r != nil {
+		for _, k := range keys {
+			r.ShardFor([]byte(k)).Fence(k)
+		}
 	}
 	s.tracking.Changed(keys...)
 }

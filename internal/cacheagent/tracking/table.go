@@ -44,12 +44,19 @@ type Table struct {
 	keys    map[string][]int64
 	clients map[int64]*entry
 	bcast   map[string]map[int64]bool // prefix ("" is every key) -> BCAST clients
+	// flushing: when the agent began its own flush (Flushing), zero when none is under way.
+	flushing time.Time
 }
 
 type entry struct {
 	sink     Sink
 	noLoop   bool
 	prefixes []string // BCAST only
+	// holds: the client may hold keys, having read since it was last told to drop everything
+	// (ChangedAll tells only such clients).
+	holds bool
+	// toldAll: when it was last told to drop everything.
+	toldAll time.Time
 	// told: when the client was last told of each key (see Table.echoes).
 	told map[string]time.Time
 }
@@ -160,10 +167,21 @@ func (t *Table) Keys() int {
 }
 
 // Remember registers that client id may now cache keys. Call it before the read that returns
-// them is sent to the shard: a change after that point must find the registration.
+// them is sent to the shard: a change after that point must find the registration. A BCAST
+// client's keys are not registered (it hears of every change under its prefixes), but that it
+// read is.
 func (t *Table) Remember(id int64, keys ...string) {
 	var evicted outbox
 	t.mu.Lock()
+	e := t.clients[id]
+	if e == nil {
+		t.mu.Unlock()
+		return
+	}
+	e.holds = true
+	if len(e.prefixes) > 0 {
+		keys = nil
+	}
 	for _, k := range keys {
 		ids := t.keys[k]
 		if !containsID(ids, id) {
@@ -332,17 +350,45 @@ func (t *Table) markEcho(key string, id int64, now time.Time) {
 	m[id] = now
 }
 
-// InvalidateAll tells every tracking client to drop everything (FLUSHALL, or the agent may
-// have missed changes) and forgets what they read.
-func (t *Table) InvalidateAll() {
+// Flushing records that the agent is about to flush the shards: their reports of the flush
+// may come before InvalidateAll, which then does not tell the clients they told again.
+func (t *Table) Flushing() {
+	t.mu.Lock()
+	t.flushing = time.Now()
+	t.mu.Unlock()
+}
+
+// InvalidateAll tells every tracking client to drop everything (the agent's own FLUSHALL,
+// told to every client as Valkey tells it: once, counting the shards' reports since Flushing)
+// and forgets what they read.
+func (t *Table) InvalidateAll() { t.invalidateAll(false) }
+
+// ChangedAll tells the tracking clients that may hold keys to drop everything: a shard was
+// flushed, or the agent may have missed its changes. Each shard reports a fleet-wide flush,
+// and again once it is followed again; a client that has read nothing since it was last told
+// holds nothing, so it hears of one flush once (once, too, when the flush was this agent's).
+func (t *Table) ChangedAll() { t.invalidateAll(true) }
+
+func (t *Table) invalidateAll(holdersOnly bool) {
+	now := time.Now()
 	t.mu.Lock()
 	clear(t.keys)
 	sinks := make([]Sink, 0, len(t.clients))
 	clear(t.echoes)
 	clear(t.writing)
+	flushing := t.flushing
+	if !holdersOnly {
+		t.flushing = time.Time{}
+	}
 	for _, e := range t.clients {
 		clear(e.told)
-		sinks = append(sinks, e.sink)
+		told := holdersOnly && e.holds ||
+			!holdersOnly && (flushing.IsZero() || !e.toldAll.After(flushing)) // not told by a report of this flush
+		if told {
+			sinks = append(sinks, e.sink)
+			e.toldAll = now
+		}
+		e.holds = false
 	}
 	t.mu.Unlock()
 	for _, s := range sinks {

@@ -131,6 +131,56 @@ func TestDisabledClientsAreSkippedAndFlushReachesAll(t *testing.T) {
 	}
 }
 
+// A shard's report of a flush (or of changes the agent may have missed) reaches the clients
+// that may hold keys: one fleet-wide flush is reported by every shard, and twice by each, and
+// a client that read nothing since it was told holds nothing.
+func TestReportedFlushesReachClientsThatReadSince(t *testing.T) {
+	tb := NewTable(0)
+	def, bc, idle := &recorder{}, &recorder{}, &recorder{}
+	tb.Enable(1, def, Options{})
+	tb.Enable(2, bc, Options{BCAST: true})
+	tb.Enable(3, idle, Options{})
+	tb.Remember(1, "k")
+	tb.Remember(2) // a BCAST client's read
+	for range 3 {
+		tb.ChangedAll() // three shards report one flush
+	}
+	for name, r := range map[string]*recorder{"default": def, "BCAST": bc} {
+		if got := r.take(); !slices.Equal(got, []string{"*"}) {
+			t.Errorf("%s client was told %v, want one flush", name, got)
+		}
+	}
+	if got := idle.take(); len(got) != 0 {
+		t.Errorf("a client that read nothing was told %v", got)
+	}
+	tb.Remember(1, "j") // read between two shards' reports: may hold j from a shard not flushed yet
+	tb.ChangedAll()
+	if got := def.take(); !slices.Equal(got, []string{"*"}) {
+		t.Errorf("a client that read between reports was told %v", got)
+	}
+	tb.InvalidateAll() // the agent's own FLUSHALL: every client, as Valkey
+	for name, r := range map[string]*recorder{"default": def, "BCAST": bc, "idle": idle} {
+		if got := r.take(); !slices.Equal(got, []string{"*"}) {
+			t.Errorf("the agent's flush reached the %s client as %v", name, got)
+		}
+	}
+	tb.ChangedAll() // the shards' reports of that flush
+	if got := def.take(); len(got) != 0 {
+		t.Errorf("the shards' reports of the agent's flush were told again: %v", got)
+	}
+
+	// The agent's flush reported by a shard before the agent is done: each client once.
+	tb.Remember(1, "k")
+	tb.Flushing()
+	tb.ChangedAll()
+	tb.InvalidateAll()
+	for name, r := range map[string]*recorder{"default": def, "BCAST": bc, "idle": idle} {
+		if got := r.take(); !slices.Equal(got, []string{"*"}) {
+			t.Errorf("a flush reported before the agent's own tell reached the %s client as %v", name, got)
+		}
+	}
+}
+
 func TestTableBoundInvalidatesWhatItForgets(t *testing.T) {
 	tb := NewTable(100)
 	a := &recorder{}

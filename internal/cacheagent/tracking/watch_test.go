@@ -71,11 +71,12 @@ func TestWatcherSeesEveryChangeAndReportsBlindness(t *testing.T) {
 	})
 
 	shard.Stop()
-	eventually(t, "the loss reported", func() bool { return !w.Following() })
+	// A failed PING may mark the watcher blind before the connection's close reaches it.
+	eventually(t, "the loss reported as 'everything changed'", func() bool {
+		_, all := ch.snapshot()
+		return !w.Following() && all >= 2
+	})
 	_, before := ch.snapshot()
-	if before < 2 {
-		t.Errorf("the lost connection was not reported as 'everything changed' (%d reports)", before)
-	}
 	shard.Start()
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel2()
