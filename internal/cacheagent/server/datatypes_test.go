@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
+	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
@@ -144,6 +145,37 @@ func TestScriptsWithoutKeysAndFunctionsRunOnEveryShard(t *testing.T) {
 	c.do("SET", "only", "v")
 	if got := c.do("RANDOMKEY"); got != "only" {
 		t.Errorf("RANDOMKEY = %q, want the one key", got)
+	}
+}
+
+// TestAJoiningShardGetsTheFunctions: a scale-up's new shard is given the libraries loaded
+// before it joined, before the agent routes an FCALL to it.
+func TestAJoiningShardGetsTheFunctions(t *testing.T) {
+	shards := []*tu.Redis{tu.StartRedis(t, ""), tu.StartRedis(t, ""), tu.StartRedis(t, "")}
+	o := defaults()
+	a := startAgent(t, shards[:1], o)
+	c := a.dial(t)
+	lib := "#!lua name=glib\nserver.register_function('echo1', function(keys, args) return keys[1] end)"
+	if got := c.do("FUNCTION", "LOAD", lib); got != "glib" {
+		t.Fatalf("FUNCTION LOAD = %q", got)
+	}
+	grow(t, a, a.srv.Router().Doc, shards[:2], o, 0) // shard-1 joins
+	k := keyOn(t, a, "g", 1)
+	if got := c.do("FCALL", "echo1", "1", k); got != k {
+		t.Errorf("FCALL on the joined shard = %q", got)
+	}
+	if got := a.srv.Stats.FunctionCopyFailures.Load(); got != 0 {
+		t.Errorf("%d failed copies", got)
+	}
+
+	// A shard that cannot be reached is counted, and the ring is applied all the same.
+	shards[2].Stop()
+	grow(t, a, a.srv.Router().Doc, shards, o, 0)
+	if got := a.srv.Stats.FunctionCopyFailures.Load(); got != 1 {
+		t.Errorf("a copy to a stopped shard counted %d failures, want 1", got)
+	}
+	if got := len(a.srv.Router().Shards); got != 3 {
+		t.Errorf("the ring has %d shards", got)
 	}
 }
 

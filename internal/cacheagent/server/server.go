@@ -137,6 +137,12 @@ func (s *Server) SetRing(doc *contract.Document) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.ShardTimeout)
+	if err := router.CopyFunctions(ctx, prev, next); err != nil {
+		s.Stats.FunctionCopyFailures.Add(1) // FCALLs on those shards answer that the function is missing
+		s.log.Warn("function libraries not copied to a joining shard", "error", err)
+	}
+	cancel()
 	if s.l1.Load() == nil || prev == nil || prev.Doc.Tiers.L1MaxMemoryBytes != doc.Tiers.L1MaxMemoryBytes {
 		s.l1.Store(l1.New(max(doc.Tiers.L1MaxMemoryBytes/2, 1<<20)))
 	}

@@ -26,6 +26,8 @@ type Stats struct {
 	RejectedClients  atomic.Int64 // connections refused over MaxClients
 	AcceptErrors     atomic.Int64 // failed accepts (out of descriptors, say), retried
 	Panics           atomic.Int64 // connections ended by a bug instead of the agent (conn.go: survive)
+	// FunctionCopyFailures counts joining shards' rings applied without the function libraries.
+	FunctionCopyFailures atomic.Int64
 	// OutputLimitClosed counts clients disconnected over the output limits (outputlimit.go).
 	OutputLimitClosed atomic.Int64
 	RingEpoch         atomic.Int64
@@ -98,6 +100,7 @@ var (
 	descPubsubMsgs   = newDesc("cachefleet_agent_pubsub_messages_total", "Pub/sub messages handed to this agent's subscribed clients.", nil, nil)
 	descPubsubResub  = newDesc("cachefleet_agent_pubsub_resubscribes_total", "Pub/sub shard connections re-made with their subscriptions (messages published meanwhile were not heard).", nil, nil)
 	descPubsubSubs   = newDesc("cachefleet_agent_pubsub_subscriptions", "Names this agent's clients are subscribed to, by kind (channel, pattern, shard_channel).", []string{"kind"}, nil)
+	descFunctionCopy = newDesc("cachefleet_agent_function_copy_failures_total", "Rings applied while a joining shard could not be given the fleet's function libraries (FCALLs there answer that the function is missing; FUNCTION LOAD REPLACE through an agent loads it everywhere).", nil, nil)
 	descPanics       = newDesc("cachefleet_agent_panics_total", "Client connections ended by a bug in the agent (a panic, logged with its stack) instead of the whole agent.", nil, nil)
 	descEpoch        = newDesc("cachefleet_agent_ring_epoch", "Ring epoch being served.", nil, nil)
 	descBreaker      = newDesc("cachefleet_agent_shard_breaker_state", "Circuit breaker state per shard: 0 closed, 1 half-open, 2 open.", []string{"shard"}, nil)
@@ -179,6 +182,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRejected, st.RejectedClients.Load())
 	counter(descAcceptErrors, st.AcceptErrors.Load())
 	counter(descPanics, st.Panics.Load())
+	counter(descFunctionCopy, st.FunctionCopyFailures.Load())
 	counter(descPubsubMsgs, c.s.pubsub.Stats.Delivered.Load())
 	counter(descPubsubResub, c.s.pubsub.Stats.Resubscribes.Load())
 	channels, patterns, shardChannels := c.s.pubsub.Subscriptions()
