@@ -20,6 +20,9 @@ import (
 // reserved starts every value with a meaning to the agent: 0xFF never starts UTF-8 text.
 const reserved = "\xffCF"
 
+// ReservedByte is reserved's first byte: every value the agent encodes starts with it.
+const ReservedByte = 0xff
+
 // Marker starts every compressed value.
 const Marker = reserved + "z"
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/plan"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -66,7 +67,7 @@ func forwardWrite(values func(args [][]byte) [][]byte, creates created) handler 
 			if creates != createsNothing && int(creates) < len(keys) {
 				made := keys[creates]
 				madeRules := b.rulesFor([]byte(made))
-				if px := writeExpiry(&madeRules); px != nil {
+				if px := plan.WriteExpiry(&madeRules); px != nil {
 					cmds = append(cmds, arbitrary("PEXPIRE", made, []string{string(px), "NX"}))
 				}
 			}

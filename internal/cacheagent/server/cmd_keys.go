@@ -6,6 +6,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/plan"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -105,7 +106,7 @@ func cmdExists(ctx context.Context, _ *Server, b *batch, _ *client, w *resp.Writ
 // cmdExpire covers EXPIRE, PEXPIRE and PERSIST: writes that change a key's lifetime.
 func cmdExpire(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	name, key, rest := strings.ToUpper(str(args[0])), str(args[1]), strs(args[2:])
-	if rules := b.rulesFor(args[1]); len(rest) == 2 && strings.EqualFold(rest[1], "NX") && writeExpiry(&rules) != nil {
+	if rules := b.rulesFor(args[1]); len(rest) == 2 && strings.EqualFold(rest[1], "NX") && plan.WriteExpiry(&rules) != nil {
 		// The key's TTL may be the policy's, not the application's own: NX ("only if it has no
 		// TTL") then applies as LT (only if shorter than the TTL it has), so INCR then EXPIRE
 		// NX still bounds a counter's window.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/plan"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/resp"
@@ -134,7 +135,7 @@ func (b *batch) mgetCopies(s *Server, keys [][]byte, shards []int, positions [][
 		for _, pos := range share {
 			rules = append(rules, b.rulesFor(keys[pos]))
 		}
-		kept, refused := shareKept(len(share), func(k int) *policy.Rules { return &rules[k] },
+		kept, refused := plan.ShareKept(len(share), func(k int) *policy.Rules { return &rules[k] },
 			func(k int) bool { return b.r.ShardFor(keys[share[k]]).Admit(keys[share[k]]) })
 		if !kept {
 			s.Stats.L1NotAdmitted.Add(int64(refused))
@@ -189,7 +190,7 @@ func (b *batch) mgetFromL1(s *Server, keys [][]byte) (hits []pending, rest [][]b
 	now := time.Now()
 	for pos, key := range keys {
 		rules := b.rulesFor(key)
-		if planGet(&rules, false, b.tracker).keeps() {
+		if plan.ForGet(&rules, false, b.tracker).Keeps() {
 			pc := s.Stats.forPolicy(rules.Name)
 			if p, ok := b.fromL1(s, key, &rules, pc, now); ok {
 				if hits == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/plan"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -22,21 +23,21 @@ import (
 func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer, args [][]byte) {
 	rules := b.rulesFor(args[1])
 	pc := s.Stats.forPolicy(rules.Name)
-	plan := planGet(&rules, b.tx, b.tracker)
-	if plan.keeps() && b.answerFromL1(s, args[1], &rules, pc, time.Now()) {
+	how := plan.ForGet(&rules, b.tx, b.tracker)
+	if how.Keeps() && b.answerFromL1(s, args[1], &rules, pc, time.Now()) {
 		return
 	}
 	key := str(args[1])
-	if plan.keeps() {
-		if !s.admits(b.r, args[1], plan == getTracked) {
-			plan = getPlain
+	if how.Keeps() {
+		if !s.admits(b.r, args[1], how == plan.GetTracked) {
+			how = plan.GetPlain
 		}
-		if plan != getTracked {
+		if how != plan.GetTracked {
 			s.missL1(pc) // a tracked read's is counted with its reply, which may be the kept copy
 		}
 	}
-	switch plan {
-	case getTracked:
+	switch how {
+	case plan.GetTracked:
 		i := b.shardOf(ctx, w, args[1], cacheLane)
 		p := b.cached(i, cachedRead{build: func(bd valkey.Builder) valkey.Cacheable { return bd.Get().Key(key).Cache() }, ttl: rules.L1TTL})
 		b.jobMiss([]part{p}, nullReply, func(w *resp.Writer, r []partResult) {
@@ -49,7 +50,7 @@ func cmdGet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 			}
 			reply.Write(w, res, false)
 		})
-	case getFill:
+	case plan.GetFill:
 		l1 := s.L1()
 		ticket := l1.Ticket(key) // before the read leaves: a write acknowledged after refuses the fill
 		fillRules := rules       // a copy for the fill below: capturing rules would put it on the heap for every GET
@@ -114,7 +115,7 @@ func cmdSet(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer,
 	}
 	rest := strs(args[2:])
 	rest[0] = rules.Stored(rest[0])
-	if px := writeExpiry(&rules); !hasExpiry && px != nil {
+	if px := plan.WriteExpiry(&rules); !hasExpiry && px != nil {
 		rest = append(rest, "PX", string(px))
 	}
 	s.announce(b.cid, key)
@@ -167,7 +168,7 @@ func cmdIncr(ctx context.Context, s *Server, b *batch, _ *client, w *resp.Writer
 	rules := b.rulesFor(args[1])
 	s.announce(b.cid, key)
 	cmds := []buildFn{func(bd valkey.Builder) valkey.Completed { return bd.Arbitrary(name).Keys(key).Args(rest...).Build() }}
-	if px := writeExpiry(&rules); px != nil {
+	if px := plan.WriteExpiry(&rules); px != nil {
 		cmds = append(cmds, func(bd valkey.Builder) valkey.Completed {
 			return bd.Arbitrary("PEXPIRE").Keys(key).Args(string(px), "NX").Build()
 		})
@@ -196,7 +197,7 @@ func setWith(ctx context.Context, s *Server, b *batch, w *resp.Writer, args [][]
 		return
 	}
 	set := []string{rules.Stored(str(args[2])), option}
-	if px := writeExpiry(&rules); px != nil {
+	if px := plan.WriteExpiry(&rules); px != nil {
 		set = append(set, "PX", string(px))
 	}
 	s.announce(b.cid, key)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/plan"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/resp"
@@ -174,14 +175,14 @@ func (b *batch) hitBytes(from int) int {
 	return n
 }
 
-// forwardable reports whether the loop executes f as planned (plan.go): the shard's reply is
+// forwardable reports whether the loop executes f as planned (package plan): the shard's reply is
 // the whole answer, with at most a tracked read's copy to keep. A ring being warmed up reads
 // and drops keys' previous owners: the goroutine path does that.
 func forwardable(f *frame, rules *policy.Rules) bool {
 	if f.cmd == getCommand {
-		return loopRunsGet(rules, planGet(rules, false, false))
+		return plan.LoopRunsGet(rules, plan.ForGet(rules, false, false))
 	}
-	return loopSendsSet(rules, f.val)
+	return plan.LoopSendsSet(rules, f.val)
 }
 
 // inlineGet answers GET key from the L1, as dispatch and cmdGet would; false on a miss, with

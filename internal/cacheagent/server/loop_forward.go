@@ -9,8 +9,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/codec"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/evloop"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/fence"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/plan"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
@@ -262,8 +264,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 	if up == nil {
 		return false
 	}
-	plan := planGet(rules, false, false)
-	l1Read := f.cmd == getCommand && plan.keeps()
+	l1Read := f.cmd == getCommand && plan.ForGet(rules, false, false).Keeps()
 	st := ls.stores[sh]
 	if l1Read && st == nil {
 		return false
@@ -282,7 +283,7 @@ func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *
 		if ls.s.tracking.Active() {
 			ls.s.tracking.Writing(ic.c.id, string(f.key))
 		}
-		if announcesWrites(rules) {
+		if plan.AnnouncesWrites(rules) {
 			ls.s.announce(ic.c.id, string(f.key))
 		}
 	}
@@ -393,7 +394,7 @@ func (ls *loopState) newReq(ic *inlineConn, r *router.Router, f *frame, rules *p
 // appendSet appends SET key value to out, with the expiry a write without one is given
 // (writeExpiry).
 func appendSet(out []byte, f *frame, rules *policy.Rules) []byte {
-	px := writeExpiry(rules)
+	px := plan.WriteExpiry(rules)
 	if px == nil {
 		return append(out, f.raw...)
 	}
@@ -493,11 +494,8 @@ func fullPathReply(p []byte, isGet bool) bool {
 		return hasPrefix(p, "-LOADING") || hasPrefix(p, "-READONLY") || hasPrefix(p, "-CLUSTERDOWN")
 	}
 	v := resp.BulkValue(p)
-	return isGet && len(v) > 0 && v[0] == reservedByte
+	return isGet && len(v) > 0 && v[0] == codec.ReservedByte
 }
-
-// reservedByte starts the agent's own encodings of a value (codec).
-const reservedByte = 0xff
 
 func hasPrefix(p []byte, prefix string) bool {
 	return len(p) >= len(prefix) && string(p[:len(prefix)]) == prefix

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cachefleet/cachefleet/internal/cacheagent/plan"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
@@ -135,7 +136,7 @@ func anyTracking(rules []policy.Rules, pos []int) bool {
 // shard's share.
 func (ls *loopState) mgetTracked(r *router.Router, keys [][]byte, rules []policy.Rules, positions [][]int, tracked []bool) {
 	for _, share := range positions {
-		kept, refused := shareKept(len(share), func(k int) *policy.Rules { return &rules[share[k]] },
+		kept, refused := plan.ShareKept(len(share), func(k int) *policy.Rules { return &rules[share[k]] },
 			func(k int) bool { return r.ShardFor(keys[share[k]]).Admit(keys[share[k]]) })
 		if !kept {
 			ls.s.Stats.L1NotAdmitted.Add(int64(refused))

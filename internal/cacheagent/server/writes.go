@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/lease"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/plan"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/policy"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/reply"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
@@ -51,7 +52,7 @@ func (s *Server) announceOnBus(keys ...string) {
 		return
 	}
 	for _, k := range keys {
-		if rules := policy.For(r.Doc, []byte(k)); announcesWrites(&rules) {
+		if rules := policy.For(r.Doc, []byte(k)); plan.AnnouncesWrites(&rules) {
 			bus.DeleteAsync(k)
 		}
 	}
