@@ -13,10 +13,11 @@ import (
 // Get is how a GET the L1 did not answer reads its shard.
 type Get uint8
 
+// How a GET reads its shard.
 const (
 	GetPlain   Get = iota // the shard's reply is the answer; no copy is kept
-	GetTracked                // a tracked read: its copy is kept until the shard invalidates it
-	GetFill                   // GET and PTTL: the value fills the ttl-mode L1 for its lifetime
+	GetTracked            // a tracked read: its copy is kept until the shard invalidates it
+	GetFill               // GET and PTTL: the value fills the ttl-mode L1 for its lifetime
 )
 
 // ForGet decides how a GET is served: from an L1 copy when the plan keeps one, else by the

@@ -100,4 +100,3 @@ func TestShareKept(t *testing.T) {
 		})
 	}
 }
-
