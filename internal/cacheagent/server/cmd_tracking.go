@@ -286,7 +286,7 @@ func (s *Server) checkTrackingOn(c *client, o *trackState) string {
 func (s *Server) trackingOn(c *client, o *trackState, redirect int64) {
 	if r := s.router.Load(); r != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShardTimeout)
-		for _, w := range s.ensureWatchers(r) {
+		for _, w := range s.watchers.Ensure(watched(r)) {
 			// A shard not followed yet is reported as "everything changed" once it is.
 			w.WaitFollowing(ctx)
 		}
@@ -404,56 +404,13 @@ func (c *client) afterCommand(name string) {
 	}
 }
 
-// ---- watchers: one per shard, while any client of this agent tracks ----
-
-func watcherKey(sh *router.Shard) string { return sh.Name() + "@" + sh.Addr() }
-
-// ensureWatchers starts a watcher for every shard of r that has none and stops those of
-// shards r no longer has.
-func (s *Server) ensureWatchers(r *router.Router) []*tracking.Watcher {
-	s.watchMu.Lock()
-	defer s.watchMu.Unlock()
-	if s.watchers == nil {
-		s.watchers = map[string]*tracking.Watcher{}
-	}
-	keep := map[string]bool{}
-	out := make([]*tracking.Watcher, 0, len(r.Shards))
-	for _, sh := range r.Shards {
-		k := watcherKey(sh)
-		keep[k] = true
-		w := s.watchers[k]
-		if w == nil {
-			w = tracking.Watch(tracking.WatchOptions{Addr: sh.Addr(), Password: s.password()}, s.shardChanged)
-			s.watchers[k] = w
-		}
-		out = append(out, w)
-	}
-	for k, w := range s.watchers {
-		if !keep[k] {
-			go w.Stop()
-			delete(s.watchers, k)
-		}
+// watched names r's shards for the watchers.
+func watched(r *router.Router) []tracking.ShardAddr {
+	out := make([]tracking.ShardAddr, len(r.Shards))
+	for i, sh := range r.Shards {
+		out[i] = tracking.ShardAddr{Name: sh.Name(), Addr: sh.Addr()}
 	}
 	return out
-}
-
-// followRing moves the watchers to a new ring, if any are running.
-func (s *Server) followRing(r *router.Router) {
-	s.watchMu.Lock()
-	running := len(s.watchers) > 0
-	s.watchMu.Unlock()
-	if running {
-		s.ensureWatchers(r)
-	}
-}
-
-func (s *Server) stopWatchers() {
-	s.watchMu.Lock()
-	defer s.watchMu.Unlock()
-	for k, w := range s.watchers {
-		w.Stop()
-		delete(s.watchers, k)
-	}
 }
 
 // shardChanged forwards a watcher's report to the tracking clients, after fencing the node

@@ -71,10 +71,9 @@ type Server struct {
 	leases lease.Leases         // CF.LGET callers waiting for a fill
 	rt     *readthrough.Fetcher // fetches from the policies' origins
 
-	tracking *tracking.Table // client-side caching: who read what
-	pubsub   *pubsub.Hub     // clients' subscriptions, held on the shards
-	watchMu  sync.Mutex
-	watchers map[string]*tracking.Watcher // per shard, once a client tracks
+	tracking *tracking.Table    // client-side caching: who read what
+	pubsub   *pubsub.Hub        // clients' subscriptions, held on the shards
+	watchers *tracking.Watchers // one per shard, once a client tracks
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -104,6 +103,7 @@ func New(cfg Config) *Server {
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	s.pubsub = pubsub.NewHub(s.password, max(cfg.ShardTimeout, time.Second))
+	s.watchers = tracking.NewWatchers(s.password, s.shardChanged)
 	s.SetPassword(cfg.Password)
 	return s
 }
@@ -148,7 +148,7 @@ func (s *Server) SetRing(doc *contract.Document) error {
 	}
 	s.router.Store(next)
 	s.Stats.RingEpoch.Store(doc.Epoch)
-	s.followRing(next)
+	s.watchers.Follow(watched(next))
 	s.pubsub.SetRing(next)
 	if retired := router.Retired(prev, next); len(retired) > 0 {
 		// Requests already routed with the old ring finish first.
@@ -283,7 +283,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	s.stopWatchers()
+	s.watchers.Stop()
 	s.pubsub.Close()
 	if err == nil {
 		for _, l := range s.loops {

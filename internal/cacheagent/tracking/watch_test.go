@@ -94,3 +94,38 @@ func TestWatcherSeesEveryChangeAndReportsBlindness(t *testing.T) {
 		return slices.Contains(keys, "c")
 	})
 }
+
+// TestWatchersFollowTheRing: one watcher per shard, kept while its shard stays, replaced when
+// the shard's address changes, none started by a ring change while nobody tracks.
+func TestWatchersFollowTheRing(t *testing.T) {
+	a, b := tu.StartRedis(t, ""), tu.StartRedis(t, "")
+	var ch changes
+	ws := tracking.NewWatchers(func() string { return "" }, ch.on)
+	defer ws.Stop()
+	ws.Follow([]tracking.ShardAddr{{Name: "shard-0", Addr: a.Addr()}})
+	time.Sleep(200 * time.Millisecond) // a watcher would have reported "everything changed" by now
+	if _, all := ch.snapshot(); all != 0 {
+		t.Fatal("a ring change started a watcher while nobody tracks")
+	}
+	first := ws.Ensure([]tracking.ShardAddr{{Name: "shard-0", Addr: a.Addr()}})
+	if again := ws.Ensure([]tracking.ShardAddr{{Name: "shard-0", Addr: a.Addr()}}); again[0] != first[0] {
+		t.Error("a second Ensure started another watcher for the same shard")
+	}
+	ws.Follow([]tracking.ShardAddr{{Name: "shard-0", Addr: b.Addr()}}) // the shard moved (a failover)
+	moved := ws.Ensure([]tracking.ShardAddr{{Name: "shard-0", Addr: b.Addr()}})
+	if moved[0] == first[0] {
+		t.Fatal("the watcher of the old address was kept")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if !moved[0].WaitFollowing(ctx) {
+		t.Fatal("the new watcher does not follow its shard")
+	}
+	if _, err := b.Do("SET", "k", "1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the change on the new address", func() bool {
+		keys, _ := ch.snapshot()
+		return slices.Contains(keys, "k")
+	})
+}
