@@ -25,6 +25,7 @@ import (
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/bus"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/httpapi"
+	"github.com/cachefleet/cachefleet/internal/cacheagent/reach"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/server"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/source"
@@ -125,7 +126,25 @@ func (a *agent) followKubernetes(ctx context.Context) error {
 			a.configureBus(ctx, doc, sec.BusKey)
 			return nil
 		}}
+	// What this agent cannot reach goes in its Lease at once: the controller tells a lost
+	// primary from a lost node by the agents on other nodes (package reach).
+	prober := &reach.Prober{Targets: a.probeTargets, Changed: k.Nudge}
+	k.Unreachable = prober.Lost
+	go prober.Run(ctx)
 	return k.Run(ctx)
+}
+
+// probeTargets are the primaries of the ring the agent serves.
+func (a *agent) probeTargets() ([]reach.Target, string) {
+	r := a.srv.Router()
+	if r == nil {
+		return nil, ""
+	}
+	out := make([]reach.Target, len(r.Shards))
+	for i, sh := range r.Shards {
+		out[i] = reach.Target{Shard: sh.Name(), Addr: sh.Addr()}
+	}
+	return out, a.srv.Password()
 }
 
 // configureBus starts the bus with the first key it gets and follows later changes of the key

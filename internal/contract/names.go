@@ -22,4 +22,9 @@ const (
 	AnnotationRingEpoch = "cachefleet.io/ring-epoch"
 	// AnnotationPublishedAt is set on the ring ConfigMap: when its epoch was published.
 	AnnotationPublishedAt = "cachefleet.io/published-at"
+	// AnnotationNode is set by agents on their Lease: the node they run on.
+	AnnotationNode = "cachefleet.io/node"
+	// AnnotationUnreachable is set by agents on their Lease: the shards whose primary they
+	// cannot reach, and since when (FormatUnreachable).
+	AnnotationUnreachable = "cachefleet.io/unreachable"
 )

@@ -50,6 +50,9 @@ type CacheFleetReconciler struct {
 	lastEpoch sync.Map    // fleet key -> the last epoch this manager published
 	// primaryRun: "namespace/fleet/shard" -> "<pod UID>/<restart count>" of its primary's Valkey
 	primaryRun sync.Map
+	// unreached: "namespace/fleet/shard" -> when the controller's probe first failed to reach a
+	// primary that agents on other nodes report lost; told: the verdict's event was recorded.
+	unreached, told sync.Map
 }
 
 // fleetScope carries one reconcile's state between phases.

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +24,7 @@ import (
 type shardPod struct {
 	name      string
 	ordinal   int
+	node      string // the node it is scheduled on
 	addr      string // pod IP:port, empty while the pod has none
 	ready     bool   // the pod is Ready and its node is Ready
 	gone      bool   // the pod does not exist or is being deleted: whatever replaces it starts empty
@@ -140,6 +142,10 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 		after = 5 * time.Second
 	}
 	var password string // read only when a primary is down
+	var leases coordinationv1.LeaseList
+	if err := r.List(ctx, &leases, client.InNamespace(f.Namespace), client.MatchingLabels{LabelFleet: f.Name, LabelComponent: ComponentAgent}); err != nil {
+		return err
+	}
 	for i := 0; i < int(f.Spec.Shards.Count); i++ {
 		shard := shardName(i)
 		primary := s.roles[shard]
@@ -148,6 +154,9 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 			return err
 		}
 		key := f.Namespace + "/" + f.Name + "/" + shard
+		if err := r.watchReachability(ctx, s, key, shard, primary, pods, reportsFor(leases.Items, shard)); err != nil {
+			return err
+		}
 		downFor := r.downFor(key, pods, primary)
 		restarted := r.restarted(key, pods, primary)
 		d := decideFailover(primary, pods, downFor, after)
@@ -190,7 +199,7 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 func (r *CacheFleetReconciler) forgetFleet(fleet client.ObjectKey) {
 	r.lastEpoch.Delete(fleet)
 	prefix := fleet.Namespace + "/" + fleet.Name + "/"
-	for _, m := range []*sync.Map{&r.down, &r.primaryRun} {
+	for _, m := range []*sync.Map{&r.down, &r.primaryRun, &r.unreached, &r.told} {
 		m.Range(func(k, _ any) bool {
 			if strings.HasPrefix(k.(string), prefix) {
 				m.Delete(k)
@@ -305,7 +314,7 @@ func (r *CacheFleetReconciler) shardPods(ctx context.Context, f *cachev1alpha1.C
 			return nil, err
 		}
 		p.gone = pod.DeletionTimestamp != nil
-		p.uid = string(pod.UID)
+		p.uid, p.node = string(pod.UID), pod.Spec.NodeName
 		for _, c := range pod.Status.ContainerStatuses {
 			if c.Name == shardContainerName {
 				p.restarts = c.RestartCount

@@ -40,12 +40,24 @@ type Kube struct {
 	LeaseDuration time.Duration
 	// Resync is how often the Secrets are read again to follow changes (default 10s).
 	Resync time.Duration
+	// Unreachable, if set, is the shards whose primary the agent cannot reach, reported in the
+	// Lease for the controller (package reach); Nudge renews the Lease when it changes.
+	Unreachable func() map[string]time.Time
 
 	served  atomic.Int64
 	ready   chan struct{}
 	latest  atomic.Pointer[contract.Document]
 	kick    chan struct{}
+	nudge   chan struct{}
 	applied appliedState
+}
+
+// Nudge renews the Lease now (what it reports changed), once the agent serves a ring.
+func (k *Kube) Nudge() {
+	select {
+	case k.nudge <- struct{}{}:
+	default:
+	}
 }
 
 // Secrets are what the agent reads from the fleet's Secrets.
@@ -76,7 +88,7 @@ const (
 // Run watches the ConfigMap until ctx ends. It returns once the first document is applied,
 // then keeps going in the background.
 func (k *Kube) Run(ctx context.Context) error {
-	k.ready, k.kick = make(chan struct{}), make(chan struct{}, 1)
+	k.ready, k.kick, k.nudge = make(chan struct{}), make(chan struct{}, 1), make(chan struct{}, 1)
 	if k.Resync == 0 {
 		k.Resync = 10 * time.Second
 	}
@@ -230,14 +242,22 @@ func (k *Kube) secretValue(ctx context.Context, name, key string) ([]byte, error
 }
 
 func (k *Kube) renewLoop(ctx context.Context) {
-	repeat(ctx, k.LeaseDuration/3, func() {
-		if k.served.Load() == 0 {
+	t := time.NewTicker(k.LeaseDuration / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
 			return
+		case <-t.C:
+		case <-k.nudge:
+		}
+		if k.served.Load() == 0 {
+			continue
 		}
 		if err := k.renew(ctx); err != nil {
 			k.Report(err)
 		}
-	})
+	}
 }
 
 // renew writes the Lease with the served epoch and a fresh renew time.
@@ -246,13 +266,13 @@ func (k *Kube) renew(ctx context.Context) error {
 	name := contract.AgentLeaseName(k.Fleet, k.Node)
 	now := metav1.NewMicroTime(time.Now())
 	secs := int32(k.LeaseDuration / time.Second)
-	epoch := strconv.FormatInt(k.served.Load(), 10)
+	report := k.report()
 	l, err := leases.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		l = &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: k.Namespace,
 				Labels:      map[string]string{contract.LabelFleet: k.Fleet, contract.LabelComponent: contract.ComponentAgent, contract.LabelPartOf: contract.PartOf},
-				Annotations: map[string]string{contract.AnnotationRingEpoch: epoch}},
+				Annotations: report},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &k.Pod, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now},
 		}
 		_, err = leases.Create(ctx, l, metav1.CreateOptions{})
@@ -264,10 +284,20 @@ func (k *Kube) renew(ctx context.Context) error {
 	if l.Annotations == nil {
 		l.Annotations = map[string]string{}
 	}
-	l.Annotations[contract.AnnotationRingEpoch] = epoch
+	maps.Copy(l.Annotations, report)
 	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &k.Pod, &secs, &now
 	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 	return err
+}
+
+// report is what the Lease's annotations say: the epoch served, the node, and the shards whose
+// primary the agent cannot reach (empty when none).
+func (k *Kube) report() map[string]string {
+	a := map[string]string{contract.AnnotationRingEpoch: strconv.FormatInt(k.served.Load(), 10), contract.AnnotationNode: k.Node}
+	if k.Unreachable != nil {
+		a[contract.AnnotationUnreachable] = contract.FormatUnreachable(k.Unreachable())
+	}
+	return a
 }
 
 // headersSum identifies a set of origin headers, so a changed Secret is applied again.

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -186,4 +187,64 @@ func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
 		t.Errorf("unchanged resyncs applied %d more times", len(got)-n)
 	}
 	mu.Unlock()
+}
+
+// TestKubeReportsUnreachableShardsAtOnce: the shards the agent cannot reach are in its Lease
+// with its node, written when they change (Nudge), not at the next renewal.
+func TestKubeReportsUnreachableShardsAtOnce(t *testing.T) {
+	cs, ctx := apiServer(t)
+	ns := "default"
+	doc := &contract.Document{SchemaVersion: 1, Fleet: "api", Namespace: ns, Algorithm: "rendezvous",
+		Shards: []contract.Shard{{Name: "shard-0", Primary: "a:6379"}}}
+	doc.Seal(nil)
+	data, _ := doc.Encode()
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "api-ring"},
+		Data: map[string]string{contract.DocumentKey: string(data)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	lost := map[string]time.Time{}
+	k := &Kube{Client: cs, Fleet: "api", Namespace: ns, Node: "node-7", Pod: "api-agent-x", LeaseDuration: time.Minute,
+		Report: func(err error) { t.Logf("report: %v", err) },
+		Apply:  func(*contract.Document, Secrets) error { return nil },
+		Unreachable: func() map[string]time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Clone(lost)
+		}}
+	if err := k.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	annotations := func() map[string]string {
+		l, err := cs.CoordinationV1().Leases(ns).Get(ctx, "api-agent-node-7", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Annotations
+	}
+	if a := annotations(); a[contract.AnnotationNode] != "node-7" || a[contract.AnnotationUnreachable] != "" {
+		t.Fatalf("first report %v", a)
+	}
+	since := time.UnixMilli(time.Now().UnixMilli())
+	mu.Lock()
+	lost["shard-0"] = since
+	mu.Unlock()
+	k.Nudge()
+	deadline := time.Now().Add(5 * time.Second) // the next renewal is 20 s away
+	for contract.ParseUnreachable(annotations()[contract.AnnotationUnreachable])["shard-0"] != since {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost shard is not reported: %v", annotations())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	delete(lost, "shard-0")
+	mu.Unlock()
+	k.Nudge()
+	for annotations()[contract.AnnotationUnreachable] != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("a shard reached again is still reported: %v", annotations())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
