@@ -1,0 +1,100 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cutNode takes node's link to the bridge down (hack/node-cluster.sh gives each node a veth
+// named after it) and returns what puts it back, which the test's cleanup runs too.
+func cutNode(t *testing.T, node string) (restore func()) {
+	t.Helper()
+	link := "veth-" + node
+	if out, err := exec.Command("ip", "link", "set", link, "down").CombinedOutput(); err != nil {
+		t.Fatalf("cutting %s: %v: %s", node, err, out)
+	}
+	restored := false
+	restore = func() {
+		if restored {
+			return
+		}
+		restored = true
+		if out, err := exec.Command("ip", "link", "set", link, "up").CombinedOutput(); err != nil {
+			t.Errorf("restoring %s: %v: %s", node, err, out)
+		}
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// TestANodeCutOffIsSeenByTheFleet: a node whose link goes down (its pods keep running, cut
+// off) is seen by the agents on the other nodes within seconds: the controller records
+// PrimaryUnreachable for the shards whose primary is on it, long before Kubernetes would mark
+// the node NotReady (40-55 s), and for no other shard. Once the link is back, writes through
+// either node's agent succeed.
+func TestANodeCutOffIsSeenByTheFleet(t *testing.T) {
+	needsRealPods(t)
+	if cluster != "nodes" {
+		t.Skip("cutting a node's link needs hack/node-cluster.sh's nodes (E2E_CLUSTER=nodes)")
+	}
+	ns := namespace(t, "e2e-cut")
+	readyRealFleet(t, ns, "cut", 2, 1)
+	nodeOf := func(pod string) string { return jsonpath(ns, "pod/"+pod, "{.spec.nodeName}") }
+	primaryOf := func(shard string) string {
+		return jsonpath(ns, "cachefleet/cut", `{.status.primaries[?(@.shard=="`+shard+`")].pod}`)
+	}
+	victim := nodeOf(primaryOf("shard-0"))
+	agents := agentPods(t, ns, "cut")
+	var survivor string
+	for node := range agents {
+		if node != victim {
+			survivor = node
+		}
+	}
+	if victim == "" || survivor == "" {
+		t.Fatalf("shard-0's primary on %q, agents on %v: need a second node", victim, agents)
+	}
+	onVictim := map[string]bool{}
+	for _, shard := range []string{"shard-0", "shard-1"} {
+		onVictim[shard] = nodeOf(primaryOf(shard)) == victim
+	}
+	c := agentClient(t, ns, "cut", agents[survivor])
+	ctx := context.Background()
+	if err := c.Set(ctx, "before-the-cut", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	restore := cutNode(t, victim)
+	var reported string
+	eventually(t, time.Minute, "PrimaryUnreachable for shard-0", func() error {
+		out, _ := kubectl("", "-n", ns, "get", "events", "--field-selector", "reason=PrimaryUnreachable",
+			"-o", `jsonpath={range .items[*]}{.message}{"\n"}{end}`)
+		if !strings.Contains(out, "shard-0:") {
+			return fmt.Errorf("events: %q", out)
+		}
+		reported = out
+		return nil
+	})
+	t.Logf("timing: node %s cut off: PrimaryUnreachable for shard-0 after %s (%s)", victim, time.Since(t0).Round(100*time.Millisecond),
+		strings.TrimSpace(reported))
+	for shard, on := range onVictim {
+		if !on && strings.Contains(reported, shard+":") {
+			t.Errorf("%s's primary is on %s, which was not cut off, and was reported lost: %q", shard, survivor, reported)
+		}
+	}
+	restore()
+	eventually(t, time.Minute, "writes through the other node's agent", func() error {
+		return c.Set(ctx, "after-the-cut", "1", 0).Err()
+	})
+	v := agentClient(t, ns, "cut", agents[victim]) // waits for it to answer PING
+	eventually(t, time.Minute, "a read through the cut node's agent", func() error {
+		return v.Get(ctx, "before-the-cut").Err()
+	})
+}
