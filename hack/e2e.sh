@@ -18,7 +18,7 @@ if [[ "$E2E_CLUSTER" == all ]]; then
   exit
 fi
 # The tests that need pods that really run: the kwok run leaves them out, the nodes run runs only them.
-REAL_POD_TESTS='TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard|TestRollingUpdateOfAllShardsKeepsTheHitRate'
+REAL_POD_TESTS='TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard|TestRollingUpdateOfAllShardsKeepsTheHitRate|TestANodeCutOffIsSeenByTheFleet'
 # The tests of the manager's own life, each on the install it needs (test/e2e/operator_test.go).
 CHART_TESTS='TestManagerUpgradeLeavesShardsRunning|TestAgentImageRollsOneNodeAtATime|TestChartWatchingOneNamespace'
 KUSTOMIZE_TESTS='TestLeaderLossDuringScaleUp|TestLeaderLossDuringFailover|TestLeaderCrashIsReplacedAfterItsLease|TestManagerDownForAMinute'

@@ -154,10 +154,16 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 			return err
 		}
 		key := f.Namespace + "/" + f.Name + "/" + shard
-		if err := r.watchReachability(ctx, s, key, shard, primary, pods, reportsFor(leases.Items, shard)); err != nil {
+		lostFor, lost, err := r.watchReachability(ctx, s, key, shard, primary, pods, reportsFor(leases.Items, shard))
+		if err != nil {
 			return err
 		}
-		downFor := r.downFor(key, pods, primary)
+		if lost {
+			// The fleet cannot reach it: as down as Kubernetes would call it once the node's
+			// grace period ran out, and down since the verdict's conditions first held.
+			markUnready(pods, primary)
+		}
+		downFor := max(r.downFor(key, pods, primary), lostFor)
 		restarted := r.restarted(key, pods, primary)
 		d := decideFailover(primary, pods, downFor, after)
 		if downFor > 0 || restarted || podGone(pods, primary) {
@@ -206,6 +212,15 @@ func (r *CacheFleetReconciler) forgetFleet(fleet client.ObjectKey) {
 			}
 			return true
 		})
+	}
+}
+
+// markUnready counts pod as not ready.
+func markUnready(pods []shardPod, pod string) {
+	for i := range pods {
+		if pods[i].name == pod {
+			pods[i].ready = false
+		}
 	}
 }
 

@@ -110,9 +110,12 @@ func TestAnUnreachablePrimaryIsRecordedOncePerLoss(t *testing.T) {
 	s := &fleetScope{fleet: f}
 	pods := []shardPod{{name: "web-shard-0-0", node: "n1", addr: "10.0.0.1:6379"}, {name: "web-shard-0-1", node: "n2", addr: "10.0.0.2:6379"}}
 	lostFromN2 := []reachReport{{node: "n2", renewed: now, lostSince: now.Add(-2 * time.Second)}, {node: "n1", renewed: now}}
+	var lostFor time.Duration
+	var lost bool
 	watch := func(reports []reachReport) {
 		t.Helper()
-		if err := r.watchReachability(context.Background(), s, "default/web/shard-0", "shard-0", "web-shard-0-0", pods, reports); err != nil {
+		var err error
+		if lostFor, lost, err = r.watchReachability(context.Background(), s, "default/web/shard-0", "shard-0", "web-shard-0-0", pods, reports); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,6 +143,9 @@ func TestAnUnreachablePrimaryIsRecordedOncePerLoss(t *testing.T) {
 	if got := recorded(); len(got) != 0 {
 		t.Errorf("the same loss recorded again: %q", got)
 	}
+	if !lost || lostFor != time.Second {
+		t.Errorf("lost %v for %s, want lost for 1s (since the controller's first failed probe)", lost, lostFor)
+	}
 	watch([]reachReport{{node: "n2", renewed: now}}) // reached again
 	now = now.Add(time.Second)
 	watch([]reachReport{{node: "n2", renewed: now, lostSince: now}})
@@ -152,5 +158,30 @@ func TestAnUnreachablePrimaryIsRecordedOncePerLoss(t *testing.T) {
 	watch([]reachReport{{node: "n1", renewed: now, lostSince: now.Add(-5 * time.Second)}})
 	if got := recorded(); len(got) != 0 {
 		t.Errorf("the primary's own node's agent made %q", got)
+	}
+}
+
+// TestALostPrimaryIsFailedOverAfterFailoverAfter: a primary Kubernetes still calls ready but the
+// fleet has lost is failed over once the verdict has held for failoverAfter, to a replica the
+// controller reaches; not before, and not to a replica it cannot reach (on the cut-off node).
+func TestALostPrimaryIsFailedOverAfterFailoverAfter(t *testing.T) {
+	const after = 5 * time.Second
+	pods := func() []shardPod {
+		return []shardPod{
+			{name: "s-0", ordinal: 0, node: "n1", addr: "a", ready: true},                                             // lost: not reachable
+			{name: "s-1", ordinal: 1, node: "n1", addr: "b", ready: true},                                             // a replica on the same cut-off node
+			{name: "s-2", ordinal: 2, node: "n2", addr: "c", ready: true, reachable: true, role: "slave", offset: 90}, // reachable
+		}
+	}
+	for _, tc := range []struct {
+		lostFor time.Duration
+		promote string
+	}{{2 * time.Second, ""}, {after, "s-2"}} {
+		p := pods()
+		markUnready(p, "s-0")
+		d := decideFailover("s-0", p, tc.lostFor, after)
+		if d.promote != tc.promote || (tc.promote == "" && d.wait == 0) {
+			t.Errorf("lost for %s: promote %q wait %s (%s), want %q", tc.lostFor, d.promote, d.wait, d.reason, tc.promote)
+		}
 	}
 }

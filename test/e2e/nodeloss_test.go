@@ -36,8 +36,9 @@ func cutNode(t *testing.T, node string) (restore func()) {
 // TestANodeCutOffIsSeenByTheFleet: a node whose link goes down (its pods keep running, cut
 // off) is seen by the agents on the other nodes within seconds: the controller records
 // PrimaryUnreachable for the shards whose primary is on it, long before Kubernetes would mark
-// the node NotReady (40-55 s), and for no other shard. Once the link is back, writes through
-// either node's agent succeed.
+// the node NotReady (40-55 s), and for no other shard, and fails shard-0 over to a pod it
+// reaches once the verdict held for failoverAfter. A writer on the other node times the gap.
+// Once the link is back, writes through either node's agent succeed.
 func TestANodeCutOffIsSeenByTheFleet(t *testing.T) {
 	needsRealPods(t)
 	if cluster != "nodes" {
@@ -69,6 +70,14 @@ func TestANodeCutOffIsSeenByTheFleet(t *testing.T) {
 	if err := c.Set(ctx, "before-the-cut", "1", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	for i := range 100 {
+		if err := c.Set(ctx, fmt.Sprintf("cut:%d", i), "0", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldPrimary := primaryOf("shard-0")
+	gaps := startGapWriter(c, keysOn(t, ns, "cut", oldPrimary, "cut", 100))
+	time.Sleep(time.Second)
 
 	t0 := time.Now()
 	restore := cutNode(t, victim)
@@ -89,6 +98,17 @@ func TestANodeCutOffIsSeenByTheFleet(t *testing.T) {
 			t.Errorf("%s's primary is on %s, which was not cut off, and was reported lost: %q", shard, survivor, reported)
 		}
 	}
+	eventually(t, time.Minute, "shard-0 failed over to a pod the fleet reaches", func() error {
+		if p := primaryOf("shard-0"); p == oldPrimary || nodeOf(p) == victim {
+			return fmt.Errorf("shard-0's primary is %s", p)
+		}
+		return nil
+	})
+	promoted := time.Since(t0)
+	time.Sleep(2 * time.Second) // writes through the new ring
+	longest, refused, acked := gaps.finish()
+	t.Logf("timing: node %s cut off: shard-0 failed over after %s; longest write gap on shard-0 %s (%s, %d acknowledged)",
+		victim, promoted.Round(100*time.Millisecond), longest.Round(100*time.Millisecond), refused, acked)
 	restore()
 	eventually(t, time.Minute, "writes through the other node's agent", func() error {
 		return c.Set(ctx, "after-the-cut", "1", 0).Err()
