@@ -160,8 +160,9 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 		}
 		if lost {
 			// The fleet cannot reach it: as down as Kubernetes would call it once the node's
-			// grace period ran out, and down since the verdict's conditions first held.
-			markUnready(pods, primary)
+			// grace period ran out, and down since the verdict's conditions first held. Just
+			// probed in vain, it is not dialled again below (a dial there waits 2 s).
+			markLost(pods, primary)
 		}
 		downFor := max(r.downFor(key, pods, primary), lostFor)
 		restarted := r.restarted(key, pods, primary)
@@ -215,11 +216,11 @@ func (r *CacheFleetReconciler) forgetFleet(fleet client.ObjectKey) {
 	}
 }
 
-// markUnready counts pod as not ready.
-func markUnready(pods []shardPod, pod string) {
+// markLost counts pod as not ready and not to be probed.
+func markLost(pods []shardPod, pod string) {
 	for i := range pods {
 		if pods[i].name == pod {
-			pods[i].ready = false
+			pods[i].ready, pods[i].addr = false, ""
 		}
 	}
 }

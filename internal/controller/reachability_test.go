@@ -178,7 +178,7 @@ func TestALostPrimaryIsFailedOverAfterFailoverAfter(t *testing.T) {
 		promote string
 	}{{2 * time.Second, ""}, {after, "s-2"}} {
 		p := pods()
-		markUnready(p, "s-0")
+		markLost(p, "s-0")
 		d := decideFailover("s-0", p, tc.lostFor, after)
 		if d.promote != tc.promote || (tc.promote == "" && d.wait == 0) {
 			t.Errorf("lost for %s: promote %q wait %s (%s), want %q", tc.lostFor, d.promote, d.wait, d.reason, tc.promote)

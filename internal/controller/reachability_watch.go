@@ -9,6 +9,10 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
+// reachProbeTimeout bounds the controller's own probe of a primary the agents report lost: it
+// is asked again every reconcile, and the verdict's clock moves in steps of this.
+const reachProbeTimeout = time.Second
+
 // watchReachability turns the agents' reports about a shard's primary into the node-loss
 // verdict (primaryLost), recorded as an event once per loss; lost and lostFor are what failover
 // takes as the primary being down, and for how long. The primary is probed only while an agent
@@ -28,7 +32,9 @@ func (r *CacheFleetReconciler) watchReachability(ctx context.Context, s *fleetSc
 		if err != nil {
 			return 0, false, err
 		}
-		r.probe(ctx, probed, password)
+		pctx, cancel := context.WithTimeout(ctx, reachProbeTimeout)
+		r.probe(pctx, probed, password)
+		cancel()
 	}
 	if probed[0].reachable {
 		r.unreached.Delete(key)

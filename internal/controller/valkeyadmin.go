@@ -45,9 +45,13 @@ func (a valkeyAdmin) do(ctx context.Context, addr, password string, cmd func(con
 func (valkeyAdmin) doFor(ctx context.Context, budget time.Duration, addr, password string, cmd func(context.Context, valkey.Client) error) error {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
+	dial := adminTimeout // a pod on a node cut off answers no SYN: the dial waits this long
+	if deadline, ok := ctx.Deadline(); ok {
+		dial = min(dial, max(time.Until(deadline), time.Millisecond))
+	}
 	c, err := valkey.NewClient(valkey.ClientOption{
 		InitAddress: []string{addr}, Password: password, DisableCache: true, ForceSingleClient: true,
-		Dialer: net.Dialer{Timeout: adminTimeout}, ConnWriteTimeout: adminTimeout, DisableRetry: true,
+		Dialer: net.Dialer{Timeout: dial}, ConnWriteTimeout: adminTimeout, DisableRetry: true,
 	})
 	if err != nil {
 		return err
