@@ -114,12 +114,7 @@ func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
 		Auth:         contract.Auth{Enabled: true, Secret: &contract.SecretRef{Name: "api-auth", Key: "password"}},
 		Invalidation: contract.Invalidation{Channel: "c", Secret: contract.SecretRef{Name: "api-bus", Key: "key"}},
 		Policies:     []contract.Policy{{Name: "items", Prefix: "item:", Origin: &contract.Origin{URL: "http://o/{key}", HeadersSecret: "api-origin"}}}}
-	doc.Seal(nil)
-	data, _ := doc.Encode()
-	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "api-ring"},
-		Data: map[string]string{contract.DocumentKey: string(data)}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	publishRing(t, cs, ns, doc)
 	var mu sync.Mutex
 	var got []Secrets
 	k := &Kube{Client: cs, Fleet: "api", Namespace: ns, Node: "node-1", Pod: "p", LeaseDuration: 30 * time.Second,
@@ -196,12 +191,7 @@ func TestKubeReportsUnreachableShardsAtOnce(t *testing.T) {
 	ns := "default"
 	doc := &contract.Document{SchemaVersion: 1, Fleet: "api", Namespace: ns, Algorithm: "rendezvous",
 		Shards: []contract.Shard{{Name: "shard-0", Primary: "a:6379"}}}
-	doc.Seal(nil)
-	data, _ := doc.Encode()
-	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "api-ring"},
-		Data: map[string]string{contract.DocumentKey: string(data)}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	publishRing(t, cs, ns, doc)
 	var mu sync.Mutex
 	lost := map[string]time.Time{}
 	k := &Kube{Client: cs, Fleet: "api", Namespace: ns, Node: "node-7", Pod: "api-agent-x", LeaseDuration: time.Minute,
@@ -246,5 +236,16 @@ func TestKubeReportsUnreachableShardsAtOnce(t *testing.T) {
 			t.Fatalf("a shard reached again is still reported: %v", annotations())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// publishRing seals doc and publishes it as its fleet's first ring ConfigMap.
+func publishRing(t *testing.T, cs kubernetes.Interface, ns string, doc *contract.Document) {
+	t.Helper()
+	doc.Seal(nil)
+	data, _ := doc.Encode()
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: contract.RingConfigMapName(doc.Fleet)},
+		Data: map[string]string{contract.DocumentKey: string(data)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
