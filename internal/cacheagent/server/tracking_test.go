@@ -447,6 +447,14 @@ func (a *agent) tracking(t *testing.T, opts ...string) *conn {
 	return c
 }
 
+// setOn writes k straight on the shard, past every agent.
+func setOn(t *testing.T, shard *tu.Redis, k, v string) {
+	t.Helper()
+	if _, err := shard.Do("SET", k, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // releaseSoon lets the proxy's held bytes through after the reads about to be sent are on
 // their way.
 func releaseSoon(p *tu.Proxy) { time.AfterFunc(200*time.Millisecond, p.Release) }
@@ -480,18 +488,14 @@ func TestATrackingClientIsServedFromTheNodeL1(t *testing.T) {
 func TestATrackingClientIsNeverHandedACopyItWasToldChanged(t *testing.T) {
 	a, shard, proxy := trackingRace(t)
 	k := "csc:race"
-	if _, err := shard.Do("SET", k, "old"); err != nil {
-		t.Fatal(err)
-	}
+	setOn(t, shard, k, "old")
 	x := a.tracking(t)
 	x.do("GET", k) // kept by the node L1; x registered
 	if got := x.do("GET", k); got != "old" {
 		t.Fatalf("GET = %q", got)
 	}
 	proxy.HoldExcept("BCAST") // the copy's own invalidation is held back; the watcher's is not
-	if _, err := shard.Do("SET", k, "new"); err != nil {
-		t.Fatal(err)
-	}
+	setOn(t, shard, k, "new")
 	x.expectPush("push[invalidate [" + k + "]]")
 	releaseSoon(proxy)
 	if got := x.do("GET", k); got != "new" {
@@ -504,9 +508,7 @@ func TestATrackingClientIsNeverHandedACopyItWasToldChanged(t *testing.T) {
 func TestAReadSentBeforeAChangeLeavesNoCopy(t *testing.T) {
 	a, shard, proxy := trackingRace(t)
 	k := "csc:flight"
-	if _, err := shard.Do("SET", k, "old"); err != nil {
-		t.Fatal(err)
-	}
+	setOn(t, shard, k, "old")
 	told := a.tracking(t, "BCAST", "PREFIX", "csc:") // hears of the change when the agent does
 	early, late := a.tracking(t), a.tracking(t)
 	early.do("GET", "csc:other") // the agent's shard connections are made before the hold
@@ -525,9 +527,7 @@ func TestAReadSentBeforeAChangeLeavesNoCopy(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := shard.Do("SET", k, "new"); err != nil {
-		t.Fatal(err)
-	}
+	setOn(t, shard, k, "new")
 	told.expectPush("push[invalidate [" + k + "]]")
 	// late registers the key after the change was reported: it will not be told of it, so it
 	// must not get early's reply (late's read waits for early's round, then finds its copy).
