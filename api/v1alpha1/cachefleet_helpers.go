@@ -16,6 +16,18 @@ const (
 // client output buffers and allocator fragmentation, which maxmemory does not count.
 const maxMemoryPercentOfLimit = 75
 
+// Fenced says whether the shards' primaries run with Valkey's min-replicas-to-write (see
+// FencingSpec): fencing is on and there are replicas to count.
+func (s *ShardsSpec) Fenced() bool { return s.Fencing.Enabled && s.Replicas > 0 }
+
+// FencingMaxLag is min-replicas-max-lag in seconds (2 when unset).
+func (s *ShardsSpec) FencingMaxLag() int32 {
+	if s.Fencing.MaxLagSeconds <= 0 {
+		return 2
+	}
+	return s.Fencing.MaxLagSeconds
+}
+
 // EffectiveMaxMemory is the maxmemory Valkey runs with: spec.shards.maxMemory, else 75% of the
 // memory limit. ok is false when neither is set (the API server refuses such a fleet).
 func (s *ShardsSpec) EffectiveMaxMemory() (q resource.Quantity, ok bool) {

@@ -120,6 +120,12 @@ type ShardsSpec struct {
 	// +optional
 	WarmUpWindow *metav1.Duration `json:"warmUpWindow,omitempty"`
 
+	// fencing stops a primary cut off from its replicas from taking writes that a failover
+	// would then throw away (split brain). It applies to shards with replicas.
+	// +kubebuilder:default={}
+	// +optional
+	Fencing FencingSpec `json:"fencing,omitzero"`
+
 	// podDisruptionBudget limits voluntary disruptions to one pod per shard at a time.
 	// It only takes effect when replicas > 0 (a single pod cannot keep serving while evicted).
 	// +kubebuilder:default={}
@@ -157,6 +163,26 @@ type PodDisruptionBudgetSpec struct {
 	// +kubebuilder:default=true
 	// +optional
 	Enabled bool `json:"enabled"`
+}
+
+// FencingSpec bounds how long a primary cut off from its replicas keeps taking writes.
+type FencingSpec struct {
+	// enabled makes a primary refuse writes (-NOREPLICAS) once no replica has acknowledged it for
+	// maxLagSeconds: Valkey's min-replicas-to-write 1. The controller lifts it while the shard
+	// has no replica that could take over (one being restarted, or unreachable), so a planned
+	// restart or a lost replica does not stop writes; such a replica could not be promoted.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled bool `json:"enabled"`
+
+	// maxLagSeconds is Valkey's min-replicas-max-lag: how long a replica may go unheard before
+	// it no longer counts. A cut-off primary refuses writes about this long (plus up to a second)
+	// after the cut; the writes it took before then are lost with the failover.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=60
+	// +kubebuilder:default=2
+	// +optional
+	MaxLagSeconds int32 `json:"maxLagSeconds,omitempty"`
 }
 
 // HashAlgorithm names the consistent hash used to map keys to shards.

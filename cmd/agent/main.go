@@ -130,6 +130,7 @@ func (a *agent) followKubernetes(ctx context.Context) error {
 	// primary from a lost node by the agents on other nodes (package reach).
 	prober := &reach.Prober{Targets: a.probeTargets, Changed: k.Nudge}
 	k.Unreachable = prober.Lost
+	k.RefusingWrites = prober.Refusing
 	go prober.Run(ctx)
 	return k.Run(ctx)
 }

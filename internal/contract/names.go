@@ -25,6 +25,9 @@ const (
 	// AnnotationNode is set by agents on their Lease: the node they run on.
 	AnnotationNode = "cachefleet.io/node"
 	// AnnotationUnreachable is set by agents on their Lease: the shards whose primary they
-	// cannot reach, and since when (FormatUnreachable).
+	// cannot reach, and since when (FormatShardTimes).
 	AnnotationUnreachable = "cachefleet.io/unreachable"
+	// AnnotationRefusingWrites is set by agents on their Lease: the shards whose primary refuses
+	// writes for want of a replica (fencing), and since when (FormatShardTimes).
+	AnnotationRefusingWrites = "cachefleet.io/refusing-writes"
 )

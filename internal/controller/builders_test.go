@@ -29,6 +29,7 @@ func defaultedFleet() *cachev1alpha1.CacheFleet {
 			Requests: corev1.ResourceList{corev1.ResourceCPU: mustQuantity("100m"), corev1.ResourceMemory: mustQuantity("512Mi")},
 		},
 		PodDisruptionBudget: cachev1alpha1.PodDisruptionBudgetSpec{Enabled: true},
+		Fencing:             cachev1alpha1.FencingSpec{Enabled: true, MaxLagSeconds: 2},
 	}
 	s.Ring = cachev1alpha1.RingSpec{Algorithm: "rendezvous", VirtualNodes: 160}
 	s.Tiers.L1 = cachev1alpha1.L1Spec{Enabled: true, MaxMemory: mustQuantity("64Mi"), MaxTTL: metav1.Duration{Duration: time.Minute}}

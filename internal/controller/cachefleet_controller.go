@@ -53,6 +53,9 @@ type CacheFleetReconciler struct {
 	// unreached: "namespace/fleet/shard" -> when the controller's probe first failed to reach a
 	// primary that agents on other nodes report lost; told: the verdict's event was recorded.
 	unreached, told sync.Map
+	// fences: "namespace/fleet/shard" -> the fence last set on its primary (fencing.go);
+	// strays: -> a former primary that was cut off when it was replaced, to rejoin as a replica.
+	fences, strays sync.Map
 }
 
 // fleetScope carries one reconcile's state between phases.

@@ -29,6 +29,7 @@ type shardPod struct {
 	ready     bool   // the pod is Ready and its node is Ready
 	gone      bool   // the pod does not exist or is being deleted: whatever replaces it starts empty
 	reachable bool   // INFO answered
+	unreached bool   // asked for INFO, and it did not answer
 	role      string // "master" or "slave", as INFO replication says
 	offset    int64  // master_repl_offset: how much of the shard's history it holds
 	uid       string // the pod's UID and its Valkey container's restart count: a change of
@@ -154,7 +155,8 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 			return err
 		}
 		key := f.Namespace + "/" + f.Name + "/" + shard
-		lostFor, lost, err := r.watchReachability(ctx, s, key, shard, primary, pods, reportsFor(leases.Items, shard))
+		reports := reportsFor(leases.Items, shard)
+		lostFor, lost, err := r.watchReachability(ctx, s, key, shard, primary, pods, reports)
 		if err != nil {
 			return err
 		}
@@ -186,19 +188,38 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 		if d.wait > 0 {
 			s.requeue = minPositive(s.requeue, d.wait)
 		}
-		if d.promote == "" {
-			continue
+		if d.promote != "" {
+			if err := r.failOver(ctx, s, key, shard, primary, pods, d, password); err != nil {
+				return err
+			}
 		}
-		if err := r.promote(ctx, f, pods, d.promote, password); err != nil {
-			r.event(f, corev1.EventTypeWarning, "FailoverFailed", "Failover", "%s: %s: %v", shard, d.reason, err)
-			return fmt.Errorf("failing over %s to %s: %w", shard, d.promote, err)
+		if err := r.rejoinStray(ctx, s, key, shard, s.roles[shard], pods); err != nil {
+			return err
 		}
-		s.roles[shard] = d.promote
-		s.failedOver = append(s.failedOver, shard)
-		r.down.Delete(key)
-		logf.FromContext(ctx).Info("Failed over", "shard", shard, "from", primary, "to", d.promote, "reason", d.reason)
-		r.event(f, corev1.EventTypeWarning, "Failover", "Failover", "%s: %s", shard, d.reason)
+		if err := r.keepFence(ctx, s, key, shard, s.roles[shard], pods, refusedWrites(reports, r.now())); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// failOver promotes d.promote in place of primary. A primary it could not tell to follow the new
+// one (cut off) is remembered, to be told once it answers again (rejoinStray).
+func (r *CacheFleetReconciler) failOver(ctx context.Context, s *fleetScope, key, shard, primary string, pods []shardPod, d failoverDecision, password string) error {
+	f := s.fleet
+	if err := r.promote(ctx, f, pods, d.promote, password); err != nil {
+		r.event(f, corev1.EventTypeWarning, "FailoverFailed", "Failover", "%s: %s: %v", shard, d.reason, err)
+		return fmt.Errorf("failing over %s to %s: %w", shard, d.promote, err)
+	}
+	if i := slices.IndexFunc(pods, func(p shardPod) bool { return p.name == primary }); i >= 0 && !pods[i].gone && !pods[i].reachable {
+		r.strays.Store(key, primary)
+		markLost(pods, primary)
+	}
+	s.roles[shard] = d.promote
+	s.failedOver = append(s.failedOver, shard)
+	r.down.Delete(key)
+	logf.FromContext(ctx).Info("Failed over", "shard", shard, "from", primary, "to", d.promote, "reason", d.reason)
+	r.event(f, corev1.EventTypeWarning, "Failover", "Failover", "%s: %s", shard, d.reason)
 	return nil
 }
 
@@ -206,7 +227,7 @@ func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetSc
 func (r *CacheFleetReconciler) forgetFleet(fleet client.ObjectKey) {
 	r.lastEpoch.Delete(fleet)
 	prefix := fleet.Namespace + "/" + fleet.Name + "/"
-	for _, m := range []*sync.Map{&r.down, &r.primaryRun, &r.unreached, &r.told} {
+	for _, m := range []*sync.Map{&r.down, &r.primaryRun, &r.unreached, &r.told, &r.fences, &r.strays} {
 		m.Range(func(k, _ any) bool {
 			if strings.HasPrefix(k.(string), prefix) {
 				m.Delete(k)
@@ -307,9 +328,12 @@ func (r *CacheFleetReconciler) probe(ctx context.Context, pods []shardPod, passw
 			continue
 		}
 		wg.Go(func() {
-			if info, err := r.admin().Replication(ctx, pods[i].addr, password); err == nil {
-				pods[i].reachable, pods[i].role, pods[i].offset = true, info.role, info.offset
+			info, err := r.admin().Replication(ctx, pods[i].addr, password)
+			if err != nil {
+				pods[i].unreached = true
+				return
 			}
+			pods[i].reachable, pods[i].unreached, pods[i].role, pods[i].offset = true, false, info.role, info.offset
 		})
 	}
 	wg.Wait()

@@ -30,6 +30,8 @@ type reachReport struct {
 	node      string    // the agent's node
 	renewed   time.Time // the report's time: older than reportFresh, it is no evidence
 	lostSince time.Time // since when the agent cannot reach the primary; zero: it can
+	// refusingSince: since when the primary refuses the agent's writes for want of a replica.
+	refusingSince time.Time
 }
 
 // reportFresh: an agent reports on every change and renews its Lease every 10 s; a report older
@@ -47,7 +49,8 @@ func reportsFor(leases []coordinationv1.Lease, shard string) []reachReport {
 			continue
 		}
 		out = append(out, reachReport{node: node, renewed: l.Spec.RenewTime.Time,
-			lostSince: contract.ParseUnreachable(l.Annotations[contract.AnnotationUnreachable])[shard]})
+			lostSince:     contract.ParseShardTimes(l.Annotations[contract.AnnotationUnreachable])[shard],
+			refusingSince: contract.ParseShardTimes(l.Annotations[contract.AnnotationRefusingWrites])[shard]})
 	}
 	return out
 }

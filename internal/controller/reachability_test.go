@@ -72,7 +72,7 @@ func TestReportsForReadsTheAgentLeases(t *testing.T) {
 	}
 	leases := []coordinationv1.Lease{
 		lease("n1", "", now),
-		lease("n2", contract.FormatUnreachable(map[string]time.Time{"shard-0": now.Add(-3 * time.Second)}), now),
+		lease("n2", contract.FormatShardTimes(map[string]time.Time{"shard-0": now.Add(-3 * time.Second)}), now),
 		lease("", "shard-0=1", now),        // an agent from before reports: left out
 		lease("n3", "shard-1=999000", now), // another shard
 	}

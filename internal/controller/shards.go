@@ -46,6 +46,11 @@ func valkeyConfig(f *cachev1alpha1.CacheFleet) string {
 		"tcp-keepalive 60",
 		fmt.Sprintf("proto-max-bulk-len %d", max(f.Spec.Tiers.L2.MaxValueSize.Value(), 1<<20)),
 	}
+	if f.Spec.Shards.Fenced() {
+		// Every pod starts fenced: a primary takes writes only while a replica hears them. The
+		// controller lifts the fence while no replica could take over (fencing.go).
+		lines = append(lines, "min-replicas-to-write 1", fmt.Sprintf("min-replicas-max-lag %d", f.Spec.Shards.FencingMaxLag()))
+	}
 	return strings.Join(lines, "\n") + "\n"
 }
 

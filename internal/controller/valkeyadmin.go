@@ -22,6 +22,9 @@ type shardAdmin interface {
 	// Switchover makes the primary at addr hand its role to its replica host:port and returns
 	// once it is a replica (or the handover failed).
 	Switchover(ctx context.Context, addr, password, host, port string, timeout time.Duration) error
+	// SetFence makes the primary at addr refuse writes while no replica hears them (on), or take
+	// them regardless (off): Valkey's min-replicas-to-write 1 or 0.
+	SetFence(ctx context.Context, addr, password string, on bool) error
 }
 
 // replication is the part of INFO replication failover reads.
@@ -92,6 +95,16 @@ func parseReplication(info string) replication {
 func (a valkeyAdmin) ReplicaOfNoOne(ctx context.Context, addr, password string) error {
 	return a.do(ctx, addr, password, func(ctx context.Context, c valkey.Client) error {
 		return c.Do(ctx, c.B().Arbitrary("REPLICAOF").Args("NO", "ONE").Build()).Error()
+	})
+}
+
+func (a valkeyAdmin) SetFence(ctx context.Context, addr, password string, on bool) error {
+	n := "0"
+	if on {
+		n = "1"
+	}
+	return a.do(ctx, addr, password, func(ctx context.Context, c valkey.Client) error {
+		return c.Do(ctx, c.B().ConfigSet().ParameterValue().ParameterValue("min-replicas-to-write", n).Build()).Error()
 	})
 }
 

@@ -2,10 +2,13 @@
 // every second on a connection of its own (the pooled ones sit behind the breaker, whose
 // cooldown would report a primary lost for seconds after it is back). The agent reports what
 // it sees in its Lease; the controller counts the agents on other nodes than a primary's to
-// tell a lost primary from a lost agent, well before Kubernetes marks the node NotReady.
+// tell a lost primary from a lost agent, well before Kubernetes marks the node NotReady. It also
+// reports a primary that answers but refuses writes for want of a replica (fencing), so the
+// controller can lift the fence when that replica could not take over anyway.
 package reach
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"sync"
@@ -25,11 +28,12 @@ type Prober struct {
 	Targets func() ([]Target, string)
 	// Changed is called (off the probe) when the set of lost shards changes.
 	Changed func()
-	// probe is PING by default; tests substitute it.
-	probe func(ctx context.Context, t Target, password string, timeout time.Duration) error
+	// probe is INFO replication by default; tests substitute it.
+	probe func(ctx context.Context, t Target, password string, timeout time.Duration) (refusing bool, err error)
 
-	mu   sync.Mutex
-	lost map[string]time.Time // shard -> first failed probe of the current streak
+	mu       sync.Mutex
+	lost     map[string]time.Time // shard -> first failed probe of the current streak
+	refusing map[string]time.Time // shard -> first probe that found its primary refusing writes
 }
 
 // Lost is the shards this agent cannot reach, and since when.
@@ -37,6 +41,13 @@ func (p *Prober) Lost() map[string]time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return maps.Clone(p.lost)
+}
+
+// Refusing is the shards whose primary refuses writes for want of a replica, and since when.
+func (p *Prober) Refusing() map[string]time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.refusing)
 }
 
 // Run probes until ctx ends.
@@ -62,12 +73,16 @@ func (p *Prober) Once(ctx context.Context, timeout time.Duration) {
 	targets, password := p.Targets()
 	probe := p.probe
 	if probe == nil {
-		probe = ping
+		probe = replication
 	}
-	failed := make([]bool, len(targets))
+	failed, refusing := make([]bool, len(targets)), make([]bool, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
-		wg.Go(func() { failed[i] = probe(ctx, t, password, timeout) != nil })
+		wg.Go(func() {
+			var err error
+			refusing[i], err = probe(ctx, t, password, timeout)
+			failed[i] = err != nil
+		})
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
@@ -75,30 +90,42 @@ func (p *Prober) Once(ctx context.Context, timeout time.Duration) {
 	}
 	now := time.Now()
 	p.mu.Lock()
+	lost, lostChanged := streaks(p.lost, targets, failed, now)
+	refused, refusedChanged := streaks(p.refusing, targets, refusing, now)
+	p.lost, p.refusing = lost, refused
+	p.mu.Unlock()
+	if (lostChanged || refusedChanged) && p.Changed != nil {
+		p.Changed()
+	}
+}
+
+// streaks is the next "since when" of the targets for which hit holds, keeping the time of a
+// streak that goes on, and whether that set changed (a shard that left the ring is a change).
+func streaks(prev map[string]time.Time, targets []Target, hit []bool, now time.Time) (map[string]time.Time, bool) {
 	changed := false
-	next := make(map[string]time.Time, len(p.lost))
+	next := make(map[string]time.Time, len(prev))
 	for i, t := range targets {
-		since, was := p.lost[t.Shard]
+		since, was := prev[t.Shard]
 		switch {
-		case failed[i] && was:
+		case hit[i] && was:
 			next[t.Shard] = since
-		case failed[i]:
+		case hit[i]:
 			next[t.Shard], changed = now, true
 		case was:
 			changed = true
 		}
 	}
-	changed = changed || len(next) != len(p.lost) // a shard that left the ring
-	p.lost = next
-	p.mu.Unlock()
-	if changed && p.Changed != nil {
-		p.Changed()
-	}
+	return next, changed || len(next) != len(prev)
 }
 
-// ping is a PING on a connection of its own; any reply but an error counts: a primary busy
-// with a script (BUSY) or loading is there.
-func ping(ctx context.Context, t Target, password string, timeout time.Duration) error {
-	_, err := upstream.Command(ctx, t.Addr, password, timeout, "PING")
-	return err
+// replication asks for INFO replication on a connection of its own. Any reply but a failure to
+// talk counts as reached: a primary busy with a script (BUSY) or loading is there. A primary
+// refuses writes when it counts no good replica while it needs one (min-replicas-to-write 1,
+// which is the only value the operator sets).
+func replication(ctx context.Context, t Target, password string, timeout time.Duration) (refusing bool, err error) {
+	info, err := upstream.Command(ctx, t.Addr, password, timeout, "INFO", "replication")
+	if err != nil {
+		return false, err
+	}
+	return bytes.Contains(info, []byte("role:master\r\n")) && bytes.Contains(info, []byte("min_slaves_good_slaves:0\r\n")), nil
 }

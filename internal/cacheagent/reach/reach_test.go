@@ -2,6 +2,7 @@ package reach
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,11 +52,11 @@ func TestProberForgetsShardsThatLeftTheRing(t *testing.T) {
 	p := &Prober{
 		Targets: func() ([]Target, string) { return targets, "" },
 		Changed: func() { changes.Add(1) },
-		probe: func(_ context.Context, tg Target, _ string, _ time.Duration) error {
+		probe: func(_ context.Context, tg Target, _ string, _ time.Duration) (bool, error) {
 			if tg.Shard == "shard-1" {
-				return context.DeadlineExceeded
+				return false, context.DeadlineExceeded
 			}
-			return nil
+			return false, nil
 		},
 	}
 	p.Once(context.Background(), time.Second)
@@ -63,5 +64,37 @@ func TestProberForgetsShardsThatLeftTheRing(t *testing.T) {
 	p.Once(context.Background(), time.Second)
 	if lost := p.Lost(); len(lost) != 0 || changes.Load() != 2 {
 		t.Errorf("lost %v, %d changes, after the lost shard left", lost, changes.Load())
+	}
+}
+
+// TestProberReportsAPrimaryThatRefusesWrites: a primary fenced for want of a replica (Valkey's
+// min-replicas-to-write) answers, so it is reached, and it is reported refusing writes until a
+// replica is heard again, or the fence is lifted; each change is signalled once.
+func TestProberReportsAPrimaryThatRefusesWrites(t *testing.T) {
+	primary := tu.StartRedis(t, "pw")
+	if _, err := primary.Do("CONFIG", "SET", "min-replicas-to-write", "1", "min-replicas-max-lag", "2"); err != nil {
+		t.Fatal(err)
+	}
+	var changes atomic.Int32
+	p := &Prober{
+		Targets: func() ([]Target, string) { return []Target{{Shard: "shard-0", Addr: primary.Addr()}}, "pw" },
+		Changed: func() { changes.Add(1) },
+	}
+	ctx := context.Background()
+	p.Once(ctx, time.Second)
+	if _, refused := p.Refusing()["shard-0"]; !refused || len(p.Lost()) != 0 || changes.Load() != 1 {
+		t.Fatalf("refusing %v, lost %v, %d changes, for a fenced primary without replicas", p.Refusing(), p.Lost(), changes.Load())
+	}
+	if got, _ := primary.Do("SET", "k", "v"); !strings.HasPrefix(got, "ERR:NOREPLICAS") {
+		t.Fatalf("the fenced primary answered a write %q", got)
+	}
+	replica := tu.StartReplica(t, primary)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(p.Refusing()) != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		p.Once(ctx, time.Second)
+	}
+	if refusing := p.Refusing(); len(refusing) != 0 || changes.Load() != 2 {
+		t.Fatalf("refusing %v, %d changes, once a replica (%s) is heard", refusing, changes.Load(), replica.Addr())
 	}
 }

@@ -43,6 +43,9 @@ type Kube struct {
 	// Unreachable, if set, is the shards whose primary the agent cannot reach, reported in the
 	// Lease for the controller (package reach); Nudge renews the Lease when it changes.
 	Unreachable func() map[string]time.Time
+	// RefusingWrites, if set, is the shards whose primary refuses writes for want of a replica
+	// (fencing), reported the same way: the controller lifts a fence no replica could use.
+	RefusingWrites func() map[string]time.Time
 
 	served  atomic.Int64
 	ready   chan struct{}
@@ -290,12 +293,15 @@ func (k *Kube) renew(ctx context.Context) error {
 	return err
 }
 
-// report is what the Lease's annotations say: the epoch served, the node, and the shards whose
-// primary the agent cannot reach (empty when none).
+// report is what the Lease's annotations say: the epoch served, the node, the shards whose
+// primary the agent cannot reach, and those whose primary refuses writes (empty when none).
 func (k *Kube) report() map[string]string {
 	a := map[string]string{contract.AnnotationRingEpoch: strconv.FormatInt(k.served.Load(), 10), contract.AnnotationNode: k.Node}
 	if k.Unreachable != nil {
-		a[contract.AnnotationUnreachable] = contract.FormatUnreachable(k.Unreachable())
+		a[contract.AnnotationUnreachable] = contract.FormatShardTimes(k.Unreachable())
+	}
+	if k.RefusingWrites != nil {
+		a[contract.AnnotationRefusingWrites] = contract.FormatShardTimes(k.RefusingWrites())
 	}
 	return a
 }

@@ -184,8 +184,9 @@ func TestKubeRetriesAndFollowsSecrets(t *testing.T) {
 	mu.Unlock()
 }
 
-// TestKubeReportsUnreachableShardsAtOnce: the shards the agent cannot reach are in its Lease
-// with its node, written when they change (Nudge), not at the next renewal.
+// TestKubeReportsUnreachableShardsAtOnce: the shards the agent cannot reach, and those whose
+// primary refuses writes, are in its Lease with its node, written when they change (Nudge), not
+// at the next renewal.
 func TestKubeReportsUnreachableShardsAtOnce(t *testing.T) {
 	cs, ctx := apiServer(t)
 	ns := "default"
@@ -193,7 +194,7 @@ func TestKubeReportsUnreachableShardsAtOnce(t *testing.T) {
 		Shards: []contract.Shard{{Name: "shard-0", Primary: "a:6379"}}}
 	publishRing(t, cs, ns, doc)
 	var mu sync.Mutex
-	lost := map[string]time.Time{}
+	lost, refusing := map[string]time.Time{}, map[string]time.Time{}
 	k := &Kube{Client: cs, Fleet: "api", Namespace: ns, Node: "node-7", Pod: "api-agent-x", LeaseDuration: time.Minute,
 		Report: func(err error) { t.Logf("report: %v", err) },
 		Apply:  func(*contract.Document, Secrets) error { return nil },
@@ -201,6 +202,11 @@ func TestKubeReportsUnreachableShardsAtOnce(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			return maps.Clone(lost)
+		},
+		RefusingWrites: func() map[string]time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Clone(refusing)
 		}}
 	if err := k.Run(ctx); err != nil {
 		t.Fatal(err)
@@ -217,11 +223,12 @@ func TestKubeReportsUnreachableShardsAtOnce(t *testing.T) {
 	}
 	since := time.UnixMilli(time.Now().UnixMilli())
 	mu.Lock()
-	lost["shard-0"] = since
+	lost["shard-0"], refusing["shard-1"] = since, since
 	mu.Unlock()
 	k.Nudge()
 	deadline := time.Now().Add(5 * time.Second) // the next renewal is 20 s away
-	for contract.ParseUnreachable(annotations()[contract.AnnotationUnreachable])["shard-0"] != since {
+	for contract.ParseShardTimes(annotations()[contract.AnnotationUnreachable])["shard-0"] != since ||
+		contract.ParseShardTimes(annotations()[contract.AnnotationRefusingWrites])["shard-1"] != since {
 		if time.Now().After(deadline) {
 			t.Fatalf("the lost shard is not reported: %v", annotations())
 		}
@@ -229,9 +236,10 @@ func TestKubeReportsUnreachableShardsAtOnce(t *testing.T) {
 	}
 	mu.Lock()
 	delete(lost, "shard-0")
+	delete(refusing, "shard-1")
 	mu.Unlock()
 	k.Nudge()
-	for annotations()[contract.AnnotationUnreachable] != "" {
+	for annotations()[contract.AnnotationUnreachable] != "" || annotations()[contract.AnnotationRefusingWrites] != "" {
 		if time.Now().After(deadline) {
 			t.Fatalf("a shard reached again is still reported: %v", annotations())
 		}
