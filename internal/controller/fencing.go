@@ -8,7 +8,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-
 )
 
 // Fencing: a primary takes writes only while a replica that could take over hears them.
