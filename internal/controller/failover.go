@@ -66,6 +66,8 @@ type failoverDecision struct {
 //   - a primary whose pod is gone is replaced at once (its replacement starts empty);
 //   - so is one that restarted empty and deferred to a peer holding the data (it answers as a
 //     replica, see shardStartScript): waiting cannot bring its data back;
+//   - a primary Kubernetes calls unready but that answers the controller as the primary is kept
+//     (its node's kubelet died; its pods still serve);
 //   - any other unready primary is replaced once it has been unready for failoverAfter.
 //
 // The replacement is the ready, reachable pod holding the most of the shard's history (highest
@@ -96,6 +98,11 @@ func decideFailover(primary string, pods []shardPod, downFor, failoverAfter time
 	switch {
 	case cur != nil && cur.ready && !deferred:
 		return failoverDecision{}
+	case !gone && serving:
+		// Kubernetes calls it unready, yet it answers as the primary: what failed is its node's
+		// kubelet (or the node's link to the API server), and it still serves. Promoting a
+		// replica now would throw away the writes it takes meanwhile.
+		return failoverDecision{wait: reprobeEvery}
 	case !gone && !deferred && downFor < failoverAfter:
 		return failoverDecision{wait: min(failoverAfter-downFor, reprobeEvery)}
 	case gone && serving && downFor < switchoverWait:

@@ -39,7 +39,8 @@ func TestDecideFailover(t *testing.T) {
 		{"restarted primary already synced from its peer (ready): still replaced", "s-0", []shardPod{p("s-0", 0, true, "slave", 100), p("s-1", 1, true, "slave", 100)}, 0, "s-1", false, ""},
 		{"ready replicas holding nothing, primary deferring", "s-0", []shardPod{p("s-0", 0, false, "slave", 0), p("s-1", 1, true, "master", 0)}, after, "s-1", false, ""},
 		{"no replica holds data: keep the primary", "s-0", []shardPod{p("s-0", 0, false, "", 0), p("s-1", 1, true, "slave", 0)}, after, "", false, ""},
-		{"an unready primary holding more stays", "s-0", []shardPod{p("s-0", 0, false, "master", 500), p("s-1", 1, true, "slave", 100)}, after, "", false, ""},
+		{"an unready primary holding more stays", "s-0", []shardPod{p("s-0", 0, false, "master", 500), p("s-1", 1, true, "slave", 100)}, after, "", true, ""},
+		{"an unready primary that answers as one stays (its kubelet died)", "s-0", []shardPod{p("s-0", 0, false, "master", 100), p("s-1", 1, true, "slave", 100)}, 10 * after, "", true, ""},
 		{"after a failover the new primary is watched", "s-1", []shardPod{p("s-0", 0, true, "slave", 100), p("s-1", 1, false, "", 0)}, after, "s-0", false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
