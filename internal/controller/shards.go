@@ -113,12 +113,29 @@ exec valkey-server /run/valkey/valkey.conf
 // itself with Valkey's FAILOVER, which pauses writes until the replica has every one, so no
 // acknowledged write is lost. Either way the hook waits for the handover under way (its own
 // FAILOVER is refused while the controller's runs) before the container is stopped.
+//
+// A replica that is stopped is its fenced primary's last good replica, maybe: the primary would
+// refuse writes from the moment it leaves until the controller lifts the fence (fencing.go),
+// which it does as soon as it sees the pod being deleted. The hook waits for that, up to 3 s:
+// until the primary no longer counts good replicas (fence lifted, or fencing off) or counts
+// another one besides this.
 const shardPreStopScript = `info=$(valkey-cli -h 127.0.0.1 -p 6379 info replication | tr -d '\r')
 case "$info" in
   *failover-in-progress*|*waiting-for-sync*) ;;
   *role:master*)
     case "$info" in *connected_slaves:0*) exit 0 ;; esac
     valkey-cli -h 127.0.0.1 -p 6379 FAILOVER TIMEOUT 5000 >/dev/null ;;
+  *role:slave*)
+    host=$(echo "$info" | sed -n 's/^master_host://p')
+    port=$(echo "$info" | sed -n 's/^master_port://p')
+    i=0
+    while [ $i -lt 30 ]; do
+      good=$(valkey-cli -h "$host" -p "$port" info replication 2>/dev/null | tr -d '\r' | sed -n 's/^min_slaves_good_slaves://p')
+      case "$good" in ""|[2-9]|[1-9][0-9]*) exit 0 ;; esac
+      sleep 0.1
+      i=$((i + 1))
+    done
+    exit 0 ;;
   *) exit 0 ;;
 esac
 i=0

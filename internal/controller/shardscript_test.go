@@ -333,3 +333,42 @@ func (w *ackedWriter) stopAndCheck(t *testing.T, primary, replica *tu.Redis, too
 		t.Errorf("%d of %d acknowledged writes lost in the switchover", lost, len(w.acked))
 	}
 }
+
+// TestPreStopOfAReplicaWaitsForItsPrimarysFenceToLift: the preStop hook of the last replica of a
+// fenced primary waits until the fence is lifted (the controller does it on the pod's delete),
+// so the primary does not refuse writes in between; and not longer than 3 s when nobody lifts it.
+func TestPreStopOfAReplicaWaitsForItsPrimarysFenceToLift(t *testing.T) {
+	_, cli := shardBinaries(t)
+	const pw = "pw"
+	primary := tu.StartRedis(t, pw)
+	if got, _ := primary.Do("CONFIG", "SET", "min-replicas-to-write", "1", "min-replicas-max-lag", "2"); got != "OK" {
+		t.Fatal(got)
+	}
+	replica := tu.StartReplica(t, primary)
+	waitFor(t, "the replica is counted", func() bool {
+		info, _ := primary.Do("INFO", "replication")
+		return strings.Contains(info, "min_slaves_good_slaves:1")
+	})
+	preStop := func() time.Duration {
+		t.Helper()
+		script := strings.NewReplacer("valkey-cli", cli, "-p 6379", "-p "+strconv.Itoa(replica.Port)).Replace(shardPreStopScript)
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+pw)
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("preStop: %v\n%s", err, out)
+		}
+		return time.Since(start)
+	}
+	if took := preStop(); took < 2500*time.Millisecond || took > 5*time.Second {
+		t.Errorf("with the fence never lifted, the hook took %s, want about 3 s", took)
+	}
+	lift := time.AfterFunc(500*time.Millisecond, func() { _, _ = primary.Do("CONFIG", "SET", "min-replicas-to-write", "0") })
+	defer lift.Stop()
+	if took := preStop(); took < 400*time.Millisecond || took > 2*time.Second {
+		t.Errorf("with the fence lifted after 0.5 s, the hook took %s", took)
+	}
+	if took := preStop(); took > time.Second {
+		t.Errorf("with no fence, the hook took %s", took)
+	}
+}
