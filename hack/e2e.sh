@@ -18,9 +18,11 @@ if [[ "$E2E_CLUSTER" == all ]]; then
   exit
 fi
 # The tests that need pods that really run: the kwok run leaves them out, the nodes run runs only them.
-REAL_POD_TESTS='TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard|TestRollingUpdateOfAllShardsKeepsTheHitRate|TestANodeCutOffIsSeenByTheFleet'
+REAL_POD_TESTS='TestDataPathThroughTheNodeLocalAgent|TestWriteOnOneNodeInvalidatesAnotherNodesL1|TestShardsReplicateAndAgentsReportTheirEpoch|TestAuthAndSecretsAreFenced|TestScaleThreeFourThreeUnderLoad|TestPrimaryLossFailsOverWithoutLosingTheShard|TestRollingUpdateOfAllShardsKeepsTheHitRate'
+# A node lost three ways (test/e2e/nodeloss_test.go): about a minute and a half each, run once.
+NODE_LOSS_TESTS='TestANodeCutOffIsSeenByTheFleet|TestANodePoweredOffIsFailedOver|TestANodeWhoseKubeletDiesKeepsServing'
 # The tests of the manager's own life, each on the install it needs (test/e2e/operator_test.go).
-CHART_TESTS='TestManagerUpgradeLeavesShardsRunning|TestAgentImageRollsOneNodeAtATime|TestChartWatchingOneNamespace'
+CHART_TESTS="TestManagerUpgradeLeavesShardsRunning|TestAgentImageRollsOneNodeAtATime|TestChartWatchingOneNamespace|$NODE_LOSS_TESTS"
 KUSTOMIZE_TESTS='TestLeaderLossDuringScaleUp|TestLeaderLossDuringFailover|TestLeaderCrashIsReplacedAfterItsLease|TestManagerDownForAMinute'
 
 bins="$(hack/k8s-bins.sh all)"

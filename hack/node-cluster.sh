@@ -9,6 +9,10 @@
 #   hack/node-cluster.sh create [nodes]   # prints the kubeconfig path
 #   hack/node-cluster.sh images           # rebuild the agent/valkey images and import them
 #   hack/node-cluster.sh delete           # removes everything create made, even half-made
+#   hack/node-cluster.sh stop-node i      # power node i off: its kubelet, kube-proxy, containerd
+#                                         # and every container process killed at once
+#   hack/node-cluster.sh stop-kubelet i   # node i's kubelet alone dies; its pods keep running
+#   hack/node-cluster.sh start-node i     # start again whatever of node i is not running
 #
 # Addresses exist only on the bridge and namespaces made here (no default route, no NAT):
 #   bridge cfbr0 10.250.0.1/24 (API server :6443, cluster DNS :53), node i 10.250.0.(10+i),
@@ -73,6 +77,28 @@ start() { # name, command...: a background process with a pid file and a log
   local name="$1"; shift
   nohup "$@" >"$state/logs/$name.log" 2>&1 &
   echo $! >"$state/pids/$name.pid"
+}
+
+running() { # name: its process (start's pid file) is alive
+  [[ -f "$state/pids/$1.pid" ]] && kill -0 "$(cat "$state/pids/$1.pid")" 2>/dev/null
+}
+
+stop_node() { # i [what]: every process of node i at once (what=all), or its kubelet alone
+  local i="$1" what="${2:-all}" name pids=() p h
+  name="$(node_name "$i")"
+  if [[ "$what" == kubelet ]]; then
+    running "$name-kubelet" && kill -9 "$(cat "$state/pids/$name-kubelet.pid")"
+    return 0
+  fi
+  for p in "$state/pids/$name"-*.pid; do [[ -f "$p" ]] && pids+=("$(cat "$p")"); done
+  # The containers' processes are in the node's cgroups; their shims name the node's directory
+  # on their command line.
+  for h in /sys/fs/cgroup/*/; do
+    [[ -d "$h$(cgroup_root "$i")" ]] || continue
+    mapfile -t -O "${#pids[@]}" pids < <(find "$h$(cgroup_root "$i")" -name cgroup.procs -exec cat {} + 2>/dev/null)
+  done
+  mapfile -t -O "${#pids[@]}" pids < <(pgrep -f "containerd-shim-runc-v2 .*$state/$name/" || true)
+  ((${#pids[@]})) && kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
 certs() {
@@ -262,13 +288,17 @@ healthzBindAddress: 127.0.0.1:10256
 EOF
   # nsenter --net, not `ip netns exec`: the latter gives each process a mount namespace of its
   # own, and the kubelet and containerd must see each other's mounts (volumes, rootfs).
-  start "$name-containerd" nsenter --net="$netns" containerd --config "$dir/containerd.toml"
-  for _ in $(seq 60); do [[ -S "$dir/containerd.sock" ]] && break; sleep 0.5; done
-  import_images "$i"
-  start "$name-kubelet" nsenter --net="$netns" kubelet --config "$dir/kubelet.yaml" \
+  # What is running already is left alone: start-node brings back what stop-node killed.
+  if ! running "$name-containerd"; then
+    rm -f "$dir/containerd.sock"
+    start "$name-containerd" nsenter --net="$netns" containerd --config "$dir/containerd.toml"
+    for _ in $(seq 60); do [[ -S "$dir/containerd.sock" ]] && break; sleep 0.5; done
+    import_images "$i"
+  fi
+  running "$name-kubelet" || start "$name-kubelet" nsenter --net="$netns" kubelet --config "$dir/kubelet.yaml" \
     --kubeconfig "$state/$name.kubeconfig" --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki" \
     --hostname-override "$name" --node-ip "$ip"
-  start "$name-kube-proxy" nsenter --net="$netns" kube-proxy --config "$dir/kube-proxy.yaml"
+  running "$name-kube-proxy" || start "$name-kube-proxy" nsenter --net="$netns" kube-proxy --config "$dir/kube-proxy.yaml"
 }
 
 images() { # builds the images every node runs into $state/images
@@ -348,5 +378,11 @@ case "$cmd" in
     for d in "$state"/cfnode*/; do import_images "$(basename "$d" | tr -dc 0-9)"; done
     ;;
   delete) delete ;;
-  *) echo "usage: $0 create [nodes]|images|delete" >&2; exit 2 ;;
+  stop-node) stop_node "$nodes" ;;
+  stop-kubelet) stop_node "$nodes" kubelet ;;
+  start-node)
+    export PATH="$("$here/k8s-bins.sh" nodes):$PATH"
+    node "$nodes"
+    ;;
+  *) echo "usage: $0 create [nodes]|images|delete|stop-node i|stop-kubelet i|start-node i" >&2; exit 2 ;;
 esac

@@ -16,24 +16,63 @@ import (
 // from its replicas refuses writes (-NOREPLICAS) once none has been heard for maxLagSeconds, so
 // the writes a failover on the other side would throw away are refused instead of acknowledged.
 //
-// The controller lifts the fence (min-replicas-to-write 0) while no other pod of the shard could
-// be promoted: none is ready, or the ready ones are being deleted or do not answer. Such a pod
-// cannot take over (decideFailover promotes only ready, reachable pods), so a write the primary
-// takes meanwhile cannot be thrown away by a promotion, and refusing it would stop writes for
-// nothing: a replica's restart in a rollout, or a replica's node lost. The fence is put back as
-// soon as a replica could take over again. The agents report a primary that refuses writes
-// (package reach); only then are the other pods probed: a replica whose node is cut off still
-// counts as ready for Kubernetes for its node's grace period.
+// A fence the controller can see is a fence it may lift. A primary the controller reaches is not
+// failed over (the verdict needs the controller's own probe to fail), so while it counts no good
+// replica, refusing its writes would stop them for nothing: a replica restarting in a rollout,
+// or a replica's node lost. The controller lifts the fence (min-replicas-to-write 0) then, and
+// puts it back once the primary counts a good replica again. Only a primary the controller
+// cannot reach, the one a failover may replace, stays fenced. The controller learns that a
+// primary refuses writes from the agents' reports (package reach), which come through the API
+// server: a manager cut off with the primary hears none, and lifts nothing.
 //
 // A former primary that was cut off when it was replaced cannot be told to follow the new one;
 // it is told as soon as it answers again (rejoinStray), and it full-syncs from the new primary,
 // dropping what it took before its fence closed.
 
-// fenceWanted is the rule: fenced when fencing is on and another pod of the shard could take
-// over from the primary.
-func fenceWanted(on bool, primary string, pods []shardPod) bool {
-	return on && slices.ContainsFunc(pods, func(p shardPod) bool {
-		return p.name != primary && p.ready && !p.gone && !p.unreached
+// fenceSet is what the controller knows of a primary's fence.
+type fenceSet uint8
+
+const (
+	fenceUnknown fenceSet = iota // not set by this manager on this run of the primary
+	fenceOn
+	fenceLifted
+)
+
+// fenceInput is what the fence decision reads.
+type fenceInput struct {
+	on bool // spec.shards.fencing.enabled, with replicas
+	// couldTakeOver: another pod of the shard is ready and not being deleted (Kubernetes' view).
+	couldTakeOver bool
+	current       fenceSet
+	refused       bool // a fresh agent report: the primary refuses writes
+	good          int  // the replicas the primary counts as good; -1: not asked
+}
+
+// decideFence is the rule, pure: the fence the primary should have; or ask: read the primary's
+// good replicas first, and decide again.
+func decideFence(in fenceInput) (want fenceSet, ask bool) {
+	switch {
+	case !in.on:
+		if in.current == fenceOn {
+			return fenceLifted, false
+		}
+		return in.current, false // the config file sets no fence
+	case !in.couldTakeOver:
+		return fenceLifted, false
+	case in.current == fenceOn && !in.refused:
+		return fenceOn, false
+	case in.good < 0:
+		return in.current, true
+	case in.good > 0:
+		return fenceOn, false
+	}
+	return fenceLifted, false
+}
+
+// couldTakeOver reports whether a pod other than the primary is ready and not being deleted.
+func couldTakeOver(primary string, pods []shardPod) bool {
+	return slices.ContainsFunc(pods, func(p shardPod) bool {
+		return p.name != primary && p.ready && !p.gone
 	})
 }
 
@@ -44,8 +83,8 @@ func refusedWrites(reports []reachReport, now time.Time) bool {
 	})
 }
 
-// keepFence sets the primary's fence as fenceWanted says, when it differs from what this manager
-// last set on the primary's current run (a restarted primary starts fenced from its config).
+// keepFence sets the primary's fence as decideFence says, remembered per run of the primary (a
+// restarted primary starts fenced from its config file).
 func (r *CacheFleetReconciler) keepFence(ctx context.Context, s *fleetScope, key, shard, primary string, pods []shardPod, refused bool) error {
 	f := s.fleet
 	if f.Spec.Shards.Replicas == 0 {
@@ -55,80 +94,88 @@ func (r *CacheFleetReconciler) keepFence(ctx context.Context, s *fleetScope, key
 	if i < 0 || pods[i].addr == "" || pods[i].gone || !pods[i].ready {
 		return nil // failover's business
 	}
-	on := f.Spec.Shards.Fenced()
-	want := fenceWanted(on, primary, pods)
-	if want && refused {
-		// The primary counts no replica: the ready ones may be cut off, or strays (rejoinStray).
-		password, err := r.shardPassword(ctx, f)
-		if err != nil {
-			return err
-		}
-		others := slices.DeleteFunc(slices.Clone(pods), func(p shardPod) bool { return p.name == primary })
-		pctx, cancel := context.WithTimeout(ctx, reachProbeTimeout)
-		r.probe(pctx, others, password)
-		cancel()
-		for _, o := range others {
-			if o.reachable && o.role == "master" {
-				r.strays.Store(key, o.name) // rejoined at the next look
-				s.requeue = minPositive(s.requeue, 100*time.Millisecond)
-			}
-			markProbed(pods, o)
-		}
-		want = fenceWanted(on, primary, pods)
-	}
-	state := fmt.Sprintf("%s/%s/%d/%t", primary, pods[i].uid, pods[i].restarts, want)
-	v, known := r.fences.Load(key)
+	run := fmt.Sprintf("%s/%s/%d", primary, pods[i].uid, pods[i].restarts)
+	v, _ := r.fences.Load(key)
 	last, _ := v.(fenceState)
-	switch {
-	case known && last.set == state:
-		return nil
-	case !known && !on:
-		return nil // fencing off, which the config file already says
-	case last.want == state && r.now().Before(last.retryAt):
+	if last.run != run {
+		last = fenceState{run: run}
+	}
+	if r.now().Before(last.retryAt) {
 		s.requeue = minPositive(s.requeue, last.retryAt.Sub(r.now()))
+		return nil
+	}
+	in := fenceInput{on: f.Spec.Shards.Fenced(), couldTakeOver: couldTakeOver(primary, pods), current: last.set, refused: refused, good: -1}
+	want, ask := decideFence(in)
+	if want == last.set && !ask {
 		return nil
 	}
 	password, err := r.shardPassword(ctx, f)
 	if err != nil {
 		return err
 	}
-	if err := r.admin().SetFence(ctx, pods[i].addr, password, want); err != nil {
-		// Tried again later, backing off: other shards' failover must not wait behind a dial.
-		fails := 1
-		if last.want == state {
-			fails = last.fails + 1
+	admin := r.admin()
+	if ask {
+		info, err := admin.Replication(ctx, pods[i].addr, password)
+		if err != nil {
+			r.fenceFailed(ctx, s, key, shard, primary, last, err)
+			return nil
 		}
-		wait := min(time.Second<<min(fails-1, 5), 30*time.Second)
-		r.fences.Store(key, fenceState{set: last.set, want: state, fails: fails, retryAt: r.now().Add(wait)})
-		s.requeue = minPositive(s.requeue, wait)
-		logf.FromContext(ctx).Info("Could not set a primary's fence", "shard", shard, "primary", primary, "fenced", want, "retryIn", wait.String(), "error", err.Error())
-		return nil
+		in.good = info.goodReplicas(int(f.Spec.Shards.FencingMaxLag()))
+		want, _ = decideFence(in)
 	}
-	r.fences.Store(key, fenceState{set: state})
-	if on {
-		logf.FromContext(ctx).Info("Fence set", "shard", shard, "primary", primary, "fenced", want)
-		if !want {
-			r.event(f, corev1.EventTypeNormal, "FenceLifted", "Fence", "%s: no replica could take over from %s; it takes writes without one", shard, primary)
+	if want == fenceLifted && in.couldTakeOver {
+		s.requeue = minPositive(s.requeue, 2*time.Second) // the fence goes back once a replica is heard
+	}
+	if want != last.set {
+		if err := admin.SetFence(ctx, pods[i].addr, password, want == fenceOn); err != nil {
+			r.fenceFailed(ctx, s, key, shard, primary, last, err)
+			return nil
 		}
+		r.fences.Store(key, fenceState{run: run, set: want})
+		logf.FromContext(ctx).Info("Fence set", "shard", shard, "primary", primary, "fenced", want == fenceOn)
+		if want == fenceLifted && in.on {
+			r.event(f, corev1.EventTypeNormal, "FenceLifted", "Fence", "%s: %s counts no replica that could take over; it takes writes without one", shard, primary)
+		}
+	}
+	if refused && in.good == 0 {
+		r.findStrays(ctx, s, key, primary, pods, password)
 	}
 	return nil
 }
 
-// fenceState is what keepFence last set on a shard's primary ("primary/uid/restarts/fenced"),
-// and the one it failed to set, to try again at retryAt.
-type fenceState struct {
-	set, want string
-	fails     int
-	retryAt   time.Time
+// fenceFailed backs off: other shards' failover must not wait behind a primary that does not
+// answer (that is failover's business).
+func (r *CacheFleetReconciler) fenceFailed(ctx context.Context, s *fleetScope, key, shard, primary string, last fenceState, err error) {
+	last.fails++
+	wait := min(time.Second<<min(last.fails-1, 5), 30*time.Second)
+	last.retryAt = r.now().Add(wait)
+	r.fences.Store(key, last)
+	s.requeue = minPositive(s.requeue, wait)
+	logf.FromContext(ctx).Info("Could not set a primary's fence", "shard", shard, "primary", primary, "retryIn", wait.String(), "error", err.Error())
 }
 
-// markProbed copies what a probe found about one pod into pods.
-func markProbed(pods []shardPod, probed shardPod) {
-	for i := range pods {
-		if pods[i].name == probed.name {
-			pods[i] = probed
+// findStrays probes the shard's other pods for one answering as a primary beside the shard's (a
+// former primary cut off when it was replaced, while another manager led), to be rejoined.
+func (r *CacheFleetReconciler) findStrays(ctx context.Context, s *fleetScope, key, primary string, pods []shardPod, password string) {
+	others := slices.DeleteFunc(slices.Clone(pods), func(p shardPod) bool { return p.name == primary })
+	pctx, cancel := context.WithTimeout(ctx, reachProbeTimeout)
+	r.probe(pctx, others, password)
+	cancel()
+	for _, o := range others {
+		if o.reachable && o.role == "master" {
+			r.strays.Store(key, o.name) // rejoined at the next look
+			s.requeue = minPositive(s.requeue, 100*time.Millisecond)
 		}
 	}
+}
+
+// fenceState is what keepFence last set on a run of a shard's primary ("primary/uid/restarts"),
+// and, after failures to talk to it, when to try again.
+type fenceState struct {
+	run     string
+	set     fenceSet
+	fails   int
+	retryAt time.Time
 }
 
 // rejoinStray tells a former primary that was cut off when it was replaced (or any pod found

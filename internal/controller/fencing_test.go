@@ -13,24 +13,32 @@ import (
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 )
 
-func TestFenceWanted(t *testing.T) {
-	primary := shardPod{name: "s-0", ready: true}
+func TestDecideFence(t *testing.T) {
+	const ask = fenceSet(99)
 	for _, tc := range []struct {
-		name   string
-		on     bool
-		others []shardPod
-		want   bool
+		name string
+		in   fenceInput
+		want fenceSet
 	}{
-		{"a ready replica could take over", true, []shardPod{{name: "s-1", ready: true}}, true},
-		{"fencing off", false, []shardPod{{name: "s-1", ready: true}}, false},
-		{"no replica", true, nil, false},
-		{"the replica restarts (not ready)", true, []shardPod{{name: "s-1"}}, false},
-		{"the replica is being deleted", true, []shardPod{{name: "s-1", ready: true, gone: true}}, false},
-		{"the replica does not answer", true, []shardPod{{name: "s-1", ready: true, unreached: true}}, false},
-		{"one of two replicas could", true, []shardPod{{name: "s-1", ready: true, unreached: true}, {name: "s-2", ready: true}}, true},
+		{"first look: ask the primary", fenceInput{on: true, couldTakeOver: true, good: -1}, ask},
+		{"first look, a good replica: fenced", fenceInput{on: true, couldTakeOver: true, good: 1}, fenceOn},
+		{"first look, none heard: lifted", fenceInput{on: true, couldTakeOver: true, good: 0}, fenceLifted},
+		{"fenced, nobody refused: nothing to ask", fenceInput{on: true, couldTakeOver: true, current: fenceOn, good: -1}, fenceOn},
+		{"fenced, an agent is refused: ask", fenceInput{on: true, couldTakeOver: true, current: fenceOn, refused: true, good: -1}, ask},
+		{"fenced, refused, none heard: lifted", fenceInput{on: true, couldTakeOver: true, current: fenceOn, refused: true, good: 0}, fenceLifted},
+		{"fenced, refused, yet a good replica (the report is late): fenced", fenceInput{on: true, couldTakeOver: true, current: fenceOn, refused: true, good: 1}, fenceOn},
+		{"lifted: ask whether a replica is back", fenceInput{on: true, couldTakeOver: true, current: fenceLifted, good: -1}, ask},
+		{"lifted, a replica is back: fenced", fenceInput{on: true, couldTakeOver: true, current: fenceLifted, good: 1}, fenceOn},
+		{"no replica could take over (restarting, deleted): lifted at once", fenceInput{on: true, current: fenceOn, good: -1}, fenceLifted},
+		{"fencing off: nothing set", fenceInput{couldTakeOver: true, good: -1}, fenceUnknown},
+		{"fencing turned off: lifted", fenceInput{couldTakeOver: true, current: fenceOn, good: -1}, fenceLifted},
 	} {
-		if got := fenceWanted(tc.on, "s-0", append([]shardPod{primary}, tc.others...)); got != tc.want {
-			t.Errorf("%s: fenced %v, want %v", tc.name, got, tc.want)
+		got, asked := decideFence(tc.in)
+		if asked {
+			got = ask
+		}
+		if got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
@@ -52,6 +60,7 @@ func TestRefusedWrites(t *testing.T) {
 type fenceAdmin struct {
 	shardAdmin
 	roles      map[string]string // addr -> role
+	lags       map[string][]int  // addr -> its online replicas' lags
 	down       map[string]bool
 	fences     []string // "addr=on|off"
 	replicaOfs []string // "addr->host"
@@ -62,7 +71,7 @@ func (a *fenceAdmin) Replication(_ context.Context, addr, _ string) (replication
 	if a.down[addr] {
 		return replication{}, errors.New("dial tcp: i/o timeout")
 	}
-	return replication{role: a.roles[addr], offset: 10}, nil
+	return replication{role: a.roles[addr], offset: 10, lags: a.lags[addr]}, nil
 }
 
 func (a *fenceAdmin) SetFence(_ context.Context, addr, _ string, on bool) error {
@@ -87,13 +96,13 @@ func fencedFleet() *cachev1alpha1.CacheFleet {
 	return f
 }
 
-// TestKeepFenceFollowsTheReplicas: the fence is set once per primary run, lifted while the
-// replica is restarting or cut off (found so only when agents report the primary refusing
-// writes), put back when it could take over again, and retried with a back-off when the primary
-// cannot be told.
+// TestKeepFenceFollowsTheReplicas: the fence is set once per primary run, lifted while no
+// replica could take over (restarting, deleted) or while the primary counts none (agents report
+// it refusing writes), put back once it counts one, and tried again after a back-off when the
+// primary cannot be told.
 func TestKeepFenceFollowsTheReplicas(t *testing.T) {
 	now := time.Unix(1000, 0)
-	admin := &fenceAdmin{roles: map[string]string{"a": "master", "b": "slave"}, down: map[string]bool{}}
+	admin := &fenceAdmin{roles: map[string]string{"a": "master", "b": "slave"}, lags: map[string][]int{"a": {0}}, down: map[string]bool{}}
 	rec := events.NewFakeRecorder(10)
 	r := &CacheFleetReconciler{Admin: admin, Recorder: rec, Now: func() time.Time { return now }}
 	s := &fleetScope{fleet: fencedFleet()}
@@ -125,21 +134,23 @@ func TestKeepFenceFollowsTheReplicas(t *testing.T) {
 	}
 	keep(pods(shardPod{ready: true}), false)
 	expect("replica back", "a=on")
-	admin.down["b"] = true
+	admin.lags["a"] = nil // the replica's node is cut off: the primary hears it no more
 	keep(pods(shardPod{ready: true}), false)
-	expect("replica cut off, nobody refused yet")
+	expect("nobody refused yet")
 	keep(pods(shardPod{ready: true}), true)
-	expect("primary refuses writes, replica does not answer", "a=off")
-	delete(admin.down, "b")
+	expect("the primary refuses writes and counts no replica", "a=off")
 	keep(pods(shardPod{ready: true}), false)
-	expect("replica answers again", "a=on")
+	expect("lifted while the replica stays unheard (Kubernetes still calls it ready)")
+	if s.requeue <= 0 || s.requeue > 2*time.Second {
+		t.Errorf("requeue %s while lifted with a replica that may come back", s.requeue)
+	}
+	admin.lags["a"] = []int{1}
+	keep(pods(shardPod{ready: true}), false)
+	expect("the replica is heard again", "a=on")
 
-	// A primary that cannot be told is retried after a back-off, not on every look.
+	// A primary that cannot be told is tried again after a back-off, not on every look.
 	admin.failSet = true
 	keep(pods(shardPod{}), false)
-	if s.requeue != time.Second {
-		t.Errorf("requeue %s after a failed set, want 1s", s.requeue)
-	}
 	admin.failSet = false
 	keep(pods(shardPod{}), false)
 	expect("within the back-off")
@@ -168,8 +179,8 @@ func TestAFormerPrimaryRejoinsOnceItAnswers(t *testing.T) {
 	if len(admin.replicaOfs) != 0 || p[0].ready || s.requeue != time.Second {
 		t.Fatalf("cut off: replicaof %q, ready %v, requeue %s", admin.replicaOfs, p[0].ready, s.requeue)
 	}
-	if fenceWanted(true, "web-shard-0-1", p) {
-		t.Error("a former primary that does not answer holds the new primary's fence")
+	if couldTakeOver("web-shard-0-1", p) {
+		t.Error("a former primary that does not answer counts as a pod that could take over")
 	}
 	delete(admin.down, "a")
 	p = pods()
@@ -222,5 +233,17 @@ func TestSetFenceRefusesAndAllowsWrites(t *testing.T) {
 	}
 	if got, _ := primary.Do("SET", "k", "v"); got != "OK" {
 		t.Fatalf("unfenced, SET answered %q", got)
+	}
+}
+
+func TestGoodReplicasReadsThePrimarysReplicaLines(t *testing.T) {
+	info := "# Replication\r\nrole:master\r\nconnected_slaves:3\r\nmin_slaves_good_slaves:1\r\n" +
+		"slave0:ip=10.244.2.5,port=6379,state=online,offset=1234,lag=0\r\n" +
+		"slave1:ip=10.244.3.5,port=6379,state=online,offset=1200,lag=7\r\n" +
+		"slave2:ip=10.244.4.5,port=6379,state=wait_bgsave,offset=0,lag=0\r\n" +
+		"master_failover_state:no-failover\r\nmaster_repl_offset:1234\r\n"
+	r := parseReplication(info)
+	if r.role != "master" || r.offset != 1234 || r.goodReplicas(2) != 1 || r.goodReplicas(10) != 2 {
+		t.Fatalf("%+v: good within 2 s %d, within 10 s %d", r, r.goodReplicas(2), r.goodReplicas(10))
 	}
 }

@@ -32,6 +32,20 @@ type replication struct {
 	role          string
 	offset        int64
 	failoverState string // master_failover_state: no-failover, waiting-for-sync, failover-in-progress
+	// lags are the seconds since each online replica was last heard (a primary's "slaveN:" lines).
+	lags []int
+}
+
+// goodReplicas counts the replicas a primary would count for min-replicas-to-write with
+// min-replicas-max-lag maxLag: online, and heard within maxLag seconds.
+func (r replication) goodReplicas(maxLag int) int {
+	n := 0
+	for _, lag := range r.lags {
+		if lag <= maxLag {
+			n++
+		}
+	}
+	return n
 }
 
 // valkeyAdmin opens a short-lived connection per call: failover is rare, and a pooled client
@@ -87,6 +101,15 @@ func parseReplication(info string) replication {
 			r.offset, _ = strconv.ParseInt(v, 10, 64)
 		case "master_failover_state":
 			r.failoverState = v
+		default:
+			if strings.HasPrefix(k, "slave") && strings.Contains(v, "state=online") {
+				for field := range strings.SplitSeq(v, ",") {
+					if lag, ok := strings.CutPrefix(field, "lag="); ok {
+						n, _ := strconv.Atoi(lag)
+						r.lags = append(r.lags, n)
+					}
+				}
+			}
 		}
 	}
 	return r

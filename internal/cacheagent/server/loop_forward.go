@@ -254,6 +254,9 @@ func (ls *loopState) drop(sh *router.Shard, up *upstream.Conn) {
 
 var errRetired = errors.New("the shard left the ring")
 
+// errNoReply ends a connection to a shard that did not answer within its timeout.
+var errNoReply = errors.New("no reply within the shard timeout")
+
 // forward sends a GET or SET frame f to its shard on the loop, and reports whether it did.
 func (ls *loopState) forward(ic *inlineConn, r *router.Router, f *frame, rules *policy.Rules) bool {
 	if len(ic.queue) >= ic.window() {
@@ -427,6 +430,10 @@ func (q *fwdReq) Reply(p []byte, err error) {
 	s := q.ls.s
 	isGet := q.cmd == getCommand
 	switch {
+	case isGet && errors.Is(err, errNoReply):
+		// A down shard reads as a miss, as on the full path (onShardDown); run again there, the
+		// read would wait a second timeout.
+		err, p = nil, nullRESP3
 	case err != nil && isGet, err == nil && p[0] == '-' && fullPathReply(p, isGet):
 		q.ls.fullPath(q) // a replica, a retry: the full path knows
 		return
@@ -693,7 +700,7 @@ func (ls *loopState) sweep(r *router.Router, now time.Time) {
 		case (r == nil || !inRing(r, sh)) && up.Pending() == 0:
 			up.Fail(errRetired)
 		case up.Stalled(now, sh.Config().Timeout):
-			up.Fail(errors.New("no reply within the shard timeout"))
+			up.Fail(errNoReply)
 		}
 		if up.Err() != nil {
 			ls.drop(sh, up)

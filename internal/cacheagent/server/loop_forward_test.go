@@ -139,6 +139,29 @@ func TestAFrozenShardFailsTheLoopsRequestsAsTheFullPathWould(t *testing.T) {
 	}
 }
 
+// TestAReadOfAFrozenShardWaitsOneShardTimeout: a GET the loop forwarded to a shard that stopped
+// answering is a miss once the shard timeout has passed: it is not run again on the full path,
+// where it would wait a second timeout (a client with a read timeout of twice the shard's saw
+// errors on a node cut off from a shard).
+func TestAReadOfAFrozenShardWaitsOneShardTimeout(t *testing.T) {
+	shards := twoShards(t)
+	o := defaults() // with the L1, a GET the loop forwards is a tracked read
+	o.config.ShardTimeout = time.Second
+	a := startAgent(t, shards, o)
+	k := keyOn(t, a, "frozen-read:", 0)
+	c := a.dial(t)
+	c.do("SET", k, "v")
+	shards[0].Freeze()
+	defer shards[0].Thaw()
+	start := time.Now()
+	if got := c.do("GET", k); got != "(nil)" {
+		t.Fatalf("GET of a frozen shard = %q, want a miss", got)
+	}
+	if took := time.Since(start); took > 1600*time.Millisecond {
+		t.Fatalf("the miss took %v: the shard timeout (1s) was waited twice", took)
+	}
+}
+
 // TestAKilledLoopConnectionLosesNoRead: the shard closing the loop's connection (CLIENT KILL,
 // a proxy's idle timeout) costs no read its value: requests caught on it take the full path,
 // and the loop connects again.
