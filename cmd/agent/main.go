@@ -135,17 +135,13 @@ func (a *agent) followKubernetes(ctx context.Context) error {
 	return k.Run(ctx)
 }
 
-// probeTargets are the primaries of the ring the agent serves.
-func (a *agent) probeTargets() ([]reach.Target, string) {
+// probeTargets are the shards of the ring the agent serves.
+func (a *agent) probeTargets() ([]contract.Shard, string) {
 	r := a.srv.Router()
 	if r == nil {
 		return nil, ""
 	}
-	out := make([]reach.Target, len(r.Shards))
-	for i, sh := range r.Shards {
-		out[i] = reach.Target{Shard: sh.Name(), Addr: sh.Addr()}
-	}
-	return out, a.srv.Password()
+	return r.Doc.Shards, a.srv.Password()
 }
 
 // configureBus starts the bus with the first key it gets and follows later changes of the key

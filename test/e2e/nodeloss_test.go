@@ -164,9 +164,13 @@ func testNodeLoss(t *testing.T, kind lossKind) {
 			lateVictim++
 		}
 	}
-	t.Logf("nodeloss: %s, node %s (manager leader on %s): primaries of %v moved after %s; writes back on every shard after %s (%s); "+
+	movedHow := "failed over after"
+	if !kind.failsOver {
+		movedHow = "kept through"
+	}
+	t.Logf("nodeloss: %s, node %s (manager leader on %s): primaries of %v %s %s; writes back on every shard after %s (%s); "+
 		"reads failed %d of %d on %s, %d of %d on %s; acknowledged writes lost: %d on %s, %d on %s (%d after the fence's %s); on %s: %s",
-		kind.name, victim, leaderNode, lostShards, moved.Round(100*time.Millisecond), writesBack.Round(100*time.Millisecond), apps[survivor].w.summary(t0),
+		kind.name, victim, leaderNode, lostShards, movedHow, moved.Round(100*time.Millisecond), writesBack.Round(100*time.Millisecond), apps[survivor].w.summary(t0),
 		apps[survivor].r.fails, apps[survivor].r.reads, survivor, apps[victim].r.fails, apps[victim].r.reads, victim,
 		len(lostSurvivor), survivor, len(lostVictim), victim, lateVictim, fenceBound, victim, apps[victim].w.summary(t0))
 	if len(lostSurvivor) > 0 {
@@ -180,6 +184,8 @@ func testNodeLoss(t *testing.T, kind lossKind) {
 	}
 	if f := apps[victim].r; kind.appsSurvive && f.fails > 0 {
 		t.Errorf("reads on %s failed %s", victim, f.failures(t0))
+		logs, _ := kubectl("", "-n", ns, "logs", agents[victim], "--since=5m")
+		t.Logf("agent %s's log:\n%s", agents[victim], logs)
 	}
 	if writesBack > 20*time.Second {
 		t.Errorf("writes on %s failed until %s after the loss", survivor, writesBack)

@@ -78,11 +78,12 @@ type lossWriter struct {
 	failed      int
 	errs        map[string]int       // by the error's first word
 	lastErr     map[string]time.Time // when each kind of error was last seen
+	firstMsg    map[string]string    // each kind's first message
 	lastFailure time.Time
 }
 
 func startLossWriter(c *redis.Client, prefix string) *lossWriter {
-	w := &lossWriter{prefix: prefix, stop: make(chan struct{}), done: make(chan struct{}), acked: map[string]time.Time{}, errs: map[string]int{}, lastErr: map[string]time.Time{}}
+	w := &lossWriter{prefix: prefix, stop: make(chan struct{}), done: make(chan struct{}), acked: map[string]time.Time{}, errs: map[string]int{}, lastErr: map[string]time.Time{}, firstMsg: map[string]string{}}
 	go func() {
 		defer close(w.done)
 		for i := 0; ; i++ {
@@ -100,6 +101,9 @@ func startLossWriter(c *redis.Client, prefix string) *lossWriter {
 				kind := strings.Fields(err.Error())[0]
 				w.errs[kind]++
 				w.lastErr[kind] = now
+				if _, seen := w.firstMsg[kind]; !seen {
+					w.firstMsg[kind] = err.Error()
+				}
 				w.lastFailure = now
 			} else {
 				w.acked[k] = now
@@ -157,7 +161,7 @@ func (w *lossWriter) summary(t0 time.Time) string {
 	defer w.mu.Unlock()
 	var kinds []string
 	for kind, n := range w.errs {
-		kinds = append(kinds, fmt.Sprintf("%s %d until +%s", kind, n, w.lastErr[kind].Sub(t0).Round(100*time.Millisecond)))
+		kinds = append(kinds, fmt.Sprintf("%s %d until +%s, first %q", kind, n, w.lastErr[kind].Sub(t0).Round(100*time.Millisecond), w.firstMsg[kind]))
 	}
 	slices.Sort(kinds)
 	return fmt.Sprintf("%d acknowledged, %d refused (%s)", len(w.acked), w.failed, strings.Join(kinds, ", "))
@@ -169,6 +173,7 @@ type lossReader struct {
 	reads, fails int
 	firstErr     error
 	failedAt     []time.Time // the first few
+	slow         []string    // the first few reads that took over 1.5 s: key, start, duration
 }
 
 func startLossReader(c *redis.Client, keys []string) *lossReader {
@@ -181,7 +186,11 @@ func startLossReader(c *redis.Client, keys []string) *lossReader {
 				return
 			default:
 			}
+			start := time.Now()
 			err := c.Get(context.Background(), keys[i%len(keys)]).Err()
+			if took := time.Since(start); took > 1500*time.Millisecond && len(r.slow) < 10 {
+				r.slow = append(r.slow, fmt.Sprintf("%s at %s took %s", keys[i%len(keys)], start.Format("15:04:05.000"), took.Round(10*time.Millisecond)))
+			}
 			r.reads++
 			if err != nil && !errors.Is(err, redis.Nil) {
 				r.fails++
@@ -204,7 +213,7 @@ func (r *lossReader) failures(t0 time.Time) string {
 	for _, f := range r.failedAt {
 		at = append(at, "+"+f.Sub(t0).Round(100*time.Millisecond).String())
 	}
-	return fmt.Sprintf("%d at %s: %v", r.fails, strings.Join(at, " "), r.firstErr)
+	return fmt.Sprintf("%d at %s: %v; slow reads: %s", r.fails, strings.Join(at, " "), r.firstErr, strings.Join(r.slow, "; "))
 }
 
 func (r *lossReader) finish() {

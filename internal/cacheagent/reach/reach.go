@@ -15,21 +15,19 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/upstream"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
-
-// Target is one shard's primary.
-type Target struct{ Shard, Addr string }
 
 // Prober probes targets and remembers since when each could not be reached.
 type Prober struct {
 	// Every is the probe interval and the timeout of one probe.
 	Every time.Duration
-	// Targets are the shards to probe now (the current ring), and the password.
-	Targets func() ([]Target, string)
+	// Targets are the shards whose primaries to probe now (the current ring), and the password.
+	Targets func() ([]contract.Shard, string)
 	// Changed is called (off the probe) when the set of lost shards changes.
 	Changed func()
 	// probe is INFO replication by default; tests substitute it.
-	probe func(ctx context.Context, t Target, password string, timeout time.Duration) (refusing bool, err error)
+	probe func(ctx context.Context, sh contract.Shard, password string, timeout time.Duration) (refusing bool, err error)
 
 	mu       sync.Mutex
 	lost     map[string]time.Time // shard -> first failed probe of the current streak
@@ -101,16 +99,16 @@ func (p *Prober) Once(ctx context.Context, timeout time.Duration) {
 
 // streaks is the next "since when" of the targets for which hit holds, keeping the time of a
 // streak that goes on, and whether that set changed (a shard that left the ring is a change).
-func streaks(prev map[string]time.Time, targets []Target, hit []bool, now time.Time) (map[string]time.Time, bool) {
+func streaks(prev map[string]time.Time, targets []contract.Shard, hit []bool, now time.Time) (map[string]time.Time, bool) {
 	changed := false
 	next := make(map[string]time.Time, len(prev))
 	for i, t := range targets {
-		since, was := prev[t.Shard]
+		since, was := prev[t.Name]
 		switch {
 		case hit[i] && was:
-			next[t.Shard] = since
+			next[t.Name] = since
 		case hit[i]:
-			next[t.Shard], changed = now, true
+			next[t.Name], changed = now, true
 		case was:
 			changed = true
 		}
@@ -122,8 +120,8 @@ func streaks(prev map[string]time.Time, targets []Target, hit []bool, now time.T
 // talk counts as reached: a primary busy with a script (BUSY) or loading is there. A primary
 // refuses writes when it counts no good replica while it needs one (min-replicas-to-write 1,
 // which is the only value the operator sets).
-func replication(ctx context.Context, t Target, password string, timeout time.Duration) (refusing bool, err error) {
-	info, err := upstream.Command(ctx, t.Addr, password, timeout, "INFO", "replication")
+func replication(ctx context.Context, sh contract.Shard, password string, timeout time.Duration) (refusing bool, err error) {
+	info, err := upstream.Command(ctx, sh.Primary, password, timeout, "INFO", "replication")
 	if err != nil {
 		return false, err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 // TestProberReportsALostPrimaryUntilItAnswers: a stopped shard is lost from the first failed
@@ -17,8 +18,8 @@ func TestProberReportsALostPrimaryUntilItAnswers(t *testing.T) {
 	up, down := tu.StartRedis(t, "pw"), tu.StartRedis(t, "pw")
 	var changes atomic.Int32
 	p := &Prober{
-		Targets: func() ([]Target, string) {
-			return []Target{{Shard: "shard-0", Addr: up.Addr()}, {Shard: "shard-1", Addr: down.Addr()}}, "pw"
+		Targets: func() ([]contract.Shard, string) {
+			return []contract.Shard{{Name: "shard-0", Primary: up.Addr()}, {Name: "shard-1", Primary: down.Addr()}}, "pw"
 		},
 		Changed: func() { changes.Add(1) },
 	}
@@ -48,12 +49,12 @@ func TestProberReportsALostPrimaryUntilItAnswers(t *testing.T) {
 // reported, and that is a change.
 func TestProberForgetsShardsThatLeftTheRing(t *testing.T) {
 	var changes atomic.Int32
-	targets := []Target{{Shard: "shard-0", Addr: "a"}, {Shard: "shard-1", Addr: "b"}}
+	targets := []contract.Shard{{Name: "shard-0", Primary: "a"}, {Name: "shard-1", Primary: "b"}}
 	p := &Prober{
-		Targets: func() ([]Target, string) { return targets, "" },
+		Targets: func() ([]contract.Shard, string) { return targets, "" },
 		Changed: func() { changes.Add(1) },
-		probe: func(_ context.Context, tg Target, _ string, _ time.Duration) (bool, error) {
-			if tg.Shard == "shard-1" {
+		probe: func(_ context.Context, sh contract.Shard, _ string, _ time.Duration) (bool, error) {
+			if sh.Name == "shard-1" {
 				return false, context.DeadlineExceeded
 			}
 			return false, nil
@@ -77,7 +78,9 @@ func TestProberReportsAPrimaryThatRefusesWrites(t *testing.T) {
 	}
 	var changes atomic.Int32
 	p := &Prober{
-		Targets: func() ([]Target, string) { return []Target{{Shard: "shard-0", Addr: primary.Addr()}}, "pw" },
+		Targets: func() ([]contract.Shard, string) {
+			return []contract.Shard{{Name: "shard-0", Primary: primary.Addr()}}, "pw"
+		},
 		Changed: func() { changes.Add(1) },
 	}
 	ctx := context.Background()

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cachefleet/cachefleet/internal/cacheagent/pubsub"
-	"github.com/cachefleet/cachefleet/internal/cacheagent/router"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
 	"github.com/cachefleet/cachefleet/internal/resp"
 )
@@ -286,7 +285,7 @@ func (s *Server) checkTrackingOn(c *client, o *trackState) string {
 func (s *Server) trackingOn(c *client, o *trackState, redirect int64) {
 	if r := s.router.Load(); r != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShardTimeout)
-		for _, w := range s.watchers.Ensure(watched(r)) {
+		for _, w := range s.watchers.Ensure(r.Doc.Shards) {
 			// A shard not followed yet is reported as "everything changed" once it is.
 			w.WaitFollowing(ctx)
 		}
@@ -402,15 +401,6 @@ func (c *client) afterCommand(name string) {
 	if c.track != nil && c.tx == nil && name != "client" {
 		c.track.caching = false
 	}
-}
-
-// watched names r's shards for the watchers.
-func watched(r *router.Router) []tracking.ShardAddr {
-	out := make([]tracking.ShardAddr, len(r.Shards))
-	for i, sh := range r.Shards {
-		out[i] = tracking.ShardAddr{Name: sh.Name(), Addr: sh.Addr()}
-	}
-	return out
 }
 
 // shardChanged forwards a watcher's report to the tracking clients, after fencing the node

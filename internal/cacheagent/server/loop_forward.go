@@ -430,9 +430,10 @@ func (q *fwdReq) Reply(p []byte, err error) {
 	s := q.ls.s
 	isGet := q.cmd == getCommand
 	switch {
-	case isGet && errors.Is(err, errNoReply):
-		// A down shard reads as a miss, as on the full path (onShardDown); run again there, the
-		// read would wait a second timeout.
+	case isGet && err != nil && time.Since(q.start) >= q.r.ShardFor(q.key).Config().Timeout:
+		// It waited its shard's timeout (no reply, or a node cut off: an unreachable host after
+		// ARP gave up): a down shard reads as a miss, as on the full path (onShardDown). Run again
+		// there, the read would wait a second timeout.
 		err, p = nil, nullRESP3
 	case err != nil && isGet, err == nil && p[0] == '-' && fullPathReply(p, isGet):
 		q.ls.fullPath(q) // a replica, a retry: the full path knows

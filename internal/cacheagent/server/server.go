@@ -148,7 +148,7 @@ func (s *Server) SetRing(doc *contract.Document) error {
 	}
 	s.router.Store(next)
 	s.Stats.RingEpoch.Store(doc.Epoch)
-	s.watchers.Follow(watched(next))
+	s.watchers.Follow(next.Doc.Shards)
 	s.pubsub.SetRing(next)
 	if retired := router.Retired(prev, next); len(retired) > 0 {
 		// Requests already routed with the old ring finish first.

@@ -9,6 +9,7 @@ import (
 
 	tu "github.com/cachefleet/cachefleet/internal/cacheagent/testutil"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/tracking"
+	"github.com/cachefleet/cachefleet/internal/contract"
 )
 
 type changes struct {
@@ -102,17 +103,17 @@ func TestWatchersFollowTheRing(t *testing.T) {
 	var ch changes
 	ws := tracking.NewWatchers(func() string { return "" }, ch.on)
 	defer ws.Stop()
-	ws.Follow([]tracking.ShardAddr{{Name: "shard-0", Addr: a.Addr()}})
+	ws.Follow([]contract.Shard{{Name: "shard-0", Primary: a.Addr()}})
 	time.Sleep(200 * time.Millisecond) // a watcher would have reported "everything changed" by now
 	if _, all := ch.snapshot(); all != 0 {
 		t.Fatal("a ring change started a watcher while nobody tracks")
 	}
-	first := ws.Ensure([]tracking.ShardAddr{{Name: "shard-0", Addr: a.Addr()}})
-	if again := ws.Ensure([]tracking.ShardAddr{{Name: "shard-0", Addr: a.Addr()}}); again[0] != first[0] {
+	first := ws.Ensure([]contract.Shard{{Name: "shard-0", Primary: a.Addr()}})
+	if again := ws.Ensure([]contract.Shard{{Name: "shard-0", Primary: a.Addr()}}); again[0] != first[0] {
 		t.Error("a second Ensure started another watcher for the same shard")
 	}
-	ws.Follow([]tracking.ShardAddr{{Name: "shard-0", Addr: b.Addr()}}) // the shard moved (a failover)
-	moved := ws.Ensure([]tracking.ShardAddr{{Name: "shard-0", Addr: b.Addr()}})
+	ws.Follow([]contract.Shard{{Name: "shard-0", Primary: b.Addr()}}) // the shard moved (a failover)
+	moved := ws.Ensure([]contract.Shard{{Name: "shard-0", Primary: b.Addr()}})
 	if moved[0] == first[0] {
 		t.Fatal("the watcher of the old address was kept")
 	}
