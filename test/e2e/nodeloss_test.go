@@ -169,9 +169,10 @@ func testNodeLoss(t *testing.T, kind lossKind) {
 		movedHow = "kept through"
 	}
 	t.Logf("nodeloss: %s, node %s (manager leader on %s): primaries of %v %s %s; writes back on every shard after %s (%s); "+
-		"reads failed %d of %d on %s, %d of %d on %s; acknowledged writes lost: %d on %s, %d on %s (%d after the fence's %s); on %s: %s",
+		"reads failed %d of %d on %s (slowest %s), %d of %d on %s (slowest %s); acknowledged writes lost: %d on %s, %d on %s (%d after the fence's %s); on %s: %s",
 		kind.name, victim, leaderNode, lostShards, movedHow, moved.Round(100*time.Millisecond), writesBack.Round(100*time.Millisecond), apps[survivor].w.summary(t0),
-		apps[survivor].r.fails, apps[survivor].r.reads, survivor, apps[victim].r.fails, apps[victim].r.reads, victim,
+		apps[survivor].r.fails, apps[survivor].r.reads, survivor, apps[survivor].r.slowest.Round(10*time.Millisecond),
+		apps[victim].r.fails, apps[victim].r.reads, victim, apps[victim].r.slowest.Round(10*time.Millisecond),
 		len(lostSurvivor), survivor, len(lostVictim), victim, lateVictim, fenceBound, victim, apps[victim].w.summary(t0))
 	if len(lostSurvivor) > 0 {
 		t.Errorf("writes acknowledged on %s lost: %v", survivor, slices.Sorted(maps.Keys(lostSurvivor))[:min(len(lostSurvivor), 10)])

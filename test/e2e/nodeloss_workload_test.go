@@ -58,7 +58,8 @@ func nodeClient(t *testing.T, ns, fleet, node, agentPod string) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{
 		Addr: podAddr(t, ns, agentPod, 6380), Password: fleetPassword(t, ns, fleet), Dialer: nodeDialer(node),
-		MaxRetries: -1, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, PoolSize: 4,
+		// go-redis's own timeouts (3 s), as an application has them; no retries, to see each error.
+		MaxRetries: -1, DialTimeout: 2 * time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, PoolSize: 4,
 	})
 	t.Cleanup(func() { c.Close() })
 	eventually(t, 30*time.Second, "agent "+agentPod+" answers PING from inside "+node, func() error {
@@ -174,6 +175,7 @@ type lossReader struct {
 	firstErr     error
 	failedAt     []time.Time // the first few
 	slow         []string    // the first few reads that took over 1.5 s: key, start, duration
+	slowest      time.Duration
 }
 
 func startLossReader(c *redis.Client, keys []string) *lossReader {
@@ -188,7 +190,9 @@ func startLossReader(c *redis.Client, keys []string) *lossReader {
 			}
 			start := time.Now()
 			err := c.Get(context.Background(), keys[i%len(keys)]).Err()
-			if took := time.Since(start); took > 1500*time.Millisecond && len(r.slow) < 10 {
+			took := time.Since(start)
+			r.slowest = max(r.slowest, took)
+			if took > 1500*time.Millisecond && len(r.slow) < 10 {
 				r.slow = append(r.slow, fmt.Sprintf("%s at %s took %s", keys[i%len(keys)], start.Format("15:04:05.000"), took.Round(10*time.Millisecond)))
 			}
 			r.reads++
