@@ -30,6 +30,7 @@ import (
 	"github.com/cachefleet/cachefleet/internal/cacheagent/server"
 	"github.com/cachefleet/cachefleet/internal/cacheagent/source"
 	"github.com/cachefleet/cachefleet/internal/contract"
+	"github.com/cachefleet/cachefleet/internal/kubehealth"
 )
 
 func main() {
@@ -44,6 +45,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	kubehealth.CheckConnectionsOften() // a node healed after a cut gets its ring again at once
 	if o.procs > 0 {
 		runtime.GOMAXPROCS(o.procs)
 	}

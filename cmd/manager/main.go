@@ -17,6 +17,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/cachefleet/cachefleet/internal/controller"
+	"github.com/cachefleet/cachefleet/internal/kubehealth"
 )
 
 func main() {
@@ -38,6 +39,7 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	kubehealth.CheckConnectionsOften()
 
 	scheme := runtime.NewScheme()
 	must(clientgoscheme.AddToScheme(scheme))
