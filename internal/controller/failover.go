@@ -139,75 +139,92 @@ func decideFailover(primary string, pods []shardPod, downFor, failoverAfter time
 	return failoverDecision{promote: best.name, reason: fmt.Sprintf("%s; promoting %s (replication offset %d)", reason, best.name, best.offset)}
 }
 
-// reconcileFailover checks each shard's primary and promotes a replica where the policy says so.
+// reconcileFailover watches each shard's primary: detection, failover, a former primary's
+// rejoin, and the fence.
 func (r *CacheFleetReconciler) reconcileFailover(ctx context.Context, s *fleetScope) error {
 	f := s.fleet
 	if f.Spec.Shards.Replicas == 0 {
 		return nil
 	}
-	after := f.Spec.Shards.FailoverAfter.Duration
-	if after <= 0 {
-		after = 5 * time.Second
-	}
-	var password string // read only when a primary is down
 	var leases coordinationv1.LeaseList
 	if err := r.List(ctx, &leases, client.InNamespace(f.Namespace), client.MatchingLabels{LabelFleet: f.Name, LabelComponent: ComponentAgent}); err != nil {
 		return err
 	}
 	for i := 0; i < int(f.Spec.Shards.Count); i++ {
-		shard := shardName(i)
-		primary := s.roles[shard]
-		pods, err := r.shardPods(ctx, f, i)
-		if err != nil {
-			return err
-		}
-		key := f.Namespace + "/" + f.Name + "/" + shard
-		reports := reportsFor(leases.Items, shard)
-		lostFor, lost, err := r.watchReachability(ctx, s, key, shard, primary, pods, reports)
-		if err != nil {
-			return err
-		}
-		if lost {
-			// The fleet cannot reach it: as down as Kubernetes would call it once the node's
-			// grace period ran out, and down since the verdict's conditions first held. Just
-			// probed in vain, it is not dialled again below (a dial there waits 2 s).
-			markLost(pods, primary)
-		}
-		downFor := max(r.downFor(key, pods, primary), lostFor)
-		restarted := r.restarted(key, pods, primary)
-		d := decideFailover(primary, pods, downFor, after)
-		if downFor > 0 || restarted || podGone(pods, primary) {
-			// Only now ask Valkey itself: a healthy fleet costs the controller no connections.
-			// A primary that restarted answers as a replica once it deferred to a peer.
-			if password, err = r.shardPassword(ctx, f); err != nil {
-				return err
-			}
-			r.probe(ctx, pods, password)
-			d = decideFailover(primary, pods, downFor, after)
-		}
-		if d.switchTo != "" {
-			if err := r.switchover(ctx, f, pods, primary, d, password); err != nil {
-				r.event(f, corev1.EventTypeWarning, "SwitchoverFailed", "Failover", "%s: %s: %v", shard, d.reason, err)
-			}
-			r.probe(ctx, pods, password)
-			d = decideFailover(primary, pods, downFor, after)
-		}
-		if d.wait > 0 {
-			s.requeue = minPositive(s.requeue, d.wait)
-		}
-		if d.promote != "" {
-			if err := r.failOver(ctx, s, key, shard, primary, pods, d, password); err != nil {
-				return err
-			}
-		}
-		if err := r.rejoinStray(ctx, s, key, shard, s.roles[shard], pods); err != nil {
-			return err
-		}
-		if err := r.keepFence(ctx, s, key, shard, s.roles[shard], pods, refusedWrites(reports, r.now())); err != nil {
+		if err := r.watchShard(ctx, s, i, leases.Items); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// watchShard is one shard's turn of reconcileFailover.
+func (r *CacheFleetReconciler) watchShard(ctx context.Context, s *fleetScope, i int, leases []coordinationv1.Lease) error {
+	shard := shardName(i)
+	primary := s.roles[shard]
+	pods, err := r.shardPods(ctx, s.fleet, i)
+	if err != nil {
+		return err
+	}
+	key := s.fleet.Namespace + "/" + s.fleet.Name + "/" + shard
+	reports := reportsFor(leases, shard)
+	d, password, err := r.decidePrimary(ctx, s, key, shard, primary, pods, reports)
+	if err != nil {
+		return err
+	}
+	if d.promote != "" {
+		if err := r.failOver(ctx, s, key, shard, primary, pods, d, password); err != nil {
+			return err
+		}
+	}
+	if err := r.rejoinStray(ctx, s, key, shard, s.roles[shard], pods); err != nil {
+		return err
+	}
+	return r.keepFence(ctx, s, key, shard, s.roles[shard], pods, refusedWrites(reports, r.now()))
+}
+
+// decidePrimary turns what Kubernetes, the agents and Valkey say about a shard's primary into
+// decideFailover's verdict, handing a terminating primary's role over on the way; password is
+// the shards' when it had to be read.
+func (r *CacheFleetReconciler) decidePrimary(ctx context.Context, s *fleetScope, key, shard, primary string, pods []shardPod, reports []reachReport) (d failoverDecision, password string, err error) {
+	f := s.fleet
+	after := f.Spec.Shards.FailoverAfter.Duration
+	if after <= 0 {
+		after = 5 * time.Second
+	}
+	lostFor, lost, err := r.watchReachability(ctx, s, key, shard, primary, pods, reports)
+	if err != nil {
+		return d, "", err
+	}
+	if lost {
+		// The fleet cannot reach it: as down as Kubernetes would call it once the node's grace
+		// period ran out, and down since the verdict's conditions first held. Just probed in
+		// vain, it is not dialled again below (a dial there waits 2 s).
+		markLost(pods, primary)
+	}
+	downFor := max(r.downFor(key, pods, primary), lostFor)
+	restarted := r.restarted(key, pods, primary)
+	d = decideFailover(primary, pods, downFor, after)
+	if downFor > 0 || restarted || podGone(pods, primary) {
+		// Only now ask Valkey itself: a healthy fleet costs the controller no connections. A
+		// primary that restarted answers as a replica once it deferred to a peer.
+		if password, err = r.shardPassword(ctx, f); err != nil {
+			return d, "", err
+		}
+		r.probe(ctx, pods, password)
+		d = decideFailover(primary, pods, downFor, after)
+	}
+	if d.switchTo != "" {
+		if err := r.switchover(ctx, f, pods, primary, d, password); err != nil {
+			r.event(f, corev1.EventTypeWarning, "SwitchoverFailed", "Failover", "%s: %s: %v", shard, d.reason, err)
+		}
+		r.probe(ctx, pods, password)
+		d = decideFailover(primary, pods, downFor, after)
+	}
+	if d.wait > 0 {
+		s.requeue = minPositive(s.requeue, d.wait)
+	}
+	return d, password, nil
 }
 
 // failOver promotes d.promote in place of primary. A primary it could not tell to follow the new

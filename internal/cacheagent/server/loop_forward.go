@@ -434,7 +434,7 @@ func (q *fwdReq) Reply(p []byte, err error) {
 		// It waited its shard's timeout (no reply, or a node cut off: an unreachable host after
 		// ARP gave up): a down shard reads as a miss, as on the full path (onShardDown). Run again
 		// there, the read would wait a second timeout.
-		err, p = nil, nullRESP3
+		p = nullRESP3
 	case err != nil && isGet, err == nil && p[0] == '-' && fullPathReply(p, isGet):
 		q.ls.fullPath(q) // a replica, a retry: the full path knows
 		return
