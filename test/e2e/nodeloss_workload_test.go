@@ -80,7 +80,9 @@ type lossWriter struct {
 	errs        map[string]int       // by the error's first word
 	lastErr     map[string]time.Time // when each kind of error was last seen
 	firstMsg    map[string]string    // each kind's first message
-	lastFailure time.Time
+	failures    []time.Time
+	lastAck     time.Time
+	longestGap  time.Duration // between two acknowledged writes
 }
 
 func startLossWriter(c *redis.Client, prefix string) *lossWriter {
@@ -105,9 +107,13 @@ func startLossWriter(c *redis.Client, prefix string) *lossWriter {
 				if _, seen := w.firstMsg[kind]; !seen {
 					w.firstMsg[kind] = err.Error()
 				}
-				w.lastFailure = now
+				w.failures = append(w.failures, now)
 			} else {
 				w.acked[k] = now
+				if !w.lastAck.IsZero() {
+					w.longestGap = max(w.longestGap, now.Sub(w.lastAck))
+				}
+				w.lastAck = now
 			}
 			w.mu.Unlock()
 			if err != nil {
@@ -116,6 +122,28 @@ func startLossWriter(c *redis.Client, prefix string) *lossWriter {
 		}
 	}()
 	return w
+}
+
+// writesBack is when (after t0) the refusals the loss caused ended: the last of those that
+// follow one another from the loss on, each within 2 s of the one before; 0 if none started
+// within 3 s of the loss. A lone refusal much later is not the loss's.
+func (w *lossWriter) writesBack(t0 time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var end time.Time
+	for _, f := range w.failures {
+		switch {
+		case f.Before(t0):
+		case end.IsZero() && f.Sub(t0) <= 3*time.Second, !end.IsZero() && f.Sub(end) <= 2*time.Second:
+			end = f
+		case !end.IsZero():
+			return end.Sub(t0)
+		}
+	}
+	if end.IsZero() {
+		return 0
+	}
+	return end.Sub(t0)
 }
 
 func (w *lossWriter) finish() {
