@@ -79,6 +79,12 @@ start() { # name, command...: a background process with a pid file and a log
   echo $! >"$state/pids/$name.pid"
 }
 
+write_if_changed() { # file < content: a running kube-proxy exits when its config file changes
+  local tmp; tmp="$(mktemp)"
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
+
 running() { # name: its process (start's pid file) is alive
   [[ -f "$state/pids/$1.pid" ]] && kill -0 "$(cat "$state/pids/$1.pid")" 2>/dev/null
 }
@@ -205,7 +211,7 @@ node() { # i: containerd, kubelet and kube-proxy inside the node's network names
   local i="$1" name ip dir netns
   name="$(node_name "$i")" ip="$(node_ip "$i")" dir="$state/$(node_name "$i")" netns="/run/netns/$(node_name "$i")"
   mkdir -p "$dir/cni" "$dir/kubelet" "$dir/pod-logs"
-  cat >"$dir/cni/10-cachefleet.conflist" <<EOF
+  write_if_changed "$dir/cni/10-cachefleet.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "cachefleet", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "dataDir": "$dir/ipam", "ranges": [[{"subnet": "10.244.$i.0/24"}]],
@@ -213,7 +219,7 @@ node() { # i: containerd, kubelet and kube-proxy inside the node's network names
   {"type": "portmap", "capabilities": {"portMappings": true}}
 ]}
 EOF
-  cat >"$dir/containerd.toml" <<EOF
+  write_if_changed "$dir/containerd.toml" <<EOF
 version = 2
 root = "$dir/containerd"
 state = "$dir/containerd-state"
@@ -246,8 +252,8 @@ EOF
       cat "$h/cpuset.mems" >"$h$(cgroup_root "$i")/cpuset.mems"
     fi
   done
-  echo "nameserver $hostip" >"$dir/resolv.conf"
-  cat >"$dir/kubelet.yaml" <<EOF
+  echo "nameserver $hostip" | write_if_changed "$dir/resolv.conf"
+  write_if_changed "$dir/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $ip
@@ -274,7 +280,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 nodeStatusReportFrequency: 10s
 EOF
-  cat >"$dir/kube-proxy.yaml" <<EOF
+  write_if_changed "$dir/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $state/admin.kubeconfig}
