@@ -74,15 +74,15 @@ type lossWriter struct {
 	prefix     string
 	stop, done chan struct{}
 
-	mu          sync.Mutex
-	acked       map[string]time.Time
-	failed      int
-	errs        map[string]int       // by the error's first word
-	lastErr     map[string]time.Time // when each kind of error was last seen
-	firstMsg    map[string]string    // each kind's first message
-	failures    []time.Time
-	lastAck     time.Time
-	longestGap  time.Duration // between two acknowledged writes
+	mu         sync.Mutex
+	acked      map[string]time.Time
+	failed     int
+	errs       map[string]int       // by the error's first word
+	lastErr    map[string]time.Time // when each kind of error was last seen
+	firstMsg   map[string]string    // each kind's first message
+	failures   []time.Time
+	lastAck    time.Time
+	longestGap time.Duration // between two acknowledged writes
 }
 
 func startLossWriter(c *redis.Client, prefix string) *lossWriter {
