@@ -29,7 +29,6 @@ type shardPod struct {
 	ready     bool   // the pod is Ready and its node is Ready
 	gone      bool   // the pod does not exist or is being deleted: whatever replaces it starts empty
 	reachable bool   // INFO answered
-	unreached bool   // asked for INFO, and it did not answer
 	role      string // "master" or "slave", as INFO replication says
 	offset    int64  // master_repl_offset: how much of the shard's history it holds
 	uid       string // the pod's UID and its Valkey container's restart count: a change of
@@ -352,12 +351,9 @@ func (r *CacheFleetReconciler) probe(ctx context.Context, pods []shardPod, passw
 			continue
 		}
 		wg.Go(func() {
-			info, err := r.admin().Replication(ctx, pods[i].addr, password)
-			if err != nil {
-				pods[i].unreached = true
-				return
+			if info, err := r.admin().Replication(ctx, pods[i].addr, password); err == nil {
+				pods[i].reachable, pods[i].role, pods[i].offset = true, info.role, info.offset
 			}
-			pods[i].reachable, pods[i].unreached, pods[i].role, pods[i].offset = true, false, info.role, info.offset
 		})
 	}
 	wg.Wait()
